@@ -1,0 +1,4 @@
+from hydra_sandbox.cli import main
+
+if __name__ == "__main__":
+    main()

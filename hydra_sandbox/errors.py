@@ -1,0 +1,86 @@
+"""One error hierarchy for Hydra.
+
+Every error carries a message that says what was wrong, where (file, field, session id) and what to
+do about it. The MCP layer turns them into ``ToolError``s and the CLI into one red line and an exit
+code; neither shows a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+
+class HydraError(Exception):
+    """Root of every error Hydra raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(HydraError):
+    """A configuration file, setting or argument is invalid."""
+
+    exit_code = 2
+
+
+class ProfileNotFoundError(ConfigError):
+    """A profile id that no profile directory defines."""
+
+
+class PolicyNotFoundError(ConfigError):
+    """A policy name that no policy directory defines."""
+
+
+class PolicyViolation(HydraError):
+    """A request would widen a policy or break a rule of it."""
+
+    exit_code = 3
+
+
+class WorkspaceError(HydraError):
+    """A workspace could not be staged, diffed or applied."""
+
+    exit_code = 4
+
+
+class ApplyConflictError(WorkspaceError):
+    """Files changed on the host since the session started, or another session holds the lock."""
+
+
+class RuntimeUnavailableError(HydraError):
+    """The container runtime (Docker) cannot be reached or lacks an image."""
+
+    exit_code = 5
+
+
+class ImageBuildError(HydraError):
+    """Building or staging an image failed."""
+
+    exit_code = 5
+
+
+class SessionNotFoundError(HydraError):
+    """A session id that Hydra has no record of."""
+
+    exit_code = 6
+
+
+class InvalidTransitionError(HydraError):
+    """A lifecycle transition that the state machine does not allow."""
+
+    exit_code = 7
+
+
+class StoreError(HydraError):
+    """The journal or the search index failed."""
+
+    exit_code = 8
+
+
+class EmbeddingModelMissingError(StoreError):
+    """The embedding model directory is missing or incomplete."""

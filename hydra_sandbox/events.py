@@ -1,0 +1,81 @@
+"""Event models: what Hydra records about every session.
+
+A parser or the manager produces :class:`EventDraft`s; the journal turns each into an
+:class:`Event` by giving it the next counter of its session, so ids are ``f"{session_id}:{counter}"``
+with counters from 0 and no gaps. All text in an event is masked before it gets here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EventType = Literal[
+    "command",
+    "diff",
+    "test",
+    "decision",
+    "approval",
+    "message",
+    "error",
+    "status",
+    "note",
+    "checklist",
+    "summary",
+]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventDraft(BaseModel):
+    """An event before the journal has given it a counter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: EventType
+    text: str = Field(description="Masked, human-readable text; what search embeds.")
+    data: dict[str, Any] = Field(default_factory=dict, description="Type-specific structured payload.")
+    tags: list[str] = Field(default_factory=list)
+    related_files: list[str] = Field(default_factory=list)
+    related_sessions: list[str] = Field(default_factory=list)
+    timestamp: datetime = Field(default_factory=utcnow)
+
+
+class SessionRef(BaseModel):
+    """Who an event belongs to: filled in by whoever records it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str
+    profile_id: str | None = None
+    parent_session_id: str | None = None
+    relationship: str | None = None
+
+
+class Event(EventDraft):
+    """A recorded event."""
+
+    id: str
+    session_id: str
+    counter: int = Field(ge=0)
+    profile_id: str | None = None
+    parent_session_id: str | None = None
+    relationship: str | None = None
+
+    @classmethod
+    def from_draft(cls, draft: EventDraft, ref: SessionRef, counter: int) -> Event:
+        return cls(
+            **draft.model_dump(),
+            **ref.model_dump(),
+            id=event_id(ref.session_id, counter),
+            counter=counter,
+        )
+
+
+def event_id(session_id: str, counter: int) -> str:
+    return f"{session_id}:{counter}"

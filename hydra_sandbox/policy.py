@@ -1,0 +1,353 @@
+"""Directory, network, resource and delegation policy, and how a child's policy narrows its parent's.
+
+Directory globs use gitignore syntax (``pathspec``'s ``gitwildmatch``) relative to the workspace
+root. A path is visible when every allow layer matches it and no deny glob does; deny wins.
+Protected paths (:data:`PROTECTED_HIDDEN`, :data:`PROTECTED_READ_ONLY`) apply to every policy and
+cannot be removed by any policy or request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import pathspec
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation
+from hydra_sandbox.yaml_models import load_yaml_model, validate_data
+
+PROTECTED_HIDDEN: tuple[str, ...] = (
+    ".env",
+    ".env.*",
+    ".codex/",
+    ".mcp.json",
+    ".git/config",
+)
+"""Never visible to an agent: they hold credentials or configure tools that run on the host."""
+
+PROTECTED_READ_ONLY: tuple[str, ...] = (
+    ".git/",
+    ".gitmodules",
+    ".vscode/",
+    ".bashrc",
+    ".bash_profile",
+    ".bash_login",
+    ".bash_logout",
+    ".profile",
+    ".zshrc",
+    ".zprofile",
+    ".zshenv",
+    ".inputrc",
+)
+"""Visible but never writable: a write here would run code on the host later."""
+
+NetworkMode = Literal["none", "model-only", "allowlist"]
+_NETWORK_ORDER: dict[str, int] = {"none": 0, "model-only": 1, "allowlist": 2}
+
+
+def _check_glob(value: str) -> str:
+    if not value or not value.strip():
+        raise ValueError("empty glob; use e.g. 'src/**'")
+    if value.startswith("/") or (len(value) > 1 and value[1] == ":"):
+        raise ValueError(
+            f"{value!r} is an absolute path; globs are relative to the workspace root, e.g. 'src/**'"
+        )
+    parts = value.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise ValueError(f"{value!r} escapes the workspace with '..'; globs stay inside the workspace root")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DirectoryPolicy(_Strict):
+    allow: list[str] = Field(default_factory=lambda: ["**"], description="Globs the agent may see.")
+    deny: list[str] = Field(default_factory=list, description="Globs hidden from the agent; deny wins.")
+    read_only: list[str] = Field(default_factory=list, description="Visible globs the agent may not change.")
+    # Allow lists inherited from ancestors: a child sees a path only if every layer allows it.
+    inherited_allow: list[list[str]] = Field(default_factory=list)
+
+    @field_validator("allow", "deny", "read_only")
+    @classmethod
+    def _globs(cls, values: list[str]) -> list[str]:
+        return [_check_glob(v) for v in values]
+
+    @field_validator("inherited_allow")
+    @classmethod
+    def _layers(cls, layers: list[list[str]]) -> list[list[str]]:
+        return [[_check_glob(v) for v in layer] for layer in layers]
+
+
+class NetworkPolicy(_Strict):
+    mode: NetworkMode = "model-only"
+    allow_domains: list[str] = Field(default_factory=list, description="Used when mode is 'allowlist'.")
+
+    @field_validator("allow_domains")
+    @classmethod
+    def _domains(cls, values: list[str]) -> list[str]:
+        out = []
+        for value in values:
+            name = value.strip().lower().rstrip(".")
+            if not name or "/" in name or ":" in name or " " in name:
+                raise ValueError(f"{value!r} is not a domain name; write e.g. 'pypi.example.org'")
+            out.append(name)
+        return out
+
+
+class ResourceLimits(_Strict):
+    cpus: float = Field(default=1.0, gt=0, le=64, description="CPU cores (nano_cpus).")
+    memory_mb: int = Field(default=2048, ge=64, le=262144, description="Memory and memory+swap limit.")
+    pids: int = Field(default=256, ge=16, le=65536, description="Maximum processes and threads.")
+    timeout_s: int = Field(default=1800, ge=1, le=86400, description="Wall-clock limit of one run.")
+    max_output_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="Output kept per run.")
+
+
+class DelegationLimits(_Strict):
+    max_depth: int = Field(default=2, ge=0, le=16, description="Levels of children below this session.")
+    max_children: int = Field(default=4, ge=0, le=256, description="Direct children of one session.")
+    allow_widening: Literal[False] = Field(default=False, description="Always false: children only narrow.")
+
+
+class Policy(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    description: str = ""
+    directory: DirectoryPolicy = Field(default_factory=DirectoryPolicy)
+    network: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    resources: ResourceLimits = Field(default_factory=ResourceLimits)
+    delegation: DelegationLimits = Field(default_factory=DelegationLimits)
+
+    @cached_property
+    def matcher(self) -> PathMatcher:
+        return PathMatcher(self.directory)
+
+
+class PolicyRequest(_Strict):
+    """What a caller asks for on top of a base policy. Every field may only narrow."""
+
+    directory: DirectoryPolicy | None = None
+    network: NetworkPolicy | None = None
+    resources: dict[str, float | int] | None = None
+    delegation: dict[str, int] | None = None
+
+
+def _spec(globs: Iterable[str]) -> pathspec.PathSpec:
+    return pathspec.PathSpec.from_lines("gitwildmatch", list(globs))
+
+
+class PathMatcher:
+    """Answers what an agent may see and write, for workspace-relative POSIX paths."""
+
+    def __init__(self, directory: DirectoryPolicy) -> None:
+        self._allow_layers = [_spec(layer) for layer in [*directory.inherited_allow, directory.allow]]
+        self._deny = _spec([*directory.deny, *PROTECTED_HIDDEN])
+        self._read_only = _spec([*directory.read_only, *PROTECTED_READ_ONLY])
+        self._protected = _spec([*PROTECTED_HIDDEN, *PROTECTED_READ_ONLY])
+
+    def is_visible(self, rel: str) -> bool:
+        if self._deny.match_file(rel):
+            return False
+        return all(layer.match_file(rel) for layer in self._allow_layers)
+
+    def is_writable(self, rel: str) -> bool:
+        return self.is_visible(rel) and not self._read_only.match_file(rel)
+
+    def is_protected(self, rel: str) -> bool:
+        return self._protected.match_file(rel)
+
+    def why_not_writable(self, rel: str) -> str | None:
+        """``None`` when writable, else a short reason for reports."""
+        if self._protected.match_file(rel):
+            return "protected path"
+        if self._deny.match_file(rel):
+            return "denied by policy"
+        if not all(layer.match_file(rel) for layer in self._allow_layers):
+            return "outside the allowed paths"
+        if self._read_only.match_file(rel):
+            return "read-only by policy"
+        return None
+
+
+def _fixed_prefix(glob: str) -> str:
+    """The literal directory part of a glob before its first wildcard: ``src/lib/*.py`` -> ``src/lib``."""
+    out = []
+    for part in glob.strip("/").split("/"):
+        if any(ch in part for ch in "*?["):
+            break
+        out.append(part)
+    return "/".join(out)
+
+
+def narrow(parent: Policy, request: PolicyRequest | None, *, name: str | None = None) -> Policy:
+    """The parent's policy narrowed by ``request``; any widening raises :class:`PolicyViolation`.
+
+    The field that would widen is named in the message. Narrowing is also enforced structurally:
+    the child's allow list is intersected with every ancestor's, and denies only accumulate.
+    """
+    if request is None:
+        return parent.model_copy(update={"name": name or parent.name})
+    directory = parent.directory
+    if request.directory is not None:
+        parent_matcher = PathMatcher(parent.directory)
+        for i, glob in enumerate(request.directory.allow):
+            probe = _fixed_prefix(glob)
+            probe_path = f"{probe}/x" if probe else "x"
+            wider = not probe or not parent_matcher.is_visible(probe_path)
+            if wider and glob not in parent.directory.allow:
+                raise PolicyViolation(
+                    f"directory.allow[{i}]: {glob!r} is wider than the parent's allow "
+                    f"{parent.directory.allow}",
+                    hint="ask for a subset of the parent's paths, e.g. 'src/**' inside an allowed 'src/'",
+                )
+        directory = DirectoryPolicy(
+            allow=request.directory.allow,
+            deny=sorted({*parent.directory.deny, *request.directory.deny}),
+            read_only=sorted({*parent.directory.read_only, *request.directory.read_only}),
+            inherited_allow=[*parent.directory.inherited_allow, parent.directory.allow],
+        )
+    network = parent.network
+    if request.network is not None:
+        if _NETWORK_ORDER[request.network.mode] > _NETWORK_ORDER[parent.network.mode]:
+            raise PolicyViolation(
+                f"network.mode: {request.network.mode!r} is wider than the parent's {parent.network.mode!r}",
+                hint="valid: " + ", ".join(m for m, o in _NETWORK_ORDER.items()
+                                           if o <= _NETWORK_ORDER[parent.network.mode]),
+            )
+        extra = [d for d in request.network.allow_domains if d not in parent.network.allow_domains]
+        if extra:
+            raise PolicyViolation(
+                f"network.allow_domains: {extra} not in the parent's allowlist {parent.network.allow_domains}",
+                hint="a child may only use domains its parent may use",
+            )
+        network = request.network
+    resources = parent.resources
+    if request.resources is not None:
+        updates = _narrow_numbers("resources", parent.resources, request.resources)
+        resources = validate_data(ResourceLimits, {**parent.resources.model_dump(), **updates}, "policy request")
+    delegation = parent.delegation
+    if request.delegation is not None:
+        updates = _narrow_numbers("delegation", parent.delegation, request.delegation)
+        delegation = validate_data(
+            DelegationLimits, {**parent.delegation.model_dump(), **updates}, "policy request"
+        )
+    return Policy(
+        name=name or parent.name,
+        description=parent.description,
+        directory=directory,
+        network=network,
+        resources=resources,
+        delegation=delegation,
+    )
+
+
+def _narrow_numbers(section: str, parent: BaseModel, request: dict[str, float | int]) -> dict[str, float | int]:
+    fields = {k for k, v in type(parent).model_fields.items() if v.annotation in (int, float)}
+    out: dict[str, float | int] = {}
+    for key, value in request.items():
+        if key not in fields:
+            raise PolicyViolation(
+                f"{section}.{key}: unknown field", hint="valid: " + ", ".join(sorted(fields))
+            )
+        current = getattr(parent, key)
+        if value > current:
+            raise PolicyViolation(
+                f"{section}.{key}: {value} is wider than the parent's {current}",
+                hint=f"ask for at most {current}",
+            )
+        out[key] = value
+    return out
+
+
+def child_of(parent: Policy) -> Policy:
+    """The policy a child starts from: the parent's, one delegation level down."""
+    if parent.delegation.max_depth <= 0:
+        raise PolicyViolation(
+            f"delegation.max_depth: policy {parent.name!r} allows no further children",
+            hint="the session is already at the deepest level its policy allows",
+        )
+    delegation = parent.delegation.model_copy(update={"max_depth": parent.delegation.max_depth - 1})
+    return parent.model_copy(update={"delegation": delegation})
+
+
+class PolicyCatalog:
+    """Policies by name from the built-in directory and the user's (later directories override)."""
+
+    def __init__(self, directories: Iterable[Path]) -> None:
+        self._dirs = [d for d in directories if d is not None]
+
+    def _files(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for directory in self._dirs:
+            if directory.is_dir():
+                for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
+                    found[path.stem] = path
+        return found
+
+    def names(self) -> list[str]:
+        return sorted(self._files())
+
+    def path(self, name: str) -> Path:
+        files = self._files()
+        if name not in files:
+            raise PolicyNotFoundError(
+                f"policy {name!r} not found in {', '.join(str(d) for d in self._dirs)}",
+                hint="available policies: " + (", ".join(sorted(files)) or "none"),
+            )
+        return files[name]
+
+    def get(self, name: str) -> Policy:
+        path = self.path(name)
+        policy = load_yaml_model(Policy, path)
+        if policy.name != path.stem:
+            raise ConfigError(
+                f"{path}: name: {policy.name!r} does not match the file name",
+                hint=f"set name: {path.stem}",
+            )
+        return policy
+
+    def load_all(self) -> tuple[dict[str, Policy], dict[str, ConfigError]]:
+        """Every policy that loads, and the error of each one that does not."""
+        good: dict[str, Policy] = {}
+        bad: dict[str, ConfigError] = {}
+        for name in self.names():
+            try:
+                good[name] = self.get(name)
+            except ConfigError as exc:
+                bad[name] = exc
+        return good, bad
+
+
+class Explanation(BaseModel):
+    visible: list[str]
+    hidden: list[str]
+    writable: list[str]
+    read_only: list[str]
+
+
+def _walk(root: Path) -> Iterator[str]:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root)
+        dirnames.sort()
+        for fname in sorted(filenames) + sorted(d for d in dirnames if os.path.islink(os.path.join(dirpath, d))):
+            rel = fname if rel_dir == "." else f"{rel_dir}/{fname}"
+            yield rel.replace(os.sep, "/")
+
+
+def explain(policy: Policy, workspace: Path) -> Explanation:
+    """Which files of ``workspace`` an agent under ``policy`` would see, not see, and may write."""
+    if not workspace.is_dir():
+        raise ConfigError(f"--workspace: {workspace} is not a directory")
+    matcher = policy.matcher
+    visible, hidden, writable, read_only = [], [], [], []
+    for rel in _walk(workspace):
+        if matcher.is_visible(rel):
+            visible.append(rel)
+            (writable if matcher.is_writable(rel) else read_only).append(rel)
+        else:
+            hidden.append(rel)
+    return Explanation(visible=visible, hidden=hidden, writable=writable, read_only=read_only)

@@ -1,0 +1,195 @@
+"""Agent profiles: persona, system prompt, goals, checklist template, default policy and limits.
+
+Merge order, later wins:
+
+1. built-in profiles (``profiles/*.yaml`` shipped with Hydra);
+2. the user's profile directory (``HYDRA_PROFILES_DIR``): a file whose ``id`` matches a built-in
+   replaces the top-level fields it sets and keeps the others; a new id adds a profile;
+3. per-call values (:class:`ProfileOverrides`): ``goalset`` entries are appended to the profile's,
+   ``custom_prompt`` is the task given to the agent, ``model`` replaces the profile's model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hydra_sandbox.errors import ConfigError, ProfileNotFoundError
+from hydra_sandbox.yaml_models import read_yaml, validate_data
+
+_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TestPassedRule(_Strict):
+    kind: Literal["test_passed"]
+    runner: str | None = Field(default=None, description="Only tests run by this runner, e.g. 'pytest'.")
+
+
+class CommandSucceededRule(_Strict):
+    kind: Literal["command_succeeded"]
+    pattern: str = Field(description="Regular expression searched in the command line.")
+
+
+class FileChangedRule(_Strict):
+    kind: Literal["file_changed"]
+    glob: str = Field(description="gitignore-style glob relative to the workspace root.")
+
+
+class DecisionStatedRule(_Strict):
+    kind: Literal["decision_stated"]
+    pattern: str = Field(default=".", description="Regular expression the decision text must match.")
+
+
+class MessageMatchesRule(_Strict):
+    kind: Literal["message_matches"]
+    pattern: str = Field(description="Regular expression searched in the agent's messages.")
+
+
+ChecklistRule = Annotated[
+    TestPassedRule | CommandSucceededRule | FileChangedRule | DecisionStatedRule | MessageMatchesRule,
+    Field(discriminator="kind"),
+]
+
+
+class ChecklistItemTemplate(_Strict):
+    id: str = Field(pattern=_ID)
+    description: str
+    rule: ChecklistRule
+
+
+class ApplyRule(_Strict):
+    """A business rule checked by ``apply_diff``: a child of this profile must have passed first."""
+
+    name: str = Field(pattern=_ID)
+    kind: Literal["child_completed"] = "child_completed"
+    profile_id: str = Field(description="The child's profile, e.g. 'code_reviewer'.")
+    checklist_item: str | None = Field(default=None, description="The child's item that must be done.")
+
+
+class Profile(_Strict):
+    id: str = Field(pattern=_ID)
+    title: str
+    description: str
+    persona: str
+    system_prompt: str
+    goalset: list[str] = Field(default_factory=list)
+    constraints: list[str] = Field(default_factory=list)
+    expected_outputs: list[str] = Field(default_factory=list)
+    checklist_template: list[ChecklistItemTemplate] = Field(default_factory=list)
+    policy: str = Field(default="default", description="Name of the policy used when none is given.")
+    model: str | None = Field(default=None, description="Model name; unset uses HYDRA_MODEL.")
+    limits: dict[str, float | int] = Field(default_factory=dict, description="Narrows the policy's resources.")
+    read_only: bool = Field(default=False, description="The agent must not change files; its diff is refused.")
+    test_runners: list[str] = Field(
+        default_factory=lambda: ["pytest", "python -m pytest", "npm test", "go test", "cargo test", "make test"],
+        description="Command prefixes that count as test runs.",
+    )
+    apply_requires: list[ApplyRule] = Field(default_factory=list)
+
+    @field_validator("checklist_template")
+    @classmethod
+    def _unique_items(cls, items: list[ChecklistItemTemplate]) -> list[ChecklistItemTemplate]:
+        seen: set[str] = set()
+        for item in items:
+            if item.id in seen:
+                raise ValueError(f"checklist item id {item.id!r} appears twice")
+            seen.add(item.id)
+        return items
+
+
+class ProfileOverrides(_Strict):
+    """Per-call values that refine a profile."""
+
+    custom_prompt: str | None = None
+    goalset: list[str] = Field(default_factory=list)
+    model: str | None = None
+
+
+def apply_overrides(profile: Profile, overrides: ProfileOverrides | None) -> Profile:
+    if overrides is None:
+        return profile
+    update: dict[str, Any] = {"goalset": [*profile.goalset, *overrides.goalset]}
+    if overrides.model:
+        update["model"] = overrides.model
+    return profile.model_copy(update=update)
+
+
+def render_prompt(profile: Profile, task: str | None, inputs: dict[str, Any] | None = None) -> str:
+    """The one prompt string handed to Codex: system prompt, persona, goals, constraints, task."""
+    parts = [profile.system_prompt.strip(), f"Persona: {profile.persona.strip()}"]
+    if profile.goalset:
+        parts.append("Goals:\n" + "\n".join(f"- {g}" for g in profile.goalset))
+    if profile.constraints:
+        parts.append("Constraints:\n" + "\n".join(f"- {c}" for c in profile.constraints))
+    if profile.expected_outputs:
+        parts.append("Expected outputs:\n" + "\n".join(f"- {o}" for o in profile.expected_outputs))
+    if profile.checklist_template:
+        parts.append("Checklist:\n" + "\n".join(f"- {i.id}: {i.description}" for i in profile.checklist_template))
+    if inputs:
+        parts.append("Inputs:\n" + "\n".join(f"- {k}: {v}" for k, v in sorted(inputs.items())))
+    if task:
+        parts.append(f"Task:\n{task.strip()}")
+    return "\n\n".join(parts)
+
+
+class ProfileCatalog:
+    """Profiles from several directories; later directories override earlier ones (see module doc)."""
+
+    def __init__(self, directories: Iterable[Path | None]) -> None:
+        self._dirs = [d for d in directories if d is not None]
+
+    def _raw_safe(self) -> tuple[dict[str, tuple[dict[str, Any], list[Path]]], dict[str, ConfigError]]:
+        """Like ``_raw`` but one broken file does not hide the others."""
+        merged: dict[str, tuple[dict[str, Any], list[Path]]] = {}
+        broken: dict[str, ConfigError] = {}
+        for directory in self._dirs:
+            if not directory.is_dir():
+                continue
+            for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+                try:
+                    data = read_yaml(path)
+                    if not isinstance(data, dict):
+                        raise ConfigError(f"{path}: expected a mapping of profile fields at the top level")
+                except ConfigError as exc:
+                    broken[path.stem] = exc
+                    continue
+                pid = str(data.get("id", path.stem))
+                base, sources = merged.get(pid, ({}, []))
+                merged[pid] = ({**base, **data}, [*sources, path])
+        return merged, broken
+
+    def ids(self) -> list[str]:
+        merged, broken = self._raw_safe()
+        return sorted(set(merged) | set(broken))
+
+    def get(self, profile_id: str) -> Profile:
+        merged, broken = self._raw_safe()
+        if profile_id in broken and profile_id not in merged:
+            raise broken[profile_id]
+        if profile_id not in merged:
+            raise ProfileNotFoundError(
+                f"profile {profile_id!r} not found",
+                hint="available profiles: " + (", ".join(sorted(merged)) or "none")
+                + f"; searched {', '.join(str(d) for d in self._dirs)}",
+            )
+        data, sources = merged[profile_id]
+        return validate_data(Profile, data, " + ".join(str(s) for s in sources))
+
+    def load_all(self) -> tuple[dict[str, Profile], dict[str, ConfigError]]:
+        """Every profile that loads, and the error of each one that does not."""
+        merged, broken = self._raw_safe()
+        good: dict[str, Profile] = {}
+        bad: dict[str, ConfigError] = dict(broken)
+        for pid, (data, sources) in sorted(merged.items()):
+            try:
+                good[pid] = validate_data(Profile, data, " + ".join(str(s) for s in sources))
+            except ConfigError as exc:
+                bad[pid] = exc
+        return good, bad

@@ -1,0 +1,107 @@
+"""The container runtime seam: what Hydra needs from Docker, as a Protocol and pydantic models.
+
+``docker_runtime.DockerRuntime`` implements it with docker-py (blocking calls off the event loop);
+tests use a fake. Every object Hydra creates carries :data:`LABEL_*` labels so a restarted server
+can re-attach to it and ``hydra gc`` can remove what is orphaned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hydra_sandbox.policy import ResourceLimits
+
+LABEL_SESSION = "hydra.session"
+LABEL_PROFILE = "hydra.profile"
+LABEL_PARENT = "hydra.parent"
+LABEL_VERSION = "hydra.version"
+LABEL_ROLE = "hydra.role"  # agent | proxy | workspace | codex-home | network
+
+
+class Mount(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["volume", "bind"]
+    source: str = Field(description="Volume name, or an absolute host path for binds.")
+    target: str
+    read_only: bool = False
+
+
+class ContainerSpec(BaseModel):
+    """Everything needed to create one hardened container. Hardening is not optional here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str
+    argv: list[str] = Field(min_length=1, description="Executed directly, never through a shell.")
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str = "/workspace"
+    user: str = Field(pattern=r"^[1-9][0-9]*:[0-9]+$", description="uid:gid, never root.")
+    labels: dict[str, str] = Field(default_factory=dict)
+    mounts: list[Mount] = Field(default_factory=list)
+    tmpfs: dict[str, str] = Field(
+        default_factory=lambda: {"/tmp": "rw,nosuid,nodev,size=512m", "/home/agent": "rw,nosuid,nodev,size=256m"}
+    )
+    network_mode: str = "none"
+    limits: ResourceLimits = Field(default_factory=ResourceLimits)
+    name: str | None = None
+    stdin_open: bool = False
+
+
+class ContainerInfo(BaseModel):
+    id: str
+    name: str
+    image: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    status: str = Field(description="created, running, exited, dead, ...")
+    exit_code: int | None = None
+    oom_killed: bool = False
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class VolumeInfo(BaseModel):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class NetworkInfo(BaseModel):
+    id: str
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+LogStream = Literal["stdout", "stderr"]
+
+
+@runtime_checkable
+class ContainerRuntime(Protocol):
+    async def create(self, spec: ContainerSpec) -> str: ...
+    async def start(self, container_id: str) -> None: ...
+    def stream_logs(self, container_id: str) -> AsyncIterator[tuple[LogStream, bytes]]:
+        """stdout/stderr chunks from the container's start, following until it exits."""
+        ...
+    async def wait(self, container_id: str, timeout_s: float | None = None) -> int | None:
+        """Exit code, or ``None`` when ``timeout_s`` passed first."""
+        ...
+    async def stop(self, container_id: str, grace_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s``."""
+        ...
+    async def kill(self, container_id: str) -> None: ...
+    async def inspect(self, container_id: str) -> ContainerInfo: ...
+    async def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]: ...
+    async def remove(self, container_id: str) -> None: ...
+    async def create_volume(
+        self, name: str, labels: dict[str, str], driver_opts: dict[str, str] | None = None
+    ) -> str: ...
+    async def remove_volume(self, name: str) -> None: ...
+    async def list_volumes(self, labels: dict[str, str]) -> list[VolumeInfo]: ...
+    async def create_network(self, name: str, labels: dict[str, str], internal: bool = True) -> str: ...
+    async def remove_network(self, name: str) -> None: ...
+    async def list_networks(self, labels: dict[str, str]) -> list[NetworkInfo]: ...
+    async def image_exists(self, tag: str) -> bool: ...

@@ -1,0 +1,135 @@
+"""Hydra's configuration: one typed object, read from ``HYDRA_*`` variables and an optional ``.env``.
+
+Precedence, highest first: arguments passed to :class:`HydraSettings`, environment variables,
+the ``.env`` file named by ``HYDRA_ENV_FILE`` (default ``./.env``), then the defaults below.
+Nothing is read at import time: call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hydra_sandbox.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CODEX_VERSION = "0.169.0"
+
+
+def _default_data_home() -> Path:
+    return Path(platformdirs.user_data_dir("hydra", appauthor=False))
+
+
+def _builtin_dir(name: str) -> Path:
+    override = os.environ.get(f"HYDRA_BUILTIN_{name.upper()}_DIR")
+    return Path(override) if override else REPO_ROOT / name
+
+
+def _default_model_dir() -> Path:
+    return Path.home() / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v2" / "onnx"
+
+
+class HydraSettings(BaseSettings):
+    """Every setting Hydra reads. Field names map to ``HYDRA_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="HYDRA_", extra="forbid", validate_default=True)
+
+    data_home: Path = Field(default_factory=_default_data_home, description="Journal, Chroma, sessions.")
+    chroma_url: str | None = Field(
+        default=None, description="Chroma server URL (http://host:port); unset means embedded Chroma."
+    )
+    chroma_path: Path | None = Field(default=None, description="Embedded Chroma directory.")
+    embedding_model_dir: Path = Field(
+        default_factory=_default_model_dir,
+        description="Directory holding all-MiniLM-L6-v2 model.onnx and tokenizer.json.",
+    )
+    agent_image: str = Field(default=f"hydra-agent:codex-{CODEX_VERSION}", description="Agent image tag.")
+    base_image: str | None = Field(default=None, description="Base image for builds; unset builds one.")
+    codex_version: str = CODEX_VERSION
+    model: str = Field(default="gpt-5-codex", description="Model name passed to Codex.")
+    model_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible Responses API endpoint, e.g. http://127.0.0.1:8080/v1."
+    )
+    model_api_key: SecretStr | None = Field(default=None, description="API key given to agents.")
+    secrets: list[SecretStr] = Field(default_factory=list, description="Extra values to mask everywhere.")
+    builtin_profiles_dir: Path = Field(default_factory=lambda: _builtin_dir("profiles"))
+    builtin_policies_dir: Path = Field(default_factory=lambda: _builtin_dir("policies"))
+    profiles_dir: Path | None = Field(default=None, description="User profiles; override built-ins by id.")
+    policies_dir: Path | None = Field(default=None, description="User policies; override built-ins by name.")
+    max_concurrent_agents: int = Field(default=4, ge=1, le=256)
+    agent_uid: int | None = Field(default=None, ge=0, description="uid agents run as; unset: workspace owner.")
+    transport: Literal["stdio", "http"] = "stdio"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8765, ge=1, le=65535)
+    http_token: SecretStr | None = None
+    disk_warning_bytes: int = Field(default=10 * 1024**3, ge=0)
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _check_chroma_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:8000")
+        return value
+
+    @field_validator("model_base_url")
+    @classmethod
+    def _check_model_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:8080/v1")
+        return value.rstrip("/") if value else value
+
+    @property
+    def journal_path(self) -> Path:
+        return self.data_home / "journal.sqlite3"
+
+    @property
+    def effective_chroma_path(self) -> Path:
+        return self.chroma_path or self.data_home / "chroma"
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.data_home / "sessions"
+
+    @property
+    def profile_dirs(self) -> list[Path]:
+        """Built-in first, then the user's: later directories override earlier ones by id."""
+        return [self.builtin_profiles_dir, *([self.profiles_dir] if self.profiles_dir else [])]
+
+    @property
+    def policy_dirs(self) -> list[Path]:
+        return [self.builtin_policies_dir, *([self.policies_dir] if self.policies_dir else [])]
+
+    def masked_dump(self) -> dict[str, Any]:
+        """The effective settings as plain data, with every secret replaced by ``********``."""
+        data: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********"
+            elif isinstance(value, list) and value and isinstance(value[0], SecretStr):
+                value = ["********"] * len(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            data[name] = value
+        return data
+
+
+def load_settings(**overrides: Any) -> HydraSettings:
+    """Read the settings now; a bad value becomes a :class:`ConfigError` naming the variable."""
+    env_file = os.environ.get("HYDRA_ENV_FILE", ".env")
+    try:
+        return HydraSettings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            problems.append(f"HYDRA_{field.upper()}: {err['msg']}")
+        raise ConfigError(
+            "invalid settings: " + "; ".join(problems),
+            hint=f"fix the environment variable or {env_file}",
+        ) from None
