@@ -12,10 +12,10 @@ import os
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pathspec
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation
 from hydra_sandbox.yaml_models import load_yaml_model, validate_data
@@ -62,26 +62,19 @@ def _check_glob(value: str) -> str:
     return value
 
 
+Glob = Annotated[str, AfterValidator(_check_glob)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DirectoryPolicy(_Strict):
-    allow: list[str] = Field(default_factory=lambda: ["**"], description="Globs the agent may see.")
-    deny: list[str] = Field(default_factory=list, description="Globs hidden from the agent; deny wins.")
-    read_only: list[str] = Field(default_factory=list, description="Visible globs the agent may not change.")
+    allow: list[Glob] = Field(default_factory=lambda: ["**"], description="Globs the agent may see.")
+    deny: list[Glob] = Field(default_factory=list, description="Globs hidden from the agent; deny wins.")
+    read_only: list[Glob] = Field(default_factory=list, description="Visible globs the agent may not change.")
     # Allow lists inherited from ancestors: a child sees a path only if every layer allows it.
-    inherited_allow: list[list[str]] = Field(default_factory=list)
-
-    @field_validator("allow", "deny", "read_only")
-    @classmethod
-    def _globs(cls, values: list[str]) -> list[str]:
-        return [_check_glob(v) for v in values]
-
-    @field_validator("inherited_allow")
-    @classmethod
-    def _layers(cls, layers: list[list[str]]) -> list[list[str]]:
-        return [[_check_glob(v) for v in layer] for layer in layers]
+    inherited_allow: list[list[Glob]] = Field(default_factory=list)
 
 
 class NetworkPolicy(_Strict):
@@ -137,7 +130,7 @@ class PolicyRequest(_Strict):
 
 
 def _spec(globs: Iterable[str]) -> pathspec.PathSpec:
-    return pathspec.PathSpec.from_lines("gitwildmatch", list(globs))
+    return pathspec.PathSpec.from_lines("gitignore", list(globs))
 
 
 class PathMatcher:

@@ -29,7 +29,7 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
         where = field_path(tuple(err["loc"]))
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif err["type"] == "missing":

@@ -1,0 +1,191 @@
+from pathlib import Path
+
+import pytest
+
+from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation
+from hydra_sandbox.policy import (
+    DirectoryPolicy,
+    NetworkPolicy,
+    Policy,
+    PolicyCatalog,
+    PolicyRequest,
+    child_of,
+    explain,
+    narrow,
+)
+from hydra_sandbox.settings import REPO_ROOT
+from hydra_sandbox.yaml_models import validate_data
+
+BUILTIN = REPO_ROOT / "policies"
+
+
+def make(**kw: object) -> Policy:
+    return validate_data(Policy, {"name": "p", **kw}, "test")
+
+
+def test_builtin_policies_all_load() -> None:
+    good, bad = PolicyCatalog([BUILTIN]).load_all()
+    assert bad == {}
+    assert {"default", "read_only", "offline", "package_install"} <= set(good)
+    assert good["default"].network.mode == "model-only"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [".env", ".env.production", "app/.env", ".git/config", ".codex/config.toml", ".mcp.json"],
+)
+def test_protected_paths_are_hidden_even_when_allowed(path: str) -> None:
+    assert not make(directory={"allow": ["**"]}).matcher.is_visible(path)
+
+
+@pytest.mark.parametrize(
+    "path", [".git/HEAD", ".git/hooks/pre-commit", ".gitmodules", ".vscode/settings.json", ".bashrc", ".zshrc"]
+)
+def test_protected_paths_are_read_only(path: str) -> None:
+    matcher = make().matcher
+    assert matcher.is_visible(path)
+    assert not matcher.is_writable(path)
+    assert matcher.why_not_writable(path) == "protected path"
+
+
+def test_deny_wins_over_allow() -> None:
+    matcher = make(directory={"allow": ["src/**"], "deny": ["src/secret/**"]}).matcher
+    assert matcher.is_visible("src/app.py")
+    assert not matcher.is_visible("src/secret/key.txt")
+    assert not matcher.is_visible("docs/readme.md")
+
+
+@pytest.mark.parametrize(
+    ("glob", "expected"),
+    [("../etc/**", "escapes the workspace"), ("/etc/passwd", "absolute path"), ("src/../../x", "escapes")],
+)
+def test_globs_that_leave_the_workspace_are_refused(glob: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make(directory={"deny": ["ok/**", glob]})
+    assert "directory.deny[1]" in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_policy_file_with_wrong_type_names_file_and_field(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("name: bad\nresources: {memory_mb: lots}\n")
+    with pytest.raises(ConfigError) as info:
+        PolicyCatalog([tmp_path]).get("bad")
+    assert "bad.yaml" in str(info.value) and "resources.memory_mb" in str(info.value)
+
+
+def test_policy_name_must_match_file(tmp_path: Path) -> None:
+    (tmp_path / "one.yaml").write_text("name: two\n")
+    with pytest.raises(ConfigError, match="does not match the file name"):
+        PolicyCatalog([tmp_path]).get("one")
+
+
+def test_missing_policy_lists_available() -> None:
+    with pytest.raises(PolicyNotFoundError, match="available policies: .*default"):
+        PolicyCatalog([BUILTIN]).get("nope")
+
+
+def test_unknown_network_mode_lists_valid_modes() -> None:
+    with pytest.raises(ConfigError) as info:
+        make(network={"mode": "everything"})
+    assert "network.mode" in str(info.value) and "model-only" in str(info.value)
+
+
+# --- narrowing ---------------------------------------------------------------------------------
+
+PARENT = make(
+    directory={"allow": ["src/**", "tests/**"], "deny": ["src/vendor/**"]},
+    network={"mode": "allowlist", "allow_domains": ["pkg.example"]},
+    resources={"cpus": 2, "memory_mb": 2048, "pids": 256, "timeout_s": 600},
+    delegation={"max_depth": 2, "max_children": 3},
+)
+
+
+def test_narrowing_without_request_keeps_parent() -> None:
+    assert narrow(PARENT, None) == PARENT
+
+
+def test_child_directory_is_intersected_with_parent() -> None:
+    child = narrow(PARENT, PolicyRequest(directory=DirectoryPolicy(allow=["src/lib/**"], deny=["src/lib/x.py"])))
+    m = child.matcher
+    assert m.is_visible("src/lib/a.py")
+    assert not m.is_visible("src/lib/x.py")
+    assert not m.is_visible("tests/test_a.py")
+    assert not m.is_visible("src/vendor/a.py")  # parent's deny is kept
+
+
+def test_child_asking_for_wider_paths_is_refused_naming_the_field() -> None:
+    with pytest.raises(PolicyViolation) as info:
+        narrow(PARENT, PolicyRequest(directory=DirectoryPolicy(allow=["src/**", "**"])))
+    assert "directory.allow[1]" in str(info.value) and "wider" in str(info.value)
+
+
+def test_child_asking_for_a_hidden_subtree_is_refused() -> None:
+    with pytest.raises(PolicyViolation, match=r"directory.allow\[0\]"):
+        narrow(PARENT, PolicyRequest(directory=DirectoryPolicy(allow=["docs/**"])))
+
+
+def test_wider_network_mode_is_refused() -> None:
+    offline = make(network={"mode": "none"})
+    with pytest.raises(PolicyViolation) as info:
+        narrow(offline, PolicyRequest(network=NetworkPolicy(mode="model-only")))
+    assert "network.mode" in str(info.value) and "'none'" in str(info.value)
+
+
+def test_new_domain_is_refused() -> None:
+    with pytest.raises(PolicyViolation, match="network.allow_domains"):
+        narrow(PARENT, PolicyRequest(network=NetworkPolicy(mode="allowlist", allow_domains=["evil.example"])))
+
+
+def test_narrower_network_is_accepted() -> None:
+    assert narrow(PARENT, PolicyRequest(network=NetworkPolicy(mode="none"))).network.mode == "none"
+
+
+@pytest.mark.parametrize("field", ["cpus", "memory_mb", "pids", "timeout_s"])
+def test_more_resources_than_parent_is_refused(field: str) -> None:
+    value = getattr(PARENT.resources, field) * 2
+    with pytest.raises(PolicyViolation) as info:
+        narrow(PARENT, PolicyRequest(resources={field: value}))
+    assert f"resources.{field}" in str(info.value)
+
+
+def test_fewer_resources_are_accepted() -> None:
+    child = narrow(PARENT, PolicyRequest(resources={"memory_mb": 512, "timeout_s": 60}))
+    assert child.resources.memory_mb == 512 and child.resources.timeout_s == 60
+    assert child.resources.cpus == PARENT.resources.cpus
+
+
+def test_unknown_resource_field_lists_valid_fields() -> None:
+    with pytest.raises(PolicyViolation, match=r"resources.gpus: unknown field.*memory_mb"):
+        narrow(PARENT, PolicyRequest(resources={"gpus": 1}))
+
+
+def test_more_delegation_than_parent_is_refused() -> None:
+    with pytest.raises(PolicyViolation, match="delegation.max_children"):
+        narrow(PARENT, PolicyRequest(delegation={"max_children": 10}))
+
+
+def test_widening_can_never_be_enabled() -> None:
+    with pytest.raises(ConfigError, match="delegation.allow_widening"):
+        make(delegation={"allow_widening": True})
+
+
+def test_each_level_of_delegation_goes_one_deeper_until_refused() -> None:
+    level1 = child_of(PARENT)
+    level2 = child_of(level1)
+    assert (level1.delegation.max_depth, level2.delegation.max_depth) == (1, 0)
+    with pytest.raises(PolicyViolation, match="delegation.max_depth"):
+        child_of(level2)
+
+
+def test_explain_lists_visible_hidden_and_writable(tmp_path: Path) -> None:
+    for rel in ["src/a.py", "src/vendor/v.py", ".env", ".git/HEAD", "docs/x.md"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    result = explain(PARENT, tmp_path)
+    assert result.writable == ["src/a.py"]
+    assert set(result.hidden) == {"src/vendor/v.py", ".env", ".git/HEAD", "docs/x.md"}
+
+
+def test_explain_refuses_a_missing_workspace(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--workspace"):
+        explain(PARENT, tmp_path / "nope")
