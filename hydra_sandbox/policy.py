@@ -208,20 +208,23 @@ def narrow(parent: Policy, request: PolicyRequest | None, *, name: str | None = 
         if _NETWORK_ORDER[request.network.mode] > _NETWORK_ORDER[parent.network.mode]:
             raise PolicyViolation(
                 f"network.mode: {request.network.mode!r} is wider than the parent's {parent.network.mode!r}",
-                hint="valid: " + ", ".join(m for m, o in _NETWORK_ORDER.items()
-                                           if o <= _NETWORK_ORDER[parent.network.mode]),
+                hint="valid: "
+                + ", ".join(m for m, o in _NETWORK_ORDER.items() if o <= _NETWORK_ORDER[parent.network.mode]),
             )
         extra = [d for d in request.network.allow_domains if d not in parent.network.allow_domains]
         if extra:
             raise PolicyViolation(
-                f"network.allow_domains: {extra} not in the parent's allowlist {parent.network.allow_domains}",
+                f"network.allow_domains: {extra} not in the parent's allowlist "
+                f"{parent.network.allow_domains}",
                 hint="a child may only use domains its parent may use",
             )
         network = request.network
     resources = parent.resources
     if request.resources is not None:
         updates = _narrow_numbers("resources", parent.resources, request.resources)
-        resources = validate_data(ResourceLimits, {**parent.resources.model_dump(), **updates}, "policy request")
+        resources = validate_data(
+            ResourceLimits, {**parent.resources.model_dump(), **updates}, "policy request"
+        )
     delegation = parent.delegation
     if request.delegation is not None:
         updates = _narrow_numbers("delegation", parent.delegation, request.delegation)
@@ -238,7 +241,9 @@ def narrow(parent: Policy, request: PolicyRequest | None, *, name: str | None = 
     )
 
 
-def _narrow_numbers(section: str, parent: BaseModel, request: dict[str, float | int]) -> dict[str, float | int]:
+def _narrow_numbers(
+    section: str, parent: BaseModel, request: dict[str, float | int]
+) -> dict[str, float | int]:
     fields = {k for k, v in type(parent).model_fields.items() if v.annotation in (int, float)}
     out: dict[str, float | int] = {}
     for key, value in request.items():
@@ -326,7 +331,9 @@ def _walk(root: Path) -> Iterator[str]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         rel_dir = os.path.relpath(dirpath, root)
         dirnames.sort()
-        for fname in sorted(filenames) + sorted(d for d in dirnames if os.path.islink(os.path.join(dirpath, d))):
+        for fname in sorted(filenames) + sorted(
+            d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
+        ):
             rel = fname if rel_dir == "." else f"{rel_dir}/{fname}"
             yield rel.replace(os.sep, "/")
 

@@ -44,7 +44,10 @@ class ContainerSpec(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     mounts: list[Mount] = Field(default_factory=list)
     tmpfs: dict[str, str] = Field(
-        default_factory=lambda: {"/tmp": "rw,nosuid,nodev,size=512m", "/home/agent": "rw,nosuid,nodev,size=256m"}
+        default_factory=lambda: {
+            "/tmp": "rw,nosuid,nodev,size=512m",
+            "/home/agent": "rw,nosuid,nodev,size=256m",
+        }
     )
     network_mode: str = "none"
     limits: ResourceLimits = Field(default_factory=ResourceLimits)
@@ -86,12 +89,15 @@ class ContainerRuntime(Protocol):
     def stream_logs(self, container_id: str) -> AsyncIterator[tuple[LogStream, bytes]]:
         """stdout/stderr chunks from the container's start, following until it exits."""
         ...
+
     async def wait(self, container_id: str, timeout_s: float | None = None) -> int | None:
         """Exit code, or ``None`` when ``timeout_s`` passed first."""
         ...
+
     async def stop(self, container_id: str, grace_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``grace_s``."""
         ...
+
     async def kill(self, container_id: str) -> None: ...
     async def inspect(self, container_id: str) -> ContainerInfo: ...
     async def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]: ...

@@ -17,5 +17,8 @@ def show(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     if as_json:
         print_json(data)
         return
-    print_table("Hydra settings", ["setting", "variable", "value"],
-                [(k, f"HYDRA_{k.upper()}", v) for k, v in data.items()])
+    print_table(
+        "Hydra settings",
+        ["setting", "variable", "value"],
+        [(k, f"HYDRA_{k.upper()}", v) for k, v in data.items()],
+    )

@@ -12,8 +12,9 @@ from hydra_sandbox.policy import Policy, PolicyCatalog, explain
 from hydra_sandbox.settings import load_settings
 from hydra_sandbox.yaml_models import load_yaml_model
 
-app = typer.Typer(help="List, show, validate and explain directory/network/resource policies.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="List, show, validate and explain directory/network/resource policies.", no_args_is_help=True
+)
 
 
 def _catalog() -> PolicyCatalog:
@@ -27,9 +28,21 @@ def list_policies(as_json: bool = typer.Option(False, "--json", help=JSON_HELP))
     if as_json:
         print_json({"policies": list(good.values()), "errors": {k: str(v) for k, v in bad.items()}})
         return
-    print_table("Policies", ["name", "network", "cpus", "memory", "timeout", "description"], [
-        (p.name, p.network.mode, p.resources.cpus, f"{p.resources.memory_mb} MB", f"{p.resources.timeout_s} s",
-         p.description) for p in good.values()])
+    print_table(
+        "Policies",
+        ["name", "network", "cpus", "memory", "timeout", "description"],
+        [
+            (
+                p.name,
+                p.network.mode,
+                p.resources.cpus,
+                f"{p.resources.memory_mb} MB",
+                f"{p.resources.timeout_s} s",
+                p.description,
+            )
+            for p in good.values()
+        ],
+    )
     for name, error in bad.items():
         console.print(f"[red]broken policy {name}:[/] {error}")
     if bad:
@@ -74,8 +87,11 @@ def explain_cmd(
     if as_json:
         print_json(result)
         return
-    groups = [("writable", "green", result.writable), ("read-only", "yellow", result.read_only),
-              ("hidden", "red", result.hidden)]
+    groups = [
+        ("writable", "green", result.writable),
+        ("read-only", "yellow", result.read_only),
+        ("hidden", "red", result.hidden),
+    ]
     for title, colour, paths in groups:
         console.print(f"[bold {colour}]{title}[/] ({len(paths)})")
         for path in paths[:limit]:

@@ -26,8 +26,11 @@ def list_profiles(as_json: bool = typer.Option(False, "--json", help=JSON_HELP))
     if as_json:
         print_json({"profiles": list(good.values()), "errors": {k: str(v) for k, v in bad.items()}})
         return
-    print_table("Profiles", ["id", "title", "policy", "description"],
-                [(p.id, p.title, p.policy, p.description) for p in good.values()])
+    print_table(
+        "Profiles",
+        ["id", "title", "policy", "description"],
+        [(p.id, p.title, p.policy, p.description) for p in good.values()],
+    )
     for name, error in bad.items():
         console.print(f"[red]broken profile {name}:[/] {error}", markup=True)
     if bad:
@@ -45,8 +48,10 @@ def show(profile_id: str, as_json: bool = typer.Option(False, "--json", help=JSO
     console.print(f"[bold]persona:[/] {profile.persona}")
     console.print(f"[bold]policy:[/] {profile.policy}   [bold]read-only:[/] {profile.read_only}")
     console.print("[bold]goals:[/]\n" + "\n".join(f"  - {g}" for g in profile.goalset))
-    console.print("[bold]checklist:[/]\n" + "\n".join(
-        f"  - {i.id}: {i.description} ({i.rule.kind})" for i in profile.checklist_template))
+    console.print(
+        "[bold]checklist:[/]\n"
+        + "\n".join(f"  - {i.id}: {i.description} ({i.rule.kind})" for i in profile.checklist_template)
+    )
 
 
 @app.command("validate")

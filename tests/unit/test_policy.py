@@ -39,7 +39,8 @@ def test_protected_paths_are_hidden_even_when_allowed(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", [".git/HEAD", ".git/hooks/pre-commit", ".gitmodules", ".vscode/settings.json", ".bashrc", ".zshrc"]
+    "path",
+    [".git/HEAD", ".git/hooks/pre-commit", ".gitmodules", ".vscode/settings.json", ".bashrc", ".zshrc"],
 )
 def test_protected_paths_are_read_only(path: str) -> None:
     matcher = make().matcher
@@ -105,7 +106,9 @@ def test_narrowing_without_request_keeps_parent() -> None:
 
 
 def test_child_directory_is_intersected_with_parent() -> None:
-    child = narrow(PARENT, PolicyRequest(directory=DirectoryPolicy(allow=["src/lib/**"], deny=["src/lib/x.py"])))
+    child = narrow(
+        PARENT, PolicyRequest(directory=DirectoryPolicy(allow=["src/lib/**"], deny=["src/lib/x.py"]))
+    )
     m = child.matcher
     assert m.is_visible("src/lib/a.py")
     assert not m.is_visible("src/lib/x.py")

@@ -51,7 +51,9 @@ def test_missing_profile_lists_available_ones() -> None:
 
 
 def test_unknown_field_names_file_and_field(tmp_path: Path) -> None:
-    (tmp_path / "x.yaml").write_text("id: x\ntitle: X\ndescription: d\npersona: p\nsystem_prompt: s\ncolour: red\n")
+    (tmp_path / "x.yaml").write_text(
+        "id: x\ntitle: X\ndescription: d\npersona: p\nsystem_prompt: s\ncolour: red\n"
+    )
     with pytest.raises(ConfigError) as info:
         ProfileCatalog([tmp_path]).get("x")
     assert "x.yaml" in str(info.value)
