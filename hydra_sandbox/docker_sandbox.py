@@ -1,0 +1,276 @@
+"""The real Sandbox: a hardened Docker container running the real Codex CLI on a copy-on-write,
+policy-filtered view of the working directory, with controlled egress.
+
+One run: stage (or reuse) the session's workspace layer → plan egress → create the agent container
+with a per-session ``CODEX_HOME`` volume → supervise it (timeout, cancellation, OOM, output limit)
+while its output is masked, split into lines and parsed into events → remove the container.
+Workspace state is kept on disk (``sessions/<id>/workspace.json``) so diff and apply work after a
+server restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from hydra_sandbox import __version__
+from hydra_sandbox.applying import ApplyResult, apply_changes
+from hydra_sandbox.codex import build_exec, build_resume
+from hydra_sandbox.codex_events import CodexEventParser
+from hydra_sandbox.diffing import DiffPreview, compute_diff
+from hydra_sandbox.docker_runtime import DockerRuntime
+from hydra_sandbox.errors import RuntimeUnavailableError, WorkspaceError
+from hydra_sandbox.events import EventDraft
+from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.network import egress, plan_egress
+from hydra_sandbox.policy import Policy
+from hydra_sandbox.runtime import (
+    LABEL_PARENT,
+    LABEL_PROFILE,
+    LABEL_ROLE,
+    LABEL_SESSION,
+    LABEL_VERSION,
+    ContainerRuntime,
+    ContainerSpec,
+    LogStream,
+    Mount,
+)
+from hydra_sandbox.sandbox import EventSink, RunRequest, RunResult
+from hydra_sandbox.settings import HydraSettings
+from hydra_sandbox.supervisor import supervise
+from hydra_sandbox.workspace import StagedWorkspace, discard, release, stage
+
+log = logging.getLogger(__name__)
+
+CODEX_HOME = "/codex-home"
+STDERR_SEQ_BASE = 1_000_000_000
+"""stderr events are numbered apart from stdout ones so a replay numbers both the same way."""
+
+
+class _OutputPipeline:
+    """Bytes from the container → masked text → lines → events (with ``seq``) → sink."""
+
+    def __init__(self, masker: SecretMasker, parser: CodexEventParser, sink: EventSink) -> None:
+        self._streams = {"stdout": masker.stream(), "stderr": masker.stream()}
+        self._partial = {"stdout": "", "stderr": ""}
+        self._seq = {"stdout": 0, "stderr": STDERR_SEQ_BASE}
+        self._parser = parser
+        self._sink = sink
+
+    async def feed(self, stream: LogStream, chunk: bytes) -> None:
+        await self._lines(stream, self._streams[stream].feed_bytes(chunk))
+
+    async def close(self) -> None:
+        for stream in ("stdout", "stderr"):
+            await self._lines(stream, self._streams[stream].flush(), final=True)  # type: ignore[arg-type]
+        for draft in self._parser.finish():
+            await self._emit("stdout", draft)
+
+    async def _lines(self, stream: LogStream, text: str, final: bool = False) -> None:
+        buffered = self._partial[stream] + text
+        *lines, rest = buffered.split("\n")
+        if final and rest:
+            lines.append(rest)
+            rest = ""
+        self._partial[stream] = rest
+        for line in lines:
+            if not line.strip():
+                continue
+            if stream == "stdout":
+                for draft in self._parser.feed_line(line):
+                    await self._emit(stream, draft)
+            else:
+                await self._emit(stream, EventDraft(type="message", text=line[:4000], tags=["stderr"],
+                                                    data={"stream": "stderr"}))
+
+    async def _emit(self, stream: LogStream, draft: EventDraft) -> None:
+        seq = self._seq[stream]
+        self._seq[stream] += 1
+        await self._sink(draft.model_copy(update={"data": {**draft.data, "seq": seq}}))
+
+
+class DockerSandbox:
+    def __init__(
+        self, settings: HydraSettings, masker: SecretMasker, runtime: ContainerRuntime | None = None
+    ) -> None:
+        self.settings = settings
+        self.masker = masker
+        self.runtime: ContainerRuntime = runtime or DockerRuntime()
+        self._workspaces: dict[str, StagedWorkspace] = {}
+
+    # -- workspace state ---------------------------------------------------------------------
+
+    def _state_path(self, session_id: str) -> Path:
+        return self.settings.sessions_dir / session_id / "workspace.json"
+
+    def workspace(self, session_id: str) -> StagedWorkspace:
+        ws = self._workspaces.get(session_id)
+        if ws is None:
+            path = self._state_path(session_id)
+            if not path.exists():
+                raise WorkspaceError(f"session {session_id} has no workspace layer",
+                                     hint="it never started, or its layer was discarded")
+            ws = StagedWorkspace.model_validate_json(path.read_text())
+            self._workspaces[session_id] = ws
+        return ws
+
+    def _labels(self, request: RunRequest, role: str) -> dict[str, str]:
+        return {
+            LABEL_SESSION: request.session_id,
+            LABEL_PROFILE: request.profile_id,
+            LABEL_PARENT: request.parent_session_id or "",
+            LABEL_VERSION: __version__,
+            LABEL_ROLE: role,
+        }
+
+    async def _stage(self, request: RunRequest) -> StagedWorkspace:
+        if request.run_index > 0 or self._state_path(request.session_id).exists():
+            with contextlib.suppress(WorkspaceError):
+                return self.workspace(request.session_id)
+        lowers = [self.workspace(s).upper for s in request.layer_sessions]
+        ws = await stage(
+            request.session_id,
+            request.working_dir,
+            request.policy,
+            self.settings.sessions_dir,
+            self.runtime,
+            self._labels(request, "workspace"),
+            extra_lowers=lowers,
+        )
+        path = self._state_path(request.session_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(ws.model_dump_json())
+        self._workspaces[request.session_id] = ws
+        return ws
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _spec(self, request: RunRequest, ws: StagedWorkspace, plan_env: dict[str, str],
+                    plan_mounts: list[Mount], network_mode: str, base_url: str | None) -> ContainerSpec:
+        codex_home = f"hydra-codex-{request.session_id}"
+        existing = {v.name for v in await self.runtime.list_volumes({LABEL_SESSION: request.session_id})}
+        if codex_home not in existing:
+            await self.runtime.create_volume(codex_home, self._labels(request, "codex-home"))
+        api_key_env = "OPENAI_API_KEY" if self.settings.model_api_key else None
+        if request.resume_thread_id:
+            invocation = build_resume(request.resume_thread_id, request.prompt, model=request.model,
+                                      base_url=base_url, api_key_env=api_key_env, codex_home=CODEX_HOME)
+        else:
+            invocation = build_exec(request.prompt, model=request.model, base_url=base_url,
+                                    api_key_env=api_key_env, codex_home=CODEX_HOME)
+        env = {**invocation.env, **plan_env, "CODEX_HOME": CODEX_HOME, "HOME": "/home/agent"}
+        if self.settings.model_api_key:
+            env["OPENAI_API_KEY"] = self.settings.model_api_key.get_secret_value()
+        return ContainerSpec(
+            image=self.settings.agent_image,
+            argv=invocation.argv,
+            env=env,
+            user=f"{ws.agent_uid}:{ws.agent_gid}",
+            labels=self._labels(request, "agent"),
+            mounts=[
+                Mount(type="volume", source=ws.volume_name, target="/workspace"),
+                Mount(type="volume", source=codex_home, target=CODEX_HOME),
+                *plan_mounts,
+            ],
+            network_mode=network_mode,
+            limits=request.policy.resources,
+            name=f"hydra-{request.session_id}-{request.run_index}",
+        )
+
+    async def run(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event) -> RunResult:
+        if not await self.runtime.image_exists(self.settings.agent_image):
+            raise RuntimeUnavailableError(
+                f"agent image {self.settings.agent_image} is missing", hint="run `hydra images build`"
+            )
+        for value in request.secrets:
+            self.masker.add_secret(value)
+        ws = await self._stage(request)
+        parser = CodexEventParser(request.test_runners, self.masker.mask)
+        pipeline = _OutputPipeline(self.masker, parser, sink)
+        plan = plan_egress(request.policy.network, self.settings, request.session_id)
+        container_id: str | None = None
+        try:
+            async with egress(plan, self.runtime) as active:
+                spec = await self._spec(request, ws, active.env, active.mounts, active.network_mode,
+                                        active.model_base_url)
+                container_id = await self.runtime.create(spec)
+                await self.runtime.start(container_id)
+                outcome = await supervise(
+                    self.runtime, container_id,
+                    timeout_s=request.policy.resources.timeout_s,
+                    max_output_bytes=request.policy.resources.max_output_bytes,
+                    on_output=pipeline.feed, cancel=cancel,
+                )
+                await pipeline.close()
+        finally:
+            if container_id is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.runtime.remove(container_id))
+            with contextlib.suppress(Exception):
+                await release(ws, self.runtime)
+        return await self._result(request, outcome.status, outcome.reason, outcome.exit_code,
+                                  parser, outcome.truncated)
+
+    async def _result(self, request: RunRequest, status: str, reason: str | None, exit_code: int | None,
+                      parser: CodexEventParser, truncated: bool) -> RunResult:
+        has_changes = False
+        with contextlib.suppress(WorkspaceError):
+            has_changes = bool((await self.diff(request.session_id, request.policy)).files)
+        return RunResult(status=status, reason=reason, exit_code=exit_code,  # type: ignore[arg-type]
+                         thread_id=parser.thread_id, has_changes=has_changes, output_truncated=truncated)
+
+    async def follow(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int) -> RunResult:
+        containers = await self.runtime.list_containers({LABEL_SESSION: request.session_id, LABEL_ROLE: "agent"})
+        running = [c for c in containers if c.status == "running"]
+        if not running:
+            return RunResult(status="failed", reason="its container vanished while the server was down")
+        container_id = running[0].id
+        parser = CodexEventParser(request.test_runners, self.masker.mask)
+        pipeline = _OutputPipeline(self.masker, parser, sink)
+        try:
+            outcome = await supervise(
+                self.runtime, container_id,
+                timeout_s=request.policy.resources.timeout_s,
+                max_output_bytes=request.policy.resources.max_output_bytes,
+                on_output=pipeline.feed, cancel=cancel,
+            )
+            await pipeline.close()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.runtime.remove(container_id))
+        return await self._result(request, outcome.status, outcome.reason, outcome.exit_code, parser,
+                                  outcome.truncated)
+
+    # -- reviewing ---------------------------------------------------------------------------
+
+    async def diff(self, session_id: str, policy: Policy) -> DiffPreview:
+        ws = self.workspace(session_id)
+        return await asyncio.to_thread(compute_diff, ws, policy, mask=self.masker.mask)
+
+    async def apply(self, session_id: str, policy: Policy, *, confirm: bool) -> ApplyResult:
+        ws = self.workspace(session_id)
+        return await asyncio.to_thread(apply_changes, ws, policy, confirm=confirm)
+
+    async def discard(self, session_id: str) -> None:
+        ws = self.workspace(session_id)
+        await discard(ws, self.runtime)
+        self._workspaces.pop(session_id, None)
+        with contextlib.suppress(FileNotFoundError):
+            self._state_path(session_id).unlink()
+
+    async def live_sessions(self) -> set[str]:
+        try:
+            containers = await self.runtime.list_containers({LABEL_ROLE: "agent"})
+        except RuntimeUnavailableError:
+            return set()
+        return {c.labels[LABEL_SESSION] for c in containers if c.status == "running" and LABEL_SESSION in c.labels}
+
+    async def status(self) -> dict[str, object]:
+        from hydra_sandbox.doctor import runtime_status
+
+        return await runtime_status(self.settings, self.runtime)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,110 @@
+"""Session lifecycle: the states, the transitions allowed between them, and a session's record.
+
+``queued → starting → running → awaiting_approval → completed``, or ``failed``, ``cancelled``,
+``timed_out``. ``awaiting_approval`` means the run ended with changes that nobody has applied or
+discarded yet. A finished session may be resumed, which queues a new run of the same session.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hydra_sandbox.errors import InvalidTransitionError
+from hydra_sandbox.events import utcnow
+from hydra_sandbox.policy import Policy
+
+
+class SessionStatus(StrEnum):
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+ACTIVE = frozenset({SessionStatus.QUEUED, SessionStatus.STARTING, SessionStatus.RUNNING})
+FINISHED = frozenset(
+    {SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.TIMED_OUT}
+)
+
+_S = SessionStatus
+TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
+    _S.QUEUED: frozenset({_S.STARTING, _S.CANCELLED, _S.FAILED}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.TIMED_OUT}),
+    _S.RUNNING: frozenset({_S.AWAITING_APPROVAL, _S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.TIMED_OUT}),
+    _S.AWAITING_APPROVAL: frozenset({_S.COMPLETED, _S.QUEUED}),
+    _S.COMPLETED: frozenset({_S.QUEUED}),
+    _S.FAILED: frozenset({_S.QUEUED}),
+    _S.CANCELLED: frozenset({_S.QUEUED}),
+    _S.TIMED_OUT: frozenset({_S.QUEUED}),
+}
+
+
+def check_transition(session_id: str, current: SessionStatus, target: SessionStatus) -> None:
+    if target not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "none"
+        raise InvalidTransitionError(
+            f"session {session_id}: cannot go from {current} to {target}",
+            hint=f"from {current} the session may go to: {allowed}",
+        )
+
+
+class DiffState(StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    APPLIED = "applied"
+    DISCARDED = "discarded"
+
+
+class SessionRecord(BaseModel):
+    """What Hydra remembers about one session; persisted in the journal's sessions table."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: str
+    status: SessionStatus = SessionStatus.QUEUED
+    profile_id: str
+    policy: Policy
+    task: str | None = None
+    prompt: str
+    working_dir: Path
+    model: str
+    parent_session_id: str | None = None
+    relationship: str | None = None
+    depth: int = 0
+    idempotency_key: str | None = None
+    read_only: bool = False
+    flags: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+    thread_id: str | None = None
+    container_id: str | None = None
+    runs: int = 0
+    diff_state: DiffState = DiffState.NONE
+    children: list[str] = Field(default_factory=list)
+    checklist: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    def public(self) -> dict[str, Any]:
+        """The fields a host sees in tool results (no prompt body, which may be long)."""
+        return self.model_dump(
+            mode="json",
+            include={
+                "session_id", "status", "profile_id", "task", "working_dir", "model", "parent_session_id",
+                "relationship", "depth", "read_only", "created_at", "started_at", "finished_at", "reason",
+                "thread_id", "runs", "diff_state", "children",
+            },
+        )

@@ -1,0 +1,146 @@
+"""Recording events: mask, append to the journal (the source of truth), update the session's
+checklist and summary, and wake whoever waits for news of the session.
+
+The search index is filled from the journal by the background :class:`~hydra_sandbox.indexer.Indexer`,
+so an outage of Chroma never blocks or loses a recorded event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from typing import Any
+
+from hydra_sandbox.checklists import Checklist
+from hydra_sandbox.events import Event, EventDraft, SessionRef
+from hydra_sandbox.journal import Journal
+from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.profiles import Profile
+from hydra_sandbox.summaries import SummaryBuilder
+
+
+def _mask_value(masker: SecretMasker, value: Any) -> Any:
+    if isinstance(value, str):
+        return masker.mask(value)
+    if isinstance(value, dict):
+        return {masker.mask(str(k)): _mask_value(masker, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_value(masker, v) for v in value]
+    return value
+
+
+def mask_draft(masker: SecretMasker, draft: EventDraft) -> EventDraft:
+    """Every string of a draft passed through the masker (idempotent: markers are not secrets)."""
+    return draft.model_copy(
+        update={
+            "text": masker.mask(draft.text),
+            "data": _mask_value(masker, draft.data),
+            "tags": [masker.mask(t) for t in draft.tags],
+            "related_files": [masker.mask(f) for f in draft.related_files],
+        }
+    )
+
+
+class _SessionTrack:
+    def __init__(self, profile: Profile, session_id: str) -> None:
+        self.checklist = Checklist.from_profile(profile)
+        self.summary = SummaryBuilder(session_id)
+        self.last_seq: dict[int, int] = {}
+
+
+class Recorder:
+    """Records events for many sessions. Safe to call from the event loop only."""
+
+    def __init__(self, journal: Journal, masker: SecretMasker) -> None:
+        self.journal = journal
+        self.masker = masker
+        self._tracks: dict[str, _SessionTrack] = {}
+        self._conditions: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.events_recorded = 0
+
+    def track(self, ref: SessionRef, profile: Profile) -> None:
+        """Start following a session: build its checklist from the profile and replay what is recorded."""
+        track = _SessionTrack(profile, ref.session_id)
+        for event in self.journal.events(ref.session_id):
+            track.checklist.observe(event)
+            track.summary.observe(event)
+            run, seq = event.data.get("run"), event.data.get("seq")
+            if isinstance(run, int) and isinstance(seq, int):
+                track.last_seq[run] = max(track.last_seq.get(run, -1), seq)
+        self._tracks[ref.session_id] = track
+
+    def checklist(self, session_id: str) -> Checklist | None:
+        track = self._tracks.get(session_id)
+        return track.checklist if track else None
+
+    def last_seq(self, session_id: str, run: int) -> int:
+        track = self._tracks.get(session_id)
+        return track.last_seq.get(run, -1) if track else -1
+
+    async def record(self, ref: SessionRef, draft: EventDraft) -> Event | None:
+        """Record one event; returns ``None`` for an agent event already recorded (re-attach replay)."""
+        async with self._locks[ref.session_id]:
+            track = self._tracks.get(ref.session_id)
+            run, seq = draft.data.get("run"), draft.data.get("seq")
+            if track and isinstance(run, int) and isinstance(seq, int):
+                if seq <= track.last_seq.get(run, -1):
+                    return None
+                track.last_seq[run] = seq
+            event = await asyncio.to_thread(self.journal.append, ref, mask_draft(self.masker, draft))
+            self.events_recorded += 1
+            follow_ups: list[EventDraft] = []
+            if track is not None:
+                for item in track.checklist.observe(event):
+                    follow_ups.append(
+                        EventDraft(
+                            type="checklist",
+                            text=f"checklist item {item.id} done: {item.description}",
+                            data={"item": item.id, "done": True, "proved_by": item.proved_by},
+                            related_sessions=[ref.session_id],
+                        )
+                    )
+                track.summary.observe(event)
+            for follow in follow_ups:
+                extra = await asyncio.to_thread(self.journal.append, ref, follow)
+                if track is not None:
+                    track.summary.observe(extra)
+                self.events_recorded += 1
+            if track is not None and event.type != "summary" and track.summary.due(time.monotonic()):
+                await self._record_summary(ref, track, outcome=None, final=False)
+        await self._notify(ref.session_id)
+        return event
+
+    async def _record_summary(
+        self, ref: SessionRef, track: _SessionTrack, outcome: str | None, final: bool
+    ) -> Event:
+        draft = track.summary.build(track.checklist, outcome=outcome, final=final)
+        event = await asyncio.to_thread(self.journal.append, ref, mask_draft(self.masker, draft))
+        track.summary.observe(event)
+        self.events_recorded += 1
+        return event
+
+    async def finalize(self, ref: SessionRef, outcome: str) -> Event | None:
+        """Record the final summary of a run; returns it (for the summaries collection)."""
+        track = self._tracks.get(ref.session_id)
+        if track is None:
+            return None
+        async with self._locks[ref.session_id]:
+            event = await self._record_summary(ref, track, outcome=outcome, final=True)
+        await self._notify(ref.session_id)
+        return event
+
+    async def _notify(self, session_id: str) -> None:
+        condition = self._conditions[session_id]
+        async with condition:
+            condition.notify_all()
+
+    async def wait_for_news(self, session_id: str, timeout_s: float) -> None:
+        """Return when anything is recorded for the session, or after ``timeout_s``."""
+        condition = self._conditions[session_id]
+        async with condition:
+            try:
+                await asyncio.wait_for(condition.wait(), timeout=max(timeout_s, 0))
+            except TimeoutError:
+                return

@@ -1,0 +1,86 @@
+"""The seam between the AgentManager and whatever runs an agent.
+
+``docker_sandbox.DockerSandbox`` is the real thing (hardened container, copy-on-write workspace,
+egress control, the real Codex CLI); tests of the manager and the MCP server use a fake that
+implements the same Protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hydra_sandbox.events import EventDraft
+from hydra_sandbox.policy import Policy
+
+if TYPE_CHECKING:
+    from hydra_sandbox.applying import ApplyResult
+    from hydra_sandbox.diffing import DiffPreview
+
+
+class RunRequest(BaseModel):
+    """One run of Codex for a session (the first run, or a resume)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_id: str
+    profile_id: str
+    parent_session_id: str | None = None
+    policy: Policy
+    prompt: str
+    working_dir: Path
+    model: str
+    read_only: bool = False
+    run_index: int = Field(default=0, ge=0, description="0 for the first run, then 1, 2 ... per resume.")
+    resume_thread_id: str | None = None
+    test_runners: list[str] = Field(default_factory=list)
+    layer_sessions: list[str] = Field(
+        default_factory=list, description="Ancestor sessions whose changes this session sees, nearest first."
+    )
+    secrets: list[str] = Field(default_factory=list, repr=False, description="Values to mask by value.")
+
+
+class RunResult(BaseModel):
+    status: Literal["completed", "failed", "timed_out", "cancelled"]
+    reason: str | None = None
+    exit_code: int | None = None
+    thread_id: str | None = None
+    has_changes: bool = False
+    output_truncated: bool = False
+
+
+EventSink = Callable[[EventDraft], Awaitable[object]]
+"""Where a sandbox sends the events of a run; drafts carry ``data['seq']``, their place in the run."""
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    async def run(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event) -> RunResult:
+        """Run Codex to its end (or cancellation); every event goes to ``sink`` in order."""
+        ...
+
+    async def follow(
+        self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int
+    ) -> RunResult:
+        """Re-attach to a run whose container is still alive; drop the first ``skip`` events."""
+        ...
+
+    async def diff(self, session_id: str, policy: Policy) -> DiffPreview: ...
+
+    async def apply(self, session_id: str, policy: Policy, *, confirm: bool) -> ApplyResult: ...
+
+    async def discard(self, session_id: str) -> None: ...
+
+    async def live_sessions(self) -> set[str]:
+        """Sessions that have a running agent container (found by label)."""
+        ...
+
+    async def status(self) -> dict[str, object]:
+        """Health of the runtime for ``hydra://status``: docker, images, codex version."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,89 @@
+"""Builds and tears down everything a running Hydra needs, once, from the settings.
+
+The MCP server's lifespan calls :func:`open_services`; tests pass their own pieces (a fake sandbox,
+an in-memory store) through the same function so the server code is the same in both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from hydra_sandbox.indexer import Indexer
+from hydra_sandbox.journal import Journal
+from hydra_sandbox.manager import AgentManager
+from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.policy import PolicyCatalog
+from hydra_sandbox.profiles import ProfileCatalog
+from hydra_sandbox.recorder import Recorder
+from hydra_sandbox.sandbox import Sandbox
+from hydra_sandbox.settings import HydraSettings
+from hydra_sandbox.store import ContextStore
+
+
+@dataclass
+class Services:
+    settings: HydraSettings
+    journal: Journal
+    masker: SecretMasker
+    store: ContextStore
+    indexer: Indexer
+    sandbox: Sandbox
+    manager: AgentManager
+    profiles: ProfileCatalog
+    policies: PolicyCatalog
+
+
+def known_secrets(settings: HydraSettings) -> list[str]:
+    values = [s.get_secret_value() for s in settings.secrets]
+    if settings.model_api_key is not None:
+        values.append(settings.model_api_key.get_secret_value())
+    return [v for v in values if v]
+
+
+def _default_store(settings: HydraSettings) -> ContextStore:
+    from hydra_sandbox.chroma_store import ChromaStore
+
+    return ChromaStore.from_settings(settings)
+
+
+def _default_sandbox(settings: HydraSettings, masker: SecretMasker) -> Sandbox:
+    from hydra_sandbox.docker_sandbox import DockerSandbox
+
+    return DockerSandbox(settings, masker)
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: HydraSettings,
+    *,
+    sandbox: Sandbox | None = None,
+    store: ContextStore | None = None,
+) -> AsyncIterator[Services]:
+    settings.data_home.mkdir(parents=True, exist_ok=True)
+    journal = Journal(settings.journal_path)
+    masker = SecretMasker(known_secrets(settings))
+    store = store if store is not None else _default_store(settings)
+    indexer = Indexer(journal, store)
+    sandbox = sandbox if sandbox is not None else _default_sandbox(settings, masker)
+    profiles = ProfileCatalog(settings.profile_dirs)
+    policies = PolicyCatalog(settings.policy_dirs)
+    manager = AgentManager(
+        sandbox=sandbox,
+        recorder=Recorder(journal, masker),
+        profiles=profiles,
+        policies=policies,
+        default_model=settings.model,
+        max_concurrent=settings.max_concurrent_agents,
+        known_secrets=known_secrets(settings),
+    )
+    indexer.start()
+    try:
+        await manager.start()
+        yield Services(settings, journal, masker, store, indexer, sandbox, manager, profiles, policies)
+    finally:
+        await manager.close()
+        indexer.stop()
+        await sandbox.close()
+        journal.close()

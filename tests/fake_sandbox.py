@@ -1,0 +1,137 @@
+"""An in-memory Sandbox for manager and server tests: scripted events, a gate to hold runs, and a
+record of how many ran at once."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from hydra_sandbox.events import EventDraft
+from hydra_sandbox.policy import Policy
+from hydra_sandbox.sandbox import EventSink, RunRequest, RunResult
+
+
+class FakeFileChange(BaseModel):
+    path: str
+    status: str = "modified"
+    old_path: str | None = None
+
+
+class FakePreview(BaseModel):
+    files: list[FakeFileChange]
+    unified: str = ""
+    refused: list[dict[str, str]] = []
+
+
+class FakeApplyResult(BaseModel):
+    applied: bool
+    written: list[str]
+
+
+@dataclass
+class FakeRun:
+    drafts: list[EventDraft] = field(default_factory=list)
+    result: RunResult = field(default_factory=lambda: RunResult(status="completed", has_changes=True))
+    changes: list[str] = field(default_factory=lambda: ["app.py"])
+
+
+def command(cmd: str, exit_code: int = 0, output: str = "") -> EventDraft:
+    return EventDraft(type="command", text=f"$ {cmd}\n{output}",
+                      data={"command": cmd, "exit_code": exit_code, "output": output})
+
+
+def test_run(passed: bool = True, runner: str = "pytest") -> EventDraft:
+    return EventDraft(type="test", text=f"{runner} {'passed' if passed else 'failed'}",
+                      data={"runner": runner, "passed": passed, "exit_code": 0 if passed else 1})
+
+
+def message(text: str) -> EventDraft:
+    return EventDraft(type="message", text=text, data={})
+
+
+class FakeSandbox:
+    def __init__(self) -> None:
+        self.runs: dict[str, FakeRun] = {}
+        self.default = FakeRun(drafts=[command("pytest -q", 0, "3 passed"), test_run(True),
+                                       message("I changed app.py; summary: fixed the bug")])
+        self.gate: asyncio.Event | None = None
+        self.active = 0
+        self.max_active = 0
+        self.started: list[str] = []
+        self.requests: list[RunRequest] = []
+        self.applied: list[str] = []
+        self.discarded: list[str] = []
+        self.live: set[str] = set()
+        self.follow_calls: list[tuple[str, int]] = []
+
+    def script(self, prompt_marker: str, run: FakeRun) -> None:
+        self.runs[prompt_marker] = run
+
+    def _run_for(self, request: RunRequest) -> FakeRun:
+        for marker, run in self.runs.items():
+            if marker in request.prompt:
+                return run
+        return self.default
+
+    async def run(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event) -> RunResult:
+        self.requests.append(request)
+        self.started.append(request.session_id)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            script = self._run_for(request)
+            await sink(EventDraft(type="status", text="thread started",
+                                  data={"thread_id": f"thread-{request.session_id}", "seq": 0}))
+            for seq, draft in enumerate(script.drafts, start=1):
+                if cancel.is_set():
+                    return RunResult(status="cancelled", reason="terminated")
+                await sink(draft.model_copy(update={"data": {**draft.data, "seq": seq}}))
+            if self.gate is not None:
+                gate_wait = asyncio.create_task(self.gate.wait())
+                cancel_wait = asyncio.create_task(cancel.wait())
+                done, pending = await asyncio.wait({gate_wait, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+                if cancel_wait in done:
+                    return RunResult(status="cancelled", reason="terminated")
+            return script.result.model_copy(update={"thread_id": f"thread-{request.session_id}"})
+        finally:
+            self.active -= 1
+
+    async def follow(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int) -> RunResult:
+        self.follow_calls.append((request.session_id, skip))
+        script = self._run_for(request)
+        drafts = [EventDraft(type="status", text="thread started",
+                             data={"thread_id": f"thread-{request.session_id}", "seq": 0})]
+        drafts += [d.model_copy(update={"data": {**d.data, "seq": i}}) for i, d in enumerate(script.drafts, 1)]
+        for draft in drafts:  # a re-attach replays the whole log; the recorder drops what it has
+            await sink(draft)
+        return script.result
+
+    def _changes(self, session_id: str) -> list[str]:
+        request = next(r for r in self.requests if r.session_id == session_id)
+        return self._run_for(request).changes
+
+    async def diff(self, session_id: str, policy: Policy) -> Any:
+        return FakePreview(files=[FakeFileChange(path=p) for p in self._changes(session_id)])
+
+    async def apply(self, session_id: str, policy: Policy, *, confirm: bool) -> Any:
+        if not confirm:
+            return FakeApplyResult(applied=False, written=[])
+        self.applied.append(session_id)
+        return FakeApplyResult(applied=True, written=self._changes(session_id))
+
+    async def discard(self, session_id: str) -> None:
+        self.discarded.append(session_id)
+
+    async def live_sessions(self) -> set[str]:
+        return set(self.live)
+
+    async def status(self) -> dict[str, object]:
+        return {"docker": "fake", "agent_image": "fake", "codex_version": "fake"}
+
+    async def close(self) -> None:
+        return None
