@@ -82,8 +82,10 @@ class _OutputPipeline:
                 for draft in self._parser.feed_line(line):
                     await self._emit(stream, draft)
             else:
-                await self._emit(stream, EventDraft(type="message", text=line[:4000], tags=["stderr"],
-                                                    data={"stream": "stderr"}))
+                await self._emit(
+                    stream,
+                    EventDraft(type="message", text=line[:4000], tags=["stderr"], data={"stream": "stderr"}),
+                )
 
     async def _emit(self, stream: LogStream, draft: EventDraft) -> None:
         seq = self._seq[stream]
@@ -92,9 +94,7 @@ class _OutputPipeline:
 
 
 class DockerSandbox:
-    def __init__(
-        self, settings: HydraSettings, masker: SecretMasker, runtime: ContainerRuntime | None = None
-    ) -> None:
+    def __init__(self, settings: HydraSettings, masker: SecretMasker, runtime: ContainerRuntime | None = None) -> None:
         self.settings = settings
         self.masker = masker
         self.runtime: ContainerRuntime = runtime or DockerRuntime()
@@ -110,8 +110,10 @@ class DockerSandbox:
         if ws is None:
             path = self._state_path(session_id)
             if not path.exists():
-                raise WorkspaceError(f"session {session_id} has no workspace layer",
-                                     hint="it never started, or its layer was discarded")
+                raise WorkspaceError(
+                    f"session {session_id} has no workspace layer",
+                    hint="it never started, or its layer was discarded",
+                )
             ws = StagedWorkspace.model_validate_json(path.read_text())
             self._workspaces[session_id] = ws
         return ws
@@ -147,19 +149,37 @@ class DockerSandbox:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def _spec(self, request: RunRequest, ws: StagedWorkspace, plan_env: dict[str, str],
-                    plan_mounts: list[Mount], network_mode: str, base_url: str | None) -> ContainerSpec:
+    async def _spec(
+        self,
+        request: RunRequest,
+        ws: StagedWorkspace,
+        plan_env: dict[str, str],
+        plan_mounts: list[Mount],
+        network_mode: str,
+        base_url: str | None,
+    ) -> ContainerSpec:
         codex_home = f"hydra-codex-{request.session_id}"
         existing = {v.name for v in await self.runtime.list_volumes({LABEL_SESSION: request.session_id})}
         if codex_home not in existing:
             await self.runtime.create_volume(codex_home, self._labels(request, "codex-home"))
         api_key_env = "OPENAI_API_KEY" if self.settings.model_api_key else None
         if request.resume_thread_id:
-            invocation = build_resume(request.resume_thread_id, request.prompt, model=request.model,
-                                      base_url=base_url, api_key_env=api_key_env, codex_home=CODEX_HOME)
+            invocation = build_resume(
+                request.resume_thread_id,
+                request.prompt,
+                model=request.model,
+                base_url=base_url,
+                api_key_env=api_key_env,
+                codex_home=CODEX_HOME,
+            )
         else:
-            invocation = build_exec(request.prompt, model=request.model, base_url=base_url,
-                                    api_key_env=api_key_env, codex_home=CODEX_HOME)
+            invocation = build_exec(
+                request.prompt,
+                model=request.model,
+                base_url=base_url,
+                api_key_env=api_key_env,
+                codex_home=CODEX_HOME,
+            )
         env = {**invocation.env, **plan_env, "CODEX_HOME": CODEX_HOME, "HOME": "/home/agent"}
         if self.settings.model_api_key:
             env["OPENAI_API_KEY"] = self.settings.model_api_key.get_secret_value()
@@ -193,15 +213,18 @@ class DockerSandbox:
         container_id: str | None = None
         try:
             async with egress(plan, self.runtime) as active:
-                spec = await self._spec(request, ws, active.env, active.mounts, active.network_mode,
-                                        active.model_base_url)
+                spec = await self._spec(
+                    request, ws, active.env, active.mounts, active.network_mode, active.model_base_url
+                )
                 container_id = await self.runtime.create(spec)
                 await self.runtime.start(container_id)
                 outcome = await supervise(
-                    self.runtime, container_id,
+                    self.runtime,
+                    container_id,
                     timeout_s=request.policy.resources.timeout_s,
                     max_output_bytes=request.policy.resources.max_output_bytes,
-                    on_output=pipeline.feed, cancel=cancel,
+                    on_output=pipeline.feed,
+                    cancel=cancel,
                 )
                 await pipeline.close()
         finally:
@@ -210,16 +233,28 @@ class DockerSandbox:
                     await asyncio.shield(self.runtime.remove(container_id))
             with contextlib.suppress(Exception):
                 await release(ws, self.runtime)
-        return await self._result(request, outcome.status, outcome.reason, outcome.exit_code,
-                                  parser, outcome.truncated)
+        return await self._result(request, outcome.status, outcome.reason, outcome.exit_code, parser, outcome.truncated)
 
-    async def _result(self, request: RunRequest, status: str, reason: str | None, exit_code: int | None,
-                      parser: CodexEventParser, truncated: bool) -> RunResult:
+    async def _result(
+        self,
+        request: RunRequest,
+        status: str,
+        reason: str | None,
+        exit_code: int | None,
+        parser: CodexEventParser,
+        truncated: bool,
+    ) -> RunResult:
         has_changes = False
         with contextlib.suppress(WorkspaceError):
             has_changes = bool((await self.diff(request.session_id, request.policy)).files)
-        return RunResult(status=status, reason=reason, exit_code=exit_code,  # type: ignore[arg-type]
-                         thread_id=parser.thread_id, has_changes=has_changes, output_truncated=truncated)
+        return RunResult(
+            status=status,
+            reason=reason,
+            exit_code=exit_code,  # type: ignore[arg-type]
+            thread_id=parser.thread_id,
+            has_changes=has_changes,
+            output_truncated=truncated,
+        )
 
     async def follow(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int) -> RunResult:
         containers = await self.runtime.list_containers({LABEL_SESSION: request.session_id, LABEL_ROLE: "agent"})
@@ -231,17 +266,18 @@ class DockerSandbox:
         pipeline = _OutputPipeline(self.masker, parser, sink)
         try:
             outcome = await supervise(
-                self.runtime, container_id,
+                self.runtime,
+                container_id,
                 timeout_s=request.policy.resources.timeout_s,
                 max_output_bytes=request.policy.resources.max_output_bytes,
-                on_output=pipeline.feed, cancel=cancel,
+                on_output=pipeline.feed,
+                cancel=cancel,
             )
             await pipeline.close()
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.runtime.remove(container_id))
-        return await self._result(request, outcome.status, outcome.reason, outcome.exit_code, parser,
-                                  outcome.truncated)
+        return await self._result(request, outcome.status, outcome.reason, outcome.exit_code, parser, outcome.truncated)
 
     # -- reviewing ---------------------------------------------------------------------------
 

@@ -31,9 +31,7 @@ class SessionStatus(StrEnum):
 
 
 ACTIVE = frozenset({SessionStatus.QUEUED, SessionStatus.STARTING, SessionStatus.RUNNING})
-FINISHED = frozenset(
-    {SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.TIMED_OUT}
-)
+FINISHED = frozenset({SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED, SessionStatus.TIMED_OUT})
 
 _S = SessionStatus
 TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
@@ -103,8 +101,23 @@ class SessionRecord(BaseModel):
         return self.model_dump(
             mode="json",
             include={
-                "session_id", "status", "profile_id", "task", "working_dir", "model", "parent_session_id",
-                "relationship", "depth", "read_only", "created_at", "started_at", "finished_at", "reason",
-                "thread_id", "runs", "diff_state", "children",
+                "session_id",
+                "status",
+                "profile_id",
+                "task",
+                "working_dir",
+                "model",
+                "parent_session_id",
+                "relationship",
+                "depth",
+                "read_only",
+                "created_at",
+                "started_at",
+                "finished_at",
+                "reason",
+                "thread_id",
+                "runs",
+                "diff_state",
+                "children",
             },
         )

@@ -116,6 +116,7 @@ class AgentManager:
         self._cancel: dict[str, asyncio.Event] = {}
         self._spawn_lock = asyncio.Lock()
         self._apply_locks: dict[Path, asyncio.Lock] = {}
+        self._status_locks: dict[str, asyncio.Lock] = {}
         self._applied: dict[Path, list[tuple[datetime, str, set[str]]]] = {}
         self.running = 0
 
@@ -240,8 +241,12 @@ class AgentManager:
             EventDraft(
                 type="status",
                 text=f"session queued: profile {record.profile_id}, policy {record.policy.name}",
-                data={"status": "queued", "profile_id": record.profile_id, "policy": record.policy.name,
-                      "working_dir": str(record.working_dir)},
+                data={
+                    "status": "queued",
+                    "profile_id": record.profile_id,
+                    "policy": record.policy.name,
+                    "working_dir": str(record.working_dir),
+                },
                 related_sessions=[s for s in [record.parent_session_id] if s],
             ),
         )
@@ -251,9 +256,7 @@ class AgentManager:
     def _build_record(self, request: SpawnRequest) -> SessionRecord:
         profile = apply_overrides(
             self.profiles.get(request.profile_id),
-            ProfileOverrides(
-                goalset=request.goalset or [], model=request.flags.model if request.flags else None
-            ),
+            ProfileOverrides(goalset=request.goalset or [], model=request.flags.model if request.flags else None),
         )
         working_dir = Path(request.working_dir).expanduser()
         if not working_dir.is_absolute():
@@ -278,8 +281,7 @@ class AgentManager:
                 )
             if working_dir.resolve() != parent.working_dir.resolve():
                 raise PolicyViolation(
-                    f"working_dir: a child works on its parent's workspace {parent.working_dir}, "
-                    f"not {working_dir}",
+                    f"working_dir: a child works on its parent's workspace {parent.working_dir}, not {working_dir}",
                     hint="narrow what the child sees with policy.directory instead",
                 )
             depth = parent.depth + 1
@@ -310,11 +312,15 @@ class AgentManager:
             base = child_of(parent.policy)
             if wanted.base or profile.policy != parent.policy.name:
                 named = self.policies.get(base_name)
-                base = narrow(base, PolicyRequest(
-                    directory=named.directory.model_copy(update={"inherited_allow": []}),
-                    network=named.network,
-                    resources=_clamp(named.resources.model_dump(), base.resources.model_dump()),
-                ), name=named.name)
+                base = narrow(
+                    base,
+                    PolicyRequest(
+                        directory=named.directory.model_copy(update={"inherited_allow": []}),
+                        network=named.network,
+                        resources=_clamp(named.resources.model_dump(), base.resources.model_dump()),
+                    ),
+                    name=named.name,
+                )
         resources: dict[str, float | int] = dict(profile.limits)
         if request.flags and request.flags.timeout_s is not None:
             resources["timeout_s"] = request.flags.timeout_s
@@ -360,9 +366,23 @@ class AgentManager:
             data=record.model_dump(mode="json"),
         )
 
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._status_locks.setdefault(session_id, asyncio.Lock())
+
     async def _transition(self, record: SessionRecord, target: SessionStatus, reason: str | None = None) -> None:
+        async with self._lock(record.session_id):
+            await self._transition_locked(record, target, reason)
+
+    async def _transition_locked(self, record: SessionRecord, target: SessionStatus, reason: str | None = None) -> None:
         check_transition(record.session_id, record.status, target)
         previous = record.status
+        text = f"status {previous} -> {target}" + (f": {reason}" if reason else "")
+        # The event is recorded before the status changes, so whoever sees the new status also
+        # finds its event (and, for a finished run, its final summary) in the journal.
+        await self._record(
+            record,
+            EventDraft(type="status", text=text, data={"from": previous.value, "to": target.value, "reason": reason}),
+        )
         record.status = target
         if reason is not None:
             record.reason = reason
@@ -372,12 +392,7 @@ class AgentManager:
         if target not in ACTIVE:
             record.finished_at = now
         await self._persist(record)
-        text = f"status {previous} -> {target}" + (f": {reason}" if reason else "")
-        await self._record(
-            record,
-            EventDraft(type="status", text=text, data={"from": previous.value, "to": target.value,
-                                                       "reason": reason}),
-        )
+        await self.recorder.notify(record.session_id)
         if self._on_transition:
             self._on_transition(record)
 
@@ -424,7 +439,10 @@ class AgentManager:
 
     async def _run(self, record: SessionRecord, prompt: str | None = None) -> None:
         cancel = self._cancel.setdefault(record.session_id, asyncio.Event())
-        await self._transition(record, SessionStatus.STARTING)
+        async with self._lock(record.session_id):
+            if record.status != SessionStatus.QUEUED:
+                return  # cancelled while it waited in the queue
+            await self._transition_locked(record, SessionStatus.STARTING)
         record.runs += 1
         request = self._run_request(record, prompt)
         self.running += 1
@@ -438,8 +456,9 @@ class AgentManager:
             if draft.data.get("thread_id") and not record.thread_id:
                 record.thread_id = str(draft.data["thread_id"])
                 await self._persist(record)
-            return await self._record(record, draft.model_copy(
-                update={"data": {**draft.data, "run": request.run_index}}))
+            return await self._record(
+                record, draft.model_copy(update={"data": {**draft.data, "run": request.run_index}})
+            )
 
         try:
             result = await self.sandbox.run(request, sink, cancel)
@@ -455,11 +474,18 @@ class AgentManager:
         skip = self.recorder.last_seq(record.session_id, request.run_index) + 1
 
         async def sink(draft: EventDraft) -> object:
-            return await self._record(record, draft.model_copy(
-                update={"data": {**draft.data, "run": request.run_index}}))
+            return await self._record(
+                record, draft.model_copy(update={"data": {**draft.data, "run": request.run_index}})
+            )
 
-        await self._record(record, EventDraft(type="status", text="server restarted; re-attached to the agent",
-                                              data={"reattached": True, "skip": skip}))
+        await self._record(
+            record,
+            EventDraft(
+                type="status",
+                text="server restarted; re-attached to the agent",
+                data={"reattached": True, "skip": skip},
+            ),
+        )
         self.running += 1
         try:
             result = await self.sandbox.follow(request, sink, cancel, skip)
@@ -479,9 +505,8 @@ class AgentManager:
                 record.diff_state = DiffState.PENDING
         else:
             target = SessionStatus(result.status)
-        await self._transition(record, target, reason=result.reason)
         await self.recorder.finalize(self._ref(record), outcome=target.value)
-        await self._persist(record)
+        await self._transition(record, target, reason=result.reason)
 
     # -- control -----------------------------------------------------------------------------
 
@@ -506,18 +531,25 @@ class AgentManager:
 
     async def terminate(self, session_id: str, reason: str, caller: Caller = OPERATOR) -> SessionRecord:
         record = self.get(session_id, caller)
-        if record.status == SessionStatus.QUEUED:
-            await self._transition(record, SessionStatus.CANCELLED, reason=reason)
-        elif record.status in ACTIVE:
-            await self._record(record, EventDraft(type="status", text=f"termination requested: {reason}",
-                                                  data={"terminate": True, "reason": reason}))
-            record.reason = reason
-            self._cancel.setdefault(session_id, asyncio.Event()).set()
-        else:
-            raise ConfigError(
-                f"session {session_id} is already {record.status}",
-                hint="only queued, starting or running sessions can be terminated",
-            )
+        async with self._lock(session_id):
+            if record.status == SessionStatus.QUEUED:
+                await self._transition_locked(record, SessionStatus.CANCELLED, reason=reason)
+            elif record.status in ACTIVE:
+                await self._record(
+                    record,
+                    EventDraft(
+                        type="status",
+                        text=f"termination requested: {reason}",
+                        data={"terminate": True, "reason": reason},
+                    ),
+                )
+                record.reason = reason
+                self._cancel.setdefault(session_id, asyncio.Event()).set()
+            else:
+                raise ConfigError(
+                    f"session {session_id} is already {record.status}",
+                    hint="only queued, starting or running sessions can be terminated",
+                )
         return record
 
     async def resume(self, session_id: str, prompt: str, caller: Caller = OPERATOR) -> SessionRecord:
@@ -595,8 +627,9 @@ class AgentManager:
         record = self.get(session_id, caller)
         self._require_reviewable(record)
         if record.read_only:
-            raise PolicyViolation(f"session {session_id} uses read-only profile {record.profile_id!r}; "
-                                  "it has nothing to apply")
+            raise PolicyViolation(
+                f"session {session_id} uses read-only profile {record.profile_id!r}; it has nothing to apply"
+            )
         if not confirm:
             preview = await self.sandbox.apply(session_id, record.policy, confirm=False)
             return preview
@@ -620,9 +653,15 @@ class AgentManager:
         record.diff_state = DiffState.APPLIED
         if record.status == SessionStatus.AWAITING_APPROVAL:
             await self._transition(record, SessionStatus.COMPLETED, reason="diff applied")
-        await self._record(record, EventDraft(type="approval", text=f"diff applied: {len(mine)} file(s)",
-                                              data={"applied": True, "files": sorted(mine)[:200]},
-                                              related_files=sorted(mine)[:200]))
+        await self._record(
+            record,
+            EventDraft(
+                type="approval",
+                text=f"diff applied: {len(mine)} file(s)",
+                data={"applied": True, "files": sorted(mine)[:200]},
+                related_files=sorted(mine)[:200],
+            ),
+        )
         await self._persist(record)
         return result
 

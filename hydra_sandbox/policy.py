@@ -53,9 +53,7 @@ def _check_glob(value: str) -> str:
     if not value or not value.strip():
         raise ValueError("empty glob; use e.g. 'src/**'")
     if value.startswith("/") or (len(value) > 1 and value[1] == ":"):
-        raise ValueError(
-            f"{value!r} is an absolute path; globs are relative to the workspace root, e.g. 'src/**'"
-        )
+        raise ValueError(f"{value!r} is an absolute path; globs are relative to the workspace root, e.g. 'src/**'")
     parts = value.replace("\\", "/").split("/")
     if ".." in parts:
         raise ValueError(f"{value!r} escapes the workspace with '..'; globs stay inside the workspace root")
@@ -193,8 +191,7 @@ def narrow(parent: Policy, request: PolicyRequest | None, *, name: str | None = 
             wider = not probe or not parent_matcher.is_visible(probe_path)
             if wider and glob not in parent.directory.allow:
                 raise PolicyViolation(
-                    f"directory.allow[{i}]: {glob!r} is wider than the parent's allow "
-                    f"{parent.directory.allow}",
+                    f"directory.allow[{i}]: {glob!r} is wider than the parent's allow {parent.directory.allow}",
                     hint="ask for a subset of the parent's paths, e.g. 'src/**' inside an allowed 'src/'",
                 )
         directory = DirectoryPolicy(
@@ -214,23 +211,18 @@ def narrow(parent: Policy, request: PolicyRequest | None, *, name: str | None = 
         extra = [d for d in request.network.allow_domains if d not in parent.network.allow_domains]
         if extra:
             raise PolicyViolation(
-                f"network.allow_domains: {extra} not in the parent's allowlist "
-                f"{parent.network.allow_domains}",
+                f"network.allow_domains: {extra} not in the parent's allowlist {parent.network.allow_domains}",
                 hint="a child may only use domains its parent may use",
             )
         network = request.network
     resources = parent.resources
     if request.resources is not None:
         updates = _narrow_numbers("resources", parent.resources, request.resources)
-        resources = validate_data(
-            ResourceLimits, {**parent.resources.model_dump(), **updates}, "policy request"
-        )
+        resources = validate_data(ResourceLimits, {**parent.resources.model_dump(), **updates}, "policy request")
     delegation = parent.delegation
     if request.delegation is not None:
         updates = _narrow_numbers("delegation", parent.delegation, request.delegation)
-        delegation = validate_data(
-            DelegationLimits, {**parent.delegation.model_dump(), **updates}, "policy request"
-        )
+        delegation = validate_data(DelegationLimits, {**parent.delegation.model_dump(), **updates}, "policy request")
     return Policy(
         name=name or parent.name,
         description=parent.description,
@@ -241,16 +233,12 @@ def narrow(parent: Policy, request: PolicyRequest | None, *, name: str | None = 
     )
 
 
-def _narrow_numbers(
-    section: str, parent: BaseModel, request: dict[str, float | int]
-) -> dict[str, float | int]:
+def _narrow_numbers(section: str, parent: BaseModel, request: dict[str, float | int]) -> dict[str, float | int]:
     fields = {k for k, v in type(parent).model_fields.items() if v.annotation in (int, float)}
     out: dict[str, float | int] = {}
     for key, value in request.items():
         if key not in fields:
-            raise PolicyViolation(
-                f"{section}.{key}: unknown field", hint="valid: " + ", ".join(sorted(fields))
-            )
+            raise PolicyViolation(f"{section}.{key}: unknown field", hint="valid: " + ", ".join(sorted(fields)))
         current = getattr(parent, key)
         if value > current:
             raise PolicyViolation(
@@ -331,9 +319,7 @@ def _walk(root: Path) -> Iterator[str]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         rel_dir = os.path.relpath(dirpath, root)
         dirnames.sort()
-        for fname in sorted(filenames) + sorted(
-            d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
-        ):
+        for fname in sorted(filenames) + sorted(d for d in dirnames if os.path.islink(os.path.join(dirpath, d))):
             rel = fname if rel_dir == "." else f"{rel_dir}/{fname}"
             yield rel.replace(os.sep, "/")
 

@@ -85,12 +85,8 @@ class Profile(_Strict):
     checklist_template: list[ChecklistItemTemplate] = Field(default_factory=list)
     policy: str = Field(default="default", description="Name of the policy used when none is given.")
     model: str | None = Field(default=None, description="Model name; unset uses HYDRA_MODEL.")
-    limits: dict[str, float | int] = Field(
-        default_factory=dict, description="Narrows the policy's resources."
-    )
-    read_only: bool = Field(
-        default=False, description="The agent must not change files; its diff is refused."
-    )
+    limits: dict[str, float | int] = Field(default_factory=dict, description="Narrows the policy's resources.")
+    read_only: bool = Field(default=False, description="The agent must not change files; its diff is refused.")
     test_runners: list[str] = Field(
         default_factory=lambda: [
             "pytest",
@@ -142,9 +138,7 @@ def render_prompt(profile: Profile, task: str | None, inputs: dict[str, Any] | N
     if profile.expected_outputs:
         parts.append("Expected outputs:\n" + "\n".join(f"- {o}" for o in profile.expected_outputs))
     if profile.checklist_template:
-        parts.append(
-            "Checklist:\n" + "\n".join(f"- {i.id}: {i.description}" for i in profile.checklist_template)
-        )
+        parts.append("Checklist:\n" + "\n".join(f"- {i.id}: {i.description}" for i in profile.checklist_template))
     if inputs:
         parts.append("Inputs:\n" + "\n".join(f"- {k}: {v}" for k, v in sorted(inputs.items())))
     if task:

@@ -109,12 +109,10 @@ class Recorder:
                 self.events_recorded += 1
             if track is not None and event.type != "summary" and track.summary.due(time.monotonic()):
                 await self._record_summary(ref, track, outcome=None, final=False)
-        await self._notify(ref.session_id)
+        await self.notify(ref.session_id)
         return event
 
-    async def _record_summary(
-        self, ref: SessionRef, track: _SessionTrack, outcome: str | None, final: bool
-    ) -> Event:
+    async def _record_summary(self, ref: SessionRef, track: _SessionTrack, outcome: str | None, final: bool) -> Event:
         draft = track.summary.build(track.checklist, outcome=outcome, final=final)
         event = await asyncio.to_thread(self.journal.append, ref, mask_draft(self.masker, draft))
         track.summary.observe(event)
@@ -128,10 +126,10 @@ class Recorder:
             return None
         async with self._locks[ref.session_id]:
             event = await self._record_summary(ref, track, outcome=outcome, final=True)
-        await self._notify(ref.session_id)
+        await self.notify(ref.session_id)
         return event
 
-    async def _notify(self, session_id: str) -> None:
+    async def notify(self, session_id: str) -> None:
         condition = self._conditions[session_id]
         async with condition:
             condition.notify_all()

@@ -63,9 +63,7 @@ class Sandbox(Protocol):
         """Run Codex to its end (or cancellation); every event goes to ``sink`` in order."""
         ...
 
-    async def follow(
-        self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int
-    ) -> RunResult:
+    async def follow(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int) -> RunResult:
         """Re-attach to a run whose container is still alive; drop the first ``skip`` events."""
         ...
 

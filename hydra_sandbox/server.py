@@ -27,7 +27,7 @@ from hydra_sandbox.access import OPERATOR, Caller
 from hydra_sandbox.errors import HydraError
 from hydra_sandbox.events import EVENT_TYPES
 from hydra_sandbox.lifecycle import SessionRecord
-from hydra_sandbox.manager import SpawnFlags, SpawnPolicy, SpawnRequest
+from hydra_sandbox.manager import HOST_SESSION, SpawnFlags, SpawnPolicy, SpawnRequest
 from hydra_sandbox.profiles import render_prompt
 from hydra_sandbox.services import Services, open_services
 from hydra_sandbox.settings import HydraSettings
@@ -43,7 +43,7 @@ wait_session(session_id) until it is no longer running; get_diff(session_id) to 
 apply_diff(session_id, confirm=true) to write the changes, or discard_diff(session_id).
 search_context finds anything recorded before."""
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
 def _tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -78,7 +78,9 @@ class HydraTokenVerifier(TokenVerifier):
         for known, session_id in list(self._agents.items()):
             if hmac.compare_digest(token.encode(), known.encode()):
                 return AccessToken(
-                    token=token, client_id=f"agent:{session_id}", scopes=["hydra"],
+                    token=token,
+                    client_id=f"agent:{session_id}",
+                    scopes=["hydra"],
                     claims={"kind": "agent", "session_id": session_id},
                 )
         return None
@@ -135,11 +137,14 @@ def build_server(
     return mcp
 
 
-def _register_tools(mcp: FastMCP) -> None:  # noqa: C901 - one place that lists every tool
+def _register_tools(mcp: FastMCP) -> None:
     @mcp.tool(
         annotations=ToolAnnotations(
-            title="Spawn a sandboxed Codex agent", readOnlyHint=False, destructiveHint=False,
-            idempotentHint=False, openWorldHint=True,
+            title="Spawn a sandboxed Codex agent",
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=False,
+            open_world_hint=True,
         )
     )
     @_tool_errors
@@ -155,8 +160,10 @@ def _register_tools(mcp: FastMCP) -> None:  # noqa: C901 - one place that lists 
         ] = None,
         policy: Annotated[
             SpawnPolicy | None,
-            Field(description="base policy name and/or narrowing of directory, network, resources, "
-                  "delegation. Can only narrow the profile's (or parent's) policy."),
+            Field(
+                description="base policy name and/or narrowing of directory, network, resources, "
+                "delegation. Can only narrow the profile's (or parent's) policy."
+            ),
         ] = None,
         parent_session_id: Annotated[str | None, Field(description="Spawn as a child of this session.")] = None,
         relationship: Annotated[str | None, Field(description="e.g. 'review', 'subtask'.")] = None,
@@ -170,13 +177,25 @@ def _register_tools(mcp: FastMCP) -> None:  # noqa: C901 - one place that lists 
         not changed until apply_diff(confirm=true). Use wait_session to follow it."""
         services = _services(ctx)
         request = SpawnRequest(
-            profile_id=profile_id, custom_prompt=custom_prompt, goalset=goalset, inputs=inputs,
-            working_dir=working_dir, flags=flags, policy=policy, parent_session_id=parent_session_id,
-            relationship=relationship, idempotency_key=idempotency_key,
+            profile_id=profile_id,
+            custom_prompt=custom_prompt,
+            goalset=goalset,
+            inputs=inputs,
+            working_dir=working_dir,
+            flags=flags,
+            policy=policy,
+            parent_session_id=parent_session_id,
+            relationship=relationship,
+            idempotency_key=idempotency_key,
         )
         result = await services.manager.spawn(request, _caller())
-        return {"session_id": result.session["session_id"], "status": result.session["status"],
-                "reused": result.reused, "session": result.session, "events": _event_dicts(result.events)}
+        return {
+            "session_id": result.session["session_id"],
+            "status": result.session["status"],
+            "reused": result.reused,
+            "session": result.session,
+            "events": _event_dicts(result.events),
+        }
 
     @mcp.tool(annotations=READ_ONLY)
     @_tool_errors
@@ -185,9 +204,15 @@ def _register_tools(mcp: FastMCP) -> None:  # noqa: C901 - one place that lists 
         good, bad = _services(ctx).profiles.load_all()
         return {
             "profiles": [
-                {"id": p.id, "title": p.title, "description": p.description, "goalset": p.goalset,
-                 "policy": p.policy, "read_only": p.read_only,
-                 "checklist": [{"id": i.id, "description": i.description} for i in p.checklist_template]}
+                {
+                    "id": p.id,
+                    "title": p.title,
+                    "description": p.description,
+                    "goalset": p.goalset,
+                    "policy": p.policy,
+                    "read_only": p.read_only,
+                    "checklist": [{"id": i.id, "description": i.description} for i in p.checklist_template],
+                }
                 for p in good.values()
             ],
             "broken": {k: str(v) for k, v in bad.items()},
@@ -197,8 +222,12 @@ def _register_tools(mcp: FastMCP) -> None:  # noqa: C901 - one place that lists 
     @_tool_errors
     async def list_sessions(
         ctx: Context,
-        status: Annotated[str | None, Field(description="queued, starting, running, awaiting_approval, "
-                                            "completed, failed, cancelled or timed_out")] = None,
+        status: Annotated[
+            str | None,
+            Field(
+                description="queued, starting, running, awaiting_approval, completed, failed, cancelled or timed_out"
+            ),
+        ] = None,
         profile_id: str | None = None,
         parent_session_id: str | None = None,
         limit: Annotated[int, Field(ge=1, le=1000)] = 50,
@@ -227,9 +256,13 @@ def _register_tools(mcp: FastMCP) -> None:  # noqa: C901 - one place that lists 
             await ctx.report_progress(count, None, f"{record.status}: {count} events, checklist {done}/{total}")
 
         record = await services.manager.wait(session_id, timeout_s, progress, _caller())
-        return {"session_id": session_id, "status": record.status.value, "finished": not record.active,
-                "session": _session_view(services, record),
-                "last_events": _event_dicts(services.manager.events(session_id)[-10:])}
+        return {
+            "session_id": session_id,
+            "status": record.status.value,
+            "finished": not record.active,
+            "session": _session_view(services, record),
+            "last_events": _event_dicts(services.manager.events(session_id)[-10:]),
+        }
 
     @mcp.tool(annotations=READ_ONLY)
     @_tool_errors
@@ -254,28 +287,39 @@ def _register_tools(mcp: FastMCP) -> None:  # noqa: C901 - one place that lists 
         record = services.manager.get(session_id, _caller())
         summaries = [e for e in services.manager.events(session_id) if e.type == "summary"]
         latest = summaries[-1] if summaries else None
-        return {"session": _session_view(services, record),
-                "narrative": latest.text if latest else "no summary yet",
-                "summary": latest.data if latest else {}}
+        return {
+            "session": _session_view(services, record),
+            "narrative": latest.text if latest else "no summary yet",
+            "summary": latest.data if latest else {},
+        }
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True,
-                                          openWorldHint=False))
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+        )
+    )
     @_tool_errors
     async def terminate_session(session_id: str, reason: str, ctx: Context) -> dict[str, Any]:
         """Stop a queued or running session (SIGTERM, grace period, then kill)."""
         record = await _services(ctx).manager.terminate(session_id, reason, _caller())
         return {"session_id": session_id, "status": record.status.value}
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False,
-                                          openWorldHint=True))
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+        )
+    )
     @_tool_errors
     async def resume_session(session_id: str, prompt: str, ctx: Context) -> dict[str, Any]:
         """Continue a finished session's Codex thread with a new prompt, in a new run."""
         record = await _services(ctx).manager.resume(session_id, prompt, _caller())
         return {"session_id": session_id, "status": record.status.value}
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False,
-                                          openWorldHint=False))
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+        )
+    )
     @_tool_errors
     async def log_context(
         note: Annotated[str, Field(min_length=1, max_length=100_000)],
@@ -303,9 +347,10 @@ def _register_tools(mcp: FastMCP) -> None:  # noqa: C901 - one place that lists 
 
         services = _services(ctx)
         if event_type is not None and event_type not in EVENT_TYPES:
-            raise HydraError(f"event_type: {event_type!r} is not an event type",
-                             hint="valid: " + ", ".join(EVENT_TYPES))
-        if session_id is not None:
+            raise HydraError(
+                f"event_type: {event_type!r} is not an event type", hint="valid: " + ", ".join(EVENT_TYPES)
+            )
+        if session_id is not None and session_id != HOST_SESSION:
             services.manager.get(session_id, _caller())
         filters = SearchFilters(session_id=session_id, profile_id=profile_id, event_type=event_type, since=since)
         hits = await asyncio.to_thread(services.store.semantic_search, query, filters, limit)
@@ -322,8 +367,11 @@ def _register_tools(mcp: FastMCP) -> None:  # noqa: C901 - one place that lists 
         preview = await _services(ctx).manager.diff(session_id, _caller())
         return preview.model_dump(mode="json")  # type: ignore[no-any-return]
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False,
-                                          openWorldHint=False))
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False
+        )
+    )
     @_tool_errors
     async def apply_diff(
         session_id: str,
@@ -337,13 +385,20 @@ def _register_tools(mcp: FastMCP) -> None:  # noqa: C901 - one place that lists 
         result = await _services(ctx).manager.apply(session_id, confirm, _caller())
         return result.model_dump(mode="json")  # type: ignore[no-any-return]
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True,
-                                          openWorldHint=False))
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+        )
+    )
     @_tool_errors
     async def discard_diff(session_id: str, ctx: Context) -> dict[str, Any]:
         """Throw a finished session's changes away; the host directory is not touched."""
         record = await _services(ctx).manager.discard(session_id, _caller())
-        return {"session_id": session_id, "status": record.status.value, "diff_state": record.diff_state.value}
+        return {
+            "session_id": session_id,
+            "status": record.status.value,
+            "diff_state": record.diff_state.value,
+        }
 
 
 def _register_resources(mcp: FastMCP) -> None:
@@ -367,8 +422,13 @@ def _register_resources(mcp: FastMCP) -> None:
             record = services.manager.get(session_id, _caller())
         except HydraError as exc:
             raise ToolError(str(exc)) from None
-        return json.dumps({"session": _session_view(services, record),
-                           "timeline": _event_dicts(services.manager.events(session_id))}, indent=2)
+        return json.dumps(
+            {
+                "session": _session_view(services, record),
+                "timeline": _event_dicts(services.manager.events(session_id)),
+            },
+            indent=2,
+        )
 
     @mcp.resource("hydra://checklists/{session_id}", mime_type="application/json")
     async def checklist_resource(session_id: str, ctx: Context) -> str:
@@ -391,14 +451,18 @@ def _register_resources(mcp: FastMCP) -> None:
             store_count: int | str = await asyncio.to_thread(services.store.count)
         except Exception as exc:  # the store's health is what this resource reports
             store_count = f"unavailable: {type(exc).__name__}"
-        return json.dumps({
-            "version": __version__,
-            "runtime": await services.sandbox.status(),
-            "store": {"documents": store_count, "index_lag": services.indexer.lag()},
-            "journal": {"events": services.journal.count()},
-            "queue_length": services.manager.queue_length(),
-            "running_sessions": services.manager.running,
-        }, indent=2, default=str)
+        return json.dumps(
+            {
+                "version": __version__,
+                "runtime": await services.sandbox.status(),
+                "store": {"documents": store_count, "index_lag": services.indexer.lag()},
+                "journal": {"events": services.journal.count()},
+                "queue_length": services.manager.queue_length(),
+                "running_sessions": services.manager.running,
+            },
+            indent=2,
+            default=str,
+        )
 
 
 def _register_prompts(mcp: FastMCP, settings: HydraSettings) -> None:
@@ -406,6 +470,7 @@ def _register_prompts(mcp: FastMCP, settings: HydraSettings) -> None:
 
     good, _bad = ProfileCatalog(settings.profile_dirs).load_all()
     for profile in good.values():
+
         def make(profile_id: str) -> Callable[..., str]:
             def prompt(task: str, extra_goals: str = "") -> str:
                 catalog = ProfileCatalog(settings.profile_dirs)
@@ -420,8 +485,7 @@ def _register_prompts(mcp: FastMCP, settings: HydraSettings) -> None:
         mcp.prompt(
             make(profile.id),
             name=profile.id,
-            description=f"{profile.title}: {profile.description} Arguments: task; extra_goals "
-            "(semicolon-separated).",
+            description=f"{profile.title}: {profile.description} Arguments: task; extra_goals (semicolon-separated).",
         )
 
     @mcp.prompt(name="additional_agent")

@@ -54,8 +54,9 @@ class ServerLock:
         os.replace(tmp, info_path)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         (self.data_home / "server.json").unlink(missing_ok=True)
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -62,9 +62,7 @@ class HydraSettings(BaseSettings):
     profiles_dir: Path | None = Field(default=None, description="User profiles; override built-ins by id.")
     policies_dir: Path | None = Field(default=None, description="User policies; override built-ins by name.")
     max_concurrent_agents: int = Field(default=4, ge=1, le=256)
-    agent_uid: int | None = Field(
-        default=None, ge=0, description="uid agents run as; unset: workspace owner."
-    )
+    agent_uid: int | None = Field(default=None, ge=0, description="uid agents run as; unset: workspace owner.")
     transport: Literal["stdio", "http"] = "stdio"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8765, ge=1, le=65535)

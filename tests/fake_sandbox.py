@@ -39,13 +39,19 @@ class FakeRun:
 
 
 def command(cmd: str, exit_code: int = 0, output: str = "") -> EventDraft:
-    return EventDraft(type="command", text=f"$ {cmd}\n{output}",
-                      data={"command": cmd, "exit_code": exit_code, "output": output})
+    return EventDraft(
+        type="command",
+        text=f"$ {cmd}\n{output}",
+        data={"command": cmd, "exit_code": exit_code, "output": output},
+    )
 
 
-def test_run(passed: bool = True, runner: str = "pytest") -> EventDraft:
-    return EventDraft(type="test", text=f"{runner} {'passed' if passed else 'failed'}",
-                      data={"runner": runner, "passed": passed, "exit_code": 0 if passed else 1})
+def ran_tests(passed: bool = True, runner: str = "pytest") -> EventDraft:
+    return EventDraft(
+        type="test",
+        text=f"{runner} {'passed' if passed else 'failed'}",
+        data={"runner": runner, "passed": passed, "exit_code": 0 if passed else 1},
+    )
 
 
 def message(text: str) -> EventDraft:
@@ -55,8 +61,13 @@ def message(text: str) -> EventDraft:
 class FakeSandbox:
     def __init__(self) -> None:
         self.runs: dict[str, FakeRun] = {}
-        self.default = FakeRun(drafts=[command("pytest -q", 0, "3 passed"), test_run(True),
-                                       message("I changed app.py; summary: fixed the bug")])
+        self.default = FakeRun(
+            drafts=[
+                command("pytest -q", 0, "3 passed"),
+                ran_tests(True),
+                message("I changed app.py; summary: fixed the bug"),
+            ]
+        )
         self.gate: asyncio.Event | None = None
         self.active = 0
         self.max_active = 0
@@ -83,8 +94,13 @@ class FakeSandbox:
         self.max_active = max(self.max_active, self.active)
         try:
             script = self._run_for(request)
-            await sink(EventDraft(type="status", text="thread started",
-                                  data={"thread_id": f"thread-{request.session_id}", "seq": 0}))
+            await sink(
+                EventDraft(
+                    type="status",
+                    text="thread started",
+                    data={"thread_id": f"thread-{request.session_id}", "seq": 0},
+                )
+            )
             for seq, draft in enumerate(script.drafts, start=1):
                 if cancel.is_set():
                     return RunResult(status="cancelled", reason="terminated")
@@ -104,8 +120,13 @@ class FakeSandbox:
     async def follow(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int) -> RunResult:
         self.follow_calls.append((request.session_id, skip))
         script = self._run_for(request)
-        drafts = [EventDraft(type="status", text="thread started",
-                             data={"thread_id": f"thread-{request.session_id}", "seq": 0})]
+        drafts = [
+            EventDraft(
+                type="status",
+                text="thread started",
+                data={"thread_id": f"thread-{request.session_id}", "seq": 0},
+            )
+        ]
         drafts += [d.model_copy(update={"data": {**d.data, "seq": i}}) for i, d in enumerate(script.drafts, 1)]
         for draft in drafts:  # a re-attach replays the whole log; the recorder drops what it has
             await sink(draft)

@@ -12,9 +12,7 @@ from hydra_sandbox.policy import Policy, PolicyCatalog, explain
 from hydra_sandbox.settings import load_settings
 from hydra_sandbox.yaml_models import load_yaml_model
 
-app = typer.Typer(
-    help="List, show, validate and explain directory/network/resource policies.", no_args_is_help=True
-)
+app = typer.Typer(help="List, show, validate and explain directory/network/resource policies.", no_args_is_help=True)
 
 
 def _catalog() -> PolicyCatalog:

@@ -26,7 +26,7 @@ from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder
 from hydra_sandbox.sandbox import RunResult
 from hydra_sandbox.settings import REPO_ROOT
-from tests.fake_sandbox import FakeRun, FakeSandbox, command, message, test_run
+from tests.fake_sandbox import FakeRun, FakeSandbox, command, message, ran_tests
 
 SECRET = "sk-proj-TESTSECRETabcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -119,8 +119,10 @@ async def test_concurrency_limit_holds_and_queue_is_fifo(tmp_path: Path, workdir
     manager = build(tmp_path, sandbox, max_concurrent=2)
     await manager.start()
     try:
-        ids = [(await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt=f"t{i}"))).session[
-            "session_id"] for i in range(6)]
+        ids = [
+            (await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt=f"t{i}"))).session["session_id"]
+            for i in range(6)
+        ]
         await wait_until(lambda: len(sandbox.started) == 2)
         assert manager.queue_length() == 4
         sandbox.gate.set()
@@ -151,35 +153,49 @@ async def test_unknown_flag_and_unknown_profile_are_refused_clearly(manager: Age
         await manager.spawn(SpawnRequest(working_dir="relative/path"))
 
 
-async def test_child_gets_a_narrower_policy_and_a_wider_one_is_refused(
-    manager: AgentManager, workdir: Path
-) -> None:
+async def test_child_gets_a_narrower_policy_and_a_wider_one_is_refused(manager: AgentManager, workdir: Path) -> None:
     parent = (await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="p"))).session
     await finish(manager, parent["session_id"])
-    child = await manager.spawn(SpawnRequest(
-        working_dir=str(workdir), parent_session_id=parent["session_id"], relationship="subtask",
-        policy=SpawnPolicy(directory=DirectoryPolicy(allow=["src/**"]), network=NetworkPolicy(mode="none"),
-                           resources={"memory_mb": 512}),
-    ))
+    child = await manager.spawn(
+        SpawnRequest(
+            working_dir=str(workdir),
+            parent_session_id=parent["session_id"],
+            relationship="subtask",
+            policy=SpawnPolicy(
+                directory=DirectoryPolicy(allow=["src/**"]),
+                network=NetworkPolicy(mode="none"),
+                resources={"memory_mb": 512},
+            ),
+        )
+    )
     record = manager.get(child.session["session_id"])
     assert record.depth == 1 and record.relationship == "subtask"
     assert record.policy.network.mode == "none" and record.policy.resources.memory_mb == 512
     assert not record.policy.matcher.is_visible("app.py")
     with pytest.raises(PolicyViolation, match="resources.memory_mb: 99999 is wider"):
-        await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=parent["session_id"],
-                                         policy=SpawnPolicy(resources={"memory_mb": 99999})))
+        await manager.spawn(
+            SpawnRequest(
+                working_dir=str(workdir),
+                parent_session_id=parent["session_id"],
+                policy=SpawnPolicy(resources={"memory_mb": 99999}),
+            )
+        )
     with pytest.raises(PolicyViolation, match="network.mode: 'allowlist' is wider"):
-        await manager.spawn(SpawnRequest(
-            working_dir=str(workdir), parent_session_id=parent["session_id"],
-            policy=SpawnPolicy(network=NetworkPolicy(mode="allowlist", allow_domains=[])),
-        ))
+        await manager.spawn(
+            SpawnRequest(
+                working_dir=str(workdir),
+                parent_session_id=parent["session_id"],
+                policy=SpawnPolicy(network=NetworkPolicy(mode="allowlist", allow_domains=[])),
+            )
+        )
 
 
 async def test_delegation_depth_and_children_limits(manager: AgentManager, workdir: Path) -> None:
     root = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
     level1 = (await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=root))).session
-    level2 = (await manager.spawn(SpawnRequest(working_dir=str(workdir),
-                                               parent_session_id=level1["session_id"]))).session
+    level2 = (
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=level1["session_id"]))
+    ).session
     with pytest.raises(PolicyViolation, match="delegation.max_depth"):
         await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=level2["session_id"]))
     for _ in range(3):
@@ -197,22 +213,47 @@ async def test_child_must_work_on_its_parents_workspace(manager: AgentManager, w
 async def test_apply_requires_a_passing_review_child(
     manager: AgentManager, sandbox: FakeSandbox, workdir: Path
 ) -> None:
-    coder = (await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="gated_coder",
-                                              custom_prompt="code it"))).session["session_id"]
+    coder = (
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="gated_coder", custom_prompt="code it"))
+    ).session["session_id"]
     await finish(manager, coder)
     with pytest.raises(PolicyViolation, match="apply refused by rule 'review_passed'"):
         await manager.apply(coder, confirm=True)
-    sandbox.script("REJECT-ME", FakeRun(drafts=[message("VERDICT: REQUEST_CHANGES")],
-                                        result=RunResult(status="completed"), changes=[]))
-    bad = (await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="code_reviewer",
-                                            custom_prompt="REJECT-ME", parent_session_id=coder))).session
+    sandbox.script(
+        "REJECT-ME",
+        FakeRun(drafts=[message("VERDICT: REQUEST_CHANGES")], result=RunResult(status="completed"), changes=[]),
+    )
+    bad = (
+        await manager.spawn(
+            SpawnRequest(
+                working_dir=str(workdir),
+                profile_id="code_reviewer",
+                custom_prompt="REJECT-ME",
+                parent_session_id=coder,
+            )
+        )
+    ).session
     await finish(manager, bad["session_id"])
     with pytest.raises(PolicyViolation, match="review_passed"):
         await manager.apply(coder, confirm=True)
-    sandbox.script("APPROVE-ME", FakeRun(drafts=[command("pytest -q", 0), message("VERDICT: APPROVE")],
-                                         result=RunResult(status="completed"), changes=[]))
-    good = (await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="code_reviewer",
-                                             custom_prompt="APPROVE-ME", parent_session_id=coder))).session
+    sandbox.script(
+        "APPROVE-ME",
+        FakeRun(
+            drafts=[command("pytest -q", 0), message("VERDICT: APPROVE")],
+            result=RunResult(status="completed"),
+            changes=[],
+        ),
+    )
+    good = (
+        await manager.spawn(
+            SpawnRequest(
+                working_dir=str(workdir),
+                profile_id="code_reviewer",
+                custom_prompt="APPROVE-ME",
+                parent_session_id=coder,
+            )
+        )
+    ).session
     assert await finish(manager, good["session_id"]) == SessionStatus.COMPLETED
     await manager.apply(coder, confirm=True)
     assert sandbox.applied == [coder]
@@ -224,8 +265,9 @@ async def test_reviewer_child_sees_its_parents_layer(
 ) -> None:
     coder = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
     await finish(manager, coder)
-    child = (await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="code_reviewer",
-                                              parent_session_id=coder))).session["session_id"]
+    child = (
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="code_reviewer", parent_session_id=coder))
+    ).session["session_id"]
     await finish(manager, child)
     request = next(r for r in sandbox.requests if r.session_id == child)
     assert request.layer_sessions == [coder]
@@ -258,7 +300,8 @@ async def test_second_session_applying_the_same_file_gets_a_conflict(
 
 async def test_read_only_profile_completes_and_has_nothing_to_apply(manager: AgentManager, workdir: Path) -> None:
     session_id = (await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="code_reviewer"))).session[
-        "session_id"]
+        "session_id"
+    ]
     assert await finish(manager, session_id) == SessionStatus.COMPLETED
     assert manager.get(session_id).policy.name == "read_only"
     with pytest.raises(PolicyViolation, match="read-only profile"):
@@ -284,11 +327,13 @@ async def test_terminate_running_and_queued_sessions(tmp_path: Path, workdir: Pa
         await manager.close()
 
 
-async def test_checklist_is_marked_by_the_event_that_proves_it(manager: AgentManager, sandbox: FakeSandbox,
-                                                                workdir: Path) -> None:
-    sandbox.script("FAILING", FakeRun(drafts=[command("pytest", 1), test_run(False)]))
+async def test_checklist_is_marked_by_the_event_that_proves_it(
+    manager: AgentManager, sandbox: FakeSandbox, workdir: Path
+) -> None:
+    sandbox.script("FAILING", FakeRun(drafts=[command("pytest", 1), ran_tests(False)]))
     failing = (await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="FAILING"))).session[
-        "session_id"]
+        "session_id"
+    ]
     passing = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
     await finish(manager, failing)
     await finish(manager, passing)
@@ -301,11 +346,13 @@ async def test_checklist_is_marked_by_the_event_that_proves_it(manager: AgentMan
     assert proving_event.type == "test"
 
 
-async def test_known_secret_never_reaches_the_journal(manager: AgentManager, sandbox: FakeSandbox,
-                                                      workdir: Path) -> None:
+async def test_known_secret_never_reaches_the_journal(
+    manager: AgentManager, sandbox: FakeSandbox, workdir: Path
+) -> None:
     sandbox.script("LEAKY", FakeRun(drafts=[command(f"echo {SECRET}", 0, f"key={SECRET}")]))
     session_id = (await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="LEAKY"))).session[
-        "session_id"]
+        "session_id"
+    ]
     await finish(manager, session_id)
     dumped = "".join(e.model_dump_json() for e in manager.events(session_id))
     assert SECRET not in dumped
@@ -331,8 +378,9 @@ async def test_restart_reattaches_running_sessions_without_duplicates(tmp_path: 
     await first.start()
     alive = (await first.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
     vanished = (await first.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
-    await wait_until(lambda: first.get(alive).status == SessionStatus.RUNNING
-                     and first.get(vanished).status == SessionStatus.RUNNING)
+    await wait_until(
+        lambda: first.get(alive).status == SessionStatus.RUNNING and first.get(vanished).status == SessionStatus.RUNNING
+    )
     await wait_until(lambda: len(first.events(alive)) >= 6)
     before = [(e.id, e.type, e.text) for e in first.events(alive)]
     await first.close()  # the server dies; containers keep running

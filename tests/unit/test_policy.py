@@ -106,9 +106,7 @@ def test_narrowing_without_request_keeps_parent() -> None:
 
 
 def test_child_directory_is_intersected_with_parent() -> None:
-    child = narrow(
-        PARENT, PolicyRequest(directory=DirectoryPolicy(allow=["src/lib/**"], deny=["src/lib/x.py"]))
-    )
+    child = narrow(PARENT, PolicyRequest(directory=DirectoryPolicy(allow=["src/lib/**"], deny=["src/lib/x.py"])))
     m = child.matcher
     assert m.is_visible("src/lib/a.py")
     assert not m.is_visible("src/lib/x.py")

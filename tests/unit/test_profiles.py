@@ -26,9 +26,7 @@ def test_user_file_overrides_only_the_fields_it_sets(tmp_path: Path) -> None:
 
 
 def test_user_directory_can_add_profiles(tmp_path: Path) -> None:
-    (tmp_path / "docs.yaml").write_text(
-        "id: docs_writer\ntitle: Docs\ndescription: d\npersona: p\nsystem_prompt: s\n"
-    )
+    (tmp_path / "docs.yaml").write_text("id: docs_writer\ntitle: Docs\ndescription: d\npersona: p\nsystem_prompt: s\n")
     assert "docs_writer" in ProfileCatalog([BUILTIN, tmp_path]).ids()
 
 
@@ -51,9 +49,7 @@ def test_missing_profile_lists_available_ones() -> None:
 
 
 def test_unknown_field_names_file_and_field(tmp_path: Path) -> None:
-    (tmp_path / "x.yaml").write_text(
-        "id: x\ntitle: X\ndescription: d\npersona: p\nsystem_prompt: s\ncolour: red\n"
-    )
+    (tmp_path / "x.yaml").write_text("id: x\ntitle: X\ndescription: d\npersona: p\nsystem_prompt: s\ncolour: red\n")
     with pytest.raises(ConfigError) as info:
         ProfileCatalog([tmp_path]).get("x")
     assert "x.yaml" in str(info.value)

@@ -19,8 +19,18 @@ from tests.fake_sandbox import FakeRun, FakeSandbox, command, message
 
 SECRET = "sk-proj-SERVERTESTSECRETabcdefghijklmnopqrstuvwxyz012345"
 TOOLS = {
-    "spawn_agent", "list_agents", "list_sessions", "wait_session", "tail_logs", "summarize_session",
-    "terminate_session", "resume_session", "log_context", "search_context", "get_diff", "apply_diff",
+    "spawn_agent",
+    "list_agents",
+    "list_sessions",
+    "wait_session",
+    "tail_logs",
+    "summarize_session",
+    "terminate_session",
+    "resume_session",
+    "log_context",
+    "search_context",
+    "get_diff",
+    "apply_diff",
     "discard_diff",
 }
 
@@ -36,8 +46,15 @@ def workdir(tmp_path: Path) -> Path:
 @pytest.fixture
 def sandbox() -> FakeSandbox:
     sandbox = FakeSandbox()
-    sandbox.script("LEAK", FakeRun(drafts=[command(f"cat .env # {SECRET}", 0, f"OPENAI_API_KEY={SECRET}"),
-                                           message("I changed nothing")]))
+    sandbox.script(
+        "LEAK",
+        FakeRun(
+            drafts=[
+                command(f"cat .env # {SECRET}", 0, f"OPENAI_API_KEY={SECRET}"),
+                message("I changed nothing"),
+            ]
+        ),
+    )
     return sandbox
 
 
@@ -74,21 +91,30 @@ async def refused(client: Client, name: str, **args: Any) -> str:
 async def test_every_tool_is_listed_with_schema_and_annotations(client: Client) -> None:
     tools = {t.name: t for t in await client.list_tools()}
     assert set(tools) == TOOLS
-    spawn = tools["spawn_agent"].inputSchema["properties"]
-    assert set(spawn) == {"profile_id", "custom_prompt", "goalset", "inputs", "working_dir", "flags", "policy",
-                          "parent_session_id", "relationship", "idempotency_key"}
-    assert tools["spawn_agent"].inputSchema["required"] == ["working_dir"]
-    assert tools["list_sessions"].annotations.readOnlyHint is True
-    assert tools["search_context"].annotations.readOnlyHint is True
-    assert tools["apply_diff"].annotations.destructiveHint is True
-    assert tools["discard_diff"].annotations.destructiveHint is True
-    assert tools["log_context"].annotations.readOnlyHint is False
+    spawn = tools["spawn_agent"].input_schema["properties"]
+    assert set(spawn) == {
+        "profile_id",
+        "custom_prompt",
+        "goalset",
+        "inputs",
+        "working_dir",
+        "flags",
+        "policy",
+        "parent_session_id",
+        "relationship",
+        "idempotency_key",
+    }
+    assert tools["spawn_agent"].input_schema["required"] == ["working_dir"]
+    assert tools["list_sessions"].annotations.read_only_hint is True
+    assert tools["search_context"].annotations.read_only_hint is True
+    assert tools["apply_diff"].annotations.destructive_hint is True
+    assert tools["discard_diff"].annotations.destructive_hint is True
+    assert tools["log_context"].annotations.read_only_hint is False
     for tool in tools.values():
         assert tool.description and len(tool.description) > 30
 
 
-async def test_spawn_wait_diff_apply_and_search_round_trip(client: Client, workdir: Path,
-                                                           sandbox: FakeSandbox) -> None:
+async def test_spawn_wait_diff_apply_and_search_round_trip(client: Client, workdir: Path, sandbox: FakeSandbox) -> None:
     spawned = await call(client, "spawn_agent", working_dir=str(workdir), custom_prompt="fix the bug")
     session_id = spawned["session_id"]
     assert spawned["status"] == "queued" and spawned["events"]
@@ -97,8 +123,9 @@ async def test_spawn_wait_diff_apply_and_search_round_trip(client: Client, workd
     async def on_progress(value: float, total: float | None, text: str | None) -> None:
         progress.append((value, text))
 
-    waited = await client.call_tool("wait_session", {"session_id": session_id, "timeout_s": 10},
-                                    progress_handler=on_progress)
+    waited = await client.call_tool(
+        "wait_session", {"session_id": session_id, "timeout_s": 10}, progress_handler=on_progress
+    )
     assert waited.structured_content["status"] == "awaiting_approval"
     assert waited.structured_content["session"]["checklist"]["items"]
     assert progress and "events" in (progress[-1][1] or "")
@@ -140,8 +167,13 @@ async def test_refusals_say_what_was_wrong_and_server_stays_up(client: Client, w
     assert "valid: command" in await refused(client, "search_context", query="x", event_type="gossip")
     assert "since" in await refused(client, "search_context", query="x", since="last tuesday")
     parent = await call(client, "spawn_agent", working_dir=str(workdir))
-    text = await refused(client, "spawn_agent", working_dir=str(workdir), parent_session_id=parent["session_id"],
-                         policy={"resources": {"cpus": 64}})
+    text = await refused(
+        client,
+        "spawn_agent",
+        working_dir=str(workdir),
+        parent_session_id=parent["session_id"],
+        policy={"resources": {"cpus": 64}},
+    )
     assert "resources.cpus" in text and "wider" in text
     assert "no further children" not in text
     # the server is still up and answers normally
@@ -190,9 +222,10 @@ async def test_terminate_and_resume_and_discard(client: Client, workdir: Path, s
     assert discarded["diff_state"] == "discarded" and discarded["status"] == "completed"
 
 
-async def test_resources_describe_profiles_policies_sessions_checklists_and_status(client: Client,
-                                                                                   workdir: Path) -> None:
-    templates = {t.uriTemplate for t in await client.list_resource_templates()}
+async def test_resources_describe_profiles_policies_sessions_checklists_and_status(
+    client: Client, workdir: Path
+) -> None:
+    templates = {t.uri_template for t in await client.list_resource_templates()}
     assert {"hydra://sessions/{session_id}", "hydra://checklists/{session_id}"} <= templates
     profiles = json.loads((await client.read_resource("hydra://profiles"))[0].text)
     assert {p["id"] for p in profiles} >= {"default", "code_reviewer", "data_migration"}
