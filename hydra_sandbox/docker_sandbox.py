@@ -1,11 +1,11 @@
 """The real Sandbox: a hardened Docker container running the real Codex CLI on a copy-on-write,
 policy-filtered view of the working directory, with controlled egress.
 
-One run: stage (or reuse) the session's workspace layer → plan egress → create the agent container
-with a per-session ``CODEX_HOME`` volume → supervise it (timeout, cancellation, OOM, output limit)
-while its output is masked, split into lines and parsed into events → remove the container.
-Workspace state is kept on disk (``sessions/<id>/workspace.json``) so diff and apply work after a
-server restart.
+One run: stage (or re-mount) the session's workspace layer → serve its egress relay → create the agent
+container with a per-session ``CODEX_HOME`` volume → supervise it (timeout, cancellation, OOM, output
+limit) while its output is masked, split into lines and parsed into events → remove the container.
+Workspace state is kept on disk (``sessions/<id>/workspace.json``) so diff, apply and re-attach work
+after a server restart.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.errors import RuntimeUnavailableError, WorkspaceError
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.masking import SecretMasker
-from hydra_sandbox.network import egress, plan_egress
+from hydra_sandbox.network import ActiveEgress, egress, plan_egress
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.runtime import (
     LABEL_PARENT,
@@ -39,18 +39,25 @@ from hydra_sandbox.runtime import (
 )
 from hydra_sandbox.sandbox import EventSink, RunRequest, RunResult
 from hydra_sandbox.settings import HydraSettings
-from hydra_sandbox.supervisor import supervise
-from hydra_sandbox.workspace import StagedWorkspace, discard, release, stage
+from hydra_sandbox.supervisor import RunOutcome, supervise
+from hydra_sandbox.workspace import StagedWorkspace, discard, mount, release, stage
 
 log = logging.getLogger(__name__)
 
 CODEX_HOME = "/codex-home"
+AGENT_ENV = {
+    "CODEX_HOME": CODEX_HOME,
+    "HOME": "/home/agent",
+    # keep build caches out of the session's diff
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTEST_ADDOPTS": "-p no:cacheprovider",
+}
 STDERR_SEQ_BASE = 1_000_000_000
-"""stderr events are numbered apart from stdout ones so a replay numbers both the same way."""
+"""stderr events are numbered apart from stdout ones, so a replay numbers both the same way."""
 
 
-class _OutputPipeline:
-    """Bytes from the container → masked text → lines → events (with ``seq``) → sink."""
+class OutputPipeline:
+    """Bytes from the container → masked text → lines → events (each with ``seq``) → sink."""
 
     def __init__(self, masker: SecretMasker, parser: CodexEventParser, sink: EventSink) -> None:
         self._streams = {"stdout": masker.stream(), "stderr": masker.stream()}
@@ -69,8 +76,7 @@ class _OutputPipeline:
             await self._emit("stdout", draft)
 
     async def _lines(self, stream: LogStream, text: str, final: bool = False) -> None:
-        buffered = self._partial[stream] + text
-        *lines, rest = buffered.split("\n")
+        *lines, rest = (self._partial[stream] + text).split("\n")
         if final and rest:
             lines.append(rest)
             rest = ""
@@ -83,8 +89,7 @@ class _OutputPipeline:
                     await self._emit(stream, draft)
             else:
                 await self._emit(
-                    stream,
-                    EventDraft(type="message", text=line[:4000], tags=["stderr"], data={"stream": "stderr"}),
+                    stream, EventDraft(type="message", text=line[:4000], tags=["stderr"], data={"stream": "stderr"})
                 )
 
     async def _emit(self, stream: LogStream, draft: EventDraft) -> None:
@@ -111,8 +116,7 @@ class DockerSandbox:
             path = self._state_path(session_id)
             if not path.exists():
                 raise WorkspaceError(
-                    f"session {session_id} has no workspace layer",
-                    hint="it never started, or its layer was discarded",
+                    f"session {session_id} has no workspace layer", hint="it never started, or its layer was discarded"
                 )
             ws = StagedWorkspace.model_validate_json(path.read_text())
             self._workspaces[session_id] = ws
@@ -128,9 +132,10 @@ class DockerSandbox:
         }
 
     async def _stage(self, request: RunRequest) -> StagedWorkspace:
-        if request.run_index > 0 or self._state_path(request.session_id).exists():
-            with contextlib.suppress(WorkspaceError):
-                return self.workspace(request.session_id)
+        if self._state_path(request.session_id).exists():
+            ws = self.workspace(request.session_id)
+            await mount(ws, self.runtime)  # a resumed run: the same layer in a fresh volume
+            return ws
         lowers = [self.workspace(s).upper for s in request.layer_sessions]
         ws = await stage(
             request.session_id,
@@ -140,64 +145,63 @@ class DockerSandbox:
             self.runtime,
             self._labels(request, "workspace"),
             extra_lowers=lowers,
+            agent_uid=self.settings.agent_uid,
         )
-        path = self._state_path(request.session_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(ws.model_dump_json())
+        self._state_path(request.session_id).write_text(ws.model_dump_json())
         self._workspaces[request.session_id] = ws
         return ws
 
     # -- running -----------------------------------------------------------------------------
 
-    async def _spec(
-        self,
-        request: RunRequest,
-        ws: StagedWorkspace,
-        plan_env: dict[str, str],
-        plan_mounts: list[Mount],
-        network_mode: str,
-        base_url: str | None,
-    ) -> ContainerSpec:
+    async def _spec(self, request: RunRequest, ws: StagedWorkspace, active: ActiveEgress) -> ContainerSpec:
         codex_home = f"hydra-codex-{request.session_id}"
         existing = {v.name for v in await self.runtime.list_volumes({LABEL_SESSION: request.session_id})}
         if codex_home not in existing:
             await self.runtime.create_volume(codex_home, self._labels(request, "codex-home"))
         api_key_env = "OPENAI_API_KEY" if self.settings.model_api_key else None
-        if request.resume_thread_id:
-            invocation = build_resume(
-                request.resume_thread_id,
-                request.prompt,
-                model=request.model,
-                base_url=base_url,
-                api_key_env=api_key_env,
-                codex_home=CODEX_HOME,
-            )
-        else:
-            invocation = build_exec(
-                request.prompt,
-                model=request.model,
-                base_url=base_url,
-                api_key_env=api_key_env,
-                codex_home=CODEX_HOME,
-            )
-        env = {**invocation.env, **plan_env, "CODEX_HOME": CODEX_HOME, "HOME": "/home/agent"}
+        common = {
+            "model": request.model,
+            "base_url": active.model_base_url,
+            "api_key_env": api_key_env,
+            "codex_home": CODEX_HOME,
+        }
+        invocation = (
+            build_resume(request.resume_thread_id, request.prompt, **common)  # type: ignore[arg-type]
+            if request.resume_thread_id
+            else build_exec(request.prompt, **common)
+        )  # type: ignore[arg-type]
+        env = {**invocation.env, **active.env, **AGENT_ENV}
         if self.settings.model_api_key:
             env["OPENAI_API_KEY"] = self.settings.model_api_key.get_secret_value()
         return ContainerSpec(
             image=self.settings.agent_image,
-            argv=invocation.argv,
+            argv=[*active.entrypoint, *invocation.argv],
             env=env,
             user=f"{ws.agent_uid}:{ws.agent_gid}",
             labels=self._labels(request, "agent"),
             mounts=[
                 Mount(type="volume", source=ws.volume_name, target="/workspace"),
                 Mount(type="volume", source=codex_home, target=CODEX_HOME),
-                *plan_mounts,
+                *active.mounts,
             ],
-            network_mode=network_mode,
+            network_mode=active.network_mode,
             limits=request.policy.resources,
             name=f"hydra-{request.session_id}-{request.run_index}",
         )
+
+    async def _supervise(
+        self, request: RunRequest, container_id: str, pipeline: OutputPipeline, cancel: asyncio.Event
+    ) -> RunOutcome:
+        outcome = await supervise(
+            self.runtime,
+            container_id,
+            timeout_s=request.policy.resources.timeout_s,
+            max_output_bytes=request.policy.resources.max_output_bytes,
+            on_output=pipeline.feed,
+            cancel=cancel,
+        )
+        await pipeline.close()
+        return outcome
 
     async def run(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event) -> RunResult:
         if not await self.runtime.image_exists(self.settings.agent_image):
@@ -208,76 +212,56 @@ class DockerSandbox:
             self.masker.add_secret(value)
         ws = await self._stage(request)
         parser = CodexEventParser(request.test_runners, self.masker.mask)
-        pipeline = _OutputPipeline(self.masker, parser, sink)
-        plan = plan_egress(request.policy.network, self.settings, request.session_id)
+        pipeline = OutputPipeline(self.masker, parser, sink)
+        plan = plan_egress(request.policy.network, self.settings.model_base_url, ws.session_dir)
         container_id: str | None = None
         try:
-            async with egress(plan, self.runtime) as active:
-                spec = await self._spec(
-                    request, ws, active.env, active.mounts, active.network_mode, active.model_base_url
-                )
-                container_id = await self.runtime.create(spec)
+            async with egress(plan) as active:
+                container_id = await self.runtime.create(await self._spec(request, ws, active))
                 await self.runtime.start(container_id)
-                outcome = await supervise(
-                    self.runtime,
-                    container_id,
-                    timeout_s=request.policy.resources.timeout_s,
-                    max_output_bytes=request.policy.resources.max_output_bytes,
-                    on_output=pipeline.feed,
-                    cancel=cancel,
-                )
-                await pipeline.close()
+                outcome = await self._supervise(request, container_id, pipeline, cancel)
         finally:
-            if container_id is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.runtime.remove(container_id))
-            with contextlib.suppress(Exception):
-                await release(ws, self.runtime)
-        return await self._result(request, outcome.status, outcome.reason, outcome.exit_code, parser, outcome.truncated)
+            await asyncio.shield(self._teardown(container_id, ws))
+        return await self._result(request, outcome, parser)
 
-    async def _result(
-        self,
-        request: RunRequest,
-        status: str,
-        reason: str | None,
-        exit_code: int | None,
-        parser: CodexEventParser,
-        truncated: bool,
-    ) -> RunResult:
+    async def _teardown(self, container_id: str | None, ws: StagedWorkspace) -> None:
+        if container_id is not None:
+            with contextlib.suppress(RuntimeUnavailableError):
+                await self.runtime.remove(container_id)
+        with contextlib.suppress(RuntimeUnavailableError):
+            await release(ws, self.runtime)
+
+    async def _result(self, request: RunRequest, outcome: RunOutcome, parser: CodexEventParser) -> RunResult:
         has_changes = False
         with contextlib.suppress(WorkspaceError):
             has_changes = bool((await self.diff(request.session_id, request.policy)).files)
         return RunResult(
-            status=status,
-            reason=reason,
-            exit_code=exit_code,  # type: ignore[arg-type]
+            status=outcome.status,
+            reason=outcome.reason,
+            exit_code=outcome.exit_code,
             thread_id=parser.thread_id,
             has_changes=has_changes,
-            output_truncated=truncated,
+            output_truncated=outcome.truncated,
         )
 
     async def follow(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int) -> RunResult:
+        """Re-attach after a restart: replay the container's log (the recorder drops what it has) and
+        serve its egress socket again, at the same path."""
         containers = await self.runtime.list_containers({LABEL_SESSION: request.session_id, LABEL_ROLE: "agent"})
         running = [c for c in containers if c.status == "running"]
         if not running:
             return RunResult(status="failed", reason="its container vanished while the server was down")
         container_id = running[0].id
+        ws = self.workspace(request.session_id)
         parser = CodexEventParser(request.test_runners, self.masker.mask)
-        pipeline = _OutputPipeline(self.masker, parser, sink)
+        pipeline = OutputPipeline(self.masker, parser, sink)
+        plan = plan_egress(request.policy.network, self.settings.model_base_url, ws.session_dir)
         try:
-            outcome = await supervise(
-                self.runtime,
-                container_id,
-                timeout_s=request.policy.resources.timeout_s,
-                max_output_bytes=request.policy.resources.max_output_bytes,
-                on_output=pipeline.feed,
-                cancel=cancel,
-            )
-            await pipeline.close()
+            async with egress(plan):
+                outcome = await self._supervise(request, container_id, pipeline, cancel)
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.runtime.remove(container_id))
-        return await self._result(request, outcome.status, outcome.reason, outcome.exit_code, parser, outcome.truncated)
+            await asyncio.shield(self._teardown(container_id, ws))
+        return await self._result(request, outcome, parser)
 
     # -- reviewing ---------------------------------------------------------------------------
 
@@ -293,8 +277,8 @@ class DockerSandbox:
         ws = self.workspace(session_id)
         await discard(ws, self.runtime)
         self._workspaces.pop(session_id, None)
-        with contextlib.suppress(FileNotFoundError):
-            self._state_path(session_id).unlink()
+        with contextlib.suppress(RuntimeUnavailableError):
+            await self.runtime.remove_volume(f"hydra-codex-{session_id}")
 
     async def live_sessions(self) -> set[str]:
         try:
@@ -304,9 +288,16 @@ class DockerSandbox:
         return {c.labels[LABEL_SESSION] for c in containers if c.status == "running" and LABEL_SESSION in c.labels}
 
     async def status(self) -> dict[str, object]:
-        from hydra_sandbox.doctor import runtime_status
-
-        return await runtime_status(self.settings, self.runtime)
+        try:
+            present = await self.runtime.image_exists(self.settings.agent_image)
+        except RuntimeUnavailableError as exc:
+            return {"docker": f"unavailable: {exc}", "agent_image": self.settings.agent_image}
+        return {
+            "docker": "ok",
+            "agent_image": self.settings.agent_image,
+            "agent_image_present": present,
+            "codex_version": self.settings.codex_version,
+        }
 
     async def close(self) -> None:
         return None

@@ -145,6 +145,10 @@ class PathMatcher:
             return False
         return all(layer.match_file(rel) for layer in self._allow_layers)
 
+    def is_denied(self, rel: str) -> bool:
+        """Hidden by a deny or protected glob (whatever the allow lists say)."""
+        return self._deny.match_file(rel)
+
     def is_writable(self, rel: str) -> bool:
         return self.is_visible(rel) and not self._read_only.match_file(rel)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from hydra_sandbox.cli import config_cmd, policies_cmd, profiles_cmd
+from hydra_sandbox.cli import config_cmd, images_cmd, policies_cmd, profiles_cmd, serve_cmd
 from hydra_sandbox.cli.output import err_console
 from hydra_sandbox.errors import HydraError
 
@@ -21,6 +21,8 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(profiles_cmd.app, name="profiles")
 app.add_typer(policies_cmd.app, name="policies")
+app.add_typer(images_cmd.app, name="images")
+app.command("serve")(serve_cmd.serve)
 
 
 def main() -> None:

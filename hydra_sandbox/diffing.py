@@ -1,0 +1,319 @@
+"""The preview of a session's changes, read from its overlay upper layer.
+
+Nothing here follows a symbolic link: entries are read with ``lstat``/``readlink`` and files are opened
+with ``O_NOFOLLOW``. Overlay whiteouts (character device 0/0) are deletions, except the ones Hydra
+placed to hide paths; opaque directories (``trusted.overlay.opaque=y``) replace what was below them.
+Writes the policy does not allow are dropped from the changes and listed in ``refused``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from hydra_sandbox.policy import Policy
+from hydra_sandbox.workspace import StagedWorkspace
+
+MAX_DIFF_BYTES = 1_000_000
+MAX_PATH_LENGTH = 4096
+FileStatus = Literal["added", "modified", "deleted", "renamed", "symlink", "mode_changed"]
+
+
+class FileChange(BaseModel):
+    path: str
+    status: FileStatus
+    old_path: str | None = None
+    binary: bool = False
+    symlink_target: str | None = None
+    old_mode: str | None = None
+    new_mode: str | None = None
+    additions: int = 0
+    deletions: int = 0
+
+
+class RefusedWrite(BaseModel):
+    path: str
+    reason: str
+
+
+class DiffStats(BaseModel):
+    files_changed: int = 0
+    insertions: int = 0
+    deletions: int = 0
+
+
+class DiffPreview(BaseModel):
+    session_id: str
+    files: list[FileChange] = Field(default_factory=list)
+    unified: str = ""
+    stats: DiffStats = Field(default_factory=DiffStats)
+    refused: list[RefusedWrite] = Field(default_factory=list)
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _is_opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+class LowerView:
+    """What the agent saw before its changes: the lower layers, top first, with their whiteouts."""
+
+    def __init__(self, lowers: list[Path]) -> None:
+        self.lowers = lowers
+
+    def lstat(self, rel: str) -> tuple[Path, os.stat_result] | None:
+        parts = rel.split("/")
+        for layer in self.lowers:
+            blocked = False
+            for i in range(1, len(parts)):
+                try:
+                    st = os.lstat(layer.joinpath(*parts[:i]))
+                except OSError:
+                    continue
+                if _is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
+                    blocked = True
+                    break
+            if blocked:
+                return None
+            path = layer.joinpath(*parts)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                if layer != self.lowers[-1] and _is_opaque(path.parent):
+                    return None
+                continue
+            return None if _is_whiteout(st) else (path, st)
+        return None
+
+    def walk_files(self, rel_dir: str) -> Iterator[str]:
+        """Every non-directory entry below ``rel_dir`` in the lower view."""
+        seen: set[str] = set()
+        for layer in self.lowers:
+            top = layer / rel_dir
+            if not top.is_dir() or top.is_symlink():
+                continue
+            for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+                rel_base = os.path.relpath(dirpath, layer)
+                for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                    rel = f"{rel_base}/{name}"
+                    if rel not in seen and self.lstat(rel) is not None:
+                        seen.add(rel)
+                        yield rel
+
+
+def _read(path: Path, limit: int | None = None) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read() if limit is None else fh.read(limit)
+    except BaseException:
+        raise
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _text(data: bytes) -> list[str] | None:
+    if b"\0" in data[:8192]:
+        return None
+    try:
+        return data.decode("utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return None
+
+
+def _bad_name(rel: str) -> str | None:
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8"
+    if any(ord(c) < 32 or ord(c) == 127 for c in rel):
+        return "file name contains control characters"
+    if len(rel) > MAX_PATH_LENGTH:
+        return f"path longer than {MAX_PATH_LENGTH} characters"
+    return None
+
+
+def _upper_entries(ws: StagedWorkspace) -> Iterator[tuple[str, os.stat_result]]:
+    for dirpath, dirnames, filenames in os.walk(ws.upper, followlinks=False):
+        rel_base = os.path.relpath(dirpath, ws.upper)
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            rel = name if rel_base == "." else f"{rel_base}/{name}"
+            yield rel, os.lstat(os.path.join(dirpath, name))
+        for name in sorted(dirnames):
+            full = Path(dirpath) / name
+            rel = name if rel_base == "." else f"{rel_base}/{name}"
+            if not full.is_symlink() and _is_opaque(full):
+                yield rel + "/", os.lstat(full)
+
+
+def compute_diff(ws: StagedWorkspace, policy: Policy, *, mask: Callable[[str], str] = lambda s: s) -> DiffPreview:
+    """The preview of what ``apply`` would write, with every path and line passed through ``mask``."""
+    matcher = policy.matcher
+    lower = LowerView(ws.lowers)
+    ours = ws.hidden()
+    raw: list[FileChange] = []
+    refused: list[RefusedWrite] = []
+    contents: dict[str, tuple[bytes | None, bytes | None]] = {}
+
+    def consider(change: FileChange, before: bytes | None, after: bytes | None) -> None:
+        bad = _bad_name(change.path)
+        reason = bad or matcher.why_not_writable(change.path)
+        if reason is not None:
+            refused.append(RefusedWrite(path=mask(change.path if not bad else repr(change.path)), reason=reason))
+            return
+        raw.append(change)
+        contents[change.path] = (before, after)
+
+    for rel, st in _upper_entries(ws):
+        if rel.endswith("/"):  # an opaque directory: everything below it in the lower view is gone
+            rel_dir = rel[:-1]
+            for gone in lower.walk_files(rel_dir):
+                if not os.path.lexists(ws.upper / gone):
+                    consider(FileChange(path=gone, status="deleted"), _safe_read(lower, gone), None)
+            continue
+        if _is_whiteout(st):
+            if rel in ours:
+                continue
+            below = lower.lstat(rel)
+            if below is None:
+                continue
+            if stat.S_ISDIR(below[1].st_mode):
+                for gone in lower.walk_files(rel):
+                    consider(FileChange(path=gone, status="deleted"), _safe_read(lower, gone), None)
+            else:
+                consider(FileChange(path=rel, status="deleted"), _safe_read(lower, rel), None)
+            continue
+        path = ws.upper / rel
+        below = lower.lstat(rel)
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(path)
+            if below is not None and stat.S_ISLNK(below[1].st_mode) and os.readlink(below[0]) == target:
+                continue
+            consider(FileChange(path=rel, status="symlink", symlink_target=mask(target)), None, None)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            refused.append(RefusedWrite(path=mask(rel), reason="not a regular file, directory or link"))
+            continue
+        new_mode = oct(stat.S_IMODE(st.st_mode))
+        if below is None or not stat.S_ISREG(below[1].st_mode):
+            consider(FileChange(path=rel, status="added", new_mode=new_mode), None, _read(path, MAX_DIFF_BYTES))
+            continue
+        old_mode = oct(stat.S_IMODE(below[1].st_mode))
+        same = below[1].st_size == st.st_size and _digest(below[0]) == _digest(path)
+        if same and old_mode == new_mode:
+            continue
+        status: FileStatus = "mode_changed" if same else "modified"
+        consider(
+            FileChange(path=rel, status=status, old_mode=old_mode, new_mode=new_mode),
+            _read(below[0], MAX_DIFF_BYTES),
+            _read(path, MAX_DIFF_BYTES),
+        )
+
+    files = _detect_renames(raw, contents)
+    return _render(ws.session_id, files, contents, refused, mask)
+
+
+def _safe_read(lower: LowerView, rel: str) -> bytes | None:
+    found = lower.lstat(rel)
+    if found is None or not stat.S_ISREG(found[1].st_mode):
+        return None
+    return _read(found[0], MAX_DIFF_BYTES)
+
+
+def _detect_renames(
+    changes: list[FileChange], contents: dict[str, tuple[bytes | None, bytes | None]]
+) -> list[FileChange]:
+    deleted = {contents[c.path][0]: c for c in changes if c.status == "deleted" and contents[c.path][0]}
+    out, used = [], set()
+    for change in changes:
+        if change.status == "added":
+            after = contents[change.path][1]
+            old = deleted.get(after) if after else None
+            if old is not None and old.path not in used:
+                used.add(old.path)
+                out.append(change.model_copy(update={"status": "renamed", "old_path": old.path}))
+                contents[change.path] = (after, after)
+                continue
+        out.append(change)
+    return [c for c in out if not (c.status == "deleted" and c.path in used)]
+
+
+def _render(
+    session_id: str,
+    files: list[FileChange],
+    contents: dict[str, tuple[bytes | None, bytes | None]],
+    refused: list[RefusedWrite],
+    mask: Callable[[str], str],
+) -> DiffPreview:
+    chunks: list[str] = []
+    rendered: list[FileChange] = []
+    insertions = deletions = 0
+    for change in sorted(files, key=lambda c: c.path):
+        before, after = contents.get(change.path, (None, None))
+        name = mask(change.path)
+        old_name = mask(change.old_path) if change.old_path else name
+        header = f"diff --hydra a/{old_name} b/{name}\n"
+        if change.status == "symlink":
+            chunks.append(header + f"symbolic link -> {change.symlink_target}\n")
+            rendered.append(change.model_copy(update={"path": name}))
+            continue
+        if change.status == "mode_changed":
+            chunks.append(header + f"old mode {change.old_mode}\nnew mode {change.new_mode}\n")
+            rendered.append(change.model_copy(update={"path": name}))
+            continue
+        old_lines = _text(before) if before is not None else []
+        new_lines = _text(after) if after is not None else []
+        if old_lines is None or new_lines is None:
+            chunks.append(header + "Binary files differ\n")
+            rendered.append(
+                change.model_copy(update={"path": name, "old_path": change.old_path and old_name, "binary": True})
+            )
+            continue
+        adds = dels = 0
+        body = []
+        for line in difflib.unified_diff(
+            old_lines,
+            new_lines,
+            "/dev/null" if change.status == "added" else f"a/{old_name}",
+            "/dev/null" if change.status == "deleted" else f"b/{name}",
+        ):
+            if line.startswith("+") and not line.startswith("+++"):
+                adds += 1
+            elif line.startswith("-") and not line.startswith("---"):
+                dels += 1
+            body.append(mask(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"))
+        insertions += adds
+        deletions += dels
+        chunks.append(header + "".join(body))
+        rendered.append(
+            change.model_copy(
+                update={"path": name, "old_path": change.old_path and old_name, "additions": adds, "deletions": dels}
+            )
+        )
+    return DiffPreview(
+        session_id=session_id,
+        files=rendered,
+        unified="".join(chunks),
+        stats=DiffStats(files_changed=len(rendered), insertions=insertions, deletions=deletions),
+        refused=refused,
+    )

@@ -1,0 +1,308 @@
+"""The ContainerRuntime on docker-py. Every blocking call runs in a worker thread.
+
+:func:`container_create_kwargs` turns a :class:`ContainerSpec` into docker-py arguments with every
+hardening rule applied, and refuses specs that would weaken the boundary. It is pure, so each rule
+is tested without a daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import Mount as DockerMount
+
+from hydra_sandbox.errors import HydraError, RuntimeUnavailableError
+from hydra_sandbox.runtime import (
+    ContainerInfo,
+    ContainerSpec,
+    LogStream,
+    NetworkInfo,
+    VolumeInfo,
+)
+
+_FORBIDDEN_BIND_PREFIXES = ("/var/run", "/run", "/proc", "/sys", "/dev", "/etc", "/boot", "/root", "/var/lib/docker")
+
+
+class UnsafeSpecError(HydraError):
+    """A container spec that would weaken the sandbox boundary."""
+
+    exit_code = 3
+
+
+def _check_spec(spec: ContainerSpec) -> None:
+    uid = spec.user.split(":")[0]
+    if uid in {"0", "root"}:
+        raise UnsafeSpecError("user: agents never run as root", hint="pass a non-zero uid:gid")
+    if (
+        spec.network_mode == "host"
+        or (spec.network_mode.startswith(("container:", "ns:"))
+        and not (spec.network_mode.startswith("container:hydra-")))
+    ):
+        raise UnsafeSpecError(
+            f"network_mode: {spec.network_mode!r} shares another namespace", hint="use 'none' or a Hydra network"
+        )
+    for mount in spec.mounts:
+        if "docker.sock" in mount.source or "docker.sock" in mount.target:
+            raise UnsafeSpecError(f"mounts: {mount.source} is the Docker socket; agents never get it")
+        if mount.type == "bind":
+            source = mount.source.rstrip("/") or "/"
+            if source == "/" or any(source == p or source.startswith(p + "/") for p in _FORBIDDEN_BIND_PREFIXES):
+                raise UnsafeSpecError(
+                    f"mounts: binding host path {mount.source} into an agent is not allowed",
+                    hint="bind only Hydra's own session directories",
+                )
+
+
+def container_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    """docker-py ``containers.create`` arguments for ``spec``, hardened. Pure: no daemon needed."""
+    _check_spec(spec)
+    memory = f"{spec.limits.memory_mb}m"
+    return {
+        "image": spec.image,
+        "command": list(spec.argv),
+        "entrypoint": [],
+        "environment": dict(spec.env),
+        "working_dir": spec.workdir,
+        "user": spec.user,
+        "labels": dict(spec.labels),
+        "name": spec.name,
+        "detach": True,
+        "stdin_open": False,
+        "tty": False,
+        "read_only": True,
+        "tmpfs": dict(spec.tmpfs),
+        "cap_drop": ["ALL"],
+        "cap_add": [],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "devices": [],
+        "pids_limit": spec.limits.pids,
+        "mem_limit": memory,
+        "memswap_limit": memory,
+        "nano_cpus": int(spec.limits.cpus * 1e9),
+        "network_mode": spec.network_mode,
+        "ipc_mode": "private",
+        "mounts": [
+            DockerMount(
+                target=m.target,
+                source=m.source,
+                type=m.type,
+                read_only=m.read_only,
+                propagation="rprivate" if m.type == "bind" else None,
+            )
+            for m in spec.mounts
+        ],
+        "init": True,
+        "oom_kill_disable": False,
+    }
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 times have nanoseconds; Python takes microseconds."""
+    if not value or value.startswith("0001-"):
+        return None
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?", value)
+    if match is None:
+        return None
+    fraction = (match.group(2) or ".0")[:7]
+    return datetime.fromisoformat(match.group(1) + fraction).replace(tzinfo=UTC)
+
+
+def _info(container: Any) -> ContainerInfo:
+    attrs = container.attrs
+    state = attrs.get("State", {})
+    return ContainerInfo(
+        id=container.id,
+        name=container.name,
+        image=attrs.get("Config", {}).get("Image", ""),
+        labels=container.labels or {},
+        status=state.get("Status", container.status),
+        exit_code=state.get("ExitCode") if state.get("Status") in {"exited", "dead"} else None,
+        oom_killed=bool(state.get("OOMKilled")),
+        error=state.get("Error") or None,
+        started_at=_parse_time(state.get("StartedAt")),
+        finished_at=_parse_time(state.get("FinishedAt")),
+    )
+
+
+class DockerRuntime:
+    def __init__(self, client: docker.DockerClient | None = None, *, max_threads: int = 16) -> None:
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._limit = asyncio.Semaphore(max_threads)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._client_lock:
+            if self._client is None:
+                try:
+                    self._client = docker.from_env(timeout=120)
+                    self._client.ping()
+                except Exception as exc:
+                    self._client = None
+                    raise RuntimeUnavailableError(
+                        f"cannot reach the Docker daemon: {exc}",
+                        hint="start dockerd or set DOCKER_HOST; `hydra doctor` checks",
+                    ) from None
+            return self._client
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        async with self._limit:
+            try:
+                return await asyncio.to_thread(fn, *args, **kwargs)
+            except docker.errors.ImageNotFound as exc:
+                raise RuntimeUnavailableError(
+                    f"image not found: {exc.explanation}", hint="run `hydra images build`"
+                ) from None
+            except docker.errors.NotFound as exc:
+                raise RuntimeUnavailableError(f"not found: {exc.explanation}") from None
+            except docker.errors.APIError as exc:
+                raise RuntimeUnavailableError(f"Docker refused: {exc.explanation or exc}") from None
+            except docker.errors.DockerException as exc:
+                raise RuntimeUnavailableError(f"Docker failed: {exc}", hint="is dockerd running?") from None
+
+    async def create(self, spec: ContainerSpec) -> str:
+        kwargs = container_create_kwargs(spec)
+        container = await self._call(self.client.containers.create, **kwargs)
+        return str(container.id)
+
+    async def start(self, container_id: str) -> None:
+        await self._call(lambda: self.client.containers.get(container_id).start())
+
+    async def stream_logs(self, container_id: str) -> AsyncIterator[tuple[LogStream, bytes]]:  # type: ignore[override]
+        """Demultiplexed output from the start, following until the container exits. Bounded queue:
+        a slow consumer slows the reader thread instead of growing memory."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[LogStream, bytes] | BaseException | None] = asyncio.Queue(maxsize=64)
+        stop = threading.Event()
+
+        def put(item: tuple[LogStream, bytes] | BaseException | None) -> None:
+            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+            while not stop.is_set():
+                try:
+                    future.result(timeout=0.5)
+                    return
+                except TimeoutError:
+                    continue
+            future.cancel()
+
+        def reader() -> None:
+            try:
+                api = self.client.api
+                response = api._get(
+                    api._url("/containers/{0}/logs", container_id),
+                    params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
+                    stream=True,
+                )
+                sock = api._get_raw_response_socket(response)
+                api._disable_socket_timeout(sock)
+                while not stop.is_set():
+                    header = response.raw.read(8)  # stream id, 3 zero bytes, big-endian length
+                    if len(header) < 8:
+                        break
+                    data = response.raw.read(int.from_bytes(header[4:8], "big"))
+                    put(("stderr" if header[0] == 2 else "stdout", data))
+                response.close()
+                put(None)
+            except BaseException as exc:
+                put(exc)
+
+        thread = threading.Thread(target=reader, name=f"logs-{container_id[:12]}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise RuntimeUnavailableError(f"lost the output of container {container_id[:12]}: {item}")
+                yield item
+        finally:
+            stop.set()
+
+    async def wait(self, container_id: str, timeout_s: float | None = None) -> int | None:
+        def _wait() -> int | None:
+            try:
+                result = self.client.containers.get(container_id).wait(timeout=timeout_s)
+            except Exception as exc:  # requests' read timeout: still running
+                if "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower():
+                    return None
+                raise
+            return int(result.get("StatusCode", -1))
+
+        return await self._call(_wait)  # type: ignore[no-any-return]
+
+    async def stop(self, container_id: str, grace_s: float = 10.0) -> None:
+        await self._call(lambda: self.client.containers.get(container_id).stop(timeout=int(grace_s)))
+
+    async def kill(self, container_id: str) -> None:
+        await self._call(lambda: self.client.containers.get(container_id).kill())
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        return await self._call(lambda: _info(self.client.containers.get(container_id)))  # type: ignore[no-any-return]
+
+    async def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        containers = await self._call(self.client.containers.list, all=True, filters=filters)
+        return [_info(c) for c in containers]
+
+    async def remove(self, container_id: str) -> None:
+        def _remove() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.containers.get(container_id).remove(force=True, v=False)
+
+        await self._call(_remove)
+
+    async def create_volume(self, name: str, labels: dict[str, str], driver_opts: dict[str, str] | None = None) -> str:
+        volume = await self._call(
+            self.client.volumes.create, name=name, driver="local", driver_opts=driver_opts or {}, labels=labels
+        )
+        return str(volume.name)
+
+    async def remove_volume(self, name: str) -> None:
+        def _remove() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.volumes.get(name).remove(force=True)
+
+        await self._call(_remove)
+
+    async def list_volumes(self, labels: dict[str, str]) -> list[VolumeInfo]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        volumes = await self._call(self.client.volumes.list, filters=filters)
+        return [VolumeInfo(name=v.name, labels=v.attrs.get("Labels") or {}) for v in volumes]
+
+    async def create_network(self, name: str, labels: dict[str, str], internal: bool = True) -> str:
+        network = await self._call(
+            self.client.networks.create, name, driver="bridge", internal=internal, labels=labels, check_duplicate=True
+        )
+        return str(network.id)
+
+    async def remove_network(self, name: str) -> None:
+        def _remove() -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.networks.get(name).remove()
+
+        await self._call(_remove)
+
+    async def list_networks(self, labels: dict[str, str]) -> list[NetworkInfo]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        networks = await self._call(self.client.networks.list, filters=filters)
+        return [NetworkInfo(id=n.id, name=n.name, labels=n.attrs.get("Labels") or {}) for n in networks]
+
+    async def image_exists(self, tag: str) -> bool:
+        def _exists() -> bool:
+            try:
+                self.client.images.get(tag)
+                return True
+            except docker.errors.ImageNotFound:
+                return False
+
+        return await self._call(_exists)  # type: ignore[no-any-return]

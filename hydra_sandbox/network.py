@@ -1,0 +1,111 @@
+"""Egress plans: how an agent container reaches the network, by policy mode.
+
+The container always runs with ``network_mode="none"``: it has a loopback interface and nothing else.
+``none`` leaves it so. ``model-only`` and ``allowlist`` bind-mount one directory holding a Unix socket
+served by Hydra (see :mod:`hydra_sandbox.egress_relay`); inside the container ``hydra-agent-entry``
+starts socat on ``127.0.0.1:EGRESS_PORT`` relaying to that socket, and Codex is pointed at it. There is
+no IP route out of the container, so a process that ignores the proxy variables reaches nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field
+
+from hydra_sandbox.egress_relay import ConnectRelay, ForwardRelay
+from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.policy import NetworkPolicy
+from hydra_sandbox.runtime import Mount
+
+EGRESS_PORT = 18080
+SOCKET_DIR_IN_CONTAINER = "/run/hydra"
+SOCKET_NAME = "egress.sock"
+DEFAULT_MODEL_URL = "https://api.openai.com/v1"
+
+
+class EgressPlan(BaseModel):
+    mode: Literal["none", "model-only", "allowlist"]
+    socket_dir: Path | None = None
+    relay: Literal["none", "forward", "connect"] = "none"
+    model_url: str
+    forward_to: tuple[str, int] | None = None
+    allowed_domains: list[str] = Field(default_factory=list)
+
+
+class ActiveEgress(BaseModel):
+    network_mode: str = "none"
+    env: dict[str, str] = Field(default_factory=dict)
+    mounts: list[Mount] = Field(default_factory=list)
+    model_base_url: str | None = None
+    entrypoint: list[str] = Field(default_factory=list)
+
+
+def _endpoint(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"HYDRA_MODEL_BASE_URL: {url!r} is not an http(s) URL")
+    return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def plan_egress(network: NetworkPolicy, model_base_url: str | None, session_dir: Path) -> EgressPlan:
+    model_url = model_base_url or DEFAULT_MODEL_URL
+    scheme, host, port = _endpoint(model_url)
+    if network.mode == "none":
+        return EgressPlan(mode="none", model_url=model_url)
+    socket_dir = session_dir / "egress"
+    if network.mode == "model-only" and scheme == "http":
+        return EgressPlan(
+            mode="model-only", socket_dir=socket_dir, relay="forward", model_url=model_url, forward_to=(host, port)
+        )
+    domains = [host] if network.mode == "model-only" else [host, *network.allow_domains]
+    return EgressPlan(
+        mode=network.mode, socket_dir=socket_dir, relay="connect", model_url=model_url, allowed_domains=domains
+    )
+
+
+@contextlib.asynccontextmanager
+async def egress(plan: EgressPlan) -> AsyncIterator[ActiveEgress]:
+    """Serve the plan's relay for the duration of a run; always removes the socket directory."""
+    if plan.relay == "none" or plan.socket_dir is None:
+        yield ActiveEgress(model_base_url=None if plan.model_url == DEFAULT_MODEL_URL else plan.model_url)
+        return
+    plan.socket_dir.mkdir(parents=True, exist_ok=True)
+    plan.socket_dir.chmod(0o755)
+    socket_path = plan.socket_dir / SOCKET_NAME
+    mounts = [Mount(type="bind", source=str(plan.socket_dir), target=SOCKET_DIR_IN_CONTAINER, read_only=True)]
+    env = {"HYDRA_EGRESS_SOCKET": f"{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}", "HYDRA_EGRESS_PORT": str(EGRESS_PORT)}
+    try:
+        if plan.relay == "forward":
+            assert plan.forward_to is not None
+            parts = urlsplit(plan.model_url)
+            inside = urlunsplit(("http", f"127.0.0.1:{EGRESS_PORT}", parts.path, parts.query, ""))
+            async with ForwardRelay(socket_path, *plan.forward_to):
+                yield ActiveEgress(env=env, mounts=mounts, model_base_url=inside, entrypoint=["hydra-agent-entry"])
+        else:
+            _scheme, host, port = _endpoint(plan.model_url)
+            proxy = f"http://127.0.0.1:{EGRESS_PORT}"
+            env |= {
+                "HTTPS_PROXY": proxy,
+                "https_proxy": proxy,
+                "HTTP_PROXY": proxy,
+                "http_proxy": proxy,
+                "NO_PROXY": "",
+                "no_proxy": "",
+            }
+            async with ConnectRelay(
+                socket_path, allowed_domains=plan.allowed_domains, allowed_ports={443}, trusted={(host, port)}
+            ):
+                yield ActiveEgress(
+                    env=env,
+                    mounts=mounts,
+                    model_base_url=None if plan.model_url == DEFAULT_MODEL_URL else plan.model_url,
+                    entrypoint=["hydra-agent-entry"],
+                )
+    finally:
+        shutil.rmtree(plan.socket_dir, ignore_errors=True)

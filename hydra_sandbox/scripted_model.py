@@ -1,0 +1,236 @@
+"""A scripted model that speaks the Responses API, for tests and the offline demo.
+
+It is not a language model: each ``POST /v1/responses`` is answered with the next turn of a script
+(a list of output items) as server-sent events, which is enough to drive the real Codex CLI through
+commands, file edits, tool calls and a final message. Every request body is kept for assertions
+(for instance, which tools the model was offered).
+
+Run standalone: ``python -m hydra_sandbox.scripted_model --script FILE [--host 127.0.0.1] [--port 0]``;
+the URL goes to stderr, stdout stays empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+MAX_BODY = 32 * 1024 * 1024
+
+
+class McpCall(BaseModel):
+    namespace: str = "mcp__hydra"
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScriptItem(BaseModel):
+    """Exactly one of: a shell command, a final message, an MCP tool call, or an HTTP error."""
+
+    exec: str | None = None
+    message: str | None = None
+    mcp_call: McpCall | None = None
+    error_status: int | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ScriptItem:
+        if sum(v is not None for v in (self.exec, self.message, self.mcp_call, self.error_status)) != 1:
+            raise ValueError("a script item has exactly one of exec, message, mcp_call, error_status")
+        return self
+
+
+class Script(BaseModel):
+    """Turns, in order: every request to the model gets the next one."""
+
+    turns: list[list[ScriptItem]]
+    label: str = "scripted model (not a real model)"
+
+
+_ids = itertools.count(1)
+
+
+def _output_item(item: ScriptItem) -> dict[str, Any]:
+    n = next(_ids)
+    if item.exec is not None:
+        return {
+            "type": "function_call",
+            "id": f"fc_{n}",
+            "call_id": f"call_{n}",
+            "name": "exec_command",
+            "arguments": json.dumps({"cmd": item.exec}),
+        }
+    if item.mcp_call is not None:
+        return {
+            "type": "function_call",
+            "id": f"fc_{n}",
+            "call_id": f"call_{n}",
+            "namespace": item.mcp_call.namespace,
+            "name": item.mcp_call.name,
+            "arguments": json.dumps(item.mcp_call.arguments),
+        }
+    return {
+        "type": "message",
+        "id": f"msg_{n}",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": item.message or "", "annotations": []}],
+    }
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+class ScriptedModel:
+    """``async with ScriptedModel(script) as model: model.base_url`` — serves on 127.0.0.1."""
+
+    def __init__(self, script: Script, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.script = script
+        self.host = host
+        self.port = port
+        self.requests: list[dict[str, Any]] = []
+        self._turn = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def __aenter__(self) -> ScriptedModel:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    def next_turn(self) -> list[ScriptItem]:
+        if self._turn < len(self.script.turns):
+            turn = self.script.turns[self._turn]
+        else:
+            turn = [ScriptItem(message="done")]
+        self._turn += 1
+        return turn
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request_line = await reader.readline()
+                if not request_line:
+                    return
+                method, path, _ = request_line.decode("latin-1").split(" ", 2)
+                headers: dict[str, str] = {}
+                while True:
+                    line = await reader.readline()
+                    if line in {b"\r\n", b"\n", b""}:
+                        break
+                    key, _, value = line.decode("latin-1").partition(":")
+                    headers[key.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "0"))
+                if length > MAX_BODY:
+                    await self._respond(writer, 413, b"{}", "application/json")
+                    return
+                body = await reader.readexactly(length) if length else b""
+                if method == "POST" and path.rstrip("/").endswith("/responses"):
+                    await self._responses(writer, body)
+                elif method == "GET" and path.rstrip("/").endswith("/models"):
+                    await self._respond(
+                        writer, 200, json.dumps({"object": "list", "data": []}).encode(), "application/json"
+                    )
+                else:
+                    await self._respond(writer, 404, b'{"error": "not found"}', "application/json")
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _respond(self, writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str) -> None:
+        writer.write(
+            f"HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+        )
+        await writer.drain()
+
+    async def _responses(self, writer: asyncio.StreamWriter, body: bytes) -> None:
+        try:
+            self.requests.append(json.loads(body or b"{}"))
+        except json.JSONDecodeError:
+            self.requests.append({"unparsable": body[:200].decode("latin-1")})
+        turn = self.next_turn()
+        if turn and turn[0].error_status is not None:
+            payload = json.dumps({"error": {"message": "scripted failure", "type": "server_error"}}).encode()
+            await self._respond(writer, turn[0].error_status, payload, "application/json")
+            return
+        response_id = f"resp_{next(_ids)}"
+        chunks = [
+            _sse(
+                "response.created", {"type": "response.created", "response": {"id": response_id, "object": "response"}}
+            )
+        ]
+        for item in turn:
+            chunks.append(
+                _sse("response.output_item.done", {"type": "response.output_item.done", "item": _output_item(item)})
+            )
+        chunks.append(
+            _sse(
+                "response.completed",
+                {
+                    "type": "response.completed",
+                    "response": {
+                        "id": response_id,
+                        "object": "response",
+                        "usage": {
+                            "input_tokens": 100,
+                            "input_tokens_details": {"cached_tokens": 0},
+                            "output_tokens": 20,
+                            "output_tokens_details": {"reasoning_tokens": 0},
+                            "total_tokens": 120,
+                        },
+                    },
+                },
+            )
+        )
+        payload = b"".join(chunks)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+            + f"content-length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        await writer.drain()
+
+
+def load_script(path: Path) -> Script:
+    return Script.model_validate_json(path.read_text())
+
+
+async def _serve(script: Script, host: str, port: int) -> None:
+    async with ScriptedModel(script, host, port) as model:
+        print(f"scripted model listening on {model.base_url} ({script.label})", file=sys.stderr, flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--script", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(load_script(args.script), args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Supervising one agent container: stream its output, enforce the wall-clock limit and the output
+limit, honour cancellation, and say how it ended (OOM and pid exhaustion named as such).
+
+Teardown is shielded: a cancelled caller still gets the container stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from pydantic import BaseModel
+
+from hydra_sandbox.runtime import ContainerRuntime, LogStream
+
+OutputHandler = Callable[[LogStream, bytes], Awaitable[None]]
+PID_EXHAUSTION_MARKERS = (b"Resource temporarily unavailable", b"fork: retry", b"Cannot fork")
+
+
+class RunOutcome(BaseModel):
+    status: Literal["completed", "failed", "timed_out", "cancelled"]
+    exit_code: int | None = None
+    reason: str | None = None
+    output_bytes: int = 0
+    truncated: bool = False
+
+
+def truncation_marker(limit: int) -> bytes:
+    return f"\n[hydra: output truncated after {limit} bytes; the agent kept running]\n".encode()
+
+
+async def supervise(
+    runtime: ContainerRuntime,
+    container_id: str,
+    *,
+    timeout_s: float,
+    max_output_bytes: int,
+    on_output: OutputHandler,
+    cancel: asyncio.Event | None = None,
+    grace_s: float = 10.0,
+) -> RunOutcome:
+    cancel = cancel or asyncio.Event()
+    total = 0
+    truncated = False
+    pid_trouble = False
+
+    async def pump() -> None:
+        nonlocal total, truncated, pid_trouble
+        async for stream, chunk in runtime.stream_logs(container_id):
+            if any(m in chunk for m in PID_EXHAUSTION_MARKERS):
+                pid_trouble = True
+            if truncated:
+                total += len(chunk)
+                continue
+            room = max_output_bytes - total
+            total += len(chunk)
+            if len(chunk) <= room:
+                await on_output(stream, chunk)
+                continue
+            if room > 0:
+                await on_output(stream, chunk[:room])
+            truncated = True
+            await on_output("stderr", truncation_marker(max_output_bytes))
+
+    pump_task = asyncio.create_task(pump(), name=f"pump-{container_id[:12]}")
+    cancel_task = asyncio.create_task(cancel.wait())
+    ended_by: str | None = None
+    try:
+        done, _pending = await asyncio.wait(
+            {pump_task, cancel_task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if pump_task not in done:
+            ended_by = "cancelled" if cancel_task in done else "timed_out"
+            await asyncio.shield(runtime.stop(container_id, grace_s))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pump_task), timeout=grace_s + 5)
+        else:
+            pump_task.result()
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(runtime.stop(container_id, grace_s))
+        raise
+    finally:
+        cancel_task.cancel()
+        if not pump_task.done():
+            pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump_task
+    exit_code = await runtime.wait(container_id, timeout_s=grace_s + 10)
+    info = await runtime.inspect(container_id)
+    base = {"exit_code": exit_code, "output_bytes": total, "truncated": truncated}
+    if ended_by == "cancelled":
+        return RunOutcome(status="cancelled", reason="terminated on request", **base)
+    if ended_by == "timed_out":
+        return RunOutcome(status="timed_out", reason=f"wall-clock limit of {timeout_s:g} s reached", **base)
+    if info.oom_killed:
+        return RunOutcome(status="failed", reason="out of memory (OOM killed)", **base)
+    if exit_code == 0:
+        return RunOutcome(status="completed", **base)
+    if pid_trouble:
+        return RunOutcome(status="failed", reason=f"process limit reached (exit code {exit_code})", **base)
+    return RunOutcome(status="failed", reason=f"exit code {exit_code}", **base)

@@ -1,0 +1,233 @@
+"""Copy-on-write workspaces: the agent sees the operator's directory through an overlay whose upper
+layer belongs to the session, so the host directory is never written while the agent runs and the
+session's changes are exactly the content of its upper layer.
+
+The overlay is a Docker ``local`` volume (``type=overlay``) mounted by the daemon at container start;
+staging it costs O(1) in the size of the directory. Paths the policy hides are whiteouts
+(``mknod c 0 0``) in the upper layer, found by one walk that does not descend into hidden directories.
+
+Ownership: an unprivileged agent cannot change files owned by another uid in the lower layer. The agent
+therefore runs as the uid:gid that owns the directory (the usual case: a developer's checkout). A
+root-owned directory cannot be handed to a non-root agent that way, so it is copied once into the
+session (visible files only, owned by :data:`FALLBACK_UID`); ``mode`` says which path was taken.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from hydra_sandbox.errors import WorkspaceError
+from hydra_sandbox.policy import PathMatcher, Policy
+from hydra_sandbox.runtime import ContainerRuntime
+
+FALLBACK_UID = 1000
+FALLBACK_GID = 1000
+_UNSAFE_MOUNT_CHARS = (",", ":", "\n")
+
+
+class StagedWorkspace(BaseModel):
+    session_id: str
+    source: Path = Field(description="The operator's directory; changes are applied here.")
+    lowers: list[Path] = Field(description="Overlay lower layers, top first; the last is the base.")
+    upper: Path
+    work: Path
+    volume_name: str
+    mode: str = Field(description="overlay (O(1), the agent runs as the owner) or copy (root-owned source)")
+    agent_uid: int
+    agent_gid: int
+    started_at_ns: int
+    hidden_count: int = 0
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def session_dir(self) -> Path:
+        return self.upper.parent
+
+    @property
+    def hidden_file(self) -> Path:
+        return self.session_dir / "hidden.txt"
+
+    def hidden(self) -> set[str]:
+        if not self.hidden_file.exists():
+            return set()
+        return set(self.hidden_file.read_text(encoding="utf-8", errors="surrogateescape").splitlines())
+
+    def driver_opts(self) -> dict[str, str]:
+        lower = ":".join(str(p) for p in self.lowers)
+        return {
+            "type": "overlay",
+            "device": "overlay",
+            "o": f"lowerdir={lower},upperdir={self.upper},workdir={self.work}",
+        }
+
+
+def _check_source(source: Path) -> Path:
+    if source.is_symlink():
+        raise WorkspaceError(f"working_dir: {source} is a symbolic link", hint="pass the real directory")
+    resolved = source.resolve()
+    if not resolved.is_dir():
+        raise WorkspaceError(f"working_dir: {source} is not a directory")
+    if resolved == Path("/") or resolved in {Path("/etc"), Path("/usr"), Path("/var"), Path("/root"), Path("/home")}:
+        raise WorkspaceError(f"working_dir: {resolved} is a system directory", hint="pass a project directory")
+    if any(ch in str(resolved) for ch in _UNSAFE_MOUNT_CHARS):
+        raise WorkspaceError(
+            f"working_dir: {resolved} contains ',' ':' or a newline, which overlay cannot mount",
+            hint="rename the directory or work on a copy",
+        )
+    return resolved
+
+
+def hidden_paths(root: Path, matcher: PathMatcher) -> list[str]:
+    """Workspace-relative paths to hide: denied directories whole (not descended), and every other
+    entry the policy does not make visible."""
+    hidden: list[str] = []
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(root / rel_dir if rel_dir else root))
+        except OSError:
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if not matcher.is_visible(rel + "/") and _dir_wholly_hidden(matcher, rel):
+                    hidden.append(rel)
+                else:
+                    stack.append(rel)
+            elif not matcher.is_visible(rel):
+                hidden.append(rel)
+    return sorted(hidden)
+
+
+def _dir_wholly_hidden(matcher: PathMatcher, rel: str) -> bool:
+    """A directory is hidden as a whole only when a deny (or protected) glob covers it; otherwise an
+    allow glob may still reach inside it, so its entries are judged one by one."""
+    return matcher.is_denied(rel + "/")
+
+
+def _mkdirs_like(upper: Path, lower: Path, rel_dir: str, uid: int, gid: int) -> None:
+    """Create ``rel_dir`` in the upper layer with the lower directory's mode, owned by the agent."""
+    current_upper, current_lower = upper, lower
+    for part in [p for p in rel_dir.split("/") if p]:
+        current_upper, current_lower = current_upper / part, current_lower / part
+        if not current_upper.exists():
+            mode = stat.S_IMODE(current_lower.lstat().st_mode) if current_lower.exists() else 0o755
+            current_upper.mkdir(mode=mode)
+            os.chmod(current_upper, mode)
+            os.chown(current_upper, uid, gid)
+
+
+def _whiteout(upper: Path, base: Path, rel: str, uid: int, gid: int) -> None:
+    parent = rel.rpartition("/")[0]
+    if parent:
+        _mkdirs_like(upper, base, parent, uid, gid)
+    target = upper / rel
+    if target.exists() or target.is_symlink():
+        return
+    os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+
+
+def _copy_visible(source: Path, dest: Path, matcher: PathMatcher, uid: int, gid: int) -> None:
+    """The fallback for root-owned sources: copy what the agent may see, owned by the agent."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        rel_dir = os.path.relpath(directory, source)
+        out = set()
+        for name in names:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            path = os.path.join(directory, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                if _dir_wholly_hidden(matcher, rel):
+                    out.add(name)
+            elif not matcher.is_visible(rel):
+                out.add(name)
+        return out
+
+    shutil.copytree(source, dest, symlinks=True, ignore=ignore)
+    for dirpath, dirnames, filenames in os.walk(dest):
+        os.chown(dirpath, uid, gid)
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+async def stage(
+    session_id: str,
+    source: Path,
+    policy: Policy,
+    sessions_dir: Path,
+    runtime: ContainerRuntime,
+    labels: dict[str, str],
+    *,
+    extra_lowers: list[Path] | None = None,
+    agent_uid: int | None = None,
+) -> StagedWorkspace:
+    """Create the session's upper layer, hide what the policy hides, and create the overlay volume."""
+    resolved = _check_source(source)
+    session_dir = sessions_dir / session_id
+    if (session_dir / "upper").exists():
+        raise WorkspaceError(f"session {session_id} already has a workspace layer in {session_dir}")
+    upper, work = session_dir / "upper", session_dir / "work"
+    session_dir.mkdir(parents=True, exist_ok=True)
+    upper.mkdir()
+    work.mkdir()
+    owner = resolved.stat()
+    matcher = policy.matcher
+    base = resolved
+    if agent_uid is not None:
+        uid, gid, mode = agent_uid, agent_uid, "overlay"
+    elif owner.st_uid != 0:
+        uid, gid, mode = owner.st_uid, owner.st_gid, "overlay"
+    else:
+        uid, gid, mode = FALLBACK_UID, FALLBACK_GID, "copy"
+        base = session_dir / "lower"
+        _copy_visible(resolved, base, matcher, uid, gid)
+    os.chmod(upper, stat.S_IMODE(base.stat().st_mode))
+    os.chown(upper, uid, gid)
+    hidden = hidden_paths(resolved, matcher) if mode == "overlay" else []
+    for rel in hidden:
+        _whiteout(upper, base, rel, uid, gid)
+    (session_dir / "hidden.txt").write_text("\n".join(hidden), encoding="utf-8", errors="surrogateescape")
+    ws = StagedWorkspace(
+        session_id=session_id,
+        source=resolved,
+        lowers=[*(extra_lowers or []), base],
+        upper=upper,
+        work=work,
+        volume_name=f"hydra-ws-{session_id}",
+        mode=mode,
+        agent_uid=uid,
+        agent_gid=gid,
+        started_at_ns=time.time_ns(),
+        hidden_count=len(hidden),
+        labels=labels,
+    )
+    await mount(ws, runtime)
+    return ws
+
+
+async def mount(ws: StagedWorkspace, runtime: ContainerRuntime) -> None:
+    """(Re-)create the overlay volume, e.g. for a resumed run; its content is the upper layer."""
+    existing = {v.name for v in await runtime.list_volumes({"hydra.role": "workspace"})}
+    if ws.volume_name not in existing:
+        if not ws.work.exists():
+            ws.work.mkdir()
+        await runtime.create_volume(ws.volume_name, ws.labels, ws.driver_opts())
+
+
+async def release(ws: StagedWorkspace, runtime: ContainerRuntime) -> None:
+    """Remove the volume; the upper layer (the session's changes) stays for diff and apply."""
+    await runtime.remove_volume(ws.volume_name)
+
+
+async def discard(ws: StagedWorkspace, runtime: ContainerRuntime) -> None:
+    """Remove the volume and the session's layers. Never follows links inside them."""
+    await runtime.remove_volume(ws.volume_name)
+    if ws.session_dir.exists():
+        shutil.rmtree(ws.session_dir)
