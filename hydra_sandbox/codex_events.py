@@ -160,7 +160,7 @@ class CodexEventParser:
                             "passed": passed,
                             "exit_code": exit_code,
                             "command": data["command"],
-                            **counts,
+                            "counts": counts,
                         },
                     )
                 )

@@ -71,7 +71,7 @@ DEFAULT_RULES: tuple[MaskingRule, ...] = (
         "github-token",
         r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,243})\b",
         255,
-        ("gh",),
+        ("gh", "github_pat_"),
     ),
     MaskingRule("gitlab-token", rf"\bgl(?:pat|dt|ptt|rt|cbt)-{_TOKEN}{{20,80}}", 90, ("gl",)),
     MaskingRule("slack-token", r"\bxox[abposr]-[A-Za-z0-9-]{10,200}", 210, ("xox",)),

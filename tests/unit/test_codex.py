@@ -1,0 +1,97 @@
+"""Codex argv building and the JSONL parser, over output recorded from the real binary."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+from hydra_sandbox.codex import build_exec, build_resume, toml_value
+from hydra_sandbox.codex_events import CodexEventParser, match_runner, unwrap_shell
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "codex"
+RUNNERS = ["pytest", "python3 -m pytest", "npm test", "make test"]
+
+
+def parse(name: str, mask=lambda s: s):  # type: ignore[no-untyped-def]
+    parser = CodexEventParser(RUNNERS, mask)
+    drafts = []
+    for line in (FIXTURES / name).read_text().splitlines():
+        drafts += parser.feed_line(line)
+    return parser, drafts
+
+
+def test_prompt_is_one_argv_element_after_double_dash() -> None:
+    prompt = "--dangerously-do-things; rm -rf / $(whoami) `id`\nsecond line"
+    argv = build_exec(prompt, model="m").argv
+    assert argv[-2:] == ["--", prompt]
+    assert argv[:3] == ["codex", "exec", "--json"]
+    assert "--dangerously-bypass-approvals-and-sandbox" in argv
+
+
+def test_resume_names_the_thread_before_the_prompt() -> None:
+    argv = build_resume("0199-thread", "continue", model="m").argv
+    assert argv[:3] == ["codex", "exec", "resume"]
+    assert argv[-3:] == ["0199-thread", "--", "continue"]
+
+
+def test_provider_override_is_valid_toml_even_with_hostile_values() -> None:
+    url = 'http://127.0.0.1:9/v1" \n[evil]\nx = "1'
+    argv = build_exec("p", model="m", base_url=url, api_key_env="OPENAI_API_KEY").argv
+    value = argv[argv.index("-c", argv.index("-c") + 1) + 1].split("=", 1)[1]
+    parsed = tomllib.loads(f"x = {value}")
+    assert parsed["x"]["base_url"] == url and parsed["x"]["wire_api"] == "responses"
+    assert tomllib.loads(f"y = {toml_value({'a': [1, True, 'q']})}")["y"] == {"a": [1, True, "q"]}
+
+
+def test_recorded_run_becomes_typed_events() -> None:
+    parser, drafts = parse("commands_and_decision.jsonl")
+    types = [d.type for d in drafts]
+    assert types.count("command") == 2
+    assert "decision" in types and "message" in types
+    assert parser.thread_id and parser.usage["input_tokens"] == 300
+    warning = next(d for d in drafts if "Model metadata" in d.text)
+    assert warning.type == "message" and "warning" in warning.tags
+    command = next(d for d in drafts if d.type == "command")
+    assert command.data["command"] == "echo hello > hello.txt && cat hello.txt"
+    assert command.data["exit_code"] == 0 and command.data["output"] == "hello\n"
+
+
+def test_test_runner_commands_yield_test_events_with_verdict() -> None:
+    parser = CodexEventParser(RUNNERS, lambda s: s)
+    line = {"type": "item.completed", "item": {"type": "command_execution", "command": "/bin/bash -lc 'pytest -q'",
+                                               "aggregated_output": "1 failed, 3 passed in 0.2s", "exit_code": 1,
+                                               "status": "failed"}}
+    drafts = parser.feed_line(json.dumps(line))
+    test = next(d for d in drafts if d.type == "test")
+    assert test.data["passed"] is False and test.data["counts"]["failed"] == 1 and test.data["runner"] == "pytest"
+
+
+def test_runner_matching_sees_through_shell_wrappers_and_cd() -> None:
+    assert unwrap_shell("/bin/bash -lc 'cd app && pytest -q'") == "cd app && pytest -q"
+    assert match_runner("/bin/bash -lc 'cd app && pytest -q'", RUNNERS) == "pytest"
+    assert match_runner("bash -lc 'PYTHONPATH=. python3 -m pytest'", RUNNERS) == "python3 -m pytest"
+    assert match_runner("bash -lc 'echo pytest'", RUNNERS) is None
+
+
+def test_malformed_and_unknown_lines_become_masked_error_events() -> None:
+    parser = CodexEventParser(RUNNERS, lambda s: s.replace("SECRET", "[MASKED:x]"))
+    bad = parser.feed_line("{not json SECRET" + "x" * 5000)
+    assert bad[0].type == "error" and "SECRET" not in bad[0].data["raw"] and len(bad[0].data["raw"]) < 2200
+    unknown = parser.feed_line(json.dumps({"type": "brand.new", "SECRET": 1}))
+    assert unknown[0].type == "error" and "brand.new" in unknown[0].text
+    assert parser.feed_line(json.dumps([1, 2]))[0].type == "error"
+    assert parser.feed_line("   ") == []
+
+
+def test_secrets_in_command_output_are_masked_by_the_parser() -> None:
+    parser = CodexEventParser(RUNNERS, lambda s: s.replace("sk-live-123", "[MASKED:k]"))
+    line = {"type": "item.completed", "item": {"type": "command_execution", "command": "cat key",
+                                               "aggregated_output": "sk-live-123", "exit_code": 0}}
+    drafts = parser.feed_line(json.dumps(line))
+    assert "sk-live-123" not in json.dumps([d.model_dump(mode="json") for d in drafts])
+
+
+def test_resumed_thread_keeps_its_id() -> None:
+    parser, drafts = parse("resume.jsonl")
+    assert drafts[0].data["thread_id"] == parser.thread_id
