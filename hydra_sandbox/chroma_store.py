@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from hydra_sandbox.embeddings import MiniLMEmbedder, excerpt
+from hydra_sandbox.embeddings import MiniLMEmbedder
 from hydra_sandbox.errors import StoreError
 from hydra_sandbox.events import Event
 from hydra_sandbox.settings import HydraSettings
@@ -71,13 +71,17 @@ class ChromaStore:
         self.client = client
         self.embedder = embedder
         try:
-            self.events = client.get_or_create_collection(EVENTS, metadata={"hnsw:space": "cosine"},
-                                                          embedding_function=None)
-            self.summaries = client.get_or_create_collection(SUMMARIES, metadata={"hnsw:space": "cosine"},
-                                                             embedding_function=None)
+            self.events = client.get_or_create_collection(
+                EVENTS, metadata={"hnsw:space": "cosine"}, embedding_function=None
+            )
+            self.summaries = client.get_or_create_collection(
+                SUMMARIES, metadata={"hnsw:space": "cosine"}, embedding_function=None
+            )
         except Exception as exc:
-            raise StoreError(f"cannot open the Chroma collections: {exc}",
-                             hint="check HYDRA_CHROMA_URL or the embedded store's directory") from None
+            raise StoreError(
+                f"cannot open the Chroma collections: {exc}",
+                hint="check HYDRA_CHROMA_URL or the embedded store's directory",
+            ) from None
 
     @classmethod
     def from_settings(cls, settings: HydraSettings) -> ChromaStore:
@@ -88,16 +92,22 @@ class ChromaStore:
         try:
             if settings.chroma_url:
                 parts = urlsplit(settings.chroma_url)
-                client = chromadb.HttpClient(host=parts.hostname or "127.0.0.1", port=parts.port or 8000,
-                                             ssl=parts.scheme == "https", settings=chroma_settings)
+                client = chromadb.HttpClient(
+                    host=parts.hostname or "127.0.0.1",
+                    port=parts.port or 8000,
+                    ssl=parts.scheme == "https",
+                    settings=chroma_settings,
+                )
             else:
                 path = settings.effective_chroma_path
                 path.mkdir(parents=True, exist_ok=True)
                 client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
         except Exception as exc:
             where = settings.chroma_url or settings.effective_chroma_path
-            raise StoreError(f"cannot open Chroma at {where}: {exc}",
-                             hint="start the Chroma server, or unset HYDRA_CHROMA_URL for the embedded store") from None
+            raise StoreError(
+                f"cannot open Chroma at {where}: {exc}",
+                hint="start the Chroma server, or unset HYDRA_CHROMA_URL for the embedded store",
+            ) from None
         return cls(client, MiniLMEmbedder(settings.embedding_model_dir))
 
     def _upsert(self, collection: Any, events: Sequence[Event]) -> None:
@@ -106,9 +116,12 @@ class ChromaStore:
         unique = {e.id: e for e in events}
         batch = list(unique.values())
         vectors = self.embedder.embed([e.text for e in batch])
-        collection.upsert(ids=[e.id for e in batch], embeddings=vectors.tolist(),
-                          documents=[e.text[:MAX_DOCUMENT] for e in batch],
-                          metadatas=[event_metadata(e) for e in batch])
+        collection.upsert(
+            ids=[e.id for e in batch],
+            embeddings=vectors.tolist(),
+            documents=[e.text[:MAX_DOCUMENT] for e in batch],
+            metadatas=[event_metadata(e) for e in batch],
+        )
 
     def record_events(self, events: Sequence[Event]) -> None:
         self._upsert(self.events, [e for e in events if e.type != "summary"])
@@ -127,9 +140,16 @@ class ChromaStore:
         for i, event_id in enumerate(ids[0]):
             meta = result["metadatas"][0][i] or {}
             distance = result["distances"][0][i] if result.get("distances") else 0.0
-            hits.append(SearchHit(id=event_id, session_id=str(meta.get("session_id", "")),
-                                  type=str(meta.get("type", "")), text=result["documents"][0][i] or "",
-                                  distance=float(distance), metadata=dict(meta)))
+            hits.append(
+                SearchHit(
+                    id=event_id,
+                    session_id=str(meta.get("session_id", "")),
+                    type=str(meta.get("type", "")),
+                    text=result["documents"][0][i] or "",
+                    distance=float(distance),
+                    metadata=dict(meta),
+                )
+            )
         return hits
 
     def query_by_session(self, session_id: str, limit: int = 1000) -> list[SearchHit]:
@@ -137,8 +157,16 @@ class ChromaStore:
         for collection in (self.events, self.summaries):
             got = collection.get(where={"session_id": session_id}, limit=limit, include=["documents", "metadatas"])
             for event_id, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=False):
-                hits.append(SearchHit(id=event_id, session_id=session_id, type=str(meta.get("type", "")),
-                                      text=doc or "", distance=0.0, metadata=dict(meta)))
+                hits.append(
+                    SearchHit(
+                        id=event_id,
+                        session_id=session_id,
+                        type=str(meta.get("type", "")),
+                        text=doc or "",
+                        distance=0.0,
+                        metadata=dict(meta),
+                    )
+                )
         hits.sort(key=lambda h: int(h.metadata.get("counter", 0)))
         return hits[:limit]
 
@@ -147,12 +175,15 @@ class ChromaStore:
         where = where_clause(filters)
         hits: list[SearchHit] = []
         for collection in (self.events, self.summaries):
-            if filters is not None and filters.event_type is not None and (
-                (collection is self.summaries) != (filters.event_type == "summary")
+            if (
+                filters is not None
+                and filters.event_type is not None
+                and ((collection is self.summaries) != (filters.event_type == "summary"))
             ):
                 continue
-            result = collection.query(query_embeddings=[vector], n_results=limit, where=where,
-                                      include=["documents", "metadatas", "distances"])
+            result = collection.query(
+                query_embeddings=[vector], n_results=limit, where=where, include=["documents", "metadatas", "distances"]
+            )
             hits += self._hits(result)
         hits.sort(key=lambda h: h.distance)
         return hits[:limit]
@@ -169,9 +200,11 @@ class ChromaStore:
         for name in (EVENTS, SUMMARIES):
             try:
                 self.client.delete_collection(name)
-            except Exception:  # noqa: S110 - a missing collection is what we want
+            except Exception:
                 pass
-        self.events = self.client.get_or_create_collection(EVENTS, metadata={"hnsw:space": "cosine"},
-                                                           embedding_function=None)
-        self.summaries = self.client.get_or_create_collection(SUMMARIES, metadata={"hnsw:space": "cosine"},
-                                                              embedding_function=None)
+        self.events = self.client.get_or_create_collection(
+            EVENTS, metadata={"hnsw:space": "cosine"}, embedding_function=None
+        )
+        self.summaries = self.client.get_or_create_collection(
+            SUMMARIES, metadata={"hnsw:space": "cosine"}, embedding_function=None
+        )

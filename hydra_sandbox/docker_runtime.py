@@ -41,10 +41,8 @@ def _check_spec(spec: ContainerSpec) -> None:
     uid = spec.user.split(":")[0]
     if uid in {"0", "root"}:
         raise UnsafeSpecError("user: agents never run as root", hint="pass a non-zero uid:gid")
-    if (
-        spec.network_mode == "host"
-        or (spec.network_mode.startswith(("container:", "ns:"))
-        and not (spec.network_mode.startswith("container:hydra-")))
+    if spec.network_mode == "host" or (
+        spec.network_mode.startswith(("container:", "ns:")) and not (spec.network_mode.startswith("container:hydra-"))
     ):
         raise UnsafeSpecError(
             f"network_mode: {spec.network_mode!r} shares another namespace", hint="use 'none' or a Hydra network"

@@ -66,8 +66,9 @@ class MiniLMEmbedder:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(self.model_dir / "model.onnx"), sess_options=options,
-                                             providers=ort.get_available_providers())
+        self._session = ort.InferenceSession(
+            str(self.model_dir / "model.onnx"), sess_options=options, providers=ort.get_available_providers()
+        )
         self._tokenizer = tokenizer
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -88,8 +89,9 @@ class MiniLMEmbedder:
                 n = len(encoded[i].ids)
                 ids[row, :n] = encoded[i].ids
                 mask[row, :n] = encoded[i].attention_mask
-            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                              "token_type_ids": np.zeros_like(ids)})[0]
+            hidden = self._session.run(
+                None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            )[0]
             weights = np.broadcast_to(np.expand_dims(mask, -1), hidden.shape)
             pooled = np.sum(hidden * weights, 1) / np.clip(weights.sum(1), a_min=1e-9, a_max=None)
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)

@@ -132,8 +132,7 @@ class InMemoryStore:
                 if not matches_filters(event, filters):
                     continue
                 overlap = len(wanted & _words(event.text))
-                if overlap:
-                    scored.append((1.0 - overlap / max(len(wanted), 1), event))
+                scored.append((1.0 - overlap / max(len(wanted), 1), event))  # like a vector store: nearest k
         scored.sort(key=lambda pair: (pair[0], pair[1].id))
         return [hit_from_event(e, d) for d, e in scored[:limit]]
 

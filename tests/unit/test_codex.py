@@ -59,9 +59,16 @@ def test_recorded_run_becomes_typed_events() -> None:
 
 def test_test_runner_commands_yield_test_events_with_verdict() -> None:
     parser = CodexEventParser(RUNNERS, lambda s: s)
-    line = {"type": "item.completed", "item": {"type": "command_execution", "command": "/bin/bash -lc 'pytest -q'",
-                                               "aggregated_output": "1 failed, 3 passed in 0.2s", "exit_code": 1,
-                                               "status": "failed"}}
+    line = {
+        "type": "item.completed",
+        "item": {
+            "type": "command_execution",
+            "command": "/bin/bash -lc 'pytest -q'",
+            "aggregated_output": "1 failed, 3 passed in 0.2s",
+            "exit_code": 1,
+            "status": "failed",
+        },
+    }
     drafts = parser.feed_line(json.dumps(line))
     test = next(d for d in drafts if d.type == "test")
     assert test.data["passed"] is False and test.data["counts"]["failed"] == 1 and test.data["runner"] == "pytest"
@@ -86,8 +93,10 @@ def test_malformed_and_unknown_lines_become_masked_error_events() -> None:
 
 def test_secrets_in_command_output_are_masked_by_the_parser() -> None:
     parser = CodexEventParser(RUNNERS, lambda s: s.replace("sk-live-123", "[MASKED:k]"))
-    line = {"type": "item.completed", "item": {"type": "command_execution", "command": "cat key",
-                                               "aggregated_output": "sk-live-123", "exit_code": 0}}
+    line = {
+        "type": "item.completed",
+        "item": {"type": "command_execution", "command": "cat key", "aggregated_output": "sk-live-123", "exit_code": 0},
+    }
     drafts = parser.feed_line(json.dumps(line))
     assert "sk-live-123" not in json.dumps([d.model_dump(mode="json") for d in drafts])
 

@@ -106,8 +106,11 @@ def test_bytes_split_inside_a_multibyte_character_decode_correctly() -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    pieces=st.lists(st.sampled_from([t for _r, t in TRUE] + CORPUS["false_positives"] + ["\n", " ", "x" * 30]),
-                    min_size=1, max_size=12),
+    pieces=st.lists(
+        st.sampled_from([t for _r, t in TRUE] + CORPUS["false_positives"] + ["\n", " ", "x" * 30]),
+        min_size=1,
+        max_size=12,
+    ),
     seed=st.integers(0, 10_000),
 )
 def test_streaming_in_any_chunks_equals_masking_the_whole(pieces: list[str], seed: int) -> None:

@@ -1,0 +1,179 @@
+"""Diff and apply over a hand-built overlay upper layer (whiteouts, opaque dirs, links), no Docker."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from hydra_sandbox.applying import apply_changes, link_inside
+from hydra_sandbox.diffing import compute_diff
+from hydra_sandbox.errors import ApplyConflictError
+from hydra_sandbox.policy import Policy
+from hydra_sandbox.workspace import StagedWorkspace, hidden_paths
+
+POLICY = Policy(name="t", directory={"deny": ["secrets/**"]})
+
+
+def whiteout(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> StagedWorkspace:
+    src = tmp_path / "src"
+    for rel, text in {
+        "app.py": "a = 1\n",
+        "old.txt": "same content\n",
+        "gone.txt": "bye\n",
+        "lib/x.py": "x\n",
+        "lib/y.py": "y\n",
+        ".env": "K=v\n",
+        "run.sh": "echo\n",
+    }.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    session = tmp_path / "session"
+    upper = session / "upper"
+    upper.mkdir(parents=True)
+    (session / "work").mkdir()
+    hidden = hidden_paths(src, POLICY.matcher)
+    (session / "hidden.txt").write_text("\n".join(hidden))
+    for rel in hidden:
+        whiteout(upper / rel)
+    started = time.time_ns()
+    return StagedWorkspace(
+        session_id="s1",
+        source=src,
+        lowers=[src],
+        upper=upper,
+        work=session / "work",
+        volume_name="v",
+        mode="overlay",
+        agent_uid=os.getuid(),
+        agent_gid=os.getgid(),
+        started_at_ns=started,
+    )
+
+
+def agent_writes(ws: StagedWorkspace) -> None:
+    up = ws.upper
+    (up / "app.py").write_text("a = 2\n")  # modified
+    (up / "new.py").write_text("print('new')\n")  # added
+    whiteout(up / "gone.txt")  # deleted
+    whiteout(up / "old.txt")  # renamed ...
+    (up / "renamed.txt").write_text("same content\n")  # ... to here
+    (up / "lib").mkdir()
+    os.setxattr(up / "lib", "trusted.overlay.opaque", b"y")  # lib/ replaced wholesale
+    (up / "lib" / "z.py").write_text("z\n")
+    (up / "run.sh").write_text("echo\n")
+    os.chmod(up / "run.sh", 0o755)  # mode change only
+    (up / "inside").symlink_to("app.py")  # link inside the workspace
+    (up / "passwd").symlink_to("/etc/passwd")  # link outside
+    (up / "escape").symlink_to("../../outside")  # relative escape
+    (up / ".env").unlink()  # the agent's write replaces the whiteout
+    (up / ".env").write_text("K=stolen\n")  # protected
+    (up / ".git").mkdir()
+    (up / ".git" / "config").write_text("[core]\n")  # protected
+    (up / "secrets").mkdir()
+    (up / "secrets" / "k").write_text("no\n")  # denied
+
+
+def test_diff_reports_each_kind_of_change(ws: StagedWorkspace) -> None:
+    agent_writes(ws)
+    preview = compute_diff(ws, POLICY)
+    status = {f.path: f.status for f in preview.files}
+    assert status["app.py"] == "modified" and status["new.py"] == "added" and status["gone.txt"] == "deleted"
+    assert status["renamed.txt"] == "renamed"
+    assert next(f for f in preview.files if f.path == "renamed.txt").old_path == "old.txt"
+    assert "old.txt" not in status
+    assert status["lib/z.py"] == "added" and status["lib/x.py"] == status["lib/y.py"] == "deleted"
+    assert status["run.sh"] == "mode_changed" and status["inside"] == "symlink"
+    assert "+a = 2" in preview.unified and "-a = 1" in preview.unified
+    refused = {r.path: r.reason for r in preview.refused}
+    assert refused[".env"] == "protected path" and refused[".git/config"] == "protected path"
+    assert refused["secrets/k"] in {"denied by policy", "protected path"}
+    assert preview.stats.files_changed == len(preview.files)
+
+
+def test_hydras_own_whiteouts_are_not_deletions(ws: StagedWorkspace) -> None:
+    assert ".env" in ws.hidden()
+    preview = compute_diff(ws, POLICY)
+    assert preview.files == [] and preview.refused == []
+
+
+def test_secrets_in_paths_and_content_are_masked(ws: StagedWorkspace) -> None:
+    (ws.upper / "sk-proj-NAMEINFILE.txt").write_text("token=sk-proj-CONTENT\n")
+    preview = compute_diff(
+        ws, POLICY, mask=lambda s: s.replace("sk-proj-NAMEINFILE", "[M]").replace("sk-proj-CONTENT", "[M]")
+    )
+    assert "sk-proj" not in preview.model_dump_json()
+
+
+def test_apply_without_confirm_writes_nothing(ws: StagedWorkspace) -> None:
+    agent_writes(ws)
+    result = apply_changes(ws, POLICY, confirm=False)
+    assert result.applied is False and "confirm=true" in result.message
+    assert (ws.source / "app.py").read_text() == "a = 1\n"
+
+
+def test_apply_writes_allowed_changes_and_refuses_escaping_links(ws: StagedWorkspace) -> None:
+    agent_writes(ws)
+    result = apply_changes(ws, POLICY, confirm=True)
+    src = ws.source
+    assert (src / "app.py").read_text() == "a = 2\n" and (src / "new.py").exists()
+    assert not (src / "gone.txt").exists() and not (src / "old.txt").exists()
+    assert (src / "renamed.txt").read_text() == "same content\n"
+    assert os.readlink(src / "inside") == "app.py"
+    assert not os.path.lexists(src / "passwd") and not os.path.lexists(src / "escape")
+    assert (src / ".env").read_text() == "K=v\n" and not (src / "secrets").exists()
+    assert stat.S_IMODE((src / "run.sh").stat().st_mode) == 0o755
+    refused = {r.path for r in result.refused}
+    assert {"passwd", "escape", ".env"} <= refused
+
+
+def test_apply_strips_setuid_bits(ws: StagedWorkspace) -> None:
+    (ws.upper / "tool").write_text("#!/bin/sh\n")
+    os.chmod(ws.upper / "tool", 0o4755)
+    apply_changes(ws, POLICY, confirm=True)
+    assert stat.S_IMODE((ws.source / "tool").stat().st_mode) == 0o755
+
+
+def test_apply_refuses_when_the_host_file_changed_since_start(ws: StagedWorkspace) -> None:
+    agent_writes(ws)
+    time.sleep(0.01)  # mtime granularity: the host edit must be strictly after the session start
+    (ws.source / "app.py").write_text("a = 100\n")
+    with pytest.raises(ApplyConflictError, match="app.py"):
+        apply_changes(ws, POLICY, confirm=True)
+    assert not (ws.source / "new.py").exists(), "nothing is written when any file conflicts"
+
+
+def test_apply_never_writes_through_a_host_symlinked_directory(ws: StagedWorkspace, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ws.upper / "docs").mkdir()
+    (ws.upper / "docs" / "a.md").write_text("x\n")
+    os.symlink(outside, ws.source / "docs")
+    os.utime(ws.source / "docs", ns=(ws.started_at_ns - 10, ws.started_at_ns - 10), follow_symlinks=False)
+    with pytest.raises(ApplyConflictError, match="symbolic link"):
+        apply_changes(ws, POLICY, confirm=True)
+    assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("rel", "target", "expected"),
+    [
+        ("a/link", "../b.txt", "../b.txt"),
+        ("link", "/workspace/src/x", "src/x"),
+        ("link", "/etc/passwd", None),
+        ("a/link", "../../x", None),
+        ("link", "/workspace/../etc", None),
+        ("link", ".", None),
+    ],
+)
+def test_link_targets_must_stay_inside_the_workspace(rel: str, target: str, expected: str | None) -> None:
+    assert link_inside(rel, target) == expected

@@ -1,0 +1,90 @@
+"""Each sandbox rule, checked on the docker-py arguments without a daemon."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from hydra_sandbox.docker_runtime import UnsafeSpecError, container_create_kwargs
+from hydra_sandbox.policy import ResourceLimits
+from hydra_sandbox.runtime import ContainerSpec, Mount
+
+
+def spec(**kw: object) -> ContainerSpec:
+    base: dict[str, object] = {
+        "image": "hydra-agent:test",
+        "argv": ["codex", "exec", "--", "a; rm -rf /"],
+        "user": "1000:1000",
+        "limits": ResourceLimits(cpus=1.5, memory_mb=512, pids=64),
+    }
+    base.update(kw)
+    return ContainerSpec.model_validate(base)
+
+
+def test_argv_is_passed_as_a_list_never_a_shell_string() -> None:
+    kwargs = container_create_kwargs(spec())
+    assert kwargs["command"] == ["codex", "exec", "--", "a; rm -rf /"]
+    assert kwargs["entrypoint"] == []
+
+
+def test_every_capability_is_dropped_and_none_added() -> None:
+    kwargs = container_create_kwargs(spec())
+    assert kwargs["cap_drop"] == ["ALL"] and kwargs["cap_add"] == []
+
+
+def test_no_new_privileges_and_not_privileged() -> None:
+    kwargs = container_create_kwargs(spec())
+    assert "no-new-privileges:true" in kwargs["security_opt"]
+    assert not any("seccomp" in opt for opt in kwargs["security_opt"])  # the default profile stays on
+    assert kwargs["privileged"] is False and kwargs["devices"] == []
+
+
+def test_root_filesystem_is_read_only_with_tmpfs_for_tmp_and_home() -> None:
+    kwargs = container_create_kwargs(spec())
+    assert kwargs["read_only"] is True
+    assert set(kwargs["tmpfs"]) == {"/tmp", "/home/agent"}
+    assert all("nosuid" in opts for opts in kwargs["tmpfs"].values())
+
+
+def test_limits_come_from_the_policy_with_swap_equal_to_memory() -> None:
+    kwargs = container_create_kwargs(spec())
+    assert kwargs["pids_limit"] == 64
+    assert kwargs["mem_limit"] == kwargs["memswap_limit"] == "512m"
+    assert kwargs["nano_cpus"] == 1_500_000_000
+
+
+def test_no_network_and_no_shared_namespaces_by_default() -> None:
+    kwargs = container_create_kwargs(spec())
+    assert kwargs["network_mode"] == "none" and kwargs["ipc_mode"] == "private"
+    assert "pid_mode" not in kwargs and "uts_mode" not in kwargs and "userns_mode" not in kwargs
+
+
+@pytest.mark.parametrize("user", ["0:0", "root:0"])
+def test_root_user_is_refused(user: str) -> None:
+    with pytest.raises((UnsafeSpecError, ValidationError), match="user"):
+        container_create_kwargs(spec(user=user))
+
+
+@pytest.mark.parametrize("source", ["/var/run/docker.sock", "/run/docker.sock", "/home/u/docker.sock"])
+def test_docker_socket_is_never_mounted(source: str) -> None:
+    with pytest.raises(UnsafeSpecError, match="Docker socket|not allowed"):
+        container_create_kwargs(spec(mounts=[Mount(type="bind", source=source, target="/var/run/docker.sock")]))
+
+
+@pytest.mark.parametrize("source", ["/", "/etc", "/proc", "/sys", "/dev", "/root", "/var/lib/docker/volumes"])
+def test_sensitive_host_paths_cannot_be_bound(source: str) -> None:
+    with pytest.raises(UnsafeSpecError, match="not allowed"):
+        container_create_kwargs(spec(mounts=[Mount(type="bind", source=source, target="/x")]))
+
+
+@pytest.mark.parametrize("mode", ["host", "container:abc123", "ns:/proc/1/ns/net"])
+def test_shared_network_namespaces_are_refused(mode: str) -> None:
+    with pytest.raises(UnsafeSpecError, match="network_mode"):
+        container_create_kwargs(spec(network_mode=mode))
+
+
+def test_session_bind_mounts_are_read_only_when_asked() -> None:
+    kwargs = container_create_kwargs(
+        spec(mounts=[Mount(type="bind", source="/srv/hydra/s1/egress", target="/run/hydra", read_only=True)])
+    )
+    assert kwargs["mounts"][0]["ReadOnly"] is True
