@@ -8,6 +8,7 @@ Metadata values are scalars: tags are stored both as ``"|a|b|"`` and as one bool
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -198,10 +199,8 @@ class ChromaStore:
 
     def reset(self) -> None:
         for name in (EVENTS, SUMMARIES):
-            try:
+            with contextlib.suppress(Exception):
                 self.client.delete_collection(name)
-            except Exception:
-                pass
         self.events = self.client.get_or_create_collection(
             EVENTS, metadata={"hnsw:space": "cosine"}, embedding_function=None
         )

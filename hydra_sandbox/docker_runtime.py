@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import select
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -29,6 +30,19 @@ from hydra_sandbox.runtime import (
 )
 
 _FORBIDDEN_BIND_PREFIXES = ("/var/run", "/run", "/proc", "/sys", "/dev", "/etc", "/boot", "/root", "/var/lib/docker")
+
+
+_CHUNK = 64 * 1024
+_IN_FLIGHT = 64
+
+
+def _ready(sock: Any) -> bool:
+    """Whether more output is waiting on the socket right now."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    return bool(readable)
 
 
 class UnsafeSpecError(HydraError):
@@ -59,6 +73,16 @@ def _check_spec(spec: ContainerSpec) -> None:
                 )
 
 
+def _tmpfs(spec: ContainerSpec) -> dict[str, str]:
+    """tmpfs mounts owned by the agent's uid (HOME) or sticky and world-writable (/tmp)."""
+    uid, _, gid = spec.user.partition(":")
+    out = {}
+    for target, options in spec.tmpfs.items():
+        extra = ",mode=1777" if target == "/tmp" else f",mode=0700,uid={uid},gid={gid}"
+        out[target] = options + ("" if "mode=" in options else extra)
+    return out
+
+
 def container_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     """docker-py ``containers.create`` arguments for ``spec``, hardened. Pure: no daemon needed."""
     _check_spec(spec)
@@ -76,7 +100,7 @@ def container_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "stdin_open": False,
         "tty": False,
         "read_only": True,
-        "tmpfs": dict(spec.tmpfs),
+        "tmpfs": _tmpfs(spec),
         "cap_drop": ["ALL"],
         "cap_add": [],
         "security_opt": ["no-new-privileges:true"],
@@ -176,38 +200,54 @@ class DockerRuntime:
         await self._call(lambda: self.client.containers.get(container_id).start())
 
     async def stream_logs(self, container_id: str) -> AsyncIterator[tuple[LogStream, bytes]]:  # type: ignore[override]
-        """Demultiplexed output from the start, following until the container exits. Bounded queue:
-        a slow consumer slows the reader thread instead of growing memory."""
+        """Demultiplexed output from the start, following until the container exits.
+
+        Docker frames output line by line; the reader thread coalesces frames of one stream into chunks
+        of up to 64 KiB (flushing whenever the socket has nothing more ready), and at most
+        ``_IN_FLIGHT`` chunks wait for the consumer, so a slow consumer slows the reader instead of
+        growing memory."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[LogStream, bytes] | BaseException | None] = asyncio.Queue(maxsize=64)
+        queue: asyncio.Queue[tuple[LogStream, bytes] | None | BaseException] = asyncio.Queue()
+        slots = threading.Semaphore(_IN_FLIGHT)
         stop = threading.Event()
 
-        def put(item: tuple[LogStream, bytes] | BaseException | None) -> None:
-            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-            while not stop.is_set():
-                try:
-                    future.result(timeout=0.5)
-                    return
-                except TimeoutError:
-                    continue
-            future.cancel()
+        def put(item: tuple[LogStream, bytes] | None | BaseException) -> bool:
+            while not slots.acquire(timeout=0.5):
+                if stop.is_set():
+                    return False
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+            return True
 
         def reader() -> None:
             try:
                 api = self.client.api
-                response = api._get(
-                    api._url("/containers/{0}/logs", container_id),
-                    params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
-                    stream=True,
-                )
+                response = api._get(api._url("/containers/{0}/logs", container_id),
+                                    params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
+                                    stream=True)
                 sock = api._get_raw_response_socket(response)
                 api._disable_socket_timeout(sock)
+                pending: list[bytes] = []
+                pending_stream: LogStream = "stdout"
+                size = 0
                 while not stop.is_set():
                     header = response.raw.read(8)  # stream id, 3 zero bytes, big-endian length
                     if len(header) < 8:
                         break
                     data = response.raw.read(int.from_bytes(header[4:8], "big"))
-                    put(("stderr" if header[0] == 2 else "stdout", data))
+                    stream: LogStream = "stderr" if header[0] == 2 else "stdout"
+                    if pending and stream != pending_stream:
+                        if not put((pending_stream, b"".join(pending))):
+                            return
+                        pending, size = [], 0
+                    pending.append(data)
+                    pending_stream = stream
+                    size += len(data)
+                    if size >= _CHUNK or not _ready(sock):
+                        if not put((pending_stream, b"".join(pending))):
+                            return
+                        pending, size = [], 0
+                if pending:
+                    put((pending_stream, b"".join(pending)))
                 response.close()
                 put(None)
             except BaseException as exc:
@@ -218,6 +258,7 @@ class DockerRuntime:
         try:
             while True:
                 item = await queue.get()
+                slots.release()
                 if item is None:
                     return
                 if isinstance(item, BaseException):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from hydra_sandbox.checklists import Checklist
@@ -19,10 +20,8 @@ def test_store_outage_loses_nothing_and_indexes_nothing_twice(tmp_path: Path) ->
     indexer.step()
     store.fail_next = 3
     for _ in range(3):
-        try:
+        with contextlib.suppress(ConnectionError):
             indexer.step()
-        except ConnectionError:
-            pass
     assert indexer.lag() == 15
     assert indexer.catch_up() == 15
     assert store.count() == 25 and indexer.lag() == 0
