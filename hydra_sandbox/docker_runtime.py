@@ -36,6 +36,11 @@ _CHUNK = 64 * 1024
 _IN_FLIGHT = 64
 
 
+def _label_filter(labels: dict[str, str]) -> dict[str, list[str]]:
+    """Docker label filters; an empty selection means everything Hydra labelled."""
+    return {"label": [f"{k}={v}" for k, v in labels.items()] or ["hydra.session"]}
+
+
 def _ready(sock: Any) -> bool:
     """Whether more output is waiting on the socket right now."""
     try:
@@ -289,8 +294,7 @@ class DockerRuntime:
         return await self._call(lambda: _info(self.client.containers.get(container_id)))  # type: ignore[no-any-return]
 
     async def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        containers = await self._call(self.client.containers.list, all=True, filters=filters)
+        containers = await self._call(self.client.containers.list, all=True, filters=_label_filter(labels))
         return [_info(c) for c in containers]
 
     async def remove(self, container_id: str) -> None:
@@ -314,8 +318,7 @@ class DockerRuntime:
         await self._call(_remove)
 
     async def list_volumes(self, labels: dict[str, str]) -> list[VolumeInfo]:
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        volumes = await self._call(self.client.volumes.list, filters=filters)
+        volumes = await self._call(self.client.volumes.list, filters=_label_filter(labels))
         return [VolumeInfo(name=v.name, labels=v.attrs.get("Labels") or {}) for v in volumes]
 
     async def create_network(self, name: str, labels: dict[str, str], internal: bool = True) -> str:
@@ -332,8 +335,7 @@ class DockerRuntime:
         await self._call(_remove)
 
     async def list_networks(self, labels: dict[str, str]) -> list[NetworkInfo]:
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        networks = await self._call(self.client.networks.list, filters=filters)
+        networks = await self._call(self.client.networks.list, filters=_label_filter(labels))
         return [NetworkInfo(id=n.id, name=n.name, labels=n.attrs.get("Labels") or {}) for n in networks]
 
     async def image_exists(self, tag: str) -> bool:

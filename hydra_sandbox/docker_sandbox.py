@@ -213,7 +213,7 @@ class DockerSandbox:
         ws = await self._stage(request)
         parser = CodexEventParser(request.test_runners, self.masker.mask)
         pipeline = OutputPipeline(self.masker, parser, sink)
-        plan = plan_egress(request.policy.network, self.settings.model_base_url, ws.session_dir)
+        plan = plan_egress(request.policy.network, self.settings.model_base_url, request.session_id)
         container_id: str | None = None
         try:
             async with egress(plan) as active:
@@ -255,7 +255,7 @@ class DockerSandbox:
         ws = self.workspace(request.session_id)
         parser = CodexEventParser(request.test_runners, self.masker.mask)
         pipeline = OutputPipeline(self.masker, parser, sink)
-        plan = plan_egress(request.policy.network, self.settings.model_base_url, ws.session_dir)
+        plan = plan_egress(request.policy.network, self.settings.model_base_url, request.session_id)
         try:
             async with egress(plan):
                 outcome = await self._supervise(request, container_id, pipeline, cancel)

@@ -406,11 +406,12 @@ class AgentManager:
                 await self._run(record)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a bug must not kill the worker; the session is failed with the reason
+            except Exception as exc:  # a bug must not kill the worker; the session is failed with the reason
                 log.exception("session %s crashed", session_id)
                 record = self._sessions.get(session_id)
                 if record is not None and record.status in ACTIVE:
-                    await self._transition(record, SessionStatus.FAILED, reason="internal error; see server log")
+                    reason = self.recorder.masker.mask(f"internal error: {type(exc).__name__}: {exc}")[:500]
+                    await self._transition(record, SessionStatus.FAILED, reason=reason)
             finally:
                 self._queue.task_done()
 

@@ -10,6 +10,7 @@ no IP route out of the container, so a process that ignores the proxy variables 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,12 +54,23 @@ def _endpoint(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def plan_egress(network: NetworkPolicy, model_base_url: str | None, session_dir: Path) -> EgressPlan:
+def runtime_dir() -> Path:
+    """Where relay sockets live: a short path (Unix socket paths are limited to 108 bytes), private to
+    this user; only each session's own leaf directory is bind-mounted into its container."""
+    base = Path(os.environ.get("HYDRA_RUNTIME_DIR") or f"/tmp/hydra-run-{os.getuid()}")
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if base.is_symlink() or base.stat().st_uid != os.getuid():
+        raise ConfigError(f"{base} is not a directory owned by this user", hint="set HYDRA_RUNTIME_DIR")
+    os.chmod(base, 0o700)
+    return base
+
+
+def plan_egress(network: NetworkPolicy, model_base_url: str | None, session_id: str) -> EgressPlan:
     model_url = model_base_url or DEFAULT_MODEL_URL
     scheme, host, port = _endpoint(model_url)
     if network.mode == "none":
         return EgressPlan(mode="none", model_url=model_url)
-    socket_dir = session_dir / "egress"
+    socket_dir = runtime_dir() / session_id
     if network.mode == "model-only" and scheme == "http":
         return EgressPlan(
             mode="model-only", socket_dir=socket_dir, relay="forward", model_url=model_url, forward_to=(host, port)

@@ -91,6 +91,7 @@ class Profile(_Strict):
         default_factory=lambda: [
             "pytest",
             "python -m pytest",
+            "python3 -m pytest",
             "npm test",
             "go test",
             "cargo test",

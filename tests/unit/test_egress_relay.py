@@ -111,11 +111,13 @@ def test_private_loopback_and_link_local_addresses_are_forbidden(address: str, f
     assert forbidden_address(address) is forbidden
 
 
-def test_egress_plans_by_mode(tmp_path: Path) -> None:
-    assert plan_egress(NetworkPolicy(mode="none"), "http://127.0.0.1:9/v1", tmp_path).relay == "none"
-    local = plan_egress(NetworkPolicy(mode="model-only"), "http://127.0.0.1:9/v1", tmp_path)
+def test_egress_plans_by_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYDRA_RUNTIME_DIR", str(tmp_path / "run"))
+    assert plan_egress(NetworkPolicy(mode="none"), "http://127.0.0.1:9/v1", "s1").relay == "none"
+    local = plan_egress(NetworkPolicy(mode="model-only"), "http://127.0.0.1:9/v1", "s1")
+    assert local.socket_dir == tmp_path / "run" / "s1"
     assert local.relay == "forward" and local.forward_to == ("127.0.0.1", 9)
-    public = plan_egress(NetworkPolicy(mode="model-only"), "https://models.example/v1", tmp_path)
+    public = plan_egress(NetworkPolicy(mode="model-only"), "https://models.example/v1", "s1")
     assert public.relay == "connect" and public.allowed_domains == ["models.example"]
-    allow = plan_egress(NetworkPolicy(mode="allowlist", allow_domains=["pkg.example"]), None, tmp_path)
+    allow = plan_egress(NetworkPolicy(mode="allowlist", allow_domains=["pkg.example"]), None, "s1")
     assert allow.relay == "connect" and "pkg.example" in allow.allowed_domains

@@ -1,0 +1,42 @@
+"""Garbage collection: remove every container, volume and network with Hydra's labels whose session is
+not one Hydra still needs (active, or waiting for its diff to be applied)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from hydra_sandbox.runtime import LABEL_SESSION, ContainerRuntime
+
+
+class GcReport(BaseModel):
+    containers: list[str] = Field(default_factory=list)
+    volumes: list[str] = Field(default_factory=list)
+    networks: list[str] = Field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def total(self) -> int:
+        return len(self.containers) + len(self.volumes) + len(self.networks)
+
+
+async def collect_garbage(runtime: ContainerRuntime, keep_sessions: set[str], *, dry_run: bool = False) -> GcReport:
+    report = GcReport(dry_run=dry_run)
+    for container in await runtime.list_containers({}):
+        session = container.labels.get(LABEL_SESSION)
+        if session is not None and session not in keep_sessions:
+            report.containers.append(container.name)
+            if not dry_run:
+                await runtime.remove(container.id)
+    for volume in await runtime.list_volumes({}):
+        session = volume.labels.get(LABEL_SESSION)
+        if session is not None and session not in keep_sessions:
+            report.volumes.append(volume.name)
+            if not dry_run:
+                await runtime.remove_volume(volume.name)
+    for network in await runtime.list_networks({}):
+        session = network.labels.get(LABEL_SESSION)
+        if session is not None and session not in keep_sessions:
+            report.networks.append(network.name)
+            if not dry_run:
+                await runtime.remove_network(network.name)
+    return report
