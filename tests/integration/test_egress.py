@@ -1,0 +1,122 @@
+"""Egress from inside a real agent container. Every target is a listener this test started on this
+machine; each check is made on the listener's side: no byte arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hydra_sandbox.docker_runtime import DockerRuntime
+from hydra_sandbox.network import egress, plan_egress
+from hydra_sandbox.policy import NetworkPolicy
+from hydra_sandbox.runtime import LABEL_ROLE, LABEL_SESSION, ContainerSpec
+from hydra_sandbox.supervisor import supervise
+
+pytestmark = pytest.mark.docker
+
+
+class Listener:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.received = b""
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Listener:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            data = await reader.read(65536)
+            self.received += data
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nmodel")
+            await writer.drain()
+            writer.close()
+
+        self._server = await asyncio.start_server(handle, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HYDRA_RUNTIME_DIR", "/tmp/hydra-egress-test")
+    return Path("/tmp/hydra-egress-test")
+
+
+async def in_agent(image: str, network: NetworkPolicy, model_url: str, script: str) -> str:
+    runtime = DockerRuntime()
+    session = f"t-{uuid.uuid4().hex[:8]}"
+    async with egress(plan_egress(network, model_url, session)) as active:
+        spec = ContainerSpec(image=image, argv=[*active.entrypoint, "bash", "-c", script], user="1234:1234",
+                             env=active.env, mounts=active.mounts, network_mode=active.network_mode,
+                             labels={LABEL_SESSION: session, LABEL_ROLE: "agent", "hydra.test": "1"})
+        cid = await runtime.create(spec)
+        out: list[bytes] = []
+
+        async def collect(_s: str, chunk: bytes) -> None:
+            out.append(chunk)
+
+        try:
+            await runtime.start(cid)
+            await supervise(runtime, cid, timeout_s=60, max_output_bytes=100_000, on_output=collect,  # type: ignore[arg-type]
+                            grace_s=2)
+        finally:
+            await runtime.remove(cid)
+    return b"".join(out).decode(errors="replace")
+
+
+@pytest.fixture
+async def host_ip() -> AsyncIterator[str]:
+    """This machine's address on Docker's default bridge (the gateway a container would try)."""
+    import docker
+
+    import ipaddress
+
+    config = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]
+    yield config.get("Gateway") or str(ipaddress.ip_network(config["Subnet"])[1])
+
+
+TRY = "timeout 3 bash -c 'echo probe > /dev/tcp/{host}/{port}' 2>&1 && echo CONNECTED || echo BLOCKED"
+
+
+async def test_none_reaches_nothing(agent_image: str, runtime_dir: Path, host_ip: str) -> None:
+    async with Listener("0.0.0.0") as target:
+        out = await in_agent(agent_image, NetworkPolicy(mode="none"), "http://127.0.0.1:9/v1",
+                             TRY.format(host=host_ip, port=target.port) + "; "
+                             + TRY.format(host="127.0.0.1", port=target.port))
+    assert out.count("BLOCKED") == 2 and "CONNECTED" not in out
+    assert target.received == b""
+
+
+async def test_model_only_reaches_the_model_and_nothing_else(agent_image: str, runtime_dir: Path,
+                                                             host_ip: str) -> None:
+    async with Listener() as model, Listener("0.0.0.0") as other:
+        script = ("curl -s --max-time 5 http://127.0.0.1:18080/v1/responses -d hi; echo; "
+                  + TRY.format(host=host_ip, port=other.port) + "; "
+                  + "env -u HTTPS_PROXY -u HTTP_PROXY " + TRY.format(host="127.0.0.1", port=other.port))
+        out = await in_agent(agent_image, NetworkPolicy(mode="model-only"), f"http://127.0.0.1:{model.port}/v1",
+                             script)
+    assert out.startswith("model"), out
+    assert b"POST /v1/responses" in model.received
+    assert out.count("BLOCKED") == 2 and other.received == b""
+
+
+async def test_allowlist_proxy_refuses_unlisted_names_ip_literals_private_targets_and_bypass(
+    agent_image: str, runtime_dir: Path, host_ip: str
+) -> None:
+    async with Listener("0.0.0.0") as target:
+        curl = "curl -s -o /dev/null -w '%{{http_connect}} ' --max-time 5 -x http://127.0.0.1:18080 https://{}/ ; "
+        script = (curl.format(f"not-listed.invalid:{target.port}") + curl.format(f"{host_ip}:{target.port}")
+                  + curl.format("localhost:443") + curl.format(f"localhost:{target.port}") + "echo; "
+                  + "env -u HTTPS_PROXY -u https_proxy " + TRY.format(host=host_ip, port=target.port))
+        out = await in_agent(agent_image, NetworkPolicy(mode="allowlist", allow_domains=["localhost"]),
+                             "https://models.invalid/v1", script)
+    codes = out.split()[:4]
+    assert codes == ["403", "403", "403", "403"], out
+    assert "BLOCKED" in out and target.received == b""
