@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import select
 import threading
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,21 +33,35 @@ _FORBIDDEN_BIND_PREFIXES = ("/var/run", "/run", "/proc", "/sys", "/dev", "/etc",
 
 
 _CHUNK = 64 * 1024
-_IN_FLIGHT = 64
+_MAX_PENDING = 4 * 1024 * 1024
+
+
+def _coalesce(
+    items: list[tuple[LogStream, bytes] | BaseException | None],
+) -> Iterator[tuple[LogStream, bytes] | BaseException | None]:
+    """Join consecutive frames of the same stream into chunks of at most ``_CHUNK`` bytes."""
+    stream: LogStream | None = None
+    parts: list[bytes] = []
+    size = 0
+    for item in items:
+        if isinstance(item, tuple) and item[0] == stream and size + len(item[1]) <= _CHUNK:
+            parts.append(item[1])
+            size += len(item[1])
+            continue
+        if stream is not None:
+            yield stream, b"".join(parts)
+        if isinstance(item, tuple):
+            stream, parts, size = item[0], [item[1]], len(item[1])
+        else:
+            stream, parts, size = None, [], 0
+            yield item
+    if stream is not None:
+        yield stream, b"".join(parts)
 
 
 def _label_filter(labels: dict[str, str]) -> dict[str, list[str]]:
     """Docker label filters; an empty selection means everything Hydra labelled."""
     return {"label": [f"{k}={v}" for k, v in labels.items()] or ["hydra.session"]}
-
-
-def _ready(sock: Any) -> bool:
-    """Whether more output is waiting on the socket right now."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError, TypeError):
-        return False
-    return bool(readable)
 
 
 class UnsafeSpecError(HydraError):
@@ -207,20 +221,28 @@ class DockerRuntime:
     async def stream_logs(self, container_id: str) -> AsyncIterator[tuple[LogStream, bytes]]:  # type: ignore[override]
         """Demultiplexed output from the start, following until the container exits.
 
-        Docker frames output line by line; the reader thread coalesces frames of one stream into chunks
-        of up to 64 KiB (flushing whenever the socket has nothing more ready), and at most
-        ``_IN_FLIGHT`` chunks wait for the consumer, so a slow consumer slows the reader instead of
-        growing memory."""
+        Docker frames output line by line. A reader thread appends frames to a buffer and wakes the event
+        loop at most once per drain; the consumer joins consecutive frames of one stream into chunks of up
+        to 64 KiB. When more than ``_MAX_PENDING`` bytes wait, the reader waits too: a slow consumer slows
+        the container's log reader instead of growing memory."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[LogStream, bytes] | None | BaseException] = asyncio.Queue()
-        slots = threading.Semaphore(_IN_FLIGHT)
-        stop = threading.Event()
+        wake = asyncio.Event()
+        cond = threading.Condition()
+        frames: deque[tuple[LogStream, bytes] | BaseException | None] = deque()
+        state = {"pending": 0, "notified": False, "stop": False}
 
-        def put(item: tuple[LogStream, bytes] | None | BaseException) -> bool:
-            while not slots.acquire(timeout=0.5):
-                if stop.is_set():
+        def push(item: tuple[LogStream, bytes] | BaseException | None) -> bool:
+            with cond:
+                while state["pending"] > _MAX_PENDING and not state["stop"]:
+                    cond.wait(0.5)
+                if state["stop"]:
                     return False
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+                frames.append(item)
+                if isinstance(item, tuple):
+                    state["pending"] += len(item[1])
+                if not state["notified"]:
+                    state["notified"] = True
+                    loop.call_soon_threadsafe(wake.set)
             return True
 
         def reader() -> None:
@@ -229,48 +251,42 @@ class DockerRuntime:
                 response = api._get(api._url("/containers/{0}/logs", container_id),
                                     params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
                                     stream=True)
-                sock = api._get_raw_response_socket(response)
-                api._disable_socket_timeout(sock)
-                pending: list[bytes] = []
-                pending_stream: LogStream = "stdout"
-                size = 0
-                while not stop.is_set():
+                api._raise_for_status(response)
+                api._disable_socket_timeout(api._get_raw_response_socket(response))
+                while True:
                     header = response.raw.read(8)  # stream id, 3 zero bytes, big-endian length
                     if len(header) < 8:
                         break
                     data = response.raw.read(int.from_bytes(header[4:8], "big"))
-                    stream: LogStream = "stderr" if header[0] == 2 else "stdout"
-                    if pending and stream != pending_stream:
-                        if not put((pending_stream, b"".join(pending))):
-                            return
-                        pending, size = [], 0
-                    pending.append(data)
-                    pending_stream = stream
-                    size += len(data)
-                    if size >= _CHUNK or not _ready(sock):
-                        if not put((pending_stream, b"".join(pending))):
-                            return
-                        pending, size = [], 0
-                if pending:
-                    put((pending_stream, b"".join(pending)))
+                    if not push(("stderr" if header[0] == 2 else "stdout", data)):
+                        break
                 response.close()
-                put(None)
+                push(None)
             except BaseException as exc:
-                put(exc)
+                push(exc)
 
         thread = threading.Thread(target=reader, name=f"logs-{container_id[:12]}", daemon=True)
         thread.start()
         try:
             while True:
-                item = await queue.get()
-                slots.release()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise RuntimeUnavailableError(f"lost the output of container {container_id[:12]}: {item}")
-                yield item
+                await wake.wait()
+                wake.clear()
+                with cond:
+                    items = list(frames)
+                    frames.clear()
+                    state["pending"] = 0
+                    state["notified"] = False
+                    cond.notify_all()
+                for chunk in _coalesce(items):
+                    if chunk is None:
+                        return
+                    if isinstance(chunk, BaseException):
+                        raise RuntimeUnavailableError(f"lost the output of container {container_id[:12]}: {chunk}")
+                    yield chunk
         finally:
-            stop.set()
+            with cond:
+                state["stop"] = True
+                cond.notify_all()
 
     async def wait(self, container_id: str, timeout_s: float | None = None) -> int | None:
         def _wait() -> int | None:

@@ -11,6 +11,7 @@ after a server restart.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import logging
 from pathlib import Path
@@ -23,7 +24,7 @@ from hydra_sandbox.diffing import DiffPreview, compute_diff
 from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.errors import RuntimeUnavailableError, WorkspaceError
 from hydra_sandbox.events import EventDraft
-from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.masking import LineMasker, SecretMasker
 from hydra_sandbox.network import ActiveEgress, egress, plan_egress
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.runtime import (
@@ -53,25 +54,36 @@ AGENT_ENV = {
     "PYTEST_ADDOPTS": "-p no:cacheprovider",
 }
 STDERR_SEQ_BASE = 1_000_000_000
+MAX_LINE = 1_000_000
 """stderr events are numbered apart from stdout ones, so a replay numbers both the same way."""
 
 
 class OutputPipeline:
-    """Bytes from the container → masked text → lines → events (each with ``seq``) → sink."""
+    """Bytes from the container → lines → events (each with ``seq``) → sink, as soon as a line is complete.
+
+    stdout is Codex's JSONL: each line is parsed first and every string the parser emits is masked (a
+    JSON line holds whole secrets, escaped; masking the decoded values also catches a known secret that
+    contains a quote). stderr is masked line by line, holding only multi-line private key blocks. Lines
+    longer than :data:`MAX_LINE` are cut so a process that never prints a newline cannot grow memory.
+    """
 
     def __init__(self, masker: SecretMasker, parser: CodexEventParser, sink: EventSink) -> None:
-        self._streams = {"stdout": masker.stream(), "stderr": masker.stream()}
+        self._decoders = {"stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+                          "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace")}
         self._partial = {"stdout": "", "stderr": ""}
         self._seq = {"stdout": 0, "stderr": STDERR_SEQ_BASE}
+        self._stderr = LineMasker(masker)
         self._parser = parser
         self._sink = sink
 
     async def feed(self, stream: LogStream, chunk: bytes) -> None:
-        await self._lines(stream, self._streams[stream].feed_bytes(chunk))
+        await self._lines(stream, self._decoders[stream].decode(chunk))
 
     async def close(self) -> None:
         for stream in ("stdout", "stderr"):
-            await self._lines(stream, self._streams[stream].flush(), final=True)  # type: ignore[arg-type]
+            await self._lines(stream, self._decoders[stream].decode(b"", final=True), final=True)  # type: ignore[arg-type]
+        for line in self._stderr.flush():
+            await self._emit_stderr(line)
         for draft in self._parser.finish():
             await self._emit("stdout", draft)
 
@@ -80,6 +92,9 @@ class OutputPipeline:
         if final and rest:
             lines.append(rest)
             rest = ""
+        while len(rest) > MAX_LINE:
+            lines.append(rest[:MAX_LINE] + " [hydra: line cut]")
+            rest = rest[MAX_LINE:]
         self._partial[stream] = rest
         for line in lines:
             if not line.strip():
@@ -88,14 +103,17 @@ class OutputPipeline:
                 for draft in self._parser.feed_line(line):
                     await self._emit(stream, draft)
             else:
-                await self._emit(
-                    stream, EventDraft(type="message", text=line[:4000], tags=["stderr"], data={"stream": "stderr"})
-                )
+                for masked in self._stderr.feed_line(line):
+                    await self._emit_stderr(masked)
+
+    async def _emit_stderr(self, line: str) -> None:
+        await self._emit("stderr", EventDraft(type="message", text=line[:4000], tags=["stderr"],
+                                              data={"stream": "stderr"}))
 
     async def _emit(self, stream: LogStream, draft: EventDraft) -> None:
         seq = self._seq[stream]
         self._seq[stream] += 1
-        await self._sink(draft.model_copy(update={"data": {**draft.data, "seq": seq}}))
+        await self._sink(draft.model_copy(update={"data": {**draft.data, "seq": seq, "stream": stream}}))
 
 
 class DockerSandbox:
@@ -215,13 +233,18 @@ class DockerSandbox:
         pipeline = OutputPipeline(self.masker, parser, sink)
         plan = plan_egress(request.policy.network, self.settings.model_base_url, request.session_id)
         container_id: str | None = None
+        detached = False
         try:
             async with egress(plan) as active:
                 container_id = await self.runtime.create(await self._spec(request, ws, active))
                 await self.runtime.start(container_id)
                 outcome = await self._supervise(request, container_id, pipeline, cancel)
+        except asyncio.CancelledError:
+            detached = container_id is not None  # server shutdown: the agent keeps running for re-attach
+            raise
         finally:
-            await asyncio.shield(self._teardown(container_id, ws))
+            if not detached:
+                await asyncio.shield(self._teardown(container_id, ws))
         return await self._result(request, outcome, parser)
 
     async def _teardown(self, container_id: str | None, ws: StagedWorkspace) -> None:
@@ -256,11 +279,16 @@ class DockerSandbox:
         parser = CodexEventParser(request.test_runners, self.masker.mask)
         pipeline = OutputPipeline(self.masker, parser, sink)
         plan = plan_egress(request.policy.network, self.settings.model_base_url, request.session_id)
+        detached = False
         try:
             async with egress(plan):
                 outcome = await self._supervise(request, container_id, pipeline, cancel)
+        except asyncio.CancelledError:
+            detached = True
+            raise
         finally:
-            await asyncio.shield(self._teardown(container_id, ws))
+            if not detached:
+                await asyncio.shield(self._teardown(container_id, ws))
         return await self._result(request, outcome, parser)
 
     # -- reviewing ---------------------------------------------------------------------------

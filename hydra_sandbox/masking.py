@@ -342,3 +342,40 @@ class MaskingStream:
         self._buffer = ""
         self._scan_from = 0
         return out
+
+
+class LineMasker:
+    """Masks text line by line, so each line can be emitted as soon as it is complete.
+
+    A private key block is the one secret that spans lines: from a line that opens one, lines are held
+    until the block closes (or :data:`MAX_KEY_BLOCK` characters have been held), then masked together.
+    """
+
+    _OPEN = re.compile(r"-----BEGIN[A-Z0-9 ]{0,40} PRIVATE KEY")
+    _CLOSE = re.compile(r"-----END[A-Z0-9 ]{0,40} PRIVATE KEY")
+
+    def __init__(self, masker: SecretMasker) -> None:
+        self._masker = masker
+        self._held: list[str] = []
+        self._held_size = 0
+
+    def feed_line(self, line: str) -> list[str]:
+        """Masked lines ready to emit (none while a key block is open)."""
+        if self._held:
+            self._held.append(line)
+            self._held_size += len(line)
+            if self._CLOSE.search(line) or self._held_size > MAX_KEY_BLOCK:
+                return self._release()
+            return []
+        if self._OPEN.search(line) and not self._CLOSE.search(line):
+            self._held, self._held_size = [line], len(line)
+            return []
+        return [self._masker.mask(line)]
+
+    def _release(self) -> list[str]:
+        block = self._masker.mask("\n".join(self._held))
+        self._held, self._held_size = [], 0
+        return block.split("\n")
+
+    def flush(self) -> list[str]:
+        return self._release() if self._held else []

@@ -9,6 +9,7 @@ no IP route out of the container, so a process that ignores the proxy variables 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -83,7 +84,8 @@ def plan_egress(network: NetworkPolicy, model_base_url: str | None, session_id: 
 
 @contextlib.asynccontextmanager
 async def egress(plan: EgressPlan) -> AsyncIterator[ActiveEgress]:
-    """Serve the plan's relay for the duration of a run; always removes the socket directory."""
+    """Serve the plan's relay for the duration of a run, then remove the socket directory (kept when the
+    server shuts down mid-run, for the agent it is mounted in)."""
     if plan.relay == "none" or plan.socket_dir is None:
         yield ActiveEgress(model_base_url=None if plan.model_url == DEFAULT_MODEL_URL else plan.model_url)
         return
@@ -92,6 +94,7 @@ async def egress(plan: EgressPlan) -> AsyncIterator[ActiveEgress]:
     socket_path = plan.socket_dir / SOCKET_NAME
     mounts = [Mount(type="bind", source=str(plan.socket_dir), target=SOCKET_DIR_IN_CONTAINER, read_only=True)]
     env = {"HYDRA_EGRESS_SOCKET": f"{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}", "HYDRA_EGRESS_PORT": str(EGRESS_PORT)}
+    detached = False
     try:
         if plan.relay == "forward":
             assert plan.forward_to is not None
@@ -119,5 +122,11 @@ async def egress(plan: EgressPlan) -> AsyncIterator[ActiveEgress]:
                     model_base_url=None if plan.model_url == DEFAULT_MODEL_URL else plan.model_url,
                     entrypoint=["hydra-agent-entry"],
                 )
+    except asyncio.CancelledError:
+        # Server shutdown: the agent keeps running with this directory bind-mounted, so it stays; the
+        # next server serves a new socket in the same directory, which the container then sees.
+        detached = True
+        raise
     finally:
-        shutil.rmtree(plan.socket_dir, ignore_errors=True)
+        if not detached:
+            shutil.rmtree(plan.socket_dir, ignore_errors=True)

@@ -42,11 +42,20 @@ def mask_draft(masker: SecretMasker, draft: EventDraft) -> EventDraft:
     )
 
 
+def _replay_key(data: dict[str, Any]) -> tuple[int, str] | None:
+    """Agent events carry their run and their place in one output stream; a re-attach replays the
+    stream from the start, and events at or before the last recorded place are dropped."""
+    run, seq = data.get("run"), data.get("seq")
+    if not isinstance(run, int) or not isinstance(seq, int):
+        return None
+    return run, str(data.get("stream", "stdout"))
+
+
 class _SessionTrack:
     def __init__(self, profile: Profile, session_id: str) -> None:
         self.checklist = Checklist.from_profile(profile)
         self.summary = SummaryBuilder(session_id)
-        self.last_seq: dict[int, int] = {}
+        self.last_seq: dict[tuple[int, str], int] = {}
 
 
 class Recorder:
@@ -66,28 +75,28 @@ class Recorder:
         for event in self.journal.events(ref.session_id):
             track.checklist.observe(event)
             track.summary.observe(event)
-            run, seq = event.data.get("run"), event.data.get("seq")
-            if isinstance(run, int) and isinstance(seq, int):
-                track.last_seq[run] = max(track.last_seq.get(run, -1), seq)
+            key = _replay_key(event.data)
+            if key is not None:
+                track.last_seq[key] = max(track.last_seq.get(key, -1), event.data["seq"])
         self._tracks[ref.session_id] = track
 
     def checklist(self, session_id: str) -> Checklist | None:
         track = self._tracks.get(session_id)
         return track.checklist if track else None
 
-    def last_seq(self, session_id: str, run: int) -> int:
+    def last_seq(self, session_id: str, run: int, stream: str = "stdout") -> int:
         track = self._tracks.get(session_id)
-        return track.last_seq.get(run, -1) if track else -1
+        return track.last_seq.get((run, stream), -1) if track else -1
 
     async def record(self, ref: SessionRef, draft: EventDraft) -> Event | None:
         """Record one event; returns ``None`` for an agent event already recorded (re-attach replay)."""
         async with self._locks[ref.session_id]:
             track = self._tracks.get(ref.session_id)
-            run, seq = draft.data.get("run"), draft.data.get("seq")
-            if track and isinstance(run, int) and isinstance(seq, int):
-                if seq <= track.last_seq.get(run, -1):
+            key = _replay_key(draft.data)
+            if track and key is not None:
+                if draft.data["seq"] <= track.last_seq.get(key, -1):
                     return None
-                track.last_seq[run] = seq
+                track.last_seq[key] = draft.data["seq"]
             event = await asyncio.to_thread(self.journal.append, ref, mask_draft(self.masker, draft))
             self.events_recorded += 1
             follow_ups: list[EventDraft] = []

@@ -1,7 +1,8 @@
 """Supervising one agent container: stream its output, enforce the wall-clock limit and the output
 limit, honour cancellation, and say how it ended (OOM and pid exhaustion named as such).
 
-Teardown is shielded: a cancelled caller still gets the container stopped.
+Stopping on request (``cancel``) or on timeout is shielded from cancellation of the caller. A cancelled
+caller (server shutdown) detaches instead: the container keeps running for the next server to re-attach.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ async def supervise(
         else:
             pump_task.result()
     except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(runtime.stop(container_id, grace_s))
+        # The server is shutting down (a terminate request comes through ``cancel`` instead): leave the
+        # agent running so the next server re-attaches to it; `hydra gc` removes real orphans.
         raise
     finally:
         cancel_task.cancel()
