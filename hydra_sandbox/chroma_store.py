@@ -1,209 +1,333 @@
-"""The ContextStore on Chroma: embedded (``PersistentClient``) by default, or a Chroma server
-(``HttpClient``) when ``HYDRA_CHROMA_URL`` is set. Hydra computes the embeddings itself
-(:mod:`hydra_sandbox.embeddings`), so Chroma never tries to download a model.
+"""ChromaStore: the ContextStore over Chroma, embedded (``PersistentClient``) or a server (``HttpClient``).
 
-Metadata values are scalars: tags are stored both as ``"|a|b|"`` and as one boolean key per tag
-(``tag:a``) so that filters can ask for a tag; times are epoch seconds for range filters.
+Embeddings are always computed here with :class:`~hydra_sandbox.embeddings.MiniLMEmbedding` and handed
+to Chroma explicitly (collections are created with ``embedding_function=None``), so Chroma's own
+downloading default is never used and a Chroma server needs no model.
+
+Metadata layout (Chroma only takes scalar values):
+
+- ``session_id``, ``type``, ``counter``, ``profile_id``, ``parent_session_id``, ``relationship``
+  as plain keys (absent when unset);
+- ``ts``: the event time as a float Unix timestamp, so ``since``/``until`` are numeric range filters
+  (``timestamp`` keeps the exact ISO 8601 value for display);
+- one boolean key per tag, ``tag:<name>: True``, so a tag filter is an exact ``$and`` of equality
+  clauses evaluated by Chroma (no post-filtering, limits stay correct);
+- ``tags``, ``related_files``, ``related_sessions``, ``data``: JSON strings used to rebuild hits.
+
+Only one process may open an embedded Chroma directory (a second opener can hang or corrupt it,
+chroma-core/chroma issue 7040); ChromaStore takes an exclusive lock file in the directory and fails
+with a clear message instead. Use a Chroma server (``HYDRA_CHROMA_URL``) to share an index.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
-from collections.abc import Sequence
-from typing import Any
-from urllib.parse import urlsplit
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
 
-from hydra_sandbox.embeddings import MiniLMEmbedder
-from hydra_sandbox.errors import StoreError
+import chromadb
+from chromadb.config import Settings as ChromaSettings
+
+from hydra_sandbox.embeddings import MiniLMEmbedding
+from hydra_sandbox.errors import HydraError, StoreError
 from hydra_sandbox.events import Event
 from hydra_sandbox.settings import HydraSettings
-from hydra_sandbox.store import SearchFilters, SearchHit
+from hydra_sandbox.store import SUMMARY_TYPE, SearchFilters, SearchHit, check_summary
 
-EVENTS = "hydra_events"
-SUMMARIES = "hydra_summaries"
-MAX_DOCUMENT = 32_000
-
-
-def _tag_key(tag: str) -> str:
-    return "tag:" + re.sub(r"[^A-Za-z0-9_.-]", "_", tag)[:60]
+EVENTS_COLLECTION = "hydra_events"
+SUMMARIES_COLLECTION = "hydra_summaries"
+LOCK_FILE = "hydra-chroma.lock"
+_PLAIN_KEYS = ("profile_id", "parent_session_id", "relationship")
 
 
-def event_metadata(event: Event) -> dict[str, str | int | float | bool]:
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def flatten_metadata(event: Event) -> dict[str, str | int | float | bool]:
+    """The scalar-only metadata Chroma stores for ``event`` (see the module docstring)."""
     meta: dict[str, str | int | float | bool] = {
         "session_id": event.session_id,
-        "counter": event.counter,
         "type": event.type,
-        "profile_id": event.profile_id or "",
-        "parent_session_id": event.parent_session_id or "",
-        "relationship": event.relationship or "",
-        "ts": event.timestamp.timestamp(),
-        "timestamp": event.timestamp.isoformat(),
-        "tags": "|" + "|".join(event.tags) + "|" if event.tags else "",
-        "related_files": "|".join(event.related_files)[:2000],
+        "counter": event.counter,
+        "ts": _aware(event.timestamp).timestamp(),
+        "timestamp": _aware(event.timestamp).isoformat(),
+        "tags": json.dumps(event.tags),
+        "related_files": json.dumps(event.related_files),
+        "related_sessions": json.dumps(event.related_sessions),
+        "data": json.dumps(event.data, default=str, sort_keys=True),
     }
+    for key in _PLAIN_KEYS:
+        value = getattr(event, key)
+        if value is not None:
+            meta[key] = value
     for tag in event.tags:
-        meta[_tag_key(tag)] = True
+        meta[f"tag:{tag}"] = True
     return meta
 
 
-def where_clause(filters: SearchFilters | None) -> dict[str, Any] | None:
+def unflatten_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """Chroma metadata back to the SearchHit metadata shape of :func:`hydra_sandbox.store.hit_metadata`."""
+    out: dict[str, Any] = {
+        "counter": int(meta["counter"]),
+        "timestamp": meta.get("timestamp") or datetime.fromtimestamp(float(meta["ts"]), UTC).isoformat(),
+        "tags": json.loads(meta.get("tags", "[]")),
+        "related_files": json.loads(meta.get("related_files", "[]")),
+        "related_sessions": json.loads(meta.get("related_sessions", "[]")),
+        "data": json.loads(meta.get("data", "{}")),
+    }
+    for key in _PLAIN_KEYS:
+        if meta.get(key) is not None:
+            out[key] = meta[key]
+    return out
+
+
+def build_where(filters: SearchFilters | None) -> dict[str, Any] | None:
+    """A Chroma ``where`` clause for ``filters`` (None when nothing is filtered)."""
     if filters is None:
         return None
-    conditions: list[dict[str, Any]] = []
-    for key in ("session_id", "profile_id", "parent_session_id"):
-        value = getattr(filters, key)
+    clauses: list[dict[str, Any]] = []
+    for key, value in (
+        ("session_id", filters.session_id),
+        ("profile_id", filters.profile_id),
+        ("type", filters.event_type),
+        ("parent_session_id", filters.parent_session_id),
+    ):
         if value is not None:
-            conditions.append({key: value})
-    if filters.event_type is not None:
-        conditions.append({"type": filters.event_type})
-    conditions += [{_tag_key(tag): True} for tag in filters.tags]
+            clauses.append({key: value})
+    clauses.extend({f"tag:{tag}": True} for tag in filters.tags)
     if filters.since is not None:
-        conditions.append({"ts": {"$gte": filters.since.timestamp()}})
+        clauses.append({"ts": {"$gte": _aware(filters.since).timestamp()}})
     if filters.until is not None:
-        conditions.append({"ts": {"$lte": filters.until.timestamp()}})
-    if not conditions:
+        clauses.append({"ts": {"$lte": _aware(filters.until).timestamp()}})
+    if not clauses:
         return None
-    return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
 class ChromaStore:
-    def __init__(self, client: Any, embedder: MiniLMEmbedder) -> None:
-        self.client = client
-        self.embedder = embedder
-        try:
-            self.events = client.get_or_create_collection(
-                EVENTS, metadata={"hnsw:space": "cosine"}, embedding_function=None
-            )
-            self.summaries = client.get_or_create_collection(
-                SUMMARIES, metadata={"hnsw:space": "cosine"}, embedding_function=None
-            )
-        except Exception as exc:
-            raise StoreError(
-                f"cannot open the Chroma collections: {exc}",
-                hint="check HYDRA_CHROMA_URL or the embedded store's directory",
-            ) from None
+    """ContextStore over Chroma; build with :meth:`from_settings`, :meth:`embedded` or :meth:`http`."""
+
+    def __init__(
+        self,
+        client: Any,
+        embedding: MiniLMEmbedding,
+        *,
+        target: str,
+        lock: IO[str] | None = None,
+    ) -> None:
+        self._client = client
+        self._embedding = embedding
+        self._target = target
+        self._lock_file = lock
+        self._events: Any = None
+        self._summaries: Any = None
+
+    # -- construction ---------------------------------------------------------------------------
 
     @classmethod
     def from_settings(cls, settings: HydraSettings) -> ChromaStore:
-        import chromadb
-        from chromadb.config import Settings as ChromaSettings
+        embedding = MiniLMEmbedding(settings.embedding_model_dir)
+        if settings.chroma_url:
+            return cls.http(settings.chroma_url, embedding)
+        return cls.embedded(settings.effective_chroma_path, embedding)
 
-        chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    @classmethod
+    def embedded(cls, path: Path, embedding: MiniLMEmbedding) -> ChromaStore:
+        path = Path(path)
         try:
-            if settings.chroma_url:
-                parts = urlsplit(settings.chroma_url)
-                client = chromadb.HttpClient(
-                    host=parts.hostname or "127.0.0.1",
-                    port=parts.port or 8000,
-                    ssl=parts.scheme == "https",
-                    settings=chroma_settings,
-                )
-            else:
-                path = settings.effective_chroma_path
-                path.mkdir(parents=True, exist_ok=True)
-                client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
-        except Exception as exc:
-            where = settings.chroma_url or settings.effective_chroma_path
+            path.mkdir(parents=True, exist_ok=True)
+            lock = (path / LOCK_FILE).open("a+")
+        except OSError as exc:
             raise StoreError(
-                f"cannot open Chroma at {where}: {exc}",
-                hint="start the Chroma server, or unset HYDRA_CHROMA_URL for the embedded store",
+                f"Chroma directory {path} cannot be created or opened ({exc})",
+                hint="check permissions, or set HYDRA_CHROMA_PATH to a writable directory",
+            ) from exc
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise StoreError(
+                f"Chroma directory {path} is already open in {holder}",
+                hint="only one process may open an embedded Chroma index; go through the running Hydra "
+                "server, read the journal, or run a Chroma server and set HYDRA_CHROMA_URL",
             ) from None
-        return cls(client, MiniLMEmbedder(settings.embedding_model_dir))
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()}\n")
+        lock.flush()
+        try:
+            client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+        except Exception as exc:
+            lock.close()
+            raise StoreError(
+                f"Chroma directory {path} could not be opened ({type(exc).__name__}: {exc})",
+                hint="if it is corrupt, move it aside and run `hydra reindex` to rebuild it from the journal",
+            ) from exc
+        return cls(client, embedding, target=f"embedded Chroma at {path}", lock=lock)
 
-    def _upsert(self, collection: Any, events: Sequence[Event]) -> None:
-        if not events:
-            return
-        unique = {e.id: e for e in events}
-        batch = list(unique.values())
-        vectors = self.embedder.embed([e.text for e in batch])
-        collection.upsert(
-            ids=[e.id for e in batch],
-            embeddings=vectors.tolist(),
-            documents=[e.text[:MAX_DOCUMENT] for e in batch],
-            metadatas=[event_metadata(e) for e in batch],
-        )
+    @classmethod
+    def http(cls, url: str, embedding: MiniLMEmbedding) -> ChromaStore:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise StoreError(f"Chroma URL {url!r} is invalid", hint="use http://host:port, e.g. http://127.0.0.1:8000")
+        port = parsed.port or (443 if parsed.scheme == "https" else 8000)
+        try:
+            client = chromadb.HttpClient(
+                host=parsed.hostname,
+                port=port,
+                ssl=parsed.scheme == "https",
+                settings=ChromaSettings(anonymized_telemetry=False),
+            )
+        except Exception as exc:
+            raise StoreError(
+                f"Chroma server {url} is not reachable ({type(exc).__name__}: {exc})",
+                hint="start it (`chroma run --path DIR --port PORT`) or fix HYDRA_CHROMA_URL",
+            ) from exc
+        return cls(client, embedding, target=f"Chroma server {url}")
+
+    def close(self) -> None:
+        """Release the embedded directory lock (the client itself has no close)."""
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _calling(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except HydraError:
+            raise
+        except Exception as exc:  # chromadb and httpx raise many unrelated types; all mean "index failed"
+            raise StoreError(
+                f"{self._target}: failed to {action} ({type(exc).__name__}: {exc})",
+                hint="the journal still holds every event; once the index is back Hydra catches up, "
+                "or run `hydra reindex`",
+            ) from exc
+
+    def _collections(self) -> tuple[Any, Any]:
+        if self._events is None or self._summaries is None:
+            with self._calling("open collections"):
+                config: Any = {"hnsw": {"space": "cosine"}}
+                self._events = self._client.get_or_create_collection(
+                    EVENTS_COLLECTION, configuration=config, embedding_function=None
+                )
+                self._summaries = self._client.get_or_create_collection(
+                    SUMMARIES_COLLECTION, configuration=config, embedding_function=None
+                )
+        return self._events, self._summaries
+
+    def _max_batch(self) -> int:
+        try:
+            return max(1, int(self._client.get_max_batch_size()))
+        except Exception:  # older servers lack the endpoint: a conservative batch works everywhere
+            return 1000
+
+    @staticmethod
+    def _hits(ids: list[str], docs: list[str | None], metas: list[Any], dists: list[float]) -> list[SearchHit]:
+        return [
+            SearchHit(
+                id=i,
+                session_id=str(m["session_id"]),
+                type=str(m["type"]),
+                text=d or "",
+                distance=float(dist),
+                metadata=unflatten_metadata(dict(m)),
+            )
+            for i, d, m, dist in zip(ids, docs, metas, dists, strict=True)
+        ]
+
+    # -- ContextStore ---------------------------------------------------------------------------
 
     def record_events(self, events: Sequence[Event]) -> None:
-        self._upsert(self.events, [e for e in events if e.type != "summary"])
-        self._upsert(self.summaries, [e for e in events if e.type == "summary"])
+        if not events:
+            return
+        latest: dict[str, Event] = {e.id: e for e in events}  # Chroma rejects duplicate ids in one call
+        events_col, summaries_col = self._collections()
+        vectors = self._embedding.embed_excerpts([e.text for e in latest.values()])
+        groups: dict[int, list[int]] = {0: [], 1: []}
+        items = list(latest.values())
+        for index, event in enumerate(items):
+            groups[1 if event.type == SUMMARY_TYPE else 0].append(index)
+        step = self._max_batch()
+        with self._calling(f"upsert {len(items)} events"):
+            for which, indexes in groups.items():
+                if not indexes:
+                    continue
+                target, other = (summaries_col, events_col) if which else (events_col, summaries_col)
+                # an id lives in exactly one collection, even if its type changed
+                other.delete(ids=[items[i].id for i in indexes])
+                for start in range(0, len(indexes), step):
+                    part = indexes[start : start + step]
+                    target.upsert(
+                        ids=[items[i].id for i in part],
+                        documents=[items[i].text for i in part],
+                        metadatas=[flatten_metadata(items[i]) for i in part],
+                        embeddings=vectors[part],
+                    )
 
     def record_event(self, event: Event) -> None:
         self.record_events([event])
 
     def finalize_session(self, session_id: str, summary: Event) -> None:
-        self._upsert(self.summaries, [summary])
-
-    @staticmethod
-    def _hits(result: dict[str, Any]) -> list[SearchHit]:
-        hits = []
-        ids = result.get("ids") or [[]]
-        for i, event_id in enumerate(ids[0]):
-            meta = result["metadatas"][0][i] or {}
-            distance = result["distances"][0][i] if result.get("distances") else 0.0
-            hits.append(
-                SearchHit(
-                    id=event_id,
-                    session_id=str(meta.get("session_id", "")),
-                    type=str(meta.get("type", "")),
-                    text=result["documents"][0][i] or "",
-                    distance=float(distance),
-                    metadata=dict(meta),
-                )
-            )
-        return hits
+        check_summary(session_id, summary)
+        self.record_events([summary])
 
     def query_by_session(self, session_id: str, limit: int = 1000) -> list[SearchHit]:
         hits: list[SearchHit] = []
-        for collection in (self.events, self.summaries):
-            got = collection.get(where={"session_id": session_id}, limit=limit, include=["documents", "metadatas"])
-            for event_id, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=False):
-                hits.append(
-                    SearchHit(
-                        id=event_id,
-                        session_id=session_id,
-                        type=str(meta.get("type", "")),
-                        text=doc or "",
-                        distance=0.0,
-                        metadata=dict(meta),
-                    )
-                )
-        hits.sort(key=lambda h: int(h.metadata.get("counter", 0)))
+        with self._calling(f"read events of session {session_id}"):
+            for collection in self._collections():
+                got = collection.get(where={"session_id": session_id}, include=["documents", "metadatas"])
+                hits.extend(self._hits(got["ids"], got["documents"], got["metadatas"], [0.0] * len(got["ids"])))
+        hits.sort(key=lambda h: int(h.metadata["counter"]))
         return hits[:limit]
 
     def semantic_search(self, query: str, filters: SearchFilters | None = None, limit: int = 10) -> list[SearchHit]:
-        vector = self.embedder.embed([query])[0].tolist()
-        where = where_clause(filters)
+        if limit <= 0:
+            return []
+        vector = self._embedding.embed([query])
+        where = build_where(filters)
         hits: list[SearchHit] = []
-        for collection in (self.events, self.summaries):
-            if (
-                filters is not None
-                and filters.event_type is not None
-                and ((collection is self.summaries) != (filters.event_type == "summary"))
-            ):
-                continue
-            result = collection.query(
-                query_embeddings=[vector], n_results=limit, where=where, include=["documents", "metadatas", "distances"]
-            )
-            hits += self._hits(result)
-        hits.sort(key=lambda h: h.distance)
+        with self._calling("search"):
+            for collection in self._collections():
+                got = collection.query(
+                    query_embeddings=vector,
+                    n_results=limit,
+                    where=where,
+                    include=["documents", "metadatas", "distances"],
+                )
+                hits.extend(self._hits(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0]))
+        hits.sort(key=lambda h: (h.distance, h.id))
         return hits[:limit]
 
     def delete(self, ids: Sequence[str]) -> None:
-        if ids:
-            self.events.delete(ids=list(ids))
-            self.summaries.delete(ids=list(ids))
+        if not ids:
+            return
+        step = self._max_batch()
+        with self._calling(f"delete {len(ids)} events"):
+            for collection in self._collections():
+                for start in range(0, len(ids), step):
+                    collection.delete(ids=list(ids[start : start + step]))
 
     def count(self) -> int:
-        return int(self.events.count()) + int(self.summaries.count())
+        with self._calling("count"):
+            return sum(int(c.count()) for c in self._collections())
 
     def reset(self) -> None:
-        for name in (EVENTS, SUMMARIES):
-            with contextlib.suppress(Exception):
-                self.client.delete_collection(name)
-        self.events = self.client.get_or_create_collection(
-            EVENTS, metadata={"hnsw:space": "cosine"}, embedding_function=None
-        )
-        self.summaries = self.client.get_or_create_collection(
-            SUMMARIES, metadata={"hnsw:space": "cosine"}, embedding_function=None
-        )
+        with self._calling("reset the index"):
+            existing = {getattr(c, "name", c) for c in self._client.list_collections()}
+            for name in (EVENTS_COLLECTION, SUMMARIES_COLLECTION):
+                if name in existing:
+                    self._client.delete_collection(name)
+            self._events = self._summaries = None
+        self._collections()

@@ -248,9 +248,11 @@ class DockerRuntime:
         def reader() -> None:
             try:
                 api = self.client.api
-                response = api._get(api._url("/containers/{0}/logs", container_id),
-                                    params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
-                                    stream=True)
+                response = api._get(
+                    api._url("/containers/{0}/logs", container_id),
+                    params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
+                    stream=True,
+                )
                 api._raise_for_status(response)
                 api._disable_socket_timeout(api._get_raw_response_socket(response))
                 while True:

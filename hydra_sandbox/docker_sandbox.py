@@ -68,8 +68,10 @@ class OutputPipeline:
     """
 
     def __init__(self, masker: SecretMasker, parser: CodexEventParser, sink: EventSink) -> None:
-        self._decoders = {"stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
-                          "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace")}
+        self._decoders = {
+            "stdout": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+            "stderr": codecs.getincrementaldecoder("utf-8")(errors="replace"),
+        }
         self._partial = {"stdout": "", "stderr": ""}
         self._seq = {"stdout": 0, "stderr": STDERR_SEQ_BASE}
         self._stderr = LineMasker(masker)
@@ -107,8 +109,9 @@ class OutputPipeline:
                     await self._emit_stderr(masked)
 
     async def _emit_stderr(self, line: str) -> None:
-        await self._emit("stderr", EventDraft(type="message", text=line[:4000], tags=["stderr"],
-                                              data={"stream": "stderr"}))
+        await self._emit(
+            "stderr", EventDraft(type="message", text=line[:4000], tags=["stderr"], data={"stream": "stderr"})
+        )
 
     async def _emit(self, stream: LogStream, draft: EventDraft) -> None:
         seq = self._seq[stream]

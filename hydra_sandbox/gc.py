@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from hydra_sandbox.runtime import LABEL_SESSION, ContainerRuntime
+from hydra_sandbox.runtime import LABEL_HOME, LABEL_SESSION, ContainerRuntime
 
 
 class GcReport(BaseModel):
@@ -19,21 +19,26 @@ class GcReport(BaseModel):
         return len(self.containers) + len(self.volumes) + len(self.networks)
 
 
-async def collect_garbage(runtime: ContainerRuntime, keep_sessions: set[str], *, dry_run: bool = False) -> GcReport:
+async def collect_garbage(
+    runtime: ContainerRuntime, keep_sessions: set[str], *, home: str, dry_run: bool = False
+) -> GcReport:
+    """Remove what belongs to this Hydra (``home``: :func:`~hydra_sandbox.runtime.home_label` of its data
+    home) and to no session in ``keep_sessions``. Other instances' objects are never touched."""
     report = GcReport(dry_run=dry_run)
-    for container in await runtime.list_containers({}):
+    mine = {LABEL_HOME: home}
+    for container in await runtime.list_containers(mine):
         session = container.labels.get(LABEL_SESSION)
         if session is not None and session not in keep_sessions:
             report.containers.append(container.name)
             if not dry_run:
                 await runtime.remove(container.id)
-    for volume in await runtime.list_volumes({}):
+    for volume in await runtime.list_volumes(mine):
         session = volume.labels.get(LABEL_SESSION)
         if session is not None and session not in keep_sessions:
             report.volumes.append(volume.name)
             if not dry_run:
                 await runtime.remove_volume(volume.name)
-    for network in await runtime.list_networks({}):
+    for network in await runtime.list_networks(mine):
         session = network.labels.get(LABEL_SESSION)
         if session is not None and session not in keep_sessions:
             report.networks.append(network.name)

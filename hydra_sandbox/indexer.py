@@ -1,9 +1,10 @@
-"""Fills the search index from the journal, in batches, in a background thread.
+"""The indexer: copies journal events into the ContextStore, in the background, losing nothing.
 
-The journal is the source of truth; the indexer keeps a cursor (the journal position of the last
-event it indexed, saved in the journal's meta table) and upserts by event id, so a crash, a restart
-or an outage of Chroma loses nothing and indexes nothing twice: when the store is back, the indexer
-catches up from its cursor.
+It follows the journal's global sequence (:meth:`Journal.read_after`) from a cursor kept in the
+journal's ``meta`` table. For each batch it upserts the events into the store by id and only then
+advances the cursor. If the store fails (Chroma down, disk full), it retries the same batch with
+exponential backoff (tenacity) until it succeeds or the indexer is stopped; the journal is untouched, so
+nothing is lost, and because writes are upserts by id a batch written twice is still indexed once.
 """
 
 from __future__ import annotations
@@ -13,115 +14,183 @@ import threading
 import time
 from collections.abc import Callable
 
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
+
+from hydra_sandbox.errors import StoreError
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.store import ContextStore
 
 log = logging.getLogger(__name__)
+
 CURSOR_KEY = "indexer.cursor"
+ProgressCallback = Callable[[int, int], None]
 
 
 class Indexer:
+    """Background journal → index copier. Thread-safe; :meth:`notify` after appends for low latency."""
+
     def __init__(
         self,
         journal: Journal,
         store: ContextStore,
-        *,
         batch_size: int = 256,
-        interval_s: float = 0.1,
+        *,
+        poll_interval_s: float = 0.5,
         max_backoff_s: float = 5.0,
     ) -> None:
         self.journal = journal
         self.store = store
         self.batch_size = batch_size
-        self.interval_s = interval_s
+        self.poll_interval_s = poll_interval_s
         self.max_backoff_s = max_backoff_s
-        self._cursor = int(journal.get_meta(CURSOR_KEY, "0") or 0)
-        self._stop = threading.Event()
+        self._work = threading.Lock()  # one batch at a time, whoever runs it
         self._wake = threading.Event()
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.last_error: str | None = None
-        self.indexed = 0
+        self.failures = 0
+        self.last_error: BaseException | None = None
 
-    @property
+    # -- cursor ---------------------------------------------------------------------------------
+
     def cursor(self) -> int:
-        return self._cursor
+        value = self.journal.get_meta(CURSOR_KEY)
+        return int(value) if value else 0
 
     def lag(self) -> int:
-        """Events in the journal that are not yet searchable."""
-        return max(self.journal.max_seq() - self._cursor, 0)
+        """Journal events not yet in the index."""
+        return self.journal.count_after(self.cursor())
 
-    def step(self) -> int:
-        """Index one batch; returns how many events it indexed (0 when caught up). Raises on a store error."""
-        with self._lock:
-            rows = self.journal.read_after(self._cursor, self.batch_size)
-            if not rows:
-                return 0
-            events = [event for _seq, event in rows]
-            self.store.record_events(events)
-            self._cursor = rows[-1][0]
-            self.journal.set_meta(CURSOR_KEY, str(self._cursor))
-            self.indexed += len(events)
-            return len(events)
+    # -- one batch ------------------------------------------------------------------------------
+
+    def _note_failure(self, state: RetryCallState) -> None:
+        self.failures += 1
+        self.last_error = state.outcome.exception() if state.outcome else None
+        log.warning("indexing failed (attempt %d), retrying: %s", state.attempt_number, self.last_error)
+
+    def _index_batch(self, deadline: float | None) -> int:
+        """Index the next batch; returns how many events it held (0: caught up)."""
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._work.acquire(timeout=wait):
+            raise TimeoutError("another thread held the indexer past the deadline")
+        try:
+            return self._index_batch_locked(deadline)
+        finally:
+            self._work.release()
+
+    def _index_batch_locked(self, deadline: float | None) -> int:
+        cursor = self.cursor()
+        batch = self.journal.read_after(cursor, self.batch_size)
+        if not batch:
+            return 0
+        events = [event for _, event in batch]
+
+        def stopped(state: RetryCallState) -> bool:
+            if deadline is None:  # the background thread: retry until stop()
+                return self._stopping.is_set()
+            return time.monotonic() >= deadline
+
+        def sleep(seconds: float) -> None:
+            if deadline is None:
+                self._stopping.wait(seconds)  # stop() ends the backoff at once
+            else:
+                time.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(multiplier=0.05, max=self.max_backoff_s),
+            stop=stopped,
+            sleep=sleep,
+            before_sleep=self._note_failure,
+            reraise=True,
+        )
+        retrying(self.store.record_events, events)
+        self.journal.set_meta(CURSOR_KEY, str(batch[-1][0]))
+        return len(events)
+
+    # -- foreground -----------------------------------------------------------------------------
 
     def catch_up(self, timeout_s: float = 30.0) -> int:
-        """Index until caught up (or ``timeout_s``); store errors propagate."""
-        deadline = time.monotonic() + timeout_s
-        total = 0
-        while time.monotonic() < deadline:
-            n = self.step()
-            total += n
-            if n == 0:
-                break
-        return total
+        """Index everything journaled so far, in the caller's thread; returns how many it indexed.
 
-    def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Rebuild the index from the journal: reset the store, then index everything."""
-        with self._lock:
-            self.store.reset()
-            self._cursor = 0
-            self.journal.set_meta(CURSOR_KEY, "0")
-        total = self.journal.max_seq()
+        Raises StoreError if the store is still failing, or events remain, when ``timeout_s`` passes.
+        """
+        deadline = time.monotonic() + timeout_s
         done = 0
         while True:
-            n = self.step()
+            try:
+                n = self._index_batch(deadline)
+            except Exception as exc:
+                raise StoreError(
+                    f"index did not catch up with journal {self.journal.path} within {timeout_s} s "
+                    f"({type(exc).__name__}: {exc})",
+                    hint="the events are safe in the journal; fix the index (is Chroma running?) and retry",
+                ) from exc
+            done += n
             if n == 0:
                 return done
-            done += n
-            if progress:
-                progress(done, total)
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"index still {self.lag()} events behind journal {self.journal.path} after {timeout_s} s",
+                    hint="retry with a longer timeout; indexing continues in the background",
+                )
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="hydra-indexer", daemon=True)
-        self._thread.start()
+    def reindex(self, progress: ProgressCallback | None = None) -> int:
+        """Empty the store and rebuild it from the whole journal; returns the events indexed."""
+        with self._work:
+            total = self.journal.count()
+            self.store.reset()
+            self.journal.set_meta(CURSOR_KEY, "0")
+            done, seq = 0, 0
+            if progress:
+                progress(0, total)
+            while True:
+                batch = self.journal.read_after(seq, self.batch_size)
+                if not batch:
+                    break
+                self.store.record_events([event for _, event in batch])
+                seq = batch[-1][0]
+                self.journal.set_meta(CURSOR_KEY, str(seq))
+                done += len(batch)
+                if progress:
+                    progress(done, max(total, done))
+            return done
+
+    # -- background -----------------------------------------------------------------------------
 
     def notify(self) -> None:
+        """Wake the background thread (call after journal appends)."""
         self._wake.set()
 
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="hydra-indexer", daemon=True)
+        self._thread.start()
+
     def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
+        """Stop the background thread; a batch being retried is left for the next start."""
+        self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
 
-    def _loop(self) -> None:
-        backoff = self.interval_s
-        while not self._stop.is_set():
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
             try:
-                n = self.step()
-                self.last_error = None
-                backoff = self.interval_s
-            except Exception as exc:  # the store is down: keep the cursor, retry with backoff
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("search index unavailable, will retry in %.1fs: %s", backoff, self.last_error)
-                self._wake.wait(backoff)
-                self._wake.clear()
-                backoff = min(backoff * 2, self.max_backoff_s)
+                n = self._index_batch(None)
+            except Exception as exc:  # only when stopping mid-retry, or the journal itself failed
+                if self._stopping.is_set():
+                    return
+                self.last_error = exc
+                log.error("indexer: %s", exc)
+                self._stopping.wait(self.max_backoff_s)
                 continue
             if n == 0:
-                self._wake.wait(self.interval_s)
-                self._wake.clear()
+                self._wake.wait(self.poll_interval_s)

@@ -1,19 +1,25 @@
-"""The journal: a durable, append-only SQLite log of every event (WAL, ``synchronous=FULL``).
+"""The journal: Hydra's durable, append-only event log and session table (the source of truth).
 
-It is the source of truth: an event is acknowledged only after its transaction has committed. The
-search index is derived from it and can always be rebuilt (``hydra reindex``). Counters are per
-session, from 0, with no gaps, also under concurrent appends from several threads. Session records
-live in the same file so that one backup holds everything.
+One SQLite file in WAL mode with ``synchronous=FULL``: an event is acknowledged only after its
+transaction has committed to disk. The search index is rebuilt from here at any time
+(:mod:`hydra_sandbox.indexer`), so nothing is lost if the index is.
+
+Thread safety: one connection guarded by one lock; counters are assigned inside an ``IMMEDIATE``
+transaction, so they stay gapless even with several processes writing (SQLite serialises writers).
+
+Every event row has a global sequence number (``seq``, an ``AUTOINCREMENT`` rowid that is never reused,
+not even after :meth:`Journal.delete_before`); the indexer follows it with :meth:`Journal.read_after`
+and keeps its cursor in the small ``meta`` table.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,181 +33,289 @@ CREATE TABLE IF NOT EXISTS events (
     session_id TEXT NOT NULL,
     counter INTEGER NOT NULL,
     type TEXT NOT NULL,
-    ts TEXT NOT NULL,
+    ts REAL NOT NULL,
     body TEXT NOT NULL,
     UNIQUE (session_id, counter)
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
     profile_id TEXT NOT NULL,
     parent_session_id TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
     data TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at);
 CREATE INDEX IF NOT EXISTS sessions_parent ON sessions (parent_session_id);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+_SESSION_COLUMNS = ("session_id", "status", "profile_id", "parent_session_id", "created_at", "updated_at")
 
-def _now() -> str:
-    from hydra_sandbox.events import utcnow
 
-    return utcnow().isoformat()
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _epoch(ts: datetime) -> float:
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.timestamp()
+
+
+class _Pending:
+    """Drafts waiting for a group commit, and what became of them."""
+
+    __slots__ = ("done", "drafts", "error", "events", "ref")
+
+    def __init__(self, ref: SessionRef, drafts: list[EventDraft]) -> None:
+        self.ref = ref
+        self.drafts = drafts
+        self.events: list[Event] | None = None
+        self.error: BaseException | None = None
+        self.done = False
 
 
 class Journal:
-    """Thread-safe; every method is blocking (call it from a worker thread in async code)."""
+    """SQLite-backed event journal and session table. Safe to share between threads."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise self._error("open", exc) from None
+    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
         self._lock = threading.RLock()
-        self._next: dict[str, int] = {}
+        self._pending_lock = threading.Lock()
+        self._pending: list[_Pending] = []
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise self._translate(exc, "open") from exc
+        with self._guard("open"):
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"journal {self.path}: could not switch to WAL mode (got {mode!r})",
+                    hint="put the data directory (HYDRA_DATA_HOME) on a local file system",
+                )
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(_SCHEMA)
 
-    def _error(self, action: str, exc: Exception) -> StoreError:
-        text = str(exc)
-        if "full" in text.lower():
-            hint = f"free disk space on the volume holding {self.path.parent} and retry; nothing was lost"
-        elif "malformed" in text.lower() or "not a database" in text.lower():
-            hint = f"restore {self.path} from a backup or `hydra import` an export"
-        else:
-            hint = f"check that {self.path} is writable"
-        return StoreError(f"journal {self.path}: cannot {action}: {text}", hint=hint)
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _translate(self, exc: BaseException, action: str) -> StoreError:
+        text = str(exc).lower()
+        if "full" in text or getattr(exc, "errno", None) == 28:
+            return StoreError(
+                f"journal {self.path}: disk full while trying to {action} ({exc})",
+                hint="free space on that file system or move HYDRA_DATA_HOME, then retry; "
+                "`hydra prune` removes old events",
+            )
+        if "not a database" in text or "malformed" in text or "corrupt" in text:
+            return StoreError(
+                f"journal {self.path}: the database file is corrupt ({exc})",
+                hint="stop Hydra, move the file aside, and restore from a `hydra export` JSONL file "
+                "with `hydra import`",
+            )
+        if "locked" in text or "busy" in text:
+            return StoreError(
+                f"journal {self.path}: the database stayed locked while trying to {action} ({exc})",
+                hint="another process holds a long write transaction on it; stop it or retry",
+            )
+        return StoreError(
+            f"journal {self.path}: failed to {action} ({exc})",
+            hint="check that the file and its directory are readable and writable",
+        )
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except StoreError:
+                raise
+            except (sqlite3.Error, OSError) as exc:
+                raise self._translate(exc, action) from exc
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any error."""
+        with self._guard(action) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._conn.close()
 
-    # -- events ------------------------------------------------------------------------------
+    def __enter__(self) -> Journal:
+        return self
 
-    def _next_counter(self, session_id: str) -> int:
-        if session_id not in self._next:
-            row = self._db.execute("SELECT MAX(counter) FROM events WHERE session_id = ?", (session_id,)).fetchone()
-            self._next[session_id] = 0 if row[0] is None else row[0] + 1
-        return self._next[session_id]
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- events -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, event: Event, *, ignore: bool = False) -> bool:
+        verb = "INSERT OR IGNORE" if ignore else "INSERT"
+        cur = conn.execute(
+            f"{verb} INTO events (id, session_id, counter, type, ts, body) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                event.id,
+                event.session_id,
+                event.counter,
+                event.type,
+                _epoch(event.timestamp),
+                event.model_dump_json(),
+            ),
+        )
+        return cur.rowcount == 1
+
+    @staticmethod
+    def _next_counter(conn: sqlite3.Connection, session_id: str) -> int:
+        row = conn.execute("SELECT MAX(counter) FROM events WHERE session_id = ?", (session_id,)).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
 
     def append(self, ref: SessionRef, draft: EventDraft) -> Event:
+        """Give ``draft`` its session's next counter and commit it. Returns the recorded event."""
         return self.append_many(ref, [draft])[0]
 
     def append_many(self, ref: SessionRef, drafts: Sequence[EventDraft]) -> list[Event]:
-        """Append events in one transaction; returned only after it has committed."""
-        with self._lock:
-            start = self._next_counter(ref.session_id)
-            events = [Event.from_draft(d, ref, start + i) for i, d in enumerate(drafts)]
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT INTO events (id, session_id, counter, type, ts, body) VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (e.id, e.session_id, e.counter, e.type, e.timestamp.isoformat(), e.model_dump_json())
-                        for e in events
-                    ],
-                )
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                self._next.pop(ref.session_id, None)
-                raise self._error("append", exc) from None
-            self._next[ref.session_id] = start + len(events)
-            return events
+        """Append several drafts of one session in one transaction (consecutive counters).
 
-    def _rollback(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("ROLLBACK")
+        Group commit: appends that arrive from other threads while a commit is running wait for it,
+        then the next thread to get the connection commits all of them in one transaction (one fsync).
+        Each call still returns only after its own events are durable.
+        """
+        if not drafts:
+            return []
+        mine = _Pending(ref, list(drafts))
+        with self._pending_lock:
+            self._pending.append(mine)
+        with self._lock:
+            if not mine.done:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._commit_pending(batch)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.events is not None
+        return mine.events
+
+    def _commit_pending(self, batch: list[_Pending]) -> None:
+        sessions = ", ".join(sorted({p.ref.session_id for p in batch}))
+        try:
+            with self._write(f"append events of session {sessions}") as conn:
+                next_counter: dict[str, int] = {}
+                for pending in batch:
+                    sid = pending.ref.session_id
+                    start = next_counter.get(sid)
+                    if start is None:
+                        start = self._next_counter(conn, sid)
+                    events = [Event.from_draft(d, pending.ref, start + i) for i, d in enumerate(pending.drafts)]
+                    next_counter[sid] = start + len(events)
+                    for event in events:
+                        self._insert(conn, event)
+                    pending.events = events
+        except BaseException as exc:
+            for pending in batch:
+                pending.events, pending.error, pending.done = None, exc, True
+            raise
+        finally:
+            for pending in batch:
+                pending.done = True
 
     def record(self, event: Event) -> bool:
-        """Store an event as it is (import); ``False`` when its id is already there."""
-        with self._lock:
-            try:
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO events (id, session_id, counter, type, ts, body) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        event.id,
-                        event.session_id,
-                        event.counter,
-                        event.type,
-                        event.timestamp.isoformat(),
-                        event.model_dump_json(),
-                    ),
-                )
-            except sqlite3.Error as exc:
-                raise self._error("record", exc) from None
-            self._next.pop(event.session_id, None)
-            return cursor.rowcount == 1
+        """Insert an already numbered event (import); False when its id is already recorded."""
+        with self._write(f"record event {event.id}") as conn:
+            return self._insert(conn, event, ignore=True)
 
     def events(self, session_id: str, since: int = 0, limit: int | None = None) -> list[Event]:
-        with self._lock:
-            rows = self._db.execute(
+        """Events of one session with ``counter >= since``, in counter order."""
+        with self._guard(f"read events of session {session_id}") as conn:
+            rows = conn.execute(
                 "SELECT body FROM events WHERE session_id = ? AND counter >= ? ORDER BY counter LIMIT ?",
                 (session_id, since, -1 if limit is None else limit),
             ).fetchall()
         return [Event.model_validate_json(r[0]) for r in rows]
 
+    def get(self, event_id: str) -> Event | None:
+        with self._guard(f"read event {event_id}") as conn:
+            row = conn.execute("SELECT body FROM events WHERE id = ?", (event_id,)).fetchone()
+        return Event.model_validate_json(row[0]) if row else None
+
     def last_counter(self, session_id: str) -> int | None:
-        with self._lock:
-            row = self._db.execute("SELECT MAX(counter) FROM events WHERE session_id = ?", (session_id,)).fetchone()
-        return row[0]
+        with self._guard(f"read last counter of session {session_id}") as conn:
+            row = conn.execute("SELECT MAX(counter) FROM events WHERE session_id = ?", (session_id,)).fetchone()
+        return None if row[0] is None else int(row[0])
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-    def max_seq(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+        with self._guard("count events") as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
     def read_after(self, seq: int, limit: int) -> list[tuple[int, Event]]:
-        """Events in journal order after global position ``seq`` (for the indexer)."""
-        with self._lock:
-            rows = self._db.execute(
+        """Events with a global sequence number above ``seq``, oldest first (the indexer's cursor)."""
+        with self._guard("read events for indexing") as conn:
+            rows = conn.execute(
                 "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
             ).fetchall()
-        return [(r[0], Event.model_validate_json(r[1])) for r in rows]
+        return [(int(s), Event.model_validate_json(b)) for s, b in rows]
 
-    def search_text(self, needle: str, limit: int = 20) -> list[Event]:
-        """Plain substring search (for the CLI when the semantic index is not available)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT body FROM events WHERE body LIKE ? ESCAPE '\\' ORDER BY seq DESC LIMIT ?",
-                ("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%", limit),
-            ).fetchall()
-        return [Event.model_validate_json(r[0]) for r in rows]
+    def count_after(self, seq: int) -> int:
+        with self._guard("count events for indexing") as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (seq,)).fetchone()[0])
 
-    def delete_before(self, cutoff: datetime) -> list[str]:
-        """Delete events older than ``cutoff`` (prune); returns their ids."""
-        with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT id FROM events WHERE ts < ?", (cutoff.isoformat(),))]
-            try:
-                self._db.execute("DELETE FROM events WHERE ts < ?", (cutoff.isoformat(),))
-            except sqlite3.Error as exc:
-                raise self._error("prune", exc) from None
-            return ids
+    def iter_all(self, batch_size: int = 1000) -> Iterator[Event]:
+        """Every event in sequence order, read in batches (export)."""
+        seq = 0
+        while True:
+            batch = self.read_after(seq, batch_size)
+            if not batch:
+                return
+            for _, event in batch:
+                yield event
+            seq = batch[-1][0]
 
-    # -- meta --------------------------------------------------------------------------------
+    def delete_before(self, ts: datetime) -> list[str]:
+        """Delete events older than ``ts``; returns their ids so the index can drop them too."""
+        cutoff = _epoch(ts)
+        with self._write("delete old events") as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM events WHERE ts < ? ORDER BY seq", (cutoff,))]
+            conn.execute("DELETE FROM events WHERE ts < ?", (cutoff,))
+        return ids
 
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
+    # -- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self._guard(f"read meta {key}") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._lock:
-            try:
-                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-            except sqlite3.Error as exc:
-                raise self._error("write meta", exc) from None
+        with self._write(f"write meta {key}") as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
-    # -- sessions ----------------------------------------------------------------------------
+    # -- sessions -----------------------------------------------------------------------------
 
     def save_session(
         self,
@@ -212,32 +326,42 @@ class Journal:
         parent_session_id: str | None,
         data: dict[str, Any],
     ) -> None:
-        now = _now()
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT INTO sessions (session_id, status, profile_id, parent_session_id, created_at, "
-                    "updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
-                    "status = excluded.status, profile_id = excluded.profile_id, "
-                    "parent_session_id = excluded.parent_session_id, updated_at = excluded.updated_at, "
-                    "data = excluded.data",
-                    (
-                        session_id,
-                        status,
-                        profile_id,
-                        parent_session_id,
-                        now,
-                        now,
-                        json.dumps(data, default=str),
-                    ),
-                )
-            except sqlite3.Error as exc:
-                raise self._error("save session", exc) from None
+        """Insert or update a session record; ``created_at`` is kept, ``updated_at`` set to now."""
+        now = datetime.now(UTC).timestamp()
+        try:
+            payload = json.dumps(data, default=_json_default, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"journal {self.path}: session {session_id} data is not JSON serialisable ({exc})",
+                hint="store only plain data (str, numbers, lists, dicts, datetimes) in session records",
+            ) from exc
+        with self._write(f"save session {session_id}") as conn:
+            conn.execute(
+                "INSERT INTO sessions (session_id, status, profile_id, parent_session_id, created_at,"
+                " updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET"
+                " status = excluded.status, profile_id = excluded.profile_id,"
+                " parent_session_id = excluded.parent_session_id, updated_at = excluded.updated_at,"
+                " data = excluded.data",
+                (session_id, status, profile_id, parent_session_id, now, now, payload),
+            )
+
+    @staticmethod
+    def _session_row(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+        record: dict[str, Any] = json.loads(row[6])
+        values = dict(zip(_SESSION_COLUMNS, row[:6], strict=True))
+        values["created_at"] = datetime.fromtimestamp(values["created_at"], UTC)
+        values["updated_at"] = datetime.fromtimestamp(values["updated_at"], UTC)
+        record.update(values)
+        return record
 
     def load_session(self, session_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT data FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+        """The session's data merged with its columns (columns win), or None."""
+        with self._guard(f"load session {session_id}") as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(_SESSION_COLUMNS)}, data FROM sessions WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        return None if row is None else self._session_row(row)
 
     def query_sessions(
         self,
@@ -246,6 +370,7 @@ class Journal:
         parent_session_id: str | None = None,
         limit: int = 50,
     ) -> list[dict[str, Any]]:
+        """Session records matching every given filter, newest first."""
         clauses, params = [], []
         for column, value in (
             ("status", status),
@@ -256,8 +381,44 @@ class Journal:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT data FROM sessions {where} ORDER BY created_at DESC LIMIT ?", (*params, limit)
+        with self._guard("query sessions") as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(_SESSION_COLUMNS)}, data FROM sessions {where}"
+                " ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                (*params, limit),
             ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [self._session_row(r) for r in rows]
+
+    def import_session(self, record: dict[str, Any]) -> bool:
+        """Insert an exported session record as it was (timestamps kept); False if the id exists."""
+        data = {k: v for k, v in record.items() if k not in _SESSION_COLUMNS}
+        try:
+            payload = json.dumps(data, default=_json_default, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"journal {self.path}: session {record.get('session_id')} data is not JSON serialisable ({exc})",
+                hint="store only plain data in session records",
+            ) from exc
+        with self._write(f"import session {record['session_id']}") as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO sessions (session_id, status, profile_id, parent_session_id,"
+                " created_at, updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record["session_id"],
+                    record["status"],
+                    record["profile_id"],
+                    record.get("parent_session_id"),
+                    _epoch(record["created_at"]),
+                    _epoch(record["updated_at"]),
+                    payload,
+                ),
+            )
+            return cur.rowcount == 1
+
+    def all_sessions(self) -> list[dict[str, Any]]:
+        """Every session record, oldest first (export)."""
+        with self._guard("read sessions") as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(_SESSION_COLUMNS)}, data FROM sessions ORDER BY created_at, rowid"
+            ).fetchall()
+        return [self._session_row(r) for r in rows]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from hydra_sandbox.checklists import Checklist
@@ -61,9 +62,10 @@ class _SessionTrack:
 class Recorder:
     """Records events for many sessions. Safe to call from the event loop only."""
 
-    def __init__(self, journal: Journal, masker: SecretMasker) -> None:
+    def __init__(self, journal: Journal, masker: SecretMasker, on_recorded: Callable[[], None] | None = None) -> None:
         self.journal = journal
         self.masker = masker
+        self._on_recorded = on_recorded or (lambda: None)
         self._tracks: dict[str, _SessionTrack] = {}
         self._conditions: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -118,6 +120,7 @@ class Recorder:
                 self.events_recorded += 1
             if track is not None and event.type != "summary" and track.summary.due(time.monotonic()):
                 await self._record_summary(ref, track, outcome=None, final=False)
+        self._on_recorded()
         await self.notify(ref.session_id)
         return event
 
@@ -135,6 +138,7 @@ class Recorder:
             return None
         async with self._locks[ref.session_id]:
             event = await self._record_summary(ref, track, outcome=outcome, final=True)
+        self._on_recorded()
         await self.notify(ref.session_id)
         return event
 

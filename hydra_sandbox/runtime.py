@@ -20,6 +20,13 @@ LABEL_PROFILE = "hydra.profile"
 LABEL_PARENT = "hydra.parent"
 LABEL_VERSION = "hydra.version"
 LABEL_ROLE = "hydra.role"  # agent | proxy | workspace | codex-home | network
+LABEL_HOME = "hydra.home"  # which Hydra (data home) owns it: gc never touches another instance's objects
+
+
+def home_label(data_home: object) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(data_home).encode()).hexdigest()[:16]
 
 
 class Mount(BaseModel):

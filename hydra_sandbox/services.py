@@ -71,7 +71,7 @@ async def open_services(
     policies = PolicyCatalog(settings.policy_dirs)
     manager = AgentManager(
         sandbox=sandbox,
-        recorder=Recorder(journal, masker),
+        recorder=Recorder(journal, masker, on_recorded=indexer.notify),
         profiles=profiles,
         policies=policies,
         default_model=settings.model,
@@ -86,4 +86,7 @@ async def open_services(
         await manager.close()
         indexer.stop()
         await sandbox.close()
+        close_store = getattr(store, "close", None)
+        if callable(close_store):
+            close_store()
         journal.close()

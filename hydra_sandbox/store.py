@@ -1,8 +1,13 @@
-"""The event store seam: what search needs, as a Protocol, with an in-memory implementation.
+"""The search index seam: :class:`ContextStore` and an in-memory fake for other modules' tests.
 
-``chroma_store.ChromaStore`` is the real one (embedded or a Chroma server). All methods are
-blocking; async code calls them in worker threads. Summary events go to a separate summaries
-collection; ``semantic_search`` searches both.
+The journal is the source of truth; a ContextStore is a rebuildable index over it. Every method is
+synchronous (the server calls them in worker threads). Writes are upserts by event id, so replaying
+events never duplicates them. Events of type ``summary`` live in a separate summaries collection;
+:meth:`ContextStore.semantic_search` searches both and merges the hits by distance.
+
+``SearchHit.metadata`` has the same shape for every implementation: ``counter`` (int), ``timestamp``
+(ISO 8601 string), ``tags``, ``related_files``, ``related_sessions`` (lists of str), ``data`` (dict)
+and, when set, ``profile_id``, ``parent_session_id`` and ``relationship``.
 """
 
 from __future__ import annotations
@@ -10,141 +15,189 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from hydra_sandbox.errors import StoreError
 from hydra_sandbox.events import Event
+
+SUMMARY_TYPE = "summary"
 
 
 class SearchFilters(BaseModel):
+    """Restrictions on a search; every field that is set must match (tags: all of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     session_id: str | None = None
     profile_id: str | None = None
     event_type: str | None = None
-    tags: list[str] = Field(default_factory=list, description="Every tag must be present.")
+    tags: list[str] = Field(default_factory=list)
     since: datetime | None = None
     until: datetime | None = None
     parent_session_id: str | None = None
 
 
 class SearchHit(BaseModel):
+    """One search result. ``distance`` is cosine distance: smaller is closer (0 for exact lookups)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     id: str
     session_id: str
     type: str
     text: str
-    distance: float = Field(description="Smaller is closer.")
+    distance: float
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 @runtime_checkable
 class ContextStore(Protocol):
+    """A searchable index of events. Implementations: ChromaStore, InMemoryStore."""
+
     def record_events(self, events: Sequence[Event]) -> None:
-        """Upsert by id: recording the same event twice stores it once."""
-        ...
+        """Upsert events by id (summaries into the summaries collection)."""
 
     def record_event(self, event: Event) -> None: ...
 
-    def finalize_session(self, session_id: str, summary: Event) -> None: ...
+    def finalize_session(self, session_id: str, summary: Event) -> None:
+        """Store a session's final summary event (type ``summary``) in the summaries collection."""
 
-    def query_by_session(self, session_id: str, limit: int = 1000) -> list[SearchHit]: ...
+    def query_by_session(self, session_id: str, limit: int = 1000) -> list[SearchHit]:
+        """A session's indexed events (and summary), in counter order."""
 
     def semantic_search(self, query: str, filters: SearchFilters | None = None, limit: int = 10) -> list[SearchHit]: ...
 
     def delete(self, ids: Sequence[str]) -> None: ...
 
-    def count(self) -> int: ...
+    def count(self) -> int:
+        """Events plus summaries held."""
 
-    def reset(self) -> None: ...
+    def reset(self) -> None:
+        """Drop everything (before a rebuild from the journal)."""
 
 
-def matches_filters(event: Event, filters: SearchFilters | None) -> bool:
+def hit_metadata(event: Event) -> dict[str, Any]:
+    """The metadata dict a SearchHit carries for ``event`` (shared by every implementation)."""
+    meta: dict[str, Any] = {
+        "counter": event.counter,
+        "timestamp": _aware(event.timestamp).isoformat(),
+        "tags": list(event.tags),
+        "related_files": list(event.related_files),
+        "related_sessions": list(event.related_sessions),
+        "data": dict(event.data),
+    }
+    for key in ("profile_id", "parent_session_id", "relationship"):
+        value = getattr(event, key)
+        if value is not None:
+            meta[key] = value
+    return meta
+
+
+def check_summary(session_id: str, summary: Event) -> None:
+    if summary.type != SUMMARY_TYPE or summary.session_id != session_id:
+        raise StoreError(
+            f"finalize_session({session_id!r}) got event {summary.id} of type {summary.type!r} "
+            f"for session {summary.session_id!r}",
+            hint="pass the session's own event of type 'summary'",
+        )
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def matches(event: Event, filters: SearchFilters | None) -> bool:
+    """Whether ``event`` passes ``filters`` (the reference semantics every store follows)."""
     if filters is None:
         return True
-    checks = [
-        filters.session_id is None or event.session_id == filters.session_id,
-        filters.profile_id is None or event.profile_id == filters.profile_id,
-        filters.event_type is None or event.type == filters.event_type,
-        filters.parent_session_id is None or event.parent_session_id == filters.parent_session_id,
-        all(t in event.tags for t in filters.tags),
-        filters.since is None or event.timestamp >= filters.since,
-        filters.until is None or event.timestamp <= filters.until,
-    ]
-    return all(checks)
-
-
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-
-def hit_from_event(event: Event, distance: float) -> SearchHit:
-    return SearchHit(
-        id=event.id,
-        session_id=event.session_id,
-        type=event.type,
-        text=event.text,
-        distance=distance,
-        metadata={
-            "counter": event.counter,
-            "profile_id": event.profile_id,
-            "timestamp": event.timestamp.isoformat(),
-            "tags": event.tags,
-        },
+    ts = _aware(event.timestamp)
+    return (
+        (filters.session_id is None or event.session_id == filters.session_id)
+        and (filters.profile_id is None or event.profile_id == filters.profile_id)
+        and (filters.event_type is None or event.type == filters.event_type)
+        and (filters.parent_session_id is None or event.parent_session_id == filters.parent_session_id)
+        and all(tag in event.tags for tag in filters.tags)
+        and (filters.since is None or ts >= _aware(filters.since))
+        and (filters.until is None or ts <= _aware(filters.until))
     )
 
 
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def _tokens(text: str) -> set[str]:
+    return set(_TOKEN.findall(text.lower()))
+
+
 class InMemoryStore:
-    """A ContextStore for tests: word-overlap scoring instead of embeddings, same contract."""
+    """A fake ContextStore for unit tests: token-overlap scoring, same filters and hit shape."""
 
     def __init__(self) -> None:
-        self._events: dict[str, Event] = {}
         self._lock = threading.Lock()
-        self.fail_next: int = 0  # tests set it to simulate an outage of that many calls
+        self._events: dict[str, Event] = {}
+        self._summaries: dict[str, Event] = {}
 
-    def _maybe_fail(self) -> None:
-        if self.fail_next > 0:
-            self.fail_next -= 1
-            raise ConnectionError("simulated store outage")
+    def _bucket(self, event: Event) -> dict[str, Event]:
+        return self._summaries if event.type == SUMMARY_TYPE else self._events
 
     def record_events(self, events: Sequence[Event]) -> None:
         with self._lock:
-            self._maybe_fail()
             for event in events:
-                self._events[event.id] = event
+                # an id keeps one place even if its type changed between writes
+                self._events.pop(event.id, None)
+                self._summaries.pop(event.id, None)
+                self._bucket(event)[event.id] = event
 
     def record_event(self, event: Event) -> None:
         self.record_events([event])
 
     def finalize_session(self, session_id: str, summary: Event) -> None:
+        check_summary(session_id, summary)
         self.record_events([summary])
+
+    @staticmethod
+    def _hit(event: Event, distance: float) -> SearchHit:
+        return SearchHit(
+            id=event.id,
+            session_id=event.session_id,
+            type=event.type,
+            text=event.text,
+            distance=distance,
+            metadata=hit_metadata(event),
+        )
 
     def query_by_session(self, session_id: str, limit: int = 1000) -> list[SearchHit]:
         with self._lock:
-            found = sorted((e for e in self._events.values() if e.session_id == session_id), key=lambda e: e.counter)
-        return [hit_from_event(e, 0.0) for e in found[:limit]]
+            found = [e for e in (*self._events.values(), *self._summaries.values()) if e.session_id == session_id]
+        found.sort(key=lambda e: e.counter)
+        return [self._hit(e, 0.0) for e in found[:limit]]
 
     def semantic_search(self, query: str, filters: SearchFilters | None = None, limit: int = 10) -> list[SearchHit]:
-        wanted = _words(query)
+        wanted = _tokens(query)
         with self._lock:
-            self._maybe_fail()
-            scored = []
-            for event in self._events.values():
-                if not matches_filters(event, filters):
-                    continue
-                overlap = len(wanted & _words(event.text))
-                scored.append((1.0 - overlap / max(len(wanted), 1), event))  # like a vector store: nearest k
-        scored.sort(key=lambda pair: (pair[0], pair[1].id))
-        return [hit_from_event(e, d) for d, e in scored[:limit]]
+            candidates = [e for e in (*self._events.values(), *self._summaries.values()) if matches(e, filters)]
+        scored = []
+        for event in candidates:
+            have = _tokens(event.text)
+            overlap = len(wanted & have) / max(1, len(wanted | have))
+            scored.append((1.0 - overlap, event.id, event))
+        scored.sort(key=lambda t: (t[0], t[1]))
+        return [self._hit(e, d) for d, _, e in scored[:limit]]
 
     def delete(self, ids: Sequence[str]) -> None:
         with self._lock:
             for event_id in ids:
                 self._events.pop(event_id, None)
+                self._summaries.pop(event_id, None)
 
     def count(self) -> int:
         with self._lock:
-            return len(self._events)
+            return len(self._events) + len(self._summaries)
 
     def reset(self) -> None:
         with self._lock:
             self._events.clear()
+            self._summaries.clear()

@@ -7,7 +7,16 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from hydra_sandbox.cli import config_cmd, images_cmd, policies_cmd, profiles_cmd, serve_cmd
+from hydra_sandbox.cli import (
+    config_cmd,
+    demo_cmd,
+    images_cmd,
+    ops_cmd,
+    policies_cmd,
+    profiles_cmd,
+    serve_cmd,
+    sessions_cmd,
+)
 from hydra_sandbox.cli.output import err_console
 from hydra_sandbox.errors import HydraError
 
@@ -22,7 +31,16 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(profiles_cmd.app, name="profiles")
 app.add_typer(policies_cmd.app, name="policies")
 app.add_typer(images_cmd.app, name="images")
+app.add_typer(sessions_cmd.app, name="sessions")
 app.command("serve")(serve_cmd.serve)
+app.command("doctor")(ops_cmd.doctor)
+app.command("search")(ops_cmd.search)
+app.command("export")(ops_cmd.export)
+app.command("import")(ops_cmd.import_)
+app.command("prune")(ops_cmd.prune)
+app.command("reindex")(ops_cmd.reindex)
+app.command("gc")(ops_cmd.gc)
+app.command("demo")(demo_cmd.demo)
 
 
 def main() -> None:

@@ -1,94 +1,194 @@
-"""The same contract over every ContextStore: in memory, embedded Chroma (and a Chroma server, in the
-docker suite)."""
+"""The ContextStore contract: the same behaviour from every implementation (see conftest)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from hydra_sandbox.chroma_store import ChromaStore, build_where
+from hydra_sandbox.embeddings import MiniLMEmbedding
+from hydra_sandbox.errors import StoreError
 from hydra_sandbox.events import Event, EventDraft, SessionRef
-from hydra_sandbox.settings import load_settings
-from hydra_sandbox.store import ContextStore, InMemoryStore, SearchFilters
+from hydra_sandbox.store import ContextStore, SearchFilters, hit_metadata
 
-MODEL_DIR = Path.home() / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v2" / "onnx"
-
-
-def embedded_chroma(tmp_path: Path) -> ContextStore:
-    from hydra_sandbox.chroma_store import ChromaStore
-
-    return ChromaStore.from_settings(load_settings(data_home=tmp_path, embedding_model_dir=MODEL_DIR))
+T0 = datetime(2026, 1, 10, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "embedded-chroma"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ContextStore]:
-    yield InMemoryStore() if request.param == "memory" else embedded_chroma(tmp_path)
+def make(session: str, counter: int, text: str, type_: str = "command", **kw: object) -> Event:
+    ref_keys = {k: kw.pop(k) for k in ("profile_id", "parent_session_id", "relationship") if k in kw}
+    ref = SessionRef(session_id=session, **ref_keys)  # type: ignore[arg-type]
+    kw.setdefault("timestamp", T0 + timedelta(hours=counter))
+    return Event.from_draft(EventDraft(type=type_, text=text, **kw), ref, counter)  # type: ignore[arg-type]
 
 
-def events() -> list[Event]:
-    old = datetime.now(UTC) - timedelta(days=10)
-    drafts = [
-        ("s1", "command", "ran pytest and all tests passed", ["ci"], None),
-        ("s1", "message", "refactored the database connection pool", [], None),
-        ("s2", "decision", "decided to migrate the users table to postgres", ["db", "decision"], old),
-        ("s2", "summary", "session summary: database migration finished", [], None),
-    ]
-    out = []
-    for i, (session, kind, text, tags, ts) in enumerate(drafts):
-        draft = EventDraft(type=kind, text=text, tags=tags, **({"timestamp": ts} if ts else {}))
-        ref = SessionRef(
-            session_id=session,
-            profile_id="data_migration" if session == "s2" else "default",
-            parent_session_id="s1" if session == "s2" else None,
-        )
-        out.append(Event.from_draft(draft, ref, i))
-    return out
+CORPUS = [
+    make(
+        "alpha",
+        0,
+        "docker build failed: apt could not fetch packages",
+        tags=["build", "docker"],
+        profile_id="builder",
+        data={"exit_code": 100},
+        related_files=["Dockerfile"],
+    ),
+    make(
+        "alpha",
+        1,
+        "pytest passed: 42 tests in the payments module",
+        "test",
+        tags=["test"],
+        profile_id="builder",
+    ),
+    make("alpha", 2, "decided to pin numpy below version two", "decision", tags=["deps"], profile_id="builder"),
+    make(
+        "beta",
+        0,
+        "refactored the login form validation",
+        "diff",
+        tags=["build", "ui"],
+        profile_id="frontend",
+        parent_session_id="alpha",
+        relationship="child",
+    ),
+    make(
+        "beta",
+        1,
+        "login form refactor finished and reviewed",
+        "summary",
+        profile_id="frontend",
+        parent_session_id="alpha",
+    ),
+]
 
 
-def test_upsert_is_idempotent(store: ContextStore) -> None:
-    store.record_events(events())
-    store.record_events(events())
-    assert store.count() == 4
+@pytest.fixture
+def filled(context_store: ContextStore) -> ContextStore:
+    context_store.record_events(CORPUS)
+    return context_store
 
 
-def test_query_by_session_returns_only_that_session(store: ContextStore) -> None:
-    store.record_events(events())
-    assert {h.session_id for h in store.query_by_session("s2")} == {"s2"}
-    assert len(store.query_by_session("s1")) == 2
+def ids(hits: list) -> list[str]:  # type: ignore[type-arg]
+    return [h.id for h in hits]
 
 
-def test_search_finds_by_meaning_and_filters(store: ContextStore) -> None:
-    store.record_events(events())
-    hits = store.semantic_search("database migration postgres", limit=3)
-    assert hits and hits[0].session_id == "s2"
-    only_s1 = store.semantic_search("database", SearchFilters(session_id="s1"))
-    assert only_s1 and {h.session_id for h in only_s1} == {"s1"}
-    by_type = store.semantic_search("database", SearchFilters(event_type="decision"))
-    assert [h.type for h in by_type] == ["decision"]
-    by_tag = store.semantic_search("tests", SearchFilters(tags=["ci"]))
-    assert [h.id for h in by_tag] == ["s1:0"]
-    recent = store.semantic_search("database", SearchFilters(since=datetime.now(UTC) - timedelta(days=1)))
-    assert "s2:2" not in {h.id for h in recent}
-    children = store.semantic_search("database", SearchFilters(parent_session_id="s1"))
-    assert children and {h.session_id for h in children} == {"s2"}
-    assert [h.type for h in store.semantic_search("summary", SearchFilters(event_type="summary"))] == ["summary"]
+def test_query_by_session_returns_events_and_summary_in_counter_order(filled: ContextStore) -> None:
+    hits = filled.query_by_session("beta")
+    assert ids(hits) == ["beta:0", "beta:1"]
+    assert [h.type for h in hits] == ["diff", "summary"]
+    assert ids(filled.query_by_session("alpha", limit=2)) == ["alpha:0", "alpha:1"]
+    assert filled.query_by_session("nobody") == []
 
 
-def test_delete_and_reset(store: ContextStore) -> None:
-    store.record_events(events())
-    store.delete(["s1:0"])
-    assert store.count() == 3
-    store.reset()
-    assert store.count() == 0
+def test_hits_carry_text_and_metadata_that_round_trip(filled: ContextStore) -> None:
+    by_id = {h.id: h for h in filled.query_by_session("alpha") + filled.query_by_session("beta")}
+    for event in CORPUS:
+        hit = by_id[event.id]
+        assert (hit.session_id, hit.type, hit.text) == (event.session_id, event.type, event.text)
+        assert hit.metadata == hit_metadata(event)
 
 
-def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
-    from hydra_sandbox.chroma_store import ChromaStore
-    from hydra_sandbox.errors import EmbeddingModelMissingError
+def test_recording_the_same_id_again_updates_instead_of_duplicating(filled: ContextStore) -> None:
+    before = filled.count()
+    changed = CORPUS[1].model_copy(update={"text": "pytest failed: 3 tests in the payments module"})
+    filled.record_events([changed, changed])
+    filled.record_event(changed)
+    assert filled.count() == before == len(CORPUS)
+    assert filled.query_by_session("alpha")[1].text == changed.text
 
-    store = ChromaStore.from_settings(load_settings(data_home=tmp_path, embedding_model_dir=tmp_path / "nope"))
-    with pytest.raises(EmbeddingModelMissingError) as info:
-        store.semantic_search("x")
-    assert str(tmp_path / "nope") in str(info.value) and "HYDRA_EMBEDDING_MODEL_DIR" in str(info.value)
+
+def test_semantic_search_finds_the_relevant_event_first(filled: ContextStore) -> None:
+    hits = filled.semantic_search("docker build failed while fetching apt packages", limit=3)
+    assert hits[0].id == "alpha:0"
+    assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+    assert len(hits) == 3
+
+
+def test_semantic_search_merges_summaries_and_events(filled: ContextStore) -> None:
+    hits = filled.semantic_search("login form refactor", limit=5)
+    assert {"beta:0", "beta:1"} <= set(ids(hits[:2]))
+    assert len(filled.semantic_search("anything", limit=100)) == len(CORPUS)
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (SearchFilters(session_id="beta"), {"beta:0", "beta:1"}),
+        (SearchFilters(profile_id="builder"), {"alpha:0", "alpha:1", "alpha:2"}),
+        (SearchFilters(event_type="decision"), {"alpha:2"}),
+        (SearchFilters(event_type="summary"), {"beta:1"}),
+        (SearchFilters(tags=["build"]), {"alpha:0", "beta:0"}),
+        (SearchFilters(tags=["build", "docker"]), {"alpha:0"}),
+        (SearchFilters(tags=["build", "missing"]), set()),
+        (SearchFilters(parent_session_id="alpha"), {"beta:0", "beta:1"}),
+        (SearchFilters(since=T0 + timedelta(minutes=30)), {"alpha:1", "alpha:2", "beta:1"}),
+        (SearchFilters(until=T0 + timedelta(minutes=30)), {"alpha:0", "beta:0"}),
+        (SearchFilters(since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=1)), {"alpha:1", "beta:1"}),
+        (SearchFilters(session_id="alpha", tags=["test"], event_type="test"), {"alpha:1"}),
+    ],
+)
+def test_filters_restrict_semantic_search(filled: ContextStore, filters: SearchFilters, expected: set[str]) -> None:
+    assert set(ids(filled.semantic_search("build test login", filters=filters, limit=50))) == expected
+
+
+def test_finalize_session_stores_a_searchable_summary(context_store: ContextStore) -> None:
+    summary = make("gamma", 3, "gamma session summary: migrated the database schema", "summary")
+    context_store.finalize_session("gamma", summary)
+    hits = context_store.semantic_search("database schema migration summary", limit=1)
+    assert ids(hits) == ["gamma:3"] and hits[0].type == "summary"
+
+
+def test_finalize_session_refuses_an_event_that_is_not_its_summary(context_store: ContextStore) -> None:
+    with pytest.raises(StoreError, match="summary"):
+        context_store.finalize_session("gamma", make("gamma", 0, "just a note", "note"))
+    with pytest.raises(StoreError, match="gamma"):
+        context_store.finalize_session("gamma", make("delta", 0, "other session", "summary"))
+
+
+def test_delete_removes_events_and_summaries(filled: ContextStore) -> None:
+    filled.delete(["alpha:0", "beta:1", "never-existed:0"])
+    assert filled.count() == len(CORPUS) - 2
+    assert ids(filled.query_by_session("beta")) == ["beta:0"]
+    assert "alpha:0" not in ids(filled.semantic_search("docker build failed", limit=10))
+    filled.delete([])
+
+
+def test_reset_empties_the_store_and_it_stays_usable(filled: ContextStore) -> None:
+    filled.reset()
+    assert filled.count() == 0 and filled.semantic_search("docker") == []
+    filled.record_event(CORPUS[0])
+    assert ids(filled.semantic_search("docker")) == ["alpha:0"]
+
+
+def test_empty_and_long_texts_are_stored_in_full(context_store: ContextStore) -> None:
+    long_text = "step output line\n" * 2000 + "ERROR: disk quota exceeded"
+    context_store.record_events([make("long", 0, ""), make("long", 1, long_text)])
+    hits = context_store.query_by_session("long")
+    assert [h.text for h in hits] == ["", long_text]
+
+
+def test_a_second_opener_of_an_embedded_chroma_directory_gets_a_clear_error(
+    tmp_path: Path, embedding: MiniLMEmbedding
+) -> None:
+    first = ChromaStore.embedded(tmp_path / "chroma", embedding)
+    try:
+        with pytest.raises(StoreError) as info:
+            ChromaStore.embedded(tmp_path / "chroma", embedding)
+        message = str(info.value)
+        assert str(tmp_path / "chroma") in message and f"process {os.getpid()}" in message
+        assert "HYDRA_CHROMA_URL" in message
+    finally:
+        first.close()
+    ChromaStore.embedded(tmp_path / "chroma", embedding).close()  # free again once closed
+
+
+def test_where_clause_encodes_every_filter_for_chroma() -> None:
+    since = T0 - timedelta(days=1)
+    where = build_where(SearchFilters(session_id="s", tags=["a", "b"], since=since))
+    assert where == {
+        "$and": [{"session_id": "s"}, {"tag:a": True}, {"tag:b": True}, {"ts": {"$gte": since.timestamp()}}]
+    }
+    assert build_where(SearchFilters(event_type="note")) == {"type": "note"}
+    assert build_where(SearchFilters()) is None and build_where(None) is None

@@ -53,9 +53,15 @@ async def in_agent(image: str, network: NetworkPolicy, model_url: str, script: s
     runtime = DockerRuntime()
     session = f"t-{uuid.uuid4().hex[:8]}"
     async with egress(plan_egress(network, model_url, session)) as active:
-        spec = ContainerSpec(image=image, argv=[*active.entrypoint, "bash", "-c", script], user="1234:1234",
-                             env=active.env, mounts=active.mounts, network_mode=active.network_mode,
-                             labels={LABEL_SESSION: session, LABEL_ROLE: "agent", "hydra.test": "1"})
+        spec = ContainerSpec(
+            image=image,
+            argv=[*active.entrypoint, "bash", "-c", script],
+            user="1234:1234",
+            env=active.env,
+            mounts=active.mounts,
+            network_mode=active.network_mode,
+            labels={LABEL_SESSION: session, LABEL_ROLE: "agent", "hydra.test": "1"},
+        )
         cid = await runtime.create(spec)
         out: list[bytes] = []
 
@@ -64,8 +70,14 @@ async def in_agent(image: str, network: NetworkPolicy, model_url: str, script: s
 
         try:
             await runtime.start(cid)
-            await supervise(runtime, cid, timeout_s=60, max_output_bytes=100_000, on_output=collect,  # type: ignore[arg-type]
-                            grace_s=2)
+            await supervise(
+                runtime,
+                cid,
+                timeout_s=60,
+                max_output_bytes=100_000,
+                on_output=collect,  # type: ignore[arg-type]
+                grace_s=2,
+            )
         finally:
             await runtime.remove(cid)
     return b"".join(out).decode(errors="replace")
@@ -74,9 +86,9 @@ async def in_agent(image: str, network: NetworkPolicy, model_url: str, script: s
 @pytest.fixture
 async def host_ip() -> AsyncIterator[str]:
     """This machine's address on Docker's default bridge (the gateway a container would try)."""
-    import docker
-
     import ipaddress
+
+    import docker
 
     config = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]
     yield config.get("Gateway") or str(ipaddress.ip_network(config["Subnet"])[1])
@@ -87,21 +99,26 @@ TRY = "timeout 3 bash -c 'echo probe > /dev/tcp/{host}/{port}' 2>&1 && echo CONN
 
 async def test_none_reaches_nothing(agent_image: str, runtime_dir: Path, host_ip: str) -> None:
     async with Listener("0.0.0.0") as target:
-        out = await in_agent(agent_image, NetworkPolicy(mode="none"), "http://127.0.0.1:9/v1",
-                             TRY.format(host=host_ip, port=target.port) + "; "
-                             + TRY.format(host="127.0.0.1", port=target.port))
+        out = await in_agent(
+            agent_image,
+            NetworkPolicy(mode="none"),
+            "http://127.0.0.1:9/v1",
+            TRY.format(host=host_ip, port=target.port) + "; " + TRY.format(host="127.0.0.1", port=target.port),
+        )
     assert out.count("BLOCKED") == 2 and "CONNECTED" not in out
     assert target.received == b""
 
 
-async def test_model_only_reaches_the_model_and_nothing_else(agent_image: str, runtime_dir: Path,
-                                                             host_ip: str) -> None:
+async def test_model_only_reaches_the_model_and_nothing_else(agent_image: str, runtime_dir: Path, host_ip: str) -> None:
     async with Listener() as model, Listener("0.0.0.0") as other:
-        script = ("curl -s --max-time 5 http://127.0.0.1:18080/v1/responses -d hi; echo; "
-                  + TRY.format(host=host_ip, port=other.port) + "; "
-                  + "env -u HTTPS_PROXY -u HTTP_PROXY " + TRY.format(host="127.0.0.1", port=other.port))
-        out = await in_agent(agent_image, NetworkPolicy(mode="model-only"), f"http://127.0.0.1:{model.port}/v1",
-                             script)
+        script = (
+            "curl -s --max-time 5 http://127.0.0.1:18080/v1/responses -d hi; echo; "
+            + TRY.format(host=host_ip, port=other.port)
+            + "; "
+            + "env -u HTTPS_PROXY -u HTTP_PROXY "
+            + TRY.format(host="127.0.0.1", port=other.port)
+        )
+        out = await in_agent(agent_image, NetworkPolicy(mode="model-only"), f"http://127.0.0.1:{model.port}/v1", script)
     assert out.startswith("model"), out
     assert b"POST /v1/responses" in model.received
     assert out.count("BLOCKED") == 2 and other.received == b""
@@ -112,11 +129,21 @@ async def test_allowlist_proxy_refuses_unlisted_names_ip_literals_private_target
 ) -> None:
     async with Listener("0.0.0.0") as target:
         curl = "curl -s -o /dev/null -w '%{{http_connect}} ' --max-time 5 -x http://127.0.0.1:18080 https://{}/ ; "
-        script = (curl.format(f"not-listed.invalid:{target.port}") + curl.format(f"{host_ip}:{target.port}")
-                  + curl.format("localhost:443") + curl.format(f"localhost:{target.port}") + "echo; "
-                  + "env -u HTTPS_PROXY -u https_proxy " + TRY.format(host=host_ip, port=target.port))
-        out = await in_agent(agent_image, NetworkPolicy(mode="allowlist", allow_domains=["localhost"]),
-                             "https://models.invalid/v1", script)
+        script = (
+            curl.format(f"not-listed.invalid:{target.port}")
+            + curl.format(f"{host_ip}:{target.port}")
+            + curl.format("localhost:443")
+            + curl.format(f"localhost:{target.port}")
+            + "echo; "
+            + "env -u HTTPS_PROXY -u https_proxy "
+            + TRY.format(host=host_ip, port=target.port)
+        )
+        out = await in_agent(
+            agent_image,
+            NetworkPolicy(mode="allowlist", allow_domains=["localhost"]),
+            "https://models.invalid/v1",
+            script,
+        )
     codes = out.split()[:4]
     assert codes == ["403", "403", "403", "403"], out
     assert "BLOCKED" in out and target.received == b""

@@ -14,6 +14,7 @@ from fastmcp import Client
 
 from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.gc import collect_garbage
+from hydra_sandbox.runtime import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.server import build_server
 from hydra_sandbox.settings import HydraSettings, load_settings
@@ -54,14 +55,18 @@ async def test_spawn_wait_diff_apply_search_with_a_reviewer_child(
     try:
         await _round_trip(repo, e2e_settings)
     finally:
-        report = await collect_garbage(DockerRuntime(), keep_sessions=set())
+        report = await collect_garbage(DockerRuntime(), keep_sessions=set(), home=home_label(e2e_settings.data_home))
     assert report.volumes, "the sessions' CODEX_HOME volumes outlive the run (for resume) until gc"
 
 
 async def _round_trip(repo: Path, e2e_settings: HydraSettings) -> None:
     async with ScriptedModel(Script.model_validate({"turns": CODER + REVIEWER})) as model:
-        settings = load_settings(data_home=e2e_settings.data_home, model_base_url=model.base_url,
-                                 model="test-model", embedding_model_dir=MODEL_DIR)
+        settings = load_settings(
+            data_home=e2e_settings.data_home,
+            model_base_url=model.base_url,
+            model="test-model",
+            embedding_model_dir=MODEL_DIR,
+        )
         async with Client(build_server(settings)) as client:
             spawned = await call(client, "spawn_agent", working_dir=str(repo), custom_prompt="fix add()")
             session_id = spawned["session_id"]
@@ -70,8 +75,9 @@ async def _round_trip(repo: Path, e2e_settings: HydraSettings) -> None:
             async def on_progress(value: float, total: float | None, message: str | None) -> None:
                 progress.append(message or "")
 
-            waited = await client.call_tool("wait_session", {"session_id": session_id, "timeout_s": 240},
-                                            progress_handler=on_progress)
+            waited = await client.call_tool(
+                "wait_session", {"session_id": session_id, "timeout_s": 240}, progress_handler=on_progress
+            )
             result = waited.structured_content
             assert result["status"] == "awaiting_approval", json.dumps(result)[:3000]
             assert progress, "no progress notification while waiting"
@@ -90,9 +96,15 @@ async def _round_trip(repo: Path, e2e_settings: HydraSettings) -> None:
             assert "outside.txt" not in json.dumps(diff)
             assert (repo / "src" / "calc.py").read_text().endswith("a - b\n"), "host changed before apply"
 
-            reviewer = await call(client, "spawn_agent", working_dir=str(repo), profile_id="code_reviewer",
-                                  parent_session_id=session_id, relationship="review",
-                                  custom_prompt="review the change")
+            reviewer = await call(
+                client,
+                "spawn_agent",
+                working_dir=str(repo),
+                profile_id="code_reviewer",
+                parent_session_id=session_id,
+                relationship="review",
+                custom_prompt="review the change",
+            )
             reviewed = await call(client, "wait_session", session_id=reviewer["session_id"], timeout_s=240)
             assert reviewed["status"] == "completed"
             items = {i["id"]: i["done"] for i in reviewed["session"]["checklist"]["items"]}
@@ -109,8 +121,9 @@ async def _round_trip(repo: Path, e2e_settings: HydraSettings) -> None:
 
             hits: list[dict[str, Any]] = []
             for _ in range(100):
-                hits = (await call(client, "search_context", query="fix the sign in add",
-                                   session_id=session_id))["hits"]
+                hits = (await call(client, "search_context", query="fix the sign in add", session_id=session_id))[
+                    "hits"
+                ]
                 if hits:
                     break
                 await asyncio.sleep(0.1)

@@ -20,6 +20,7 @@ from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.policy import PolicyCatalog
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder
+from hydra_sandbox.runtime import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
 
@@ -30,9 +31,14 @@ EDIT = [[{"exec": "id -u; sed -i 's/a - b/a + b/' src/calc.py && echo edited"}],
 
 def manager_for(settings: HydraSettings) -> AgentManager:
     masker = SecretMasker()
-    return AgentManager(sandbox=DockerSandbox(settings, masker), recorder=Recorder(Journal(settings.journal_path),
-                        masker), profiles=ProfileCatalog(settings.profile_dirs),
-                        policies=PolicyCatalog(settings.policy_dirs), default_model="test-model", max_concurrent=2)
+    return AgentManager(
+        sandbox=DockerSandbox(settings, masker),
+        recorder=Recorder(Journal(settings.journal_path), masker),
+        profiles=ProfileCatalog(settings.profile_dirs),
+        policies=PolicyCatalog(settings.policy_dirs),
+        default_model="test-model",
+        max_concurrent=2,
+    )
 
 
 async def run_edit(settings: HydraSettings, repo: Path) -> tuple[AgentManager, str]:
@@ -45,8 +51,9 @@ async def run_edit(settings: HydraSettings, repo: Path) -> tuple[AgentManager, s
 
 
 @pytest.mark.parametrize("owner", ["user", "root"])
-async def test_non_root_agent_can_edit_existing_files(agent_image: str, repo: Path, settings: HydraSettings,
-                                                      owner: str) -> None:
+async def test_non_root_agent_can_edit_existing_files(
+    agent_image: str, repo: Path, settings: HydraSettings, owner: str
+) -> None:
     if owner == "root":
         subprocess.run(["chown", "-R", "0:0", str(repo)], check=True)
     async with ScriptedModel(Script.model_validate({"turns": EDIT})) as model:
@@ -64,14 +71,15 @@ async def test_non_root_agent_can_edit_existing_files(agent_image: str, repo: Pa
             assert os.stat(repo / "src" / "calc.py").st_uid == (1234 if owner == "user" else 0) or owner == "user"
         finally:
             await manager.close()
-            await collect_garbage(DockerRuntime(), set())
+            await collect_garbage(DockerRuntime(), set(), home=home_label(s.data_home))
 
 
 async def test_a_restarted_server_follows_the_running_agent_without_duplicates(
     agent_image: str, repo: Path, settings: HydraSettings
 ) -> None:
-    script = {"turns": [[{"exec": "echo before; sleep 4; echo after"}], [{"exec": "echo second"}],
-                        [{"message": "finished"}]]}
+    script = {
+        "turns": [[{"exec": "echo before; sleep 4; echo after"}], [{"exec": "echo second"}], [{"message": "finished"}]]
+    }
     async with ScriptedModel(Script.model_validate(script)) as model:
         s = load_settings(data_home=settings.data_home, model_base_url=model.base_url, model="test-model")
         first = manager_for(s)
@@ -97,4 +105,4 @@ async def test_a_restarted_server_follows_the_running_agent_without_duplicates(
             assert "re-attached" in texts and "after" in texts and "second" in texts
         finally:
             await second.close()
-            await collect_garbage(DockerRuntime(), set())
+            await collect_garbage(DockerRuntime(), set(), home=home_label(s.data_home))

@@ -1,44 +1,9 @@
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
-
 from hydra_sandbox.checklists import Checklist
 from hydra_sandbox.events import Event, EventDraft, SessionRef
-from hydra_sandbox.indexer import Indexer
-from hydra_sandbox.journal import Journal
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.settings import REPO_ROOT
-from hydra_sandbox.store import InMemoryStore
-
-
-def test_store_outage_loses_nothing_and_indexes_nothing_twice(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.sqlite3")
-    store = InMemoryStore()
-    indexer = Indexer(journal, store, batch_size=10)
-    journal.append_many(SessionRef(session_id="s"), [EventDraft(type="note", text=f"n{i}") for i in range(25)])
-    indexer.step()
-    store.fail_next = 3
-    for _ in range(3):
-        with contextlib.suppress(ConnectionError):
-            indexer.step()
-    assert indexer.lag() == 15
-    assert indexer.catch_up() == 15
-    assert store.count() == 25 and indexer.lag() == 0
-    again = Indexer(journal, store)  # a restart resumes from the saved cursor
-    assert again.catch_up() == 0
-
-
-def test_reindex_rebuilds_from_the_journal(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.sqlite3")
-    store = InMemoryStore()
-    journal.append_many(SessionRef(session_id="s"), [EventDraft(type="note", text=f"n{i}") for i in range(7)])
-    indexer = Indexer(journal, store)
-    indexer.catch_up()
-    store.reset()
-    progress: list[int] = []
-    assert indexer.reindex(lambda done, total: progress.append(done)) == 7
-    assert store.count() == 7 and progress[-1] == 7
 
 
 def make(session: str, counter: int, type_: str, text: str = "", **data: object) -> Event:

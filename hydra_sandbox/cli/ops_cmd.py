@@ -1,0 +1,128 @@
+"""Operator commands: doctor, search, export, import, prune, reindex, gc."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import typer
+
+from hydra_sandbox.cli.output import JSON_HELP, console, fail, print_json, print_table
+from hydra_sandbox.cli.remote import local_store, refuse_if_server_owns_store, server_call
+from hydra_sandbox.settings import load_settings
+
+
+def doctor(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Check Docker, the agent image, Codex inside it, the store and the embedding model."""
+    from hydra_sandbox.doctor import run_checks
+
+    checks = run_checks(load_settings())
+    if as_json:
+        print_json(checks)
+    else:
+        for check in checks:
+            mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+            console.print(f"{mark} [bold]{check.name}[/]: {check.detail}")
+            if check.fix:
+                console.print(f"      fix: {check.fix}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+def _parse_age(text: str) -> timedelta:
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        fail(f"--older-than: {text!r} is not an age; write e.g. 30d, 12h or 90m", code=2)
+    return timedelta(**{units[text[-1]]: int(text[:-1])})
+
+
+def search(
+    query: str,
+    session: str | None = typer.Option(None, help="Only this session."),
+    profile: str | None = typer.Option(None, help="Only this profile."),
+    event_type: str | None = typer.Option(None, "--type", help="Only this event type (command, test, ...)."),
+    limit: int = typer.Option(10, min=1, max=100),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Semantic search over everything recorded (through the running server when there is one)."""
+    args = {"query": query, "session_id": session, "profile_id": profile, "event_type": event_type, "limit": limit}
+    result = server_call("search_context", {k: v for k, v in args.items() if v is not None})
+    hits = result["hits"]
+    if as_json:
+        print_json(result)
+        return
+    print_table(
+        f"Search: {query}",
+        ["distance", "event", "type", "text"],
+        [(f"{h['distance']:.3f}", h["id"], h["type"], h["text"][:120].replace("\n", " ")) for h in hits],
+    )
+
+
+def export(
+    out: Path = typer.Argument(..., help="JSON Lines file to write."),
+    session: str | None = typer.Option(None, help="Only this session."),
+) -> None:
+    """Export sessions and their (already masked) events to JSON Lines."""
+    from hydra_sandbox.journal import Journal
+    from hydra_sandbox.maintenance import export_jsonl
+
+    with console.status("exporting…"):
+        count = export_jsonl(Journal(load_settings().journal_path), out, session_id=session)
+    console.print(f"exported {count} line(s) to {out}")
+
+
+def import_(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="A file written by `hydra export`."),
+) -> None:
+    """Import an export (idempotent: events already present are skipped). Run `hydra reindex` afterwards."""
+    from hydra_sandbox.journal import Journal
+    from hydra_sandbox.maintenance import import_jsonl
+
+    report = import_jsonl(Journal(load_settings().journal_path), path)
+    console.print(report.model_dump_json(indent=2))
+
+
+def prune(older_than: str = typer.Option(..., "--older-than", help="e.g. 30d, 12h")) -> None:
+    """Delete events older than an age from the journal and the index together."""
+    from hydra_sandbox.maintenance import prune as prune_events
+
+    settings = load_settings()
+    refuse_if_server_owns_store(settings, "prune")
+    with local_store(settings) as access:
+        removed = prune_events(access.journal, access.store, _parse_age(older_than))
+    console.print(f"pruned {removed} event(s)")
+
+
+def reindex() -> None:
+    """Rebuild the search index from the journal (the journal is the source of truth)."""
+    from rich.progress import Progress
+
+    settings = load_settings()
+    refuse_if_server_owns_store(settings, "reindex")
+    with local_store(settings) as access, Progress(console=console) as progress:
+        task = progress.add_task("reindexing", total=None)
+        done = access.indexer.reindex(lambda n, total: progress.update(task, completed=n, total=total))
+    console.print(f"indexed {done} event(s)")
+
+
+def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed.")) -> None:
+    """Remove containers, volumes and networks of sessions Hydra no longer needs."""
+    from hydra_sandbox.docker_runtime import DockerRuntime
+    from hydra_sandbox.gc import collect_garbage
+    from hydra_sandbox.journal import Journal
+    from hydra_sandbox.runtime import home_label
+
+    settings = load_settings()
+    journal = Journal(settings.journal_path)
+    keep = {
+        s["session_id"]
+        for status in ("queued", "starting", "running", "awaiting_approval")
+        for s in journal.query_sessions(status=status, limit=100_000)
+    }
+    report = asyncio.run(collect_garbage(DockerRuntime(), keep, home=home_label(settings.data_home), dry_run=dry_run))
+    verb = "would remove" if dry_run else "removed"
+    console.print(
+        f"{verb} {len(report.containers)} container(s), {len(report.volumes)} volume(s), "
+        f"{len(report.networks)} network(s); kept {len(keep)} live session(s)"
+    )

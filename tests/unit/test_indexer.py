@@ -1,0 +1,150 @@
+"""The indexer: catches up, survives store outages without loss, indexes each event exactly once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from hydra_sandbox.errors import StoreError
+from hydra_sandbox.events import Event, EventDraft, SessionRef
+from hydra_sandbox.indexer import CURSOR_KEY, Indexer
+from hydra_sandbox.journal import Journal
+from hydra_sandbox.store import InMemoryStore
+
+
+class FlakyStore(InMemoryStore):
+    """An InMemoryStore that fails while ``down`` is set and counts every write that reached it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = threading.Event()
+        self.writes: Counter[str] = Counter()
+        self.failed_calls = 0
+
+    def record_events(self, events: Sequence[Event]) -> None:
+        if self.down.is_set():
+            self.failed_calls += 1
+            raise ConnectionError("index unavailable")
+        self.writes.update(e.id for e in events)
+        super().record_events(events)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    j = Journal(tmp_path / "journal.sqlite3")
+    yield j
+    j.close()
+
+
+def wait_until(predicate: object, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.01)
+
+
+def append(journal: Journal, n: int, session: str = "s") -> list[Event]:
+    return journal.append_many(
+        SessionRef(session_id=session), [EventDraft(type="note", text=f"e{i}") for i in range(n)]
+    )
+
+
+def test_catch_up_indexes_everything_in_batches_and_moves_the_cursor(journal: Journal) -> None:
+    store = InMemoryStore()
+    indexer = Indexer(journal, store, batch_size=7)
+    append(journal, 30)
+    assert indexer.lag() == 30
+    assert indexer.catch_up(timeout_s=10) == 30
+    assert store.count() == 30 and indexer.lag() == 0
+    assert journal.get_meta(CURSOR_KEY) == str(journal.read_after(0, 100)[-1][0])
+    assert indexer.catch_up(timeout_s=1) == 0
+
+
+def test_cursor_survives_restart_so_nothing_is_reindexed(journal: Journal) -> None:
+    store = FlakyStore()
+    Indexer(journal, store).catch_up(5)
+    append(journal, 3)
+    Indexer(journal, store).catch_up(5)
+    append(journal, 2, session="t")
+    assert Indexer(journal, store).catch_up(5) == 2
+    assert set(store.writes.values()) == {1}
+
+
+def test_outage_loses_nothing_and_cursor_waits_for_success(journal: Journal) -> None:
+    store = FlakyStore()
+    store.down.set()
+    indexer = Indexer(journal, store, batch_size=4, poll_interval_s=0.01, max_backoff_s=0.05)
+    indexer.start()
+    try:
+        append(journal, 10)
+        indexer.notify()
+        wait_until(lambda: store.failed_calls >= 3)
+        assert indexer.cursor() == 0 and indexer.lag() == 10
+        assert indexer.failures >= 2 and isinstance(indexer.last_error, ConnectionError)
+        store.down.clear()
+        wait_until(lambda: indexer.lag() == 0)
+    finally:
+        indexer.stop()
+    assert store.count() == 10
+    assert sorted(store.writes) == sorted(e.id for e in journal.events("s"))
+
+
+def test_replaying_a_batch_after_a_crash_still_indexes_each_event_once(journal: Journal) -> None:
+    store = FlakyStore()
+    events = append(journal, 5)
+    store.record_events(events[:3])  # written, but the cursor was never saved (crash)
+    Indexer(journal, store).catch_up(5)
+    assert store.count() == 5
+    assert [h.id for h in store.query_by_session("s")] == [e.id for e in events]
+
+
+def test_catch_up_gives_up_at_its_deadline_with_a_store_error(journal: Journal) -> None:
+    store = FlakyStore()
+    store.down.set()
+    append(journal, 2)
+    indexer = Indexer(journal, store, max_backoff_s=0.01)
+    with pytest.raises(StoreError, match="journal"):
+        indexer.catch_up(timeout_s=0.2)
+    assert indexer.cursor() == 0 and store.failed_calls >= 2
+
+
+def test_background_thread_indexes_events_appended_while_it_runs(journal: Journal) -> None:
+    store = InMemoryStore()
+    indexer = Indexer(journal, store, poll_interval_s=0.01)
+    indexer.start()
+    try:
+        for round_ in range(5):
+            append(journal, 20, session=f"s{round_}")
+            indexer.notify()
+        wait_until(lambda: store.count() == 100)
+    finally:
+        indexer.stop()
+    assert not indexer.running
+
+
+def test_reindex_rebuilds_the_store_from_the_journal_with_progress(journal: Journal) -> None:
+    store = InMemoryStore()
+    append(journal, 25)
+    stray = Event.from_draft(EventDraft(type="note", text="not in journal"), SessionRef(session_id="z"), 0)
+    store.record_event(stray)
+    progress: list[tuple[int, int]] = []
+    assert Indexer(journal, store, batch_size=10).reindex(lambda done, total: progress.append((done, total))) == 25
+    assert store.count() == 25 and not store.query_by_session("z")
+    assert progress == [(0, 25), (10, 25), (20, 25), (25, 25)]
+    assert Indexer(journal, store).lag() == 0
+
+
+def test_summaries_reach_the_summaries_side_and_are_searchable(journal: Journal) -> None:
+    store = InMemoryStore()
+    ref = SessionRef(session_id="s")
+    journal.append(ref, EventDraft(type="note", text="working"))
+    journal.append(ref, EventDraft(type="summary", text="final summary of the work"))
+    Indexer(journal, store).catch_up(5)
+    hits = store.semantic_search("final summary")
+    assert hits[0].id == "s:1" and hits[0].type == "summary"

@@ -1,0 +1,122 @@
+"""Export, import, prune and disk usage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from hydra_sandbox.errors import StoreError
+from hydra_sandbox.events import EventDraft, SessionRef
+from hydra_sandbox.indexer import Indexer
+from hydra_sandbox.journal import Journal
+from hydra_sandbox.maintenance import disk_usage, export_jsonl, import_jsonl, prune
+from hydra_sandbox.settings import HydraSettings
+from hydra_sandbox.store import InMemoryStore
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    j = Journal(tmp_path / "journal.sqlite3")
+    yield j
+    j.close()
+
+
+def fill(journal: Journal) -> None:
+    journal.save_session("s1", status="completed", profile_id="dev", parent_session_id=None, data={"p": "x"})
+    journal.save_session("s2", status="running", profile_id="dev", parent_session_id="s1", data={})
+    old = datetime.now(UTC) - timedelta(days=40)
+    journal.append_many(
+        SessionRef(session_id="s1", profile_id="dev"),
+        [EventDraft(type="command", text="old run [MASKED]", timestamp=old, tags=["t"]) for _ in range(3)],
+    )
+    journal.append(SessionRef(session_id="s2", parent_session_id="s1"), EventDraft(type="note", text="new"))
+
+
+def test_export_then_import_into_an_empty_journal_reproduces_it(journal: Journal, tmp_path: Path) -> None:
+    fill(journal)
+    out = tmp_path / "export.jsonl"
+    assert export_jsonl(journal, out) == 4
+    kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines()]
+    assert kinds == ["session", "session", "event", "event", "event", "event"]
+    with Journal(tmp_path / "other.sqlite3") as other:
+        report = import_jsonl(other, out)
+        assert (report.events_added, report.sessions_added) == (4, 2)
+        assert other.events("s1") == journal.events("s1") and other.events("s2") == journal.events("s2")
+        assert other.load_session("s1") == journal.load_session("s1")
+
+
+def test_import_is_idempotent(journal: Journal, tmp_path: Path) -> None:
+    fill(journal)
+    out = tmp_path / "e.jsonl"
+    export_jsonl(journal, out)
+    report = import_jsonl(journal, out)
+    assert (report.events_added, report.events_skipped) == (0, 4)
+    assert (report.sessions_added, report.sessions_skipped) == (0, 2)
+    assert journal.count() == 4
+
+
+def test_export_of_one_session_holds_only_that_session(journal: Journal, tmp_path: Path) -> None:
+    fill(journal)
+    out = tmp_path / "s2.jsonl"
+    assert export_jsonl(journal, out, session_id="s2") == 1
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["kind"] for line in lines] == ["session", "event"]
+    assert lines[1]["event"]["id"] == "s2:0"
+
+
+def test_invalid_line_names_file_and_line_and_imports_nothing(journal: Journal, tmp_path: Path) -> None:
+    fill(journal)
+    out = tmp_path / "e.jsonl"
+    export_jsonl(journal, out)
+    lines = out.read_text().splitlines()
+    lines.insert(3, '{"kind": "event", "event": {"id": "x"}}')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    with Journal(tmp_path / "fresh.sqlite3") as fresh:
+        with pytest.raises(StoreError, match=rf"{bad}:4: not a valid Hydra export line"):
+            import_jsonl(fresh, bad)
+        assert fresh.count() == 0
+
+
+def test_prune_removes_old_events_from_journal_and_index(journal: Journal) -> None:
+    fill(journal)
+    store = InMemoryStore()
+    Indexer(journal, store).catch_up(5)
+    assert prune(journal, store, older_than=timedelta(days=30)) == 3
+    assert journal.count() == 1 and store.count() == 1
+    assert [h.id for h in store.query_by_session("s2")] == ["s2:0"]
+    assert journal.load_session("s1") is not None
+
+
+class DownStore(InMemoryStore):
+    def delete(self, ids: Sequence[str]) -> None:
+        raise ConnectionError("index down")
+
+
+def test_prune_with_index_down_says_to_reindex(journal: Journal) -> None:
+    fill(journal)
+    with pytest.raises(StoreError, match="hydra reindex"):
+        prune(journal, DownStore(), older_than=timedelta(days=30))
+    assert journal.count() == 1
+
+
+def test_disk_usage_counts_journal_and_warns_over_the_limit(tmp_path: Path) -> None:
+    settings = HydraSettings(data_home=tmp_path / "data", disk_warning_bytes=1)
+    with Journal(settings.journal_path) as j:
+        j.append(SessionRef(session_id="s"), EventDraft(type="note", text="x" * 1000))
+        usage = disk_usage(settings)
+    assert usage.journal_bytes > 1000 and usage.index_bytes == 0
+    assert usage.total_bytes >= usage.journal_bytes and usage.warning
+    assert usage.message is not None and "hydra prune" in usage.message
+    roomy = disk_usage(HydraSettings(data_home=tmp_path / "data", disk_warning_bytes=10**12))
+    assert not roomy.warning and roomy.message is None
+
+
+def test_disk_usage_of_a_server_index_is_unknown(tmp_path: Path) -> None:
+    settings = HydraSettings(data_home=tmp_path / "nothing-yet", chroma_url="http://127.0.0.1:8000")
+    usage = disk_usage(settings)
+    assert usage.index_bytes is None and usage.total_bytes == 0 and not usage.warning
