@@ -95,7 +95,8 @@ class CodexEventParser:
         if kind == "turn.started":
             return [EventDraft(type="status", text="turn started", data={"codex": "turn.started"})]
         if kind == "turn.completed":
-            usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+            raw_usage = obj.get("usage")
+            usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
             for key, value in usage.items():
                 if isinstance(value, int):
                     self.usage[key] = self.usage.get(key, 0) + value
@@ -181,7 +182,8 @@ class CodexEventParser:
                 )
             ]
         if kind == "file_change":
-            changes = item.get("changes") if isinstance(item.get("changes"), list) else []
+            raw_changes = item.get("changes")
+            changes: list[Any] = raw_changes if isinstance(raw_changes, list) else []
             paths = [self.mask(str(c.get("path", ""))) for c in changes if isinstance(c, dict)]
             kinds = [str(c.get("kind", "")) for c in changes if isinstance(c, dict)]
             return [

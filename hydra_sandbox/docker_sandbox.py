@@ -180,17 +180,20 @@ class DockerSandbox:
         if codex_home not in existing:
             await self.runtime.create_volume(codex_home, self._labels(request, "codex-home"))
         api_key_env = "OPENAI_API_KEY" if self.settings.model_api_key else None
-        common = {
-            "model": request.model,
-            "base_url": active.model_base_url,
-            "api_key_env": api_key_env,
-            "codex_home": CODEX_HOME,
-        }
-        invocation = (
-            build_resume(request.resume_thread_id, request.prompt, **common)  # type: ignore[arg-type]
-            if request.resume_thread_id
-            else build_exec(request.prompt, **common)
-        )  # type: ignore[arg-type]
+        base_url = active.model_base_url
+        if request.resume_thread_id:
+            invocation = build_resume(
+                request.resume_thread_id,
+                request.prompt,
+                model=request.model,
+                base_url=base_url,
+                api_key_env=api_key_env,
+                codex_home=CODEX_HOME,
+            )
+        else:
+            invocation = build_exec(
+                request.prompt, model=request.model, base_url=base_url, api_key_env=api_key_env, codex_home=CODEX_HOME
+            )
         env = {**invocation.env, **active.env, **AGENT_ENV}
         if self.settings.model_api_key:
             env["OPENAI_API_KEY"] = self.settings.model_api_key.get_secret_value()

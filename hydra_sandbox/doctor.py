@@ -6,7 +6,7 @@ import subprocess
 
 from pydantic import BaseModel
 
-from hydra_sandbox.embeddings import check_model_dir
+from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.errors import HydraError
 from hydra_sandbox.settings import HydraSettings
 
@@ -110,7 +110,7 @@ def _store(settings: HydraSettings) -> Check:
 
 def _model(settings: HydraSettings) -> Check:
     try:
-        check_model_dir(settings.embedding_model_dir)
+        MiniLMEmbedding(settings.embedding_model_dir).check()
         return Check(name="embedding model", ok=True, detail=f"all-MiniLM-L6-v2 in {settings.embedding_model_dir}")
     except HydraError as exc:
         return Check(name="embedding model", ok=False, detail=exc.message, fix=exc.hint)

@@ -182,7 +182,7 @@ class ConnectRelay(_RelayBase):
         except (OSError, TimeoutError):
             await self._refuse(writer, target, "name does not resolve")
             return
-        addresses = [info[4][0] for info in infos]
+        addresses = [str(info[4][0]) for info in infos]
         if not trusted and any(forbidden_address(a) for a in addresses):
             await self._refuse(writer, target, "resolves to a loopback, private or link-local address")
             return

@@ -632,8 +632,7 @@ class AgentManager:
                 f"session {session_id} uses read-only profile {record.profile_id!r}; it has nothing to apply"
             )
         if not confirm:
-            preview = await self.sandbox.apply(session_id, record.policy, confirm=False)
-            return preview
+            return await self.sandbox.apply(session_id, record.policy, confirm=False)
         self._check_rules(record)
         root = record.working_dir
         lock = self._apply_locks.setdefault(root, asyncio.Lock())

@@ -9,7 +9,7 @@ cannot be removed by any policy or request.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -237,7 +237,7 @@ def narrow(parent: Policy, request: PolicyRequest | None, *, name: str | None = 
     )
 
 
-def _narrow_numbers(section: str, parent: BaseModel, request: dict[str, float | int]) -> dict[str, float | int]:
+def _narrow_numbers(section: str, parent: BaseModel, request: Mapping[str, float | int]) -> dict[str, float | int]:
     fields = {k for k, v in type(parent).model_fields.items() if v.annotation in (int, float)}
     out: dict[str, float | int] = {}
     for key, value in request.items():
@@ -333,7 +333,10 @@ def explain(policy: Policy, workspace: Path) -> Explanation:
     if not workspace.is_dir():
         raise ConfigError(f"--workspace: {workspace} is not a directory")
     matcher = policy.matcher
-    visible, hidden, writable, read_only = [], [], [], []
+    visible: list[str] = []
+    hidden: list[str] = []
+    writable: list[str] = []
+    read_only: list[str] = []
     for rel in _walk(workspace):
         if matcher.is_visible(rel):
             visible.append(rel)

@@ -515,5 +515,5 @@ def run(settings: HydraSettings, transport: Literal["stdio", "http"], token: str
 
     assert token, "http transport needs a token"
     server = build_server(settings, auth=HydraTokenVerifier(token))
-    app = server.http_app(path="/mcp", host_origin_protection="strict")
+    app = server.http_app(path="/mcp", host_origin_protection=True)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning")

@@ -91,15 +91,24 @@ async def supervise(
                 await pump_task
     exit_code = await runtime.wait(container_id, timeout_s=grace_s + 10)
     info = await runtime.inspect(container_id)
-    base = {"exit_code": exit_code, "output_bytes": total, "truncated": truncated}
+
+    def outcome(status: str, reason: str | None = None) -> RunOutcome:
+        return RunOutcome(
+            status=status,
+            reason=reason,
+            exit_code=exit_code,
+            output_bytes=total,  # type: ignore[arg-type]
+            truncated=truncated,
+        )
+
     if ended_by == "cancelled":
-        return RunOutcome(status="cancelled", reason="terminated on request", **base)
+        return outcome("cancelled", "terminated on request")
     if ended_by == "timed_out":
-        return RunOutcome(status="timed_out", reason=f"wall-clock limit of {timeout_s:g} s reached", **base)
+        return outcome("timed_out", f"wall-clock limit of {timeout_s:g} s reached")
     if info.oom_killed:
-        return RunOutcome(status="failed", reason="out of memory (OOM killed)", **base)
+        return outcome("failed", "out of memory (OOM killed)")
     if exit_code == 0:
-        return RunOutcome(status="completed", **base)
+        return outcome("completed")
     if pid_trouble:
-        return RunOutcome(status="failed", reason=f"process limit reached (exit code {exit_code})", **base)
-    return RunOutcome(status="failed", reason=f"exit code {exit_code}", **base)
+        return outcome("failed", f"process limit reached (exit code {exit_code})")
+    return outcome("failed", f"exit code {exit_code}")

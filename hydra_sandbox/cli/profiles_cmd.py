@@ -72,7 +72,7 @@ def validate(paths: list[Path] = typer.Argument(None, help="Profile files; defau
     good, bad = _catalog().load_all()
     for pid in good:
         console.print(f"[green]ok[/] {pid}")
-    for pid, exc in bad.items():
-        console.print(f"[red]invalid[/] {pid}: {exc}")
+    for pid, problem in bad.items():
+        console.print(f"[red]invalid[/] {pid}: {problem}")
     if bad:
         fail(f"{len(bad)} invalid profile(s)", code=2)
