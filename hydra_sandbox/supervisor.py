@@ -20,8 +20,11 @@ OutputHandler = Callable[[LogStream, bytes], Awaitable[None]]
 PID_EXHAUSTION_MARKERS = (b"Resource temporarily unavailable", b"fork: retry", b"Cannot fork")
 
 
+OutcomeStatus = Literal["completed", "failed", "timed_out", "cancelled"]
+
+
 class RunOutcome(BaseModel):
-    status: Literal["completed", "failed", "timed_out", "cancelled"]
+    status: OutcomeStatus
     exit_code: int | None = None
     reason: str | None = None
     output_bytes: int = 0
@@ -92,14 +95,8 @@ async def supervise(
     exit_code = await runtime.wait(container_id, timeout_s=grace_s + 10)
     info = await runtime.inspect(container_id)
 
-    def outcome(status: str, reason: str | None = None) -> RunOutcome:
-        return RunOutcome(
-            status=status,
-            reason=reason,
-            exit_code=exit_code,
-            output_bytes=total,  # type: ignore[arg-type]
-            truncated=truncated,
-        )
+    def outcome(status: OutcomeStatus, reason: str | None = None) -> RunOutcome:
+        return RunOutcome(status=status, reason=reason, exit_code=exit_code, output_bytes=total, truncated=truncated)
 
     if ended_by == "cancelled":
         return outcome("cancelled", "terminated on request")

@@ -1,0 +1,125 @@
+"""Sandbox start (hardened container + staged copy-on-write workspace) against a plain `docker run --rm`
+of the same image; workspace staging against `git worktree add` and `cp -a` on synthetic repositories;
+diff time against the number of changed files. Usage: python benchmarks/bench_sandbox.py [--quick]"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from hydra_sandbox.diffing import compute_diff
+from hydra_sandbox.docker_runtime import DockerRuntime
+from hydra_sandbox.policy import Policy
+from hydra_sandbox.runtime import ContainerSpec, Mount
+from hydra_sandbox.settings import load_settings
+from hydra_sandbox.workspace import discard, stage
+
+POLICY = Policy(name="bench")
+
+
+def make_repo(root: Path, files: int) -> Path:
+    repo = root / f"repo{files}"
+    for i in range(files):
+        d = repo / f"pkg{i // 100}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"m{i}.py").write_text(f"x = {i}\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "x"], check=True
+    )
+    subprocess.run(["chown", "-R", "1234:1234", str(repo)], check=True)
+    return repo
+
+
+def timed(fn) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+async def bench_start(image: str, tmp: Path, runs: int) -> None:
+    runtime = DockerRuntime()
+    repo = make_repo(tmp, 100)
+    plain, hydra = [], []
+    for i in range(runs):
+        plain.append(
+            timed(lambda: subprocess.run(["docker", "run", "--rm", image, "true"], check=True, capture_output=True))
+        )
+        start = time.perf_counter()
+        labels = {"hydra.session": f"bench-{i}", "hydra.role": "workspace", "hydra.test": "1"}
+        ws = await stage(f"bench-{i}", repo, POLICY, tmp / "sessions", runtime, labels)
+        spec = ContainerSpec(
+            image=image,
+            argv=["true"],
+            user=f"{ws.agent_uid}:{ws.agent_gid}",
+            labels=labels,
+            mounts=[Mount(type="volume", source=ws.volume_name, target="/workspace")],
+        )
+        cid = await runtime.create(spec)
+        await runtime.start(cid)
+        await runtime.wait(cid)
+        await runtime.remove(cid)
+        hydra.append(time.perf_counter() - start)
+        await discard(ws, runtime)
+    p, h = statistics.median(plain), statistics.median(hydra)
+    print("| sandbox start (median of %d) | seconds | ratio |\n|---|---|---|" % runs)
+    print(f"| docker run --rm IMAGE true | {p:.3f} | 1.00 |")
+    print(f"| Hydra: stage workspace + hardened create/start/wait/remove | {h:.3f} | {h / p:.2f} |")
+
+
+async def bench_staging(tmp: Path, sizes: list[int]) -> None:
+    runtime = DockerRuntime()
+    print("\n| files | hydra stage (s) | git worktree add (s) | cp -a (s) | worktree / hydra | cp / hydra |")
+    print("|---|---|---|---|---|---|")
+    for n in sizes:
+        repo = make_repo(tmp, n)
+        start = time.perf_counter()
+        labels = {"hydra.session": f"stage-{n}", "hydra.role": "workspace", "hydra.test": "1"}
+        ws = await stage(f"stage-{n}", repo, POLICY, tmp / "sessions", runtime, labels)
+        hydra = time.perf_counter() - start
+        await discard(ws, runtime)
+        worktree = timed(
+            lambda: subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", str(tmp / f"wt{n}")], check=True)
+        )
+        copy = timed(lambda: subprocess.run(["cp", "-a", str(repo), str(tmp / f"cp{n}")], check=True))
+        print(f"| {n} | {hydra:.3f} | {worktree:.3f} | {copy:.3f} | {worktree / hydra:.1f}x | {copy / hydra:.1f}x |")
+        shutil.rmtree(tmp / f"cp{n}")
+
+
+async def bench_diff(tmp: Path, counts: list[int]) -> None:
+    runtime = DockerRuntime()
+    repo = make_repo(tmp, max(counts))
+    print("\n| changed files | diff (s) | per file (ms) |\n|---|---|---|")
+    for n in counts:
+        labels = {"hydra.session": f"diff-{n}", "hydra.role": "workspace", "hydra.test": "1"}
+        ws = await stage(f"diff-{n}", repo, POLICY, tmp / "sessions", runtime, labels)
+        for i in range(n):
+            target = ws.upper / f"pkg{i // 100}" / f"m{i}.py"
+            target.parent.mkdir(exist_ok=True)
+            target.write_text(f"x = {i + 1}\n")
+        took = timed(lambda: compute_diff(ws, POLICY))
+        print(f"| {n} | {took:.3f} | {took / n * 1000:.2f} |")
+        await discard(ws, runtime)
+
+
+async def main() -> None:
+    quick = "--quick" in sys.argv
+    image = load_settings().agent_image
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        await bench_start(image, Path(tmp), 3 if quick else 10)
+        await bench_staging(Path(tmp), [1000, 10000] if quick else [1000, 10000, 100000])
+        await bench_diff(Path(tmp), [10, 100] if quick else [10, 100, 1000, 10000])
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
