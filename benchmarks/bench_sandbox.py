@@ -51,9 +51,7 @@ async def bench_start(image: str, tmp: Path, runs: int) -> None:
     repo = make_repo(tmp, 100)
     plain, hydra = [], []
     for i in range(runs):
-        plain.append(
-            timed(lambda: subprocess.run(["docker", "run", "--rm", image, "true"], check=True, capture_output=True))
-        )
+        plain.append(timed_run(["docker", "run", "--rm", image, "true"]))
         start = time.perf_counter()
         labels = {"hydra.session": f"bench-{i}", "hydra.role": "workspace", "hydra.test": "1"}
         ws = await stage(f"bench-{i}", repo, POLICY, tmp / "sessions", runtime, labels)
