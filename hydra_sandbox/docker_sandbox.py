@@ -28,6 +28,7 @@ from hydra_sandbox.masking import LineMasker, SecretMasker
 from hydra_sandbox.network import ActiveEgress, egress, plan_egress
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.runtime import (
+    LABEL_HOME,
     LABEL_PARENT,
     LABEL_PROFILE,
     LABEL_ROLE,
@@ -37,6 +38,7 @@ from hydra_sandbox.runtime import (
     ContainerSpec,
     LogStream,
     Mount,
+    home_label,
 )
 from hydra_sandbox.sandbox import EventSink, RunRequest, RunResult
 from hydra_sandbox.settings import HydraSettings
@@ -145,6 +147,7 @@ class DockerSandbox:
 
     def _labels(self, request: RunRequest, role: str) -> dict[str, str]:
         return {
+            LABEL_HOME: home_label(self.settings.data_home),
             LABEL_SESSION: request.session_id,
             LABEL_PROFILE: request.profile_id,
             LABEL_PARENT: request.parent_session_id or "",

@@ -12,6 +12,7 @@ Two kinds of relay, both bounded in connections and both refusing everything the
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import ipaddress
@@ -61,7 +62,7 @@ def forbidden_address(address: str) -> bool:
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
-class _RelayBase:
+class _RelayBase(abc.ABC):
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
         self._server: asyncio.AbstractServer | None = None
@@ -110,8 +111,9 @@ class _RelayBase:
             if task is not None:
                 self._tasks.discard(task)
 
+    @abc.abstractmethod
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError
+        """Serve one connection from the agent."""
 
 
 class ForwardRelay(_RelayBase):

@@ -1,0 +1,42 @@
+# Hydra's server image: `hydra serve` as a non-root user.
+#
+# Containers here cannot reach the package index over TLS, so the Python wheels are staged on the
+# host first: `hydra images build --server` does it (pip wheel into a build context) and builds this
+# file with BASE_IMAGE defaulting to the locally built Debian bookworm image.
+#
+# Reaching Docker: the server starts agent containers, so it needs a Docker API. Mounting the host's
+# socket (-v /var/run/docker.sock:/var/run/docker.sock) gives this container root on the host; it is
+# the operator's explicit choice, never made by Hydra, and agents never get the socket (see
+# docs/security.md). A remote daemon over TLS (DOCKER_HOST=tcp://...:2376) is the alternative.
+ARG BASE_IMAGE=hydra-local/debian:bookworm
+
+FROM ${BASE_IMAGE} AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+COPY wheels /wheels
+RUN python3 -m venv /opt/hydra \
+ && /opt/hydra/bin/pip install --no-index --find-links /wheels hydra-sandbox \
+ && rm -rf /root/.cache
+
+FROM ${BASE_IMAGE}
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 --shell /usr/sbin/nologin hydra
+COPY --from=build /opt/hydra /opt/hydra
+COPY profiles /opt/hydra-share/profiles
+COPY policies /opt/hydra-share/policies
+ENV PATH=/opt/hydra/bin:$PATH \
+    HYDRA_BUILTIN_PROFILES_DIR=/opt/hydra-share/profiles \
+    HYDRA_BUILTIN_POLICIES_DIR=/opt/hydra-share/policies \
+    HYDRA_DATA_HOME=/data \
+    HYDRA_TRANSPORT=http \
+    HYDRA_HTTP_HOST=0.0.0.0
+RUN mkdir -p /data && chown hydra:hydra /data
+USER hydra
+VOLUME ["/data"]
+EXPOSE 8765
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
+  CMD python3 -c "import socket; socket.create_connection(('127.0.0.1', 8765), 3)" || exit 1
+ENTRYPOINT ["hydra", "serve"]
