@@ -85,7 +85,9 @@ async def bench_staging(tmp: Path, sizes: list[int]) -> None:
         ws = await stage(f"stage-{n}", repo, POLICY, tmp / "sessions", runtime, labels)
         hydra = time.perf_counter() - start
         await discard(ws, runtime)
-        worktree = timed_run(["git", "-C", str(repo), "worktree", "add", "-q", str(tmp / f"wt{n}")])
+        worktree = timed_run(
+            ["git", "-c", "safe.directory=*", "-C", str(repo), "worktree", "add", "-q", str(tmp / f"wt{n}")]
+        )
         copy = timed_run(["cp", "-a", str(repo), str(tmp / f"cp{n}")])
         print(f"| {n} | {hydra:.3f} | {worktree:.3f} | {copy:.3f} | {worktree / hydra:.1f}x | {copy / hydra:.1f}x |")
         shutil.rmtree(tmp / f"cp{n}")

@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -252,3 +253,31 @@ def build_agent_image(settings: HydraSettings, progress: Progress = lambda _m: N
         skipped=False,
         seconds=time.monotonic() - started,
     )
+
+
+def build_server_image(
+    settings: HydraSettings, progress: Progress = lambda _m: None, tag: str = f"hydra-server:{__version__}"
+) -> BuiltImage:
+    """The top-level Dockerfile (``hydra serve``), with this package's wheels staged on the host."""
+    started = time.monotonic()
+    client = _docker_client()
+    base = settings.base_image or ensure_base_image(client, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="hydra-server-build-") as tmp:
+        context = Path(tmp)
+        progress("building wheels for the server image (pip wheel)")
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(context / "wheels"), str(REPO_ROOT)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])
+            raise ImageBuildError(f"pip wheel failed:\n{tail}", hint="check that the package index is reachable")
+        shutil.copy2(REPO_ROOT / "Dockerfile", context / "Dockerfile")
+        for name in ("profiles", "policies"):
+            shutil.copytree(REPO_ROOT / name, context / name)
+        progress(f"building {tag} from {base}")
+        _build(client, context, [tag], {"BASE_IMAGE": base}, progress)
+    image = client.images.get(tag)
+    return BuiltImage(tag=tag, size_bytes=image.attrs.get("Size", 0), skipped=False, seconds=time.monotonic() - started)
