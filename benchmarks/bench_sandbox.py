@@ -31,8 +31,9 @@ def make_repo(root: Path, files: int) -> Path:
         d = repo / f"pkg{i // 100}"
         d.mkdir(parents=True, exist_ok=True)
         (d / f"m{i}.py").write_text(f"x = {i}\n")
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    git = ["git", "-c", "safe.directory=*"]
+    subprocess.run([*git, "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "-C", str(repo), "add", "-A"], check=True)
     subprocess.run(
         ["git", "-C", str(repo), "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "x"], check=True
     )
@@ -42,7 +43,9 @@ def make_repo(root: Path, files: int) -> Path:
 
 def timed_run(argv: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True)
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{argv} failed: {result.stderr.strip()[-500:]}")
     return time.perf_counter() - start
 
 

@@ -22,6 +22,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import ahocorasick
+
 from hydra_sandbox.errors import ConfigError
 
 MIN_SECRET_LENGTH = 8
@@ -192,8 +194,19 @@ class SecretMasker:
             (ci_anchors if rule.case_insensitive_anchors else anchors).update(
                 a.lower() if rule.case_insensitive_anchors else a for a in rule.anchors
             )
-        self._anchors = tuple(sorted(anchors))
-        self._ci_anchors = tuple(sorted(ci_anchors))
+        automaton = ahocorasick.Automaton()
+        entries: dict[str, list[tuple[str, bool]]] = {}
+        for anchor in anchors:
+            entries.setdefault(anchor.lower(), []).append((anchor, True))
+        for anchor in ci_anchors:
+            entries.setdefault(anchor, []).append((anchor, False))
+        for key, variants in entries.items():
+            # one key may stand for several anchors (e.g. "sk-" from two rules): keep the least strict
+            case_sensitive = all(cs for _a, cs in variants)
+            original = next(a for a, cs in variants if cs == case_sensitive)
+            automaton.add_word(key, (original, case_sensitive))
+        automaton.make_automaton()
+        self._automaton = automaton
         self._compiled = re.compile("|".join(parts))
         self._group_rule = group_rule
         self._holdback = holdback
@@ -215,18 +228,16 @@ class SecretMasker:
         return [r.name for r in self._rules]
 
     def _anchor_positions(self, text: str, pos: int, endpos: int) -> list[int]:
-        """Every position in [pos, endpos) where some rule could start a match, ascending."""
+        """Every position in [pos, endpos) where some rule could start a match, ascending: one
+        Aho-Corasick pass over an ASCII-lowercased copy; case-sensitive anchors are confirmed on the text."""
+        window = text[pos:endpos]
+        haystack = window.lower() if window.isascii() else window.translate(_ASCII_LOWER)
         found: set[int] = set()
-        for anchors, haystack in ((self._anchors, text), (self._ci_anchors, None)):
-            if not anchors:
+        for end, (anchor, case_sensitive) in self._automaton.iter(haystack):
+            start = end - len(anchor) + 1
+            if case_sensitive and not window.startswith(anchor, start):
                 continue
-            if haystack is None:
-                haystack = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
-            for anchor in anchors:
-                i = haystack.find(anchor, pos, endpos)
-                while i != -1:
-                    found.add(i)
-                    i = haystack.find(anchor, i + 1, endpos)
+            found.add(pos + start)
         return sorted(found)
 
     def _matches(self, text: str, pos: int, endpos: int) -> Iterator[re.Match[str]]:

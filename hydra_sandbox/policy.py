@@ -9,6 +9,7 @@ cannot be removed by any policy or request.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -127,8 +128,32 @@ class PolicyRequest(_Strict):
     delegation: dict[str, int] | None = None
 
 
-def _spec(globs: Iterable[str]) -> pathspec.PathSpec:
-    return pathspec.PathSpec.from_lines("gitignore", list(globs))
+class _GlobSet:
+    """A gitignore-style glob list compiled once: one regular expression when no glob negates (the usual
+    case, many times faster than trying each pattern), else pathspec's own matcher."""
+
+    def __init__(self, globs: Iterable[str]) -> None:
+        lines = list(globs)
+        self._spec = pathspec.PathSpec.from_lines("gitignore", lines)
+        patterns = [p for p in self._spec.patterns if p.include is not None]
+        self.everything = lines == ["**"]
+        self._regex: re.Pattern[str] | None = None
+        if patterns and all(p.include for p in patterns):
+            self._regex = re.compile("|".join(f"(?:{p.regex.pattern})" for p in patterns))  # type: ignore[attr-defined]
+        self._empty = not patterns
+
+    def match_file(self, path: str) -> bool:
+        if self.everything:
+            return True
+        if self._empty:
+            return False
+        if self._regex is not None:
+            return self._regex.match(path) is not None
+        return self._spec.match_file(path)
+
+
+def _spec(globs: Iterable[str]) -> _GlobSet:
+    return _GlobSet(globs)
 
 
 class PathMatcher:

@@ -190,3 +190,34 @@ def test_explain_lists_visible_hidden_and_writable(tmp_path: Path) -> None:
 def test_explain_refuses_a_missing_workspace(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--workspace"):
         explain(PARENT, tmp_path / "nope")
+
+
+GLOBS = [["**"], [".env", "src/"], ["**/*.pem", "docs/**"], ["*.py", "!keep.py"], ["a/*/c", "b/**/d"], []]
+PATHS = [
+    ".env",
+    "x/.env",
+    "src/a.py",
+    "lib/src/b",
+    "k.pem",
+    "a/b/k.pem",
+    "docs/x/y.md",
+    "keep.py",
+    "m.py",
+    "a/b/c",
+    "a/b/x/c",
+    "b/d",
+    "b/x/y/d",
+    "README",
+]
+
+
+@pytest.mark.parametrize("globs", GLOBS)
+def test_compiled_globs_match_exactly_like_pathspec(globs: list[str]) -> None:
+    import pathspec
+
+    from hydra_sandbox.policy import _GlobSet
+
+    reference = pathspec.PathSpec.from_lines("gitignore", globs)
+    compiled = _GlobSet(globs)
+    for path in PATHS:
+        assert compiled.match_file(path) == reference.match_file(path), (globs, path)
