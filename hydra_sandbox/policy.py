@@ -135,11 +135,11 @@ class _GlobSet:
     def __init__(self, globs: Iterable[str]) -> None:
         lines = list(globs)
         self._spec = pathspec.PathSpec.from_lines("gitignore", lines)
-        patterns = [p for p in self._spec.patterns if p.include is not None]
+        patterns = [p for p in self._spec.patterns if p.include is not None and getattr(p, "regex", None) is not None]
         self.everything = lines == ["**"]
         self._regex: re.Pattern[str] | None = None
         if patterns and all(p.include for p in patterns):
-            self._regex = re.compile("|".join(f"(?:{p.regex.pattern})" for p in patterns))  # type: ignore[attr-defined]
+            self._regex = re.compile("|".join(f"(?:{p.regex.pattern})" for p in patterns))  # type: ignore[union-attr]
         self._empty = not patterns
 
     def match_file(self, path: str) -> bool:
