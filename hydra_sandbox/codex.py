@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 PROVIDER = "hydra"
+SECRET_ENV_PATTERNS = ("*KEY*", "*SECRET*", "*TOKEN*", "*PASSWORD*", "*CREDENTIAL*")
 
 
 class CodexInvocation(BaseModel):
@@ -38,7 +39,10 @@ def toml_value(value: Any) -> str:
 def config_overrides(
     *, base_url: str | None, api_key_env: str | None, mcp_servers: dict[str, dict[str, Any]] | None = None
 ) -> list[str]:
-    args: list[str] = []
+    # Commands the agent runs never see secrets from the container's environment (the model key is
+    # there for Codex itself): Codex drops these names from every command's environment.
+    hidden = sorted({*SECRET_ENV_PATTERNS, *([api_key_env] if api_key_env else [])})
+    args: list[str] = ["-c", f"shell_environment_policy.exclude={toml_value(hidden)}"]
     if base_url:
         provider: dict[str, Any] = {"name": PROVIDER, "base_url": base_url, "wire_api": "responses"}
         if api_key_env:

@@ -38,7 +38,7 @@ def test_resume_names_the_thread_before_the_prompt() -> None:
 def test_provider_override_is_valid_toml_even_with_hostile_values() -> None:
     url = 'http://127.0.0.1:9/v1" \n[evil]\nx = "1'
     argv = build_exec("p", model="m", base_url=url, api_key_env="OPENAI_API_KEY").argv
-    value = argv[argv.index("-c", argv.index("-c") + 1) + 1].split("=", 1)[1]
+    value = next(a for a in argv if a.startswith("model_providers.hydra=")).split("=", 1)[1]
     parsed = tomllib.loads(f"x = {value}")
     assert parsed["x"]["base_url"] == url and parsed["x"]["wire_api"] == "responses"
     assert tomllib.loads(f"y = {toml_value({'a': [1, True, 'q']})}")["y"] == {"a": [1, True, "q"]}
@@ -104,3 +104,11 @@ def test_secrets_in_command_output_are_masked_by_the_parser() -> None:
 def test_resumed_thread_keeps_its_id() -> None:
     parser, drafts = parse("resume.jsonl")
     assert drafts[0].data["thread_id"] == parser.thread_id
+
+
+def test_commands_never_inherit_secret_variables() -> None:
+    argv = build_exec("p", model="m", base_url="http://127.0.0.1:9/v1", api_key_env="MY_MODEL_CRED").argv
+    value = argv[argv.index("-c") + 1]
+    assert value.startswith("shell_environment_policy.exclude=")
+    excluded = tomllib.loads("x = " + value.split("=", 1)[1])["x"]
+    assert {"MY_MODEL_CRED", "*KEY*", "*TOKEN*", "*SECRET*"} <= set(excluded)
