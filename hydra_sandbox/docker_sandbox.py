@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from hydra_sandbox import __version__
+from hydra_sandbox.agent_endpoint import MCP_PORT, TOKEN_ENV, AgentEndpoint
 from hydra_sandbox.applying import ApplyResult, apply_changes
 from hydra_sandbox.codex import build_exec, build_resume
 from hydra_sandbox.codex_events import CodexEventParser
@@ -122,10 +123,17 @@ class OutputPipeline:
 
 
 class DockerSandbox:
-    def __init__(self, settings: HydraSettings, masker: SecretMasker, runtime: ContainerRuntime | None = None) -> None:
+    def __init__(
+        self,
+        settings: HydraSettings,
+        masker: SecretMasker,
+        runtime: ContainerRuntime | None = None,
+        agent_endpoint: AgentEndpoint | None = None,
+    ) -> None:
         self.settings = settings
         self.masker = masker
         self.runtime: ContainerRuntime = runtime or DockerRuntime()
+        self.agent_endpoint = agent_endpoint
         self._workspaces: dict[str, StagedWorkspace] = {}
 
     # -- workspace state ---------------------------------------------------------------------
@@ -177,13 +185,36 @@ class DockerSandbox:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def _spec(self, request: RunRequest, ws: StagedWorkspace, active: ActiveEgress) -> ContainerSpec:
+    def _mcp_target(self, request: RunRequest) -> Path | None:
+        """The agent MCP endpoint's socket when this run may delegate and the endpoint is up."""
+        endpoint = self.agent_endpoint
+        if endpoint is None or not endpoint.serving or request.policy.delegation.max_depth == 0:
+            return None
+        return endpoint.socket_path
+
+    def _issue_token(self, request: RunRequest) -> str:
+        assert self.agent_endpoint is not None
+        token = self.agent_endpoint.tokens.issue(request.session_id)
+        self.masker.add_secret(token)
+        return token
+
+    def _revoke_tokens(self, session_id: str) -> None:
+        if self.agent_endpoint is not None:
+            self.agent_endpoint.tokens.revoke(session_id)
+
+    async def _spec(
+        self, request: RunRequest, ws: StagedWorkspace, active: ActiveEgress, mcp_token: str | None
+    ) -> ContainerSpec:
         codex_home = f"hydra-codex-{request.session_id}"
         existing = {v.name for v in await self.runtime.list_volumes({LABEL_SESSION: request.session_id})}
         if codex_home not in existing:
             await self.runtime.create_volume(codex_home, self._labels(request, "codex-home"))
         api_key_env = "OPENAI_API_KEY" if self.settings.model_api_key else None
         base_url = active.model_base_url
+        mcp_servers = None
+        if mcp_token is not None:
+            url = f"http://127.0.0.1:{MCP_PORT}/mcp"
+            mcp_servers = {"hydra": {"url": url, "bearer_token_env_var": TOKEN_ENV}}
         if request.resume_thread_id:
             invocation = build_resume(
                 request.resume_thread_id,
@@ -192,12 +223,20 @@ class DockerSandbox:
                 base_url=base_url,
                 api_key_env=api_key_env,
                 codex_home=CODEX_HOME,
+                mcp_servers=mcp_servers,
             )
         else:
             invocation = build_exec(
-                request.prompt, model=request.model, base_url=base_url, api_key_env=api_key_env, codex_home=CODEX_HOME
+                request.prompt,
+                model=request.model,
+                base_url=base_url,
+                api_key_env=api_key_env,
+                codex_home=CODEX_HOME,
+                mcp_servers=mcp_servers,
             )
         env = {**invocation.env, **active.env, **AGENT_ENV}
+        if mcp_token is not None:
+            env[TOKEN_ENV] = mcp_token
         if self.settings.model_api_key:
             env["OPENAI_API_KEY"] = self.settings.model_api_key.get_secret_value()
         return ContainerSpec(
@@ -241,11 +280,13 @@ class DockerSandbox:
         parser = CodexEventParser(request.test_runners, self.masker.mask)
         pipeline = OutputPipeline(self.masker, parser, sink)
         plan = plan_egress(request.policy.network, self.settings.model_base_url, request.session_id)
+        mcp_target = self._mcp_target(request)
         container_id: str | None = None
         detached = False
         try:
-            async with egress(plan) as active:
-                container_id = await self.runtime.create(await self._spec(request, ws, active))
+            async with egress(plan, mcp_target) as active:
+                token = self._issue_token(request) if mcp_target is not None else None
+                container_id = await self.runtime.create(await self._spec(request, ws, active, token))
                 await self.runtime.start(container_id)
                 outcome = await self._supervise(request, container_id, pipeline, cancel)
         except asyncio.CancelledError:
@@ -257,6 +298,7 @@ class DockerSandbox:
         return await self._result(request, outcome, parser)
 
     async def _teardown(self, container_id: str | None, ws: StagedWorkspace) -> None:
+        self._revoke_tokens(ws.session_id)
         if container_id is not None:
             with contextlib.suppress(RuntimeUnavailableError):
                 await self.runtime.remove(container_id)
@@ -290,7 +332,7 @@ class DockerSandbox:
         plan = plan_egress(request.policy.network, self.settings.model_base_url, request.session_id)
         detached = False
         try:
-            async with egress(plan):
+            async with egress(plan, self._mcp_target(request)):
                 outcome = await self._supervise(request, container_id, pipeline, cancel)
         except asyncio.CancelledError:
             detached = True

@@ -4,6 +4,7 @@ Two kinds of relay, both bounded in connections and both refusing everything the
 
 * :class:`ForwardRelay` pipes every connection to one fixed ``host:port`` (the model endpoint over
   plain HTTP, e.g. a local model server on the host's loopback);
+* :class:`UnixForwardRelay` pipes every connection to one Unix socket (Hydra's agent MCP endpoint);
 * :class:`ConnectRelay` speaks HTTP ``CONNECT`` only: the agent's ``HTTPS_PROXY``. It accepts a target
   whose name and port are allowed, resolves it once, refuses it when any address is loopback,
   private, link-local, multicast or reserved (unless it is the configured model endpoint), and then
@@ -125,6 +126,18 @@ class ForwardRelay(_RelayBase):
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S)
+        await _splice((reader, writer), upstream)
+
+
+class UnixForwardRelay(_RelayBase):
+    """Every connection goes to one Unix socket on the host (Hydra's agent MCP endpoint)."""
+
+    def __init__(self, socket_path: Path, target: Path) -> None:
+        super().__init__(socket_path)
+        self.target = target
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await asyncio.wait_for(asyncio.open_unix_connection(str(self.target)), CONNECT_TIMEOUT_S)
         await _splice((reader, writer), upstream)
 
 

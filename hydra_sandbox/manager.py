@@ -41,6 +41,8 @@ from hydra_sandbox.sandbox import RunRequest, RunResult, Sandbox
 
 log = logging.getLogger(__name__)
 
+AGENT_WORKSPACE = "/workspace"
+"""How an agent names its own workspace when it spawns a child."""
 HOST_SESSION = "host"
 """Pseudo-session that holds notes a host logs without naming a session."""
 
@@ -220,12 +222,7 @@ class AgentManager:
                     session=existing.public(), events=self.events(existing.session_id, limit=20), reused=True
                 )
             if caller.kind == "agent":
-                if request.parent_session_id is None:
-                    raise PolicyViolation(
-                        "parent_session_id: an agent may only spawn children of its own sessions",
-                        hint=f"pass parent_session_id={caller.session_id!r}",
-                    )
-                authorize(caller, request.parent_session_id, self._parent_of)
+                request = self._agent_request(request, caller)
             record = self._build_record(request)
             self._sessions[record.session_id] = record
             if record.parent_session_id:
@@ -252,6 +249,18 @@ class AgentManager:
         )
         self._queue.put_nowait(record.session_id)
         return SpawnResult(session=record.public(), events=self.events(record.session_id, limit=20))
+
+    def _agent_request(self, request: SpawnRequest, caller: Caller) -> SpawnRequest:
+        """An agent spawns below itself (by default its own session) and sees its workspace as
+        ``/workspace``: that path stands for the parent's working directory on the host."""
+        parent_id = request.parent_session_id or caller.session_id
+        if parent_id is None:
+            raise PolicyViolation("parent_session_id: an agent may only spawn children of its own sessions")
+        authorize(caller, parent_id, self._parent_of)
+        update: dict[str, Any] = {"parent_session_id": parent_id}
+        if request.working_dir.rstrip("/") in {AGENT_WORKSPACE, ".", ""}:
+            update["working_dir"] = str(self.get(parent_id).working_dir)
+        return request.model_copy(update=update)
 
     def _build_record(self, request: SpawnRequest) -> SessionRecord:
         profile = apply_overrides(

@@ -5,6 +5,8 @@ The container always runs with ``network_mode="none"``: it has a loopback interf
 served by Hydra (see :mod:`hydra_sandbox.egress_relay`); inside the container ``hydra-agent-entry``
 starts socat on ``127.0.0.1:EGRESS_PORT`` relaying to that socket, and Codex is pointed at it. There is
 no IP route out of the container, so a process that ignores the proxy variables reaches nothing.
+The same directory may hold a second socket leading to Hydra's agent MCP endpoint (see
+:mod:`hydra_sandbox.agent_endpoint`), whatever the network mode.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field
 
-from hydra_sandbox.egress_relay import ConnectRelay, ForwardRelay
+from hydra_sandbox.agent_endpoint import MCP_PORT, MCP_SOCKET_NAME
+from hydra_sandbox.egress_relay import ConnectRelay, ForwardRelay, UnixForwardRelay
 from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.policy import NetworkPolicy
 from hydra_sandbox.runtime import Mount
@@ -69,9 +72,9 @@ def runtime_dir() -> Path:
 def plan_egress(network: NetworkPolicy, model_base_url: str | None, session_id: str) -> EgressPlan:
     model_url = model_base_url or DEFAULT_MODEL_URL
     scheme, host, port = _endpoint(model_url)
-    if network.mode == "none":
-        return EgressPlan(mode="none", model_url=model_url)
     socket_dir = runtime_dir() / session_id
+    if network.mode == "none":
+        return EgressPlan(mode="none", socket_dir=socket_dir, model_url=model_url)
     if network.mode == "model-only" and scheme == "http":
         return EgressPlan(
             mode="model-only", socket_dir=socket_dir, relay="forward", model_url=model_url, forward_to=(host, port)
@@ -83,48 +86,56 @@ def plan_egress(network: NetworkPolicy, model_base_url: str | None, session_id: 
 
 
 @contextlib.asynccontextmanager
-async def egress(plan: EgressPlan) -> AsyncIterator[ActiveEgress]:
-    """Serve the plan's relay for the duration of a run, then remove the socket directory (kept when the
-    server shuts down mid-run, for the agent it is mounted in)."""
-    if plan.relay == "none" or plan.socket_dir is None:
-        yield ActiveEgress(model_base_url=None if plan.model_url == DEFAULT_MODEL_URL else plan.model_url)
+async def egress(plan: EgressPlan, mcp_target: Path | None = None) -> AsyncIterator[ActiveEgress]:
+    """Serve the plan's relay (and, given ``mcp_target``, a relay to Hydra's agent MCP endpoint) for
+    the duration of a run, then remove the socket directory (kept when the server shuts down mid-run,
+    for the agent it is mounted in)."""
+    model_base_url = None if plan.model_url == DEFAULT_MODEL_URL else plan.model_url
+    if plan.socket_dir is None or (plan.relay == "none" and mcp_target is None):
+        yield ActiveEgress(model_base_url=model_base_url)
         return
     plan.socket_dir.mkdir(parents=True, exist_ok=True)
     plan.socket_dir.chmod(0o755)
-    socket_path = plan.socket_dir / SOCKET_NAME
     mounts = [Mount(type="bind", source=str(plan.socket_dir), target=SOCKET_DIR_IN_CONTAINER, read_only=True)]
-    env = {"HYDRA_EGRESS_SOCKET": f"{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}", "HYDRA_EGRESS_PORT": str(EGRESS_PORT)}
+    env: dict[str, str] = {}
     detached = False
     try:
-        if plan.relay == "forward":
-            assert plan.forward_to is not None
-            parts = urlsplit(plan.model_url)
-            inside = urlunsplit(("http", f"127.0.0.1:{EGRESS_PORT}", parts.path, parts.query, ""))
-            async with ForwardRelay(socket_path, *plan.forward_to):
-                yield ActiveEgress(env=env, mounts=mounts, model_base_url=inside, entrypoint=["hydra-agent-entry"])
-        else:
-            _scheme, host, port = _endpoint(plan.model_url)
-            proxy = f"http://127.0.0.1:{EGRESS_PORT}"
-            env |= {
-                "HTTPS_PROXY": proxy,
-                "https_proxy": proxy,
-                "HTTP_PROXY": proxy,
-                "http_proxy": proxy,
-                "NO_PROXY": "",
-                "no_proxy": "",
-            }
-            async with ConnectRelay(
-                socket_path, allowed_domains=plan.allowed_domains, allowed_ports={443}, trusted={(host, port)}
-            ):
-                yield ActiveEgress(
-                    env=env,
-                    mounts=mounts,
-                    model_base_url=None if plan.model_url == DEFAULT_MODEL_URL else plan.model_url,
-                    entrypoint=["hydra-agent-entry"],
+        async with contextlib.AsyncExitStack() as stack:
+            if plan.relay != "none":
+                env |= {
+                    "HYDRA_EGRESS_SOCKET": f"{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}",
+                    "HYDRA_EGRESS_PORT": str(EGRESS_PORT),
+                }
+            if plan.relay == "forward":
+                assert plan.forward_to is not None
+                parts = urlsplit(plan.model_url)
+                model_base_url = urlunsplit(("http", f"127.0.0.1:{EGRESS_PORT}", parts.path, parts.query, ""))
+                await stack.enter_async_context(ForwardRelay(plan.socket_dir / SOCKET_NAME, *plan.forward_to))
+            elif plan.relay == "connect":
+                _scheme, host, port = _endpoint(plan.model_url)
+                proxy = f"http://127.0.0.1:{EGRESS_PORT}"
+                # Only Hydra's own relays listen on the container's loopback, so it needs no proxy.
+                local = "127.0.0.1,localhost" if mcp_target is not None else ""
+                env |= {k: proxy for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")}
+                env |= {"NO_PROXY": local, "no_proxy": local}
+                await stack.enter_async_context(
+                    ConnectRelay(
+                        plan.socket_dir / SOCKET_NAME,
+                        allowed_domains=plan.allowed_domains,
+                        allowed_ports={443},
+                        trusted={(host, port)},
+                    )
                 )
+            if mcp_target is not None:
+                env |= {
+                    "HYDRA_MCP_SOCKET": f"{SOCKET_DIR_IN_CONTAINER}/{MCP_SOCKET_NAME}",
+                    "HYDRA_MCP_PORT": str(MCP_PORT),
+                }
+                await stack.enter_async_context(UnixForwardRelay(plan.socket_dir / MCP_SOCKET_NAME, mcp_target))
+            yield ActiveEgress(env=env, mounts=mounts, model_base_url=model_base_url, entrypoint=["hydra-agent-entry"])
     except asyncio.CancelledError:
         # Server shutdown: the agent keeps running with this directory bind-mounted, so it stays; the
-        # next server serves a new socket in the same directory, which the container then sees.
+        # next server serves new sockets in the same directory, which the container then sees.
         detached = True
         raise
     finally:

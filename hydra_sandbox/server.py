@@ -24,6 +24,7 @@ from pydantic import Field, ValidationError
 
 from hydra_sandbox import __version__
 from hydra_sandbox.access import OPERATOR, Caller
+from hydra_sandbox.agent_endpoint import AgentTokens
 from hydra_sandbox.errors import HydraError
 from hydra_sandbox.events import EVENT_TYPES
 from hydra_sandbox.lifecycle import SessionRecord
@@ -62,28 +63,35 @@ def _tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
 
 class HydraTokenVerifier(TokenVerifier):
-    """Bearer tokens: the operator's, and per-session agent tokens valid for one subtree."""
+    """The operator's bearer token (streamable HTTP on the host)."""
 
-    def __init__(self, operator_token: str, agent_tokens: dict[str, str] | None = None) -> None:
+    def __init__(self, operator_token: str) -> None:
         super().__init__()
         self._operator = operator_token
-        self._agents = agent_tokens if agent_tokens is not None else {}
-
-    def add_agent_token(self, token: str, session_id: str) -> None:
-        self._agents[token] = session_id
 
     async def verify_token(self, token: str) -> AccessToken | None:
         if hmac.compare_digest(token.encode(), self._operator.encode()):
             return AccessToken(token=token, client_id="operator", scopes=["hydra"], claims={"kind": "operator"})
-        for known, session_id in list(self._agents.items()):
-            if hmac.compare_digest(token.encode(), known.encode()):
-                return AccessToken(
-                    token=token,
-                    client_id=f"agent:{session_id}",
-                    scopes=["hydra"],
-                    claims={"kind": "agent", "session_id": session_id},
-                )
         return None
+
+
+class AgentTokenVerifier(TokenVerifier):
+    """Per-run agent tokens (the endpoint inside sandboxes): each valid for one session's subtree."""
+
+    def __init__(self, tokens: AgentTokens) -> None:
+        super().__init__()
+        self._tokens = tokens
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        session_id = self._tokens.session_for(token)
+        if session_id is None:
+            return None
+        return AccessToken(
+            token=token,
+            client_id=f"agent:{session_id}",
+            scopes=["hydra"],
+            claims={"kind": "agent", "session_id": session_id},
+        )
 
 
 def _caller() -> Caller:
@@ -114,13 +122,25 @@ def build_server(
     *,
     services_factory: Callable[[HydraSettings], contextlib.AbstractAsyncContextManager[Services]] | None = None,
     auth: TokenVerifier | None = None,
+    serve_agents: bool = True,
 ) -> FastMCP:
-    """The FastMCP server. ``services_factory`` lets tests swap the sandbox and store."""
+    """The FastMCP server. ``services_factory`` lets tests swap the sandbox and store. With
+    ``serve_agents`` the server also starts the endpoint agents delegate through, when the services
+    have one (see :mod:`hydra_sandbox.agent_endpoint`)."""
     factory = services_factory or open_services
 
     @contextlib.asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         async with factory(settings) as services:
+            endpoint = services.agent_endpoint if serve_agents else None
+            if endpoint is not None:
+                for_agents = build_server(
+                    settings,
+                    services_factory=lambda _s: contextlib.nullcontext(services),
+                    auth=AgentTokenVerifier(endpoint.tokens),
+                    serve_agents=False,
+                )
+                await endpoint.start(for_agents.http_app(path="/mcp"))
             yield {"services": services}
 
     mcp = FastMCP(

@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from hydra_sandbox.agent_endpoint import AgentEndpoint, AgentTokens, endpoint_socket
 from hydra_sandbox.indexer import Indexer
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.manager import AgentManager
@@ -33,6 +34,7 @@ class Services:
     manager: AgentManager
     profiles: ProfileCatalog
     policies: PolicyCatalog
+    agent_endpoint: AgentEndpoint | None = None
 
 
 def known_secrets(settings: HydraSettings) -> list[str]:
@@ -48,10 +50,19 @@ def _default_store(settings: HydraSettings) -> ContextStore:
     return ChromaStore.from_settings(settings)
 
 
-def _default_sandbox(settings: HydraSettings, masker: SecretMasker) -> Sandbox:
+def _default_sandbox(settings: HydraSettings, masker: SecretMasker, endpoint: AgentEndpoint | None) -> Sandbox:
     from hydra_sandbox.docker_sandbox import DockerSandbox
 
-    return DockerSandbox(settings, masker)
+    return DockerSandbox(settings, masker, agent_endpoint=endpoint)
+
+
+def agent_endpoint_for(settings: HydraSettings) -> AgentEndpoint | None:
+    """The endpoint agents may call Hydra through (not yet serving: the MCP server starts it)."""
+    if not settings.agent_mcp:
+        return None
+    from hydra_sandbox.network import runtime_dir
+
+    return AgentEndpoint(endpoint_socket(runtime_dir(), settings.data_home), AgentTokens(settings.agent_tokens_dir))
 
 
 @contextlib.asynccontextmanager
@@ -66,7 +77,8 @@ async def open_services(
     masker = SecretMasker(known_secrets(settings))
     store = store if store is not None else _default_store(settings)
     indexer = Indexer(journal, store)
-    sandbox = sandbox if sandbox is not None else _default_sandbox(settings, masker)
+    endpoint = agent_endpoint_for(settings) if sandbox is None else None
+    sandbox = sandbox if sandbox is not None else _default_sandbox(settings, masker, endpoint)
     profiles = ProfileCatalog(settings.profile_dirs)
     policies = PolicyCatalog(settings.policy_dirs)
     manager = AgentManager(
@@ -81,8 +93,10 @@ async def open_services(
     indexer.start()
     try:
         await manager.start()
-        yield Services(settings, journal, masker, store, indexer, sandbox, manager, profiles, policies)
+        yield Services(settings, journal, masker, store, indexer, sandbox, manager, profiles, policies, endpoint)
     finally:
+        if endpoint is not None:
+            await endpoint.stop()
         await manager.close()
         indexer.stop()
         await sandbox.close()

@@ -68,6 +68,10 @@ class HydraSettings(BaseSettings):
     http_port: int = Field(default=8765, ge=1, le=65535)
     http_token: SecretStr | None = None
     disk_warning_bytes: int = Field(default=10 * 1024**3, ge=0)
+    agent_mcp: bool = Field(
+        default=True,
+        description="Give agents whose policy allows children Hydra's MCP endpoint, so they can delegate.",
+    )
 
     @field_validator("chroma_url")
     @classmethod
@@ -94,6 +98,10 @@ class HydraSettings(BaseSettings):
     @property
     def sessions_dir(self) -> Path:
         return self.data_home / "sessions"
+
+    @property
+    def agent_tokens_dir(self) -> Path:
+        return self.data_home / "agent-tokens"
 
     @property
     def profile_dirs(self) -> list[Path]:
