@@ -36,6 +36,9 @@ class ScriptItem(BaseModel):
     """Exactly one of: a shell command, a final message, an MCP tool call, or an HTTP error."""
 
     exec: str | None = None
+    yield_ms: int | None = Field(
+        default=None, ge=0, description="exec only: how long Codex waits for the command before answering (<= 30000)."
+    )
     message: str | None = None
     mcp_call: McpCall | None = None
     error_status: int | None = None
@@ -47,10 +50,20 @@ class ScriptItem(BaseModel):
         return self
 
 
-class Script(BaseModel):
-    """Turns, in order: every request to the model gets the next one."""
+class ScriptRoute(BaseModel):
+    """Turns for the requests whose body contains ``match`` (e.g. a marker in one agent's task)."""
 
+    match: str = Field(min_length=1)
     turns: list[list[ScriptItem]]
+
+
+class Script(BaseModel):
+    """Turns, in order: every request to the model gets the next one. With ``routes``, a request
+    whose body contains a route's ``match`` (the first such route) takes that route's next turn
+    instead, so several agents can share one model server without racing for turns."""
+
+    turns: list[list[ScriptItem]] = Field(default_factory=list)
+    routes: list[ScriptRoute] = Field(default_factory=list)
     label: str = "scripted model (not a real model)"
 
 
@@ -65,7 +78,7 @@ def _output_item(item: ScriptItem) -> dict[str, Any]:
             "id": f"fc_{n}",
             "call_id": f"call_{n}",
             "name": "exec_command",
-            "arguments": json.dumps({"cmd": item.exec}),
+            "arguments": json.dumps({"cmd": item.exec, **({"yield_time_ms": item.yield_ms} if item.yield_ms else {})}),
         }
     if item.mcp_call is not None:
         return {
@@ -98,6 +111,7 @@ class ScriptedModel:
         self.port = port
         self.requests: list[dict[str, Any]] = []
         self._turn = 0
+        self._route_turns = [0] * len(script.routes)
         self._server: asyncio.Server | None = None
 
     @property
@@ -117,7 +131,12 @@ class ScriptedModel:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
 
-    def next_turn(self) -> list[ScriptItem]:
+    def next_turn(self, body: str = "") -> list[ScriptItem]:
+        for index, route in enumerate(self.script.routes):
+            if route.match in body:
+                n = self._route_turns[index]
+                self._route_turns[index] += 1
+                return route.turns[n] if n < len(route.turns) else [ScriptItem(message="done")]
         if self._turn < len(self.script.turns):
             turn = self.script.turns[self._turn]
         else:
@@ -169,7 +188,7 @@ class ScriptedModel:
             self.requests.append(json.loads(body or b"{}"))
         except json.JSONDecodeError:
             self.requests.append({"unparsable": body[:200].decode("latin-1")})
-        turn = self.next_turn()
+        turn = self.next_turn(body.decode("utf-8", "replace"))
         if turn and turn[0].error_status is not None:
             payload = json.dumps({"error": {"message": "scripted failure", "type": "server_error"}}).encode()
             await self._respond(writer, turn[0].error_status, payload, "application/json")

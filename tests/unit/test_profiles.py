@@ -12,7 +12,7 @@ BUILTIN = REPO_ROOT / "profiles"
 def test_builtin_profiles_all_load() -> None:
     good, bad = ProfileCatalog([BUILTIN]).load_all()
     assert bad == {}
-    assert {"default", "code_reviewer", "data_migration"} <= set(good)
+    assert {"default", "coder", "code_reviewer", "data_migration"} <= set(good)
     assert good["code_reviewer"].read_only is True
     assert good["code_reviewer"].policy == "read_only"
 
