@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import sys
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +25,11 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 MAX_BODY = 32 * 1024 * 1024
+
+
+SESSION_ID = re.compile(r"\bs-[0-9a-f]{12}\b")
+"""Hydra's session ids; ``{{session_id}}`` in an MCP call's arguments becomes the last one the
+request mentions (e.g. the id a ``spawn_agent`` call returned), so a script can follow it up."""
 
 
 class McpCall(BaseModel):
@@ -70,7 +76,19 @@ class Script(BaseModel):
 _ids = itertools.count(1)
 
 
-def _output_item(item: ScriptItem) -> dict[str, Any]:
+def _fill(value: Any, session_id: str | None) -> Any:
+    if isinstance(value, str) and "{{session_id}}" in value:
+        if session_id is None:
+            raise ValueError("the script uses {{session_id}} but the request mentions no session id")
+        return value.replace("{{session_id}}", session_id)
+    if isinstance(value, dict):
+        return {k: _fill(v, session_id) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, session_id) for v in value]
+    return value
+
+
+def _output_item(item: ScriptItem, body: str = "") -> dict[str, Any]:
     n = next(_ids)
     if item.exec is not None:
         return {
@@ -87,7 +105,7 @@ def _output_item(item: ScriptItem) -> dict[str, Any]:
             "call_id": f"call_{n}",
             "namespace": item.mcp_call.namespace,
             "name": item.mcp_call.name,
-            "arguments": json.dumps(item.mcp_call.arguments),
+            "arguments": json.dumps(_fill(item.mcp_call.arguments, _last_session_id(body))),
         }
     return {
         "type": "message",
@@ -96,6 +114,11 @@ def _output_item(item: ScriptItem) -> dict[str, Any]:
         "status": "completed",
         "content": [{"type": "output_text", "text": item.message or "", "annotations": []}],
     }
+
+
+def _last_session_id(body: str) -> str | None:
+    found = SESSION_ID.findall(body)
+    return found[-1] if found else None
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -188,7 +211,8 @@ class ScriptedModel:
             self.requests.append(json.loads(body or b"{}"))
         except json.JSONDecodeError:
             self.requests.append({"unparsable": body[:200].decode("latin-1")})
-        turn = self.next_turn(body.decode("utf-8", "replace"))
+        text = body.decode("utf-8", "replace")
+        turn = self.next_turn(text)
         if turn and turn[0].error_status is not None:
             payload = json.dumps({"error": {"message": "scripted failure", "type": "server_error"}}).encode()
             await self._respond(writer, turn[0].error_status, payload, "application/json")
@@ -201,7 +225,9 @@ class ScriptedModel:
         ]
         for item in turn:
             chunks.append(
-                _sse("response.output_item.done", {"type": "response.output_item.done", "item": _output_item(item)})
+                _sse(
+                    "response.output_item.done", {"type": "response.output_item.done", "item": _output_item(item, text)}
+                )
             )
         chunks.append(
             _sse(

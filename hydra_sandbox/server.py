@@ -169,7 +169,13 @@ def _register_tools(mcp: FastMCP) -> None:
     )
     @_tool_errors
     async def spawn_agent(
-        working_dir: Annotated[str, Field(description="Absolute path of the directory the agent works on.")],
+        working_dir: Annotated[
+            str,
+            Field(
+                description="Absolute path of the directory the agent works on. An agent inside a Hydra "
+                "sandbox passes /workspace: its child works on the same directory."
+            ),
+        ],
         ctx: Context,
         profile_id: Annotated[str, Field(description="Profile id from list_agents.")] = "default",
         custom_prompt: Annotated[str | None, Field(description="The task, in plain words.")] = None,
@@ -463,8 +469,10 @@ def _register_resources(mcp: FastMCP) -> None:
 
     @mcp.resource("hydra://status", mime_type="application/json")
     async def status_resource(ctx: Context) -> str:
-        """Health: Docker, images, Codex version, store, queue, running sessions."""
+        """Health: Docker, images, Codex version, store, queue, running sessions, disk."""
         import asyncio
+
+        from hydra_sandbox.maintenance import disk_usage
 
         services = _services(ctx)
         try:
@@ -477,6 +485,7 @@ def _register_resources(mcp: FastMCP) -> None:
                 "runtime": await services.sandbox.status(),
                 "store": {"documents": store_count, "index_lag": services.indexer.lag()},
                 "journal": {"events": services.journal.count()},
+                "disk": (await asyncio.to_thread(disk_usage, services.settings)).model_dump(mode="json"),
                 "queue_length": services.manager.queue_length(),
                 "running_sessions": services.manager.running,
             },

@@ -1,0 +1,92 @@
+"""The docs cannot drift: every tool-call example in docs/tool_catalog.md runs against the server,
+and the catalog names every tool, argument, resource and prompt the server really has."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastmcp import Client
+
+from hydra_sandbox.server import build_server
+from hydra_sandbox.services import Services, open_services
+from hydra_sandbox.settings import REPO_ROOT, HydraSettings, load_settings
+from hydra_sandbox.store import InMemoryStore
+from tests.fake_sandbox import FakeSandbox
+
+CATALOG = REPO_ROOT / "docs" / "tool_catalog.md"
+JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.S)
+
+
+def tool_examples(text: str) -> list[dict[str, Any]]:
+    examples = [json.loads(block) for block in JSON_BLOCK.findall(text)]
+    return [e for e in examples if "tool" in e]
+
+
+@pytest.fixture
+async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
+    monkeypatch.setenv("HYDRA_DATA_HOME", str(tmp_path / "data"))
+    settings = load_settings()
+
+    def factory(s: HydraSettings) -> contextlib.AbstractAsyncContextManager[Services]:
+        return open_services(s, sandbox=FakeSandbox(), store=InMemoryStore())
+
+    async with Client(build_server(settings, services_factory=factory)) as c:
+        yield c
+
+
+def _fill(value: Any, working_dir: str, session_id: str | None) -> Any:
+    if isinstance(value, str):
+        value = value.replace("<working_dir>", working_dir)
+        if "<session_id>" in value:
+            assert session_id, "an example uses <session_id> before any example returned one"
+            value = value.replace("<session_id>", session_id)
+        return value
+    if isinstance(value, dict):
+        return {k: _fill(v, working_dir, session_id) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, working_dir, session_id) for v in value]
+    return value
+
+
+async def test_every_tool_call_example_in_the_catalog_runs_as_documented(client: Client, tmp_path: Path) -> None:
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    (workdir / "app.py").write_text("x = 1\n")
+    examples = tool_examples(CATALOG.read_text())
+    assert len(examples) >= 12
+    session_id: str | None = None
+    for example in examples:
+        args = _fill(example["arguments"], str(workdir), session_id)
+        if example["tool"] == "apply_diff" or example["tool"] == "get_diff":
+            await client.call_tool("wait_session", {"session_id": args["session_id"], "timeout_s": 30})
+        result = await client.call_tool(example["tool"], args, raise_on_error=False)
+        text = " ".join(getattr(b, "text", "") for b in result.content)
+        if "expect_error" in example:
+            assert result.is_error and example["expect_error"] in text, (example, text)
+            continue
+        assert not result.is_error, (example, text)
+        structured = result.structured_content or {}
+        if example["tool"] == "spawn_agent":
+            session_id = structured["session_id"]
+
+
+async def test_the_catalog_names_every_tool_argument_resource_and_prompt(client: Client) -> None:
+    text = CATALOG.read_text()
+    for tool in await client.list_tools():
+        assert f"### `{tool.name}`" in text, f"tool {tool.name} is not in {CATALOG.name}"
+        section = text.split(f"### `{tool.name}`", 1)[1].split("\n### ", 1)[0]
+        for argument in tool.input_schema.get("properties", {}):
+            shown = f"`{argument}`" in section or f'"{argument}":' in section
+            assert shown, f"{tool.name}({argument}) is not documented"
+    for resource in await client.list_resources():
+        assert f"`{resource.uri}`" in text
+    for template in await client.list_resource_templates():
+        assert f"`{template.uri_template}`" in text
+    for prompt in await client.list_prompts():
+        assert f"`{prompt.name}" in text, f"prompt {prompt.name} is not documented"
