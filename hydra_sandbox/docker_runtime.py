@@ -12,7 +12,7 @@ import contextlib
 import re
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,53 @@ _FORBIDDEN_BIND_PREFIXES = ("/var/run", "/run", "/proc", "/sys", "/dev", "/etc",
 
 _CHUNK = 64 * 1024
 _MAX_PENDING = 4 * 1024 * 1024
+
+
+def _read_exactly(raw: Any, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        part = raw.read(n - len(buf))
+        if not part:
+            break
+        buf += part
+    return bytes(buf)
+
+
+def _stamp_ns(stamp: bytes) -> int:
+    """Docker's RFC 3339 timestamp with up to 9 fraction digits (trailing zeros trimmed) in ns."""
+    text = stamp.decode("ascii").rstrip("Z")
+    whole, _, fraction = text.partition(".")
+    seconds = int(datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp())
+    return seconds * 1_000_000_000 + int((fraction + "000000000")[:9])
+
+
+class _LogCursor:
+    """Where a reader is in a container's log: the newest timestamp seen and how many frames carried
+    it, so a pass that starts ``since`` that time skips exactly what was already delivered."""
+
+    def __init__(self) -> None:
+        self.last_ns: int | None = None
+        self.at_last = 0
+        self.new_in_pass = 0
+        self._skip_at_last = 0
+
+    def start_pass(self) -> None:
+        self.new_in_pass = 0
+        self._skip_at_last = self.at_last
+
+    def seen(self, ns: int) -> bool:
+        """Whether the frame stamped ``ns`` was delivered before (and must be skipped)."""
+        if self.last_ns is not None and ns < self.last_ns:
+            return True
+        if self.last_ns is not None and ns == self.last_ns and self._skip_at_last > 0:
+            self._skip_at_last -= 1
+            return True
+        if ns == self.last_ns:
+            self.at_last += 1
+        else:
+            self.last_ns, self.at_last, self._skip_at_last = ns, 1, 0
+        self.new_in_pass += 1
+        return False
 
 
 def _coalesce(
@@ -247,22 +294,17 @@ class DockerRuntime:
 
         def reader() -> None:
             try:
-                api = self.client.api
-                response = api._get(
-                    api._url("/containers/{0}/logs", container_id),
-                    params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
-                    stream=True,
-                )
-                api._raise_for_status(response)
-                api._disable_socket_timeout(api._get_raw_response_socket(response))
+                cursor = _LogCursor()
+                follow = True
                 while True:
-                    header = response.raw.read(8)  # stream id, 3 zero bytes, big-endian length
-                    if len(header) < 8:
+                    if not self._read_logs(container_id, cursor, follow, push):
+                        return  # the consumer went away
+                    # Docker's follow stream can end when the container exits before a slow reader
+                    # has caught up; read on from the last frame seen until nothing new arrives.
+                    if cursor.new_in_pass == 0 and not follow:
                         break
-                    data = response.raw.read(int.from_bytes(header[4:8], "big"))
-                    if not push(("stderr" if header[0] == 2 else "stdout", data)):
-                        break
-                response.close()
+                    state_now = self.client.api.inspect_container(container_id)["State"]
+                    follow = bool(state_now.get("Running"))
                 push(None)
             except BaseException as exc:
                 push(exc)
@@ -285,10 +327,46 @@ class DockerRuntime:
                     if isinstance(chunk, BaseException):
                         raise RuntimeUnavailableError(f"lost the output of container {container_id[:12]}: {chunk}")
                     yield chunk
+                    # A chatty container must not starve the event loop (other sessions, tool calls):
+                    # with output always pending, nothing above would ever suspend.
+                    await asyncio.sleep(0)
         finally:
             with cond:
                 state["stop"] = True
                 cond.notify_all()
+
+    def _read_logs(
+        self,
+        container_id: str,
+        cursor: _LogCursor,
+        follow: bool,
+        push: Callable[[tuple[LogStream, bytes] | BaseException | None], bool],
+    ) -> bool:
+        """One pass over the container's log from ``cursor`` on; False when the consumer went away."""
+        api = self.client.api
+        params: dict[str, Any] = {"stdout": 1, "stderr": 1, "follow": int(follow), "timestamps": 1}
+        if cursor.last_ns is not None:
+            params["since"] = f"{cursor.last_ns // 1_000_000_000}.{cursor.last_ns % 1_000_000_000:09d}"
+        response = api._get(api._url("/containers/{0}/logs", container_id), params=params, stream=True)
+        api._raise_for_status(response)
+        api._disable_socket_timeout(api._get_raw_response_socket(response))
+        cursor.start_pass()
+        try:
+            while True:
+                header = _read_exactly(response.raw, 8)  # stream id, 3 zero bytes, big-endian length
+                if not header:
+                    return True
+                length = int.from_bytes(header[4:8], "big")
+                frame = _read_exactly(response.raw, length)
+                if len(header) < 8 or len(frame) < length:
+                    raise RuntimeUnavailableError(f"the log stream of container {container_id[:12]} broke mid-frame")
+                stamp, _, data = frame.partition(b" ")
+                if cursor.seen(_stamp_ns(stamp)):
+                    continue
+                if not push(("stderr" if header[0] == 2 else "stdout", data)):
+                    return False
+        finally:
+            response.close()
 
     async def wait(self, container_id: str, timeout_s: float | None = None) -> int | None:
         def _wait() -> int | None:

@@ -1,5 +1,6 @@
-"""Fixtures for the Docker suite: the real agent image, a hardened-container runner, a scripted model,
-and a check that every test leaves nothing with Hydra's labels behind."""
+"""Fixtures for the Docker suites (tests/integration, tests/adversarial): the real agent image, a
+repository owned by a non-root uid, settings in a temporary data home, and a check that every test
+leaves nothing with Hydra's labels behind."""
 
 from __future__ import annotations
 
