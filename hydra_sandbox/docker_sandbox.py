@@ -40,9 +40,9 @@ from hydra_sandbox.runtime import (
     Mount,
     home_label,
 )
-from hydra_sandbox.sandbox import EventSink, RunRequest, RunResult
+from hydra_sandbox.sandbox import ContainerObserver, EventSink, RunRequest, RunResult
 from hydra_sandbox.settings import HydraSettings
-from hydra_sandbox.supervisor import RunOutcome, supervise
+from hydra_sandbox.supervisor import FailureCause, RunOutcome, supervise
 from hydra_sandbox.workspace import StagedWorkspace, discard, mount, release, stage
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,21 @@ class DockerSandbox:
         self.masker = masker
         self.runtime: ContainerRuntime = runtime or DockerRuntime()
         self._workspaces: dict[str, StagedWorkspace] = {}
+        self._observers: list[ContainerObserver] = []
+
+    def add_observer(self, observer: ContainerObserver) -> None:
+        """Report container starts and failed runs to ``observer`` from now on."""
+        self._observers.append(observer)
+
+    def _started(self) -> None:
+        for observer in self._observers:
+            observer.container_started()
+
+    def _failed(self, cause: FailureCause | None) -> None:
+        if cause is None:
+            return
+        for observer in self._observers:
+            observer.container_failed(cause)
 
     # -- workspace state ---------------------------------------------------------------------
 
@@ -247,9 +262,13 @@ class DockerSandbox:
             async with egress(plan) as active:
                 container_id = await self.runtime.create(await self._spec(request, ws, active))
                 await self.runtime.start(container_id)
+                self._started()
                 outcome = await self._supervise(request, container_id, pipeline, cancel)
         except asyncio.CancelledError:
             detached = container_id is not None  # server shutdown: the agent keeps running for re-attach
+            raise
+        except Exception:
+            self._failed("error")  # counted, then the manager fails the session with the reason
             raise
         finally:
             if not detached:
@@ -264,6 +283,7 @@ class DockerSandbox:
             await release(ws, self.runtime)
 
     async def _result(self, request: RunRequest, outcome: RunOutcome, parser: CodexEventParser) -> RunResult:
+        self._failed(outcome.failure)
         has_changes = False
         with contextlib.suppress(WorkspaceError):
             has_changes = bool((await self.diff(request.session_id, request.policy)).files)
@@ -294,6 +314,9 @@ class DockerSandbox:
                 outcome = await self._supervise(request, container_id, pipeline, cancel)
         except asyncio.CancelledError:
             detached = True
+            raise
+        except Exception:
+            self._failed("error")
             raise
         finally:
             if not detached:
