@@ -26,8 +26,10 @@ from hydra_sandbox import __version__
 from hydra_sandbox.access import OPERATOR, Caller
 from hydra_sandbox.errors import HydraError
 from hydra_sandbox.events import EVENT_TYPES
+from hydra_sandbox.http_routes import register_http_routes
 from hydra_sandbox.lifecycle import SessionRecord
 from hydra_sandbox.manager import HOST_SESSION, SpawnFlags, SpawnPolicy, SpawnRequest
+from hydra_sandbox.metrics import HydraMetrics, ToolMetricsMiddleware
 from hydra_sandbox.profiles import render_prompt
 from hydra_sandbox.services import Services, open_services
 from hydra_sandbox.settings import HydraSettings
@@ -114,14 +116,21 @@ def build_server(
     *,
     services_factory: Callable[[HydraSettings], contextlib.AbstractAsyncContextManager[Services]] | None = None,
     auth: TokenVerifier | None = None,
+    metrics: HydraMetrics | None = None,
 ) -> FastMCP:
-    """The FastMCP server. ``services_factory`` lets tests swap the sandbox and store."""
+    """The FastMCP server. ``services_factory`` lets tests swap the sandbox and store; ``metrics``
+    lets them read the server's registry (a new one is made otherwise)."""
     factory = services_factory or open_services
+    server_metrics = metrics if metrics is not None else HydraMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         async with factory(settings) as services:
-            yield {"services": services}
+            server_metrics.attach(services)
+            try:
+                yield {"services": services}
+            finally:
+                server_metrics.detach()
 
     mcp = FastMCP(
         name="hydra",
@@ -130,10 +139,12 @@ def build_server(
         lifespan=lifespan,
         auth=auth,
         mask_error_details=True,
+        middleware=[ToolMetricsMiddleware(server_metrics)],
     )
     _register_tools(mcp)
     _register_resources(mcp)
     _register_prompts(mcp, settings)
+    register_http_routes(mcp, server_metrics, verifier=auth, metrics_public=settings.metrics_public)
     return mcp
 
 
@@ -507,7 +518,8 @@ def _register_prompts(mcp: FastMCP, settings: HydraSettings) -> None:
 
 
 def run(settings: HydraSettings, transport: Literal["stdio", "http"], token: str | None = None) -> None:
-    """Run the server until interrupted. HTTP binds settings.http_host and requires the bearer token."""
+    """Run the server until interrupted. HTTP binds settings.http_host and requires the bearer token
+    (for /metrics too, unless settings.metrics_public); /healthz is open."""
     if transport == "stdio":
         build_server(settings).run(transport="stdio", show_banner=False)
         return
