@@ -41,9 +41,9 @@ from hydra_sandbox.runtime import (
     Mount,
     home_label,
 )
-from hydra_sandbox.sandbox import EventSink, RunRequest, RunResult
+from hydra_sandbox.sandbox import ContainerObserver, EventSink, RunRequest, RunResult
 from hydra_sandbox.settings import HydraSettings
-from hydra_sandbox.supervisor import RunOutcome, supervise
+from hydra_sandbox.supervisor import FailureCause, RunOutcome, supervise
 from hydra_sandbox.workspace import StagedWorkspace, discard, mount, release, stage
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,21 @@ class DockerSandbox:
         self.runtime: ContainerRuntime = runtime or DockerRuntime()
         self.agent_endpoint = agent_endpoint
         self._workspaces: dict[str, StagedWorkspace] = {}
+        self._observers: list[ContainerObserver] = []
+
+    def add_observer(self, observer: ContainerObserver) -> None:
+        """Report container starts and failed runs to ``observer`` from now on."""
+        self._observers.append(observer)
+
+    def _started(self) -> None:
+        for observer in self._observers:
+            observer.container_started()
+
+    def _failed(self, cause: FailureCause | None) -> None:
+        if cause is None:
+            return
+        for observer in self._observers:
+            observer.container_failed(cause)
 
     # -- workspace state ---------------------------------------------------------------------
 
@@ -288,9 +303,13 @@ class DockerSandbox:
                 token = self._issue_token(request) if mcp_target is not None else None
                 container_id = await self.runtime.create(await self._spec(request, ws, active, token))
                 await self.runtime.start(container_id)
+                self._started()
                 outcome = await self._supervise(request, container_id, pipeline, cancel)
         except asyncio.CancelledError:
             detached = container_id is not None  # server shutdown: the agent keeps running for re-attach
+            raise
+        except Exception:
+            self._failed("error")  # counted, then the manager fails the session with the reason
             raise
         finally:
             if not detached:
@@ -306,6 +325,7 @@ class DockerSandbox:
             await release(ws, self.runtime)
 
     async def _result(self, request: RunRequest, outcome: RunOutcome, parser: CodexEventParser) -> RunResult:
+        self._failed(outcome.failure)
         has_changes = False
         with contextlib.suppress(WorkspaceError):
             has_changes = bool((await self.diff(request.session_id, request.policy)).files)
@@ -336,6 +356,9 @@ class DockerSandbox:
                 outcome = await self._supervise(request, container_id, pipeline, cancel)
         except asyncio.CancelledError:
             detached = True
+            raise
+        except Exception:
+            self._failed("error")
             raise
         finally:
             if not detached:

@@ -208,6 +208,15 @@ class AgentManager:
     def queue_length(self) -> int:
         return sum(1 for r in self._sessions.values() if r.status == SessionStatus.QUEUED)
 
+    def status_counts(self) -> dict[SessionStatus, int]:
+        """How many sessions are in each status (every status present, zeros included).
+
+        Safe to call from another thread (a metrics scrape): it snapshots the records in one step."""
+        counts = dict.fromkeys(SessionStatus, 0)
+        for record in list(self._sessions.values()):
+            counts[record.status] += 1
+        return counts
+
     def events(self, session_id: str, since: int = 0, limit: int | None = None) -> list[Event]:
         return self.journal.events(session_id, since=since, limit=limit)
 

@@ -20,6 +20,9 @@ from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.profiles import Profile
 from hydra_sandbox.summaries import SummaryBuilder
 
+EventListener = Callable[[Event], None]
+"""Called on the event loop with every event the recorder appends to the journal."""
+
 
 def _mask_value(masker: SecretMasker, value: Any) -> Any:
     if isinstance(value, str):
@@ -69,7 +72,26 @@ class Recorder:
         self._tracks: dict[str, _SessionTrack] = {}
         self._conditions: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._listeners: list[EventListener] = []
         self.events_recorded = 0
+
+    def subscribe(self, listener: EventListener) -> None:
+        """Call ``listener`` with every event appended from now on (checklist and summary events too).
+
+        ``on_recorded`` still fires once per :meth:`record` call, after all its appends; listeners see
+        each event. A listener must be quick and must not raise: it runs inside the recording path."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: EventListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    async def _append(self, ref: SessionRef, draft: EventDraft) -> Event:
+        event = await asyncio.to_thread(self.journal.append, ref, draft)
+        self.events_recorded += 1
+        for listener in self._listeners:
+            listener(event)
+        return event
 
     def track(self, ref: SessionRef, profile: Profile) -> None:
         """Start following a session: build its checklist from the profile and replay what is recorded."""
@@ -99,8 +121,7 @@ class Recorder:
                 if draft.data["seq"] <= track.last_seq.get(key, -1):
                     return None
                 track.last_seq[key] = draft.data["seq"]
-            event = await asyncio.to_thread(self.journal.append, ref, mask_draft(self.masker, draft))
-            self.events_recorded += 1
+            event = await self._append(ref, mask_draft(self.masker, draft))
             follow_ups: list[EventDraft] = []
             if track is not None:
                 for item in track.checklist.observe(event):
@@ -114,10 +135,9 @@ class Recorder:
                     )
                 track.summary.observe(event)
             for follow in follow_ups:
-                extra = await asyncio.to_thread(self.journal.append, ref, follow)
+                extra = await self._append(ref, follow)
                 if track is not None:
                     track.summary.observe(extra)
-                self.events_recorded += 1
             if track is not None and event.type != "summary" and track.summary.due(time.monotonic()):
                 await self._record_summary(ref, track, outcome=None, final=False)
         self._on_recorded()
@@ -126,9 +146,8 @@ class Recorder:
 
     async def _record_summary(self, ref: SessionRef, track: _SessionTrack, outcome: str | None, final: bool) -> Event:
         draft = track.summary.build(track.checklist, outcome=outcome, final=final)
-        event = await asyncio.to_thread(self.journal.append, ref, mask_draft(self.masker, draft))
+        event = await self._append(ref, mask_draft(self.masker, draft))
         track.summary.observe(event)
-        self.events_recorded += 1
         return event
 
     async def finalize(self, ref: SessionRef, outcome: str) -> Event | None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.policy import Policy
+from hydra_sandbox.supervisor import FailureCause
 
 if TYPE_CHECKING:
     from hydra_sandbox.applying import ApplyResult
@@ -55,6 +56,21 @@ class RunResult(BaseModel):
 
 EventSink = Callable[[EventDraft], Awaitable[object]]
 """Where a sandbox sends the events of a run; drafts carry ``data['seq']``, their place in the run."""
+
+
+class ContainerObserver(Protocol):
+    """Told when an agent container starts and when a container run ends without completing."""
+
+    def container_started(self) -> None: ...
+
+    def container_failed(self, cause: FailureCause) -> None: ...
+
+
+@runtime_checkable
+class ObservableSandbox(Protocol):
+    """A sandbox that runs containers and reports them to observers (the metrics, for one)."""
+
+    def add_observer(self, observer: ContainerObserver) -> None: ...
 
 
 @runtime_checkable

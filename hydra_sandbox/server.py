@@ -27,8 +27,10 @@ from hydra_sandbox.access import OPERATOR, Caller
 from hydra_sandbox.agent_endpoint import AgentTokens
 from hydra_sandbox.errors import HydraError
 from hydra_sandbox.events import EVENT_TYPES
+from hydra_sandbox.http_routes import register_http_routes
 from hydra_sandbox.lifecycle import SessionRecord
 from hydra_sandbox.manager import HOST_SESSION, SpawnFlags, SpawnPolicy, SpawnRequest
+from hydra_sandbox.metrics import HydraMetrics, ToolMetricsMiddleware
 from hydra_sandbox.profiles import render_prompt
 from hydra_sandbox.services import Services, open_services
 from hydra_sandbox.settings import HydraSettings
@@ -123,25 +125,35 @@ def build_server(
     services_factory: Callable[[HydraSettings], contextlib.AbstractAsyncContextManager[Services]] | None = None,
     auth: TokenVerifier | None = None,
     serve_agents: bool = True,
+    metrics: HydraMetrics | None = None,
 ) -> FastMCP:
-    """The FastMCP server. ``services_factory`` lets tests swap the sandbox and store. With
-    ``serve_agents`` the server also starts the endpoint agents delegate through, when the services
-    have one (see :mod:`hydra_sandbox.agent_endpoint`)."""
+    """The FastMCP server. ``services_factory`` lets tests swap the sandbox and store; ``metrics``
+    lets them read the server's registry (a new one is made otherwise). With ``serve_agents`` the
+    server also starts the endpoint agents delegate through, when the services have one (see
+    :mod:`hydra_sandbox.agent_endpoint`); that endpoint's server shares these metrics."""
     factory = services_factory or open_services
+    server_metrics = metrics if metrics is not None else HydraMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         async with factory(settings) as services:
-            endpoint = services.agent_endpoint if serve_agents else None
-            if endpoint is not None:
-                for_agents = build_server(
-                    settings,
-                    services_factory=lambda _s: contextlib.nullcontext(services),
-                    auth=AgentTokenVerifier(endpoint.tokens),
-                    serve_agents=False,
-                )
-                await endpoint.start(for_agents.http_app(path="/mcp"))
-            yield {"services": services}
+            if serve_agents:
+                server_metrics.attach(services)
+            try:
+                endpoint = services.agent_endpoint if serve_agents else None
+                if endpoint is not None:
+                    for_agents = build_server(
+                        settings,
+                        services_factory=lambda _s: contextlib.nullcontext(services),
+                        auth=AgentTokenVerifier(endpoint.tokens),
+                        serve_agents=False,
+                        metrics=server_metrics,
+                    )
+                    await endpoint.start(for_agents.http_app(path="/mcp"))
+                yield {"services": services}
+            finally:
+                if serve_agents:
+                    server_metrics.detach()
 
     mcp = FastMCP(
         name="hydra",
@@ -150,10 +162,12 @@ def build_server(
         lifespan=lifespan,
         auth=auth,
         mask_error_details=True,
+        middleware=[ToolMetricsMiddleware(server_metrics)],
     )
     _register_tools(mcp)
     _register_resources(mcp)
     _register_prompts(mcp, settings)
+    register_http_routes(mcp, server_metrics, verifier=auth, metrics_public=settings.metrics_public)
     return mcp
 
 
@@ -536,7 +550,8 @@ def _register_prompts(mcp: FastMCP, settings: HydraSettings) -> None:
 
 
 def run(settings: HydraSettings, transport: Literal["stdio", "http"], token: str | None = None) -> None:
-    """Run the server until interrupted. HTTP binds settings.http_host and requires the bearer token."""
+    """Run the server until interrupted. HTTP binds settings.http_host and requires the bearer token
+    (for /metrics too, unless settings.metrics_public); /healthz is open."""
     if transport == "stdio":
         build_server(settings).run(transport="stdio", show_banner=False)
         return

@@ -67,6 +67,10 @@ class HydraSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8765, ge=1, le=65535)
     http_token: SecretStr | None = None
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve /metrics without the bearer token (only behind a network you trust).",
+    )
     disk_warning_bytes: int = Field(default=10 * 1024**3, ge=0)
     agent_mcp: bool = Field(
         default=True,

@@ -21,12 +21,15 @@ PID_EXHAUSTION_MARKERS = (b"Resource temporarily unavailable", b"fork: retry", b
 
 
 OutcomeStatus = Literal["completed", "failed", "timed_out", "cancelled"]
+FailureCause = Literal["timeout", "oom", "pids", "error", "cancelled"]
+"""Why a container run did not complete; a small fixed set, so it can label a metric."""
 
 
 class RunOutcome(BaseModel):
     status: OutcomeStatus
     exit_code: int | None = None
     reason: str | None = None
+    failure: FailureCause | None = None
     output_bytes: int = 0
     truncated: bool = False
 
@@ -95,17 +98,24 @@ async def supervise(
     exit_code = await runtime.wait(container_id, timeout_s=grace_s + 10)
     info = await runtime.inspect(container_id)
 
-    def outcome(status: OutcomeStatus, reason: str | None = None) -> RunOutcome:
-        return RunOutcome(status=status, reason=reason, exit_code=exit_code, output_bytes=total, truncated=truncated)
+    def outcome(status: OutcomeStatus, reason: str | None = None, failure: FailureCause | None = None) -> RunOutcome:
+        return RunOutcome(
+            status=status,
+            reason=reason,
+            failure=failure,
+            exit_code=exit_code,
+            output_bytes=total,
+            truncated=truncated,
+        )
 
     if ended_by == "cancelled":
-        return outcome("cancelled", "terminated on request")
+        return outcome("cancelled", "terminated on request", "cancelled")
     if ended_by == "timed_out":
-        return outcome("timed_out", f"wall-clock limit of {timeout_s:g} s reached")
+        return outcome("timed_out", f"wall-clock limit of {timeout_s:g} s reached", "timeout")
     if info.oom_killed:
-        return outcome("failed", "out of memory (OOM killed)")
+        return outcome("failed", "out of memory (OOM killed)", "oom")
     if exit_code == 0:
         return outcome("completed")
     if pid_trouble:
-        return outcome("failed", f"process limit reached (exit code {exit_code})")
-    return outcome("failed", f"exit code {exit_code}")
+        return outcome("failed", f"process limit reached (exit code {exit_code})", "pids")
+    return outcome("failed", f"exit code {exit_code}", "error")

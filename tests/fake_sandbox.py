@@ -1,5 +1,5 @@
-"""An in-memory Sandbox for manager and server tests: scripted events, a gate to hold runs, and a
-record of how many ran at once."""
+"""An in-memory Sandbox for manager and server tests: scripted events, a gate to hold runs, a record
+of how many ran at once, and container observers told of each run as if it had a container."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from pydantic import BaseModel
 
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.policy import Policy
-from hydra_sandbox.sandbox import EventSink, RunRequest, RunResult
+from hydra_sandbox.sandbox import ContainerObserver, EventSink, RunRequest, RunResult
+from hydra_sandbox.supervisor import FailureCause
+
+_FAILURE_OF: dict[str, FailureCause] = {"failed": "error", "timed_out": "timeout", "cancelled": "cancelled"}
 
 
 class FakeFileChange(BaseModel):
@@ -77,6 +80,17 @@ class FakeSandbox:
         self.discarded: list[str] = []
         self.live: set[str] = set()
         self.follow_calls: list[tuple[str, int]] = []
+        self.observers: list[ContainerObserver] = []
+
+    def add_observer(self, observer: ContainerObserver) -> None:
+        self.observers.append(observer)
+
+    def _report(self, result: RunResult) -> RunResult:
+        cause = _FAILURE_OF.get(result.status)
+        for observer in self.observers:
+            if cause is not None:
+                observer.container_failed(cause)
+        return result
 
     def script(self, prompt_marker: str, run: FakeRun) -> None:
         self.runs[prompt_marker] = run
@@ -92,30 +106,35 @@ class FakeSandbox:
         self.started.append(request.session_id)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
+        for observer in self.observers:
+            observer.container_started()
         try:
-            script = self._run_for(request)
-            await sink(
-                EventDraft(
-                    type="status",
-                    text="thread started",
-                    data={"thread_id": f"thread-{request.session_id}", "seq": 0},
-                )
-            )
-            for seq, draft in enumerate(script.drafts, start=1):
-                if cancel.is_set():
-                    return RunResult(status="cancelled", reason="terminated")
-                await sink(draft.model_copy(update={"data": {**draft.data, "seq": seq}}))
-            if self.gate is not None:
-                gate_wait = asyncio.create_task(self.gate.wait())
-                cancel_wait = asyncio.create_task(cancel.wait())
-                done, pending = await asyncio.wait({gate_wait, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
-                for task in pending:
-                    task.cancel()
-                if cancel_wait in done:
-                    return RunResult(status="cancelled", reason="terminated")
-            return script.result.model_copy(update={"thread_id": f"thread-{request.session_id}"})
+            return self._report(await self._play(request, sink, cancel))
         finally:
             self.active -= 1
+
+    async def _play(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event) -> RunResult:
+        script = self._run_for(request)
+        await sink(
+            EventDraft(
+                type="status",
+                text="thread started",
+                data={"thread_id": f"thread-{request.session_id}", "seq": 0},
+            )
+        )
+        for seq, draft in enumerate(script.drafts, start=1):
+            if cancel.is_set():
+                return RunResult(status="cancelled", reason="terminated")
+            await sink(draft.model_copy(update={"data": {**draft.data, "seq": seq}}))
+        if self.gate is not None:
+            gate_wait = asyncio.create_task(self.gate.wait())
+            cancel_wait = asyncio.create_task(cancel.wait())
+            done, pending = await asyncio.wait({gate_wait, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            if cancel_wait in done:
+                return RunResult(status="cancelled", reason="terminated")
+        return script.result.model_copy(update={"thread_id": f"thread-{request.session_id}"})
 
     async def follow(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int) -> RunResult:
         self.follow_calls.append((request.session_id, skip))

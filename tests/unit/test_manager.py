@@ -125,6 +125,10 @@ async def test_concurrency_limit_holds_and_queue_is_fifo(tmp_path: Path, workdir
         ]
         await wait_until(lambda: len(sandbox.started) == 2)
         assert manager.queue_length() == 4
+        counts = manager.status_counts()
+        assert counts[SessionStatus.QUEUED] == 4
+        assert counts[SessionStatus.STARTING] + counts[SessionStatus.RUNNING] == 2
+        assert counts[SessionStatus.FAILED] == 0 and len(counts) == len(SessionStatus)
         sandbox.gate.set()
         for session_id in ids:
             await finish(manager, session_id)

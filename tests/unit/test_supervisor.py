@@ -53,6 +53,7 @@ async def test_wall_clock_limit_stops_the_container() -> None:
     runtime = ScriptedRuntime([b"working"], hang=True)
     outcome, _ = await run(runtime, timeout_s=0.2)
     assert outcome.status == "timed_out" and runtime.stopped.is_set()  # type: ignore[attr-defined]
+    assert outcome.failure == "timeout"  # type: ignore[attr-defined]
 
 
 async def test_cancellation_stops_the_container() -> None:
@@ -61,18 +62,27 @@ async def test_cancellation_stops_the_container() -> None:
     asyncio.get_running_loop().call_later(0.05, cancel.set)
     outcome, _ = await run(runtime, cancel=cancel)
     assert outcome.status == "cancelled" and runtime.stopped.is_set()  # type: ignore[attr-defined]
+    assert outcome.failure == "cancelled"  # type: ignore[attr-defined]
 
 
 async def test_oom_kill_is_reported_as_such() -> None:
     outcome, _ = await run(ScriptedRuntime([b"alloc"], exit_code=137, oom=True))
     assert outcome.status == "failed" and "out of memory" in outcome.reason  # type: ignore[attr-defined,operator]
+    assert outcome.failure == "oom"  # type: ignore[attr-defined]
 
 
 async def test_pid_exhaustion_is_reported_as_such() -> None:
     outcome, _ = await run(ScriptedRuntime([b"bash: fork: Resource temporarily unavailable"], exit_code=254))
     assert outcome.status == "failed" and "process limit" in outcome.reason  # type: ignore[attr-defined,operator]
+    assert outcome.failure == "pids"  # type: ignore[attr-defined]
 
 
 async def test_clean_exit_is_completed() -> None:
     outcome, seen = await run(ScriptedRuntime([b"ok"]))
     assert outcome.status == "completed" and seen == [b"ok"]  # type: ignore[attr-defined]
+    assert outcome.failure is None  # type: ignore[attr-defined]
+
+
+async def test_other_non_zero_exit_is_an_error() -> None:
+    outcome, _ = await run(ScriptedRuntime([b"boom"], exit_code=2))
+    assert outcome.status == "failed" and outcome.failure == "error"  # type: ignore[attr-defined]
