@@ -143,6 +143,21 @@ def test_apply_strips_setuid_bits(ws: StagedWorkspace) -> None:
     assert stat.S_IMODE((ws.source / "tool").stat().st_mode) == 0o755
 
 
+@pytest.mark.parametrize(("rel", "kind"), [(".git", "file"), ("lib/.git", "file"), (".vscode", "link"), (".codex", "link")])
+def test_a_file_or_link_in_place_of_a_protected_directory_is_refused(ws: StagedWorkspace, rel: str, kind: str) -> None:
+    """A ``.git`` file saying ``gitdir: evil`` (or a ``.vscode`` link) would hand host tools the agent's config."""
+    (ws.upper / "evil").mkdir()
+    (ws.upper / "evil" / "config").write_text("[core]\n\tfsmonitor = sh evil.sh\n")
+    (ws.upper / rel).parent.mkdir(exist_ok=True)
+    if kind == "file":
+        (ws.upper / rel).write_text("gitdir: evil\n")
+    else:
+        (ws.upper / rel).symlink_to("evil")
+    assert rel in {r.path for r in compute_diff(ws, POLICY).refused}
+    result = apply_changes(ws, POLICY, confirm=True)
+    assert rel in {r.path for r in result.refused} and not os.path.lexists(ws.source / rel)
+
+
 def test_apply_refuses_when_the_host_file_changed_since_start(ws: StagedWorkspace) -> None:
     agent_writes(ws)
     time.sleep(0.01)  # mtime granularity: the host edit must be strictly after the session start
