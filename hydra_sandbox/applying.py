@@ -21,6 +21,7 @@ from hydra_sandbox.errors import ApplyConflictError, WorkspaceError
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.workspace import StagedWorkspace
 
+
 class ApplyResult(BaseModel):
     session_id: str
     applied: bool

@@ -45,4 +45,3 @@ async def test_delegate_and_review_example_applies_the_reviewed_change(
     assert "tests_run=yes, approved=yes" in transcript
     assert "modified  src/calc.py" in transcript and "applied:" in transcript
     assert (repo / "src" / "calc.py").read_text().endswith("a + b\n")
-

@@ -143,7 +143,9 @@ def test_apply_strips_setuid_bits(ws: StagedWorkspace) -> None:
     assert stat.S_IMODE((ws.source / "tool").stat().st_mode) == 0o755
 
 
-@pytest.mark.parametrize(("rel", "kind"), [(".git", "file"), ("lib/.git", "file"), (".vscode", "link"), (".codex", "link")])
+@pytest.mark.parametrize(
+    ("rel", "kind"), [(".git", "file"), ("lib/.git", "file"), (".vscode", "link"), (".codex", "link")]
+)
 def test_a_file_or_link_in_place_of_a_protected_directory_is_refused(ws: StagedWorkspace, rel: str, kind: str) -> None:
     """A ``.git`` file saying ``gitdir: evil`` (or a ``.vscode`` link) would hand host tools the agent's config."""
     (ws.upper / "evil").mkdir()
