@@ -15,8 +15,8 @@ Properties checked for every case:
 * a Unicode or case look-alike of a protected name is either refused or applied as a plain file with
   its exact name inside the workspace, never mapped onto the real protected path.
 
-Decision on look-alikes: Linux filesystems compare names byte for byte, so ``.GIT``, ``.gіt``
-(Cyrillic і), ``．git`` (fullwidth dot) and ``.env\u0301`` are different directories from ``.git`` and
+Decision on look-alikes: Linux filesystems compare names byte for byte, so ``.GIT``, ``.g\u0456t``
+(Cyrillic \u0456), ``\uff0egit`` (fullwidth dot) and ``.env\u0301`` are different directories from ``.git`` and
 ``.env``; git, shells and editors do not read them as config. Applying them as new files is fine and
 Hydra does not special-case them. What must never happen is that such a name lands on the real
 protected path (as it would on a case-insensitive or normalising filesystem); the checks below look at
@@ -156,6 +156,10 @@ def write_bytes_name(env: Env, name: bytes, data: bytes = EVIL) -> None:
     os.close(fd)
 
 
+def _done(_: object) -> None:
+    """Lets a one-line case run several helper calls."""
+
+
 def deep_path(env: Env, total: int) -> str:
     """A file whose workspace-relative path is longer than ``total`` characters, built with
     ``*at`` calls so that no single system call sees a path over PATH_MAX."""
@@ -202,11 +206,15 @@ def _lookalike_case(case_id: str, paths: list[str]) -> Case:
 
 
 def _protected_case(rel: str) -> Case:
-    return Case(f"protected_write:{rel}", f"overwrite or create protected {rel}", lambda env: write(env, rel), refused=(rel,))
+    return Case(
+        f"protected_write:{rel}", f"overwrite or create protected {rel}", lambda env: write(env, rel), refused=(rel,)
+    )
 
 
 def _protected_delete_case(rel: str) -> Case:
-    return Case(f"protected_delete:{rel}", f"delete protected {rel} (whiteout)", lambda env: delete(env, rel), refused=(rel,))
+    return Case(
+        f"protected_delete:{rel}", f"delete protected {rel} (whiteout)", lambda env: delete(env, rel), refused=(rel,)
+    )
 
 
 def _protected_link_case(rel: str) -> Case:
@@ -215,7 +223,9 @@ def _protected_link_case(rel: str) -> Case:
         depth = rel.count("/")
         link(env, rel, "../" * depth + "evil.sh")
 
-    return Case(f"protected_link:{rel}", f"replace protected {rel} by a link inside the workspace", upper, refused=(rel,))
+    return Case(
+        f"protected_link:{rel}", f"replace protected {rel} by a link inside the workspace", upper, refused=(rel,)
+    )
 
 
 PROTECTED_TARGETS = [
@@ -298,13 +308,13 @@ CASES: list[Case] = [
     Case(
         "dotdot_in_names",
         "names made of dots that are legal on disk: '...', '..x', 'x..', 'a/..b/c'",
-        lambda env: [write(env, rel, b"dots\n") for rel in ["...", "..x", "x..", "a/..b/c", "a/.../d"]] and None,
+        lambda env: _done([write(env, rel, b"dots\n") for rel in ["...", "..x", "x..", "a/..b/c", "a/.../d"]]),
         applied={rel: b"dots\n" for rel in ["...", "..x", "x..", "a/..b/c", "a/.../d"]},
     ),
     Case(
         "dotdot_in_link_target",
         "relative links whose '..' climb out after normalisation",
-        lambda env: [link(env, r, t) for r, t in [("l1", "sub/../../outside"), ("a/l2", "./../../sentinel")]] and None,
+        lambda env: _done([link(env, r, t) for r, t in [("l1", "sub/../../outside"), ("a/l2", "./../../sentinel")]]),
         refused=("l1", "a/l2"),
     ),
     Case(
@@ -316,8 +326,9 @@ CASES: list[Case] = [
     Case(
         "absolute_link_root_ssh",
         "links to /root/.ssh and /root/.ssh/authorized_keys",
-        lambda env: [link(env, r, t) for r, t in [("ssh", "/root/.ssh"), ("k/auth", "/root/.ssh/authorized_keys")]]
-        and None,
+        lambda env: _done(
+            [link(env, r, t) for r, t in [("ssh", "/root/.ssh"), ("k/auth", "/root/.ssh/authorized_keys")]]
+        ),
         refused=("ssh", "k/auth"),
     ),
     Case(
@@ -329,30 +340,35 @@ CASES: list[Case] = [
     Case(
         "absolute_link_workspace_dotdot",
         "/workspace/../etc and /workspace itself",
-        lambda env: [link(env, r, t) for r, t in [("w1", "/workspace/../etc"), ("w2", "/workspace")]] and None,
+        lambda env: _done([link(env, r, t) for r, t in [("w1", "/workspace/../etc"), ("w2", "/workspace")]]),
         refused=("w1", "w2"),
     ),
     Case(
         "relative_link_escape",
         "relative links leaving the workspace: ../../outside, ../sentinel/secret.txt",
-        lambda env: [
-            link(env, r, t)
-            for r, t in [("escape", "../../outside"), ("s2", "../sentinel/secret.txt"), ("a/b/c", "../../../sentinel")]
-        ]
-        and None,
+        lambda env: _done(
+            [
+                link(env, r, t)
+                for r, t in [
+                    ("escape", "../../outside"),
+                    ("s2", "../sentinel/secret.txt"),
+                    ("a/b/c", "../../../sentinel"),
+                ]
+            ]
+        ),
         refused=("escape", "s2", "a/b/c"),
     ),
     Case(
         "symlinked_dir_outside",
         "a directory link in the upper layer pointing at the sentinel dir, which holds files",
-        lambda env: [link(env, r, t) for r, t in [("d", str(env.sentinel)), ("d2", "../sentinel")]] and None,
+        lambda env: _done([link(env, r, t) for r, t in [("d", str(env.sentinel)), ("d2", "../sentinel")]]),
         refused=("d", "d2"),
         absent=("d/secret.txt", "d2/secret.txt"),
     ),
     Case(
         "inside_links_kept_as_links",
         "control: links that stay inside are recreated as links with their exact target",
-        lambda env: [link(env, r, t) for r, t in [("ok", "app.py"), ("sub/up", "../app.py")]] and None,
+        lambda env: _done([link(env, r, t) for r, t in [("ok", "app.py"), ("sub/up", "../app.py")]]),
         links={"ok": "app.py", "sub/up": "../app.py"},
     ),
     Case(
@@ -365,7 +381,7 @@ CASES: list[Case] = [
     Case(
         "host_symlink_parent_relative",
         "host has lib -> ../elsewhere and the agent writes lib/y.py and deletes lib/in.txt",
-        lambda env: [write(env, "lib/y.py"), delete(env, "lib/in.txt")] and None,
+        lambda env: _done([write(env, "lib/y.py"), delete(env, "lib/in.txt")]),
         host=_host_link_parent_rel,
         conflict_ok=True,
     ),
@@ -403,17 +419,25 @@ CASES: list[Case] = [
     Case(
         "name_255_bytes",
         "names of exactly 255 bytes, ASCII and multi-byte",
-        lambda env: [write(env, n, b"long\n") for n in ["a" * 252 + ".py", "\u00e9" * 126 + "xyz"]] and None,
+        lambda env: _done([write(env, n, b"long\n") for n in ["a" * 252 + ".py", "\u00e9" * 126 + "xyz"]]),
         applied={n: b"long\n" for n in ["a" * 252 + ".py", "\u00e9" * 126 + "xyz"]},
     ),
     Case(
         "control_characters",
         "names with newline, tab, escape, DEL, and a newline that spells a protected path",
-        lambda env: [
-            write(env, n)
-            for n in ["evil\n.py", "a\nb/c.py", "tab\t.py", "esc\x1b[31m.py", "del\x7f.py", "x\n.git/hooks/pre-commit"]
-        ]
-        and None,
+        lambda env: _done(
+            [
+                write(env, n)
+                for n in [
+                    "evil\n.py",
+                    "a\nb/c.py",
+                    "tab\t.py",
+                    "esc\x1b[31m.py",
+                    "del\x7f.py",
+                    "x\n.git/hooks/pre-commit",
+                ]
+            ]
+        ),
         refused=("evil\n.py", "a\nb/c.py", "tab\t.py", "esc\x1b[31m.py", "del\x7f.py", "x\n.git/hooks/pre-commit"),
     ),
     Case(
@@ -431,10 +455,12 @@ CASES: list[Case] = [
     Case(
         "setuid_setgid_sticky",
         "files with setuid, setgid, sticky bits",
-        lambda env: [
-            write(env, n, b"#!/bin/sh\n", m) for n, m in [("suid", 0o4755), ("sgid", 0o2755), ("sticky", 0o1755), ("all", 0o7777)]
-        ]
-        and None,
+        lambda env: _done(
+            [
+                write(env, n, b"#!/bin/sh\n", m)
+                for n, m in [("suid", 0o4755), ("sgid", 0o2755), ("sticky", 0o1755), ("all", 0o7777)]
+            ]
+        ),
         applied={n: b"#!/bin/sh\n" for n in ["suid", "sgid", "sticky", "all"]},
         modes={"suid": 0o755, "sgid": 0o755, "sticky": 0o755, "all": 0o777},
     ),
@@ -462,7 +488,7 @@ CASES: list[Case] = [
     Case(
         "dot_vscode_and_codex_links",
         "the agent swaps .vscode and .codex for links to directories it wrote",
-        lambda env: [_whole_dir_replaced(n, "link")(env) for n in [".vscode", ".codex", "sub/.vscode"]] and None,
+        lambda env: _done([_whole_dir_replaced(n, "link")(env) for n in [".vscode", ".codex", "sub/.vscode"]]),
         refused=(".vscode", ".codex", "sub/.vscode"),
     ),
 ]
@@ -619,7 +645,7 @@ def _check_apply(case: Case, env: Env, result: ApplyResult | None, host_links: s
         assert not os.path.lexists(env.ws / rel), f"{rel!r} exists in the workspace"
     for rel in case.refused:
         path = env.ws / rel
-        if rel not in HOST_FILES and not (rel in {".git", ".vscode", ".codex"}):
+        if rel not in HOST_FILES and rel not in {".git", ".vscode", ".codex"}:
             assert not os.path.islink(path) and not (path.is_file() and path.read_bytes() == EVIL), f"{rel!r} written"
     # nothing under the workspace is a new link that leaves it (the host's own links may)
     for path in _links(env.ws) - host_links:
