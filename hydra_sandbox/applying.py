@@ -12,16 +12,14 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from hydra_sandbox.diffing import FileChange, RefusedWrite, compute_diff
+from hydra_sandbox.diffing import FileChange, RefusedWrite, compute_diff, link_inside
 from hydra_sandbox.errors import ApplyConflictError, WorkspaceError
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.workspace import StagedWorkspace
-
-AGENT_ROOT = PurePosixPath("/workspace")
 
 
 class ApplyResult(BaseModel):
@@ -49,21 +47,6 @@ def _host_path(root: Path, rel: str) -> Path:
         if current.exists() and not current.is_dir():
             raise ApplyConflictError(f"{rel}: {current} on the host is not a directory")
     return current / parts[-1]
-
-
-def link_inside(rel: str, target: str) -> str | None:
-    """The link target rewritten relative to the link, or ``None`` when it leaves the workspace."""
-    link_dir = PurePosixPath(rel).parent
-    if target.startswith("/"):
-        absolute = PurePosixPath(os.path.normpath(target))
-        if absolute != AGENT_ROOT and AGENT_ROOT not in absolute.parents:
-            return None
-        resolved = absolute.relative_to(AGENT_ROOT)
-    else:
-        resolved = PurePosixPath(os.path.normpath(str(link_dir / target)))
-    if str(resolved).startswith("..") or str(resolved) == ".":
-        return None
-    return os.path.relpath(str(resolved), str(link_dir) if str(link_dir) != "." else ".")
 
 
 def _changed_since(path: Path, since_ns: int) -> bool:

@@ -3,7 +3,8 @@
 Nothing here follows a symbolic link: entries are read with ``lstat``/``readlink`` and files are opened
 with ``O_NOFOLLOW``. Overlay whiteouts (character device 0/0) are deletions, except the ones Hydra
 placed to hide paths; opaque directories (``trusted.overlay.opaque=y``) replace what was below them.
-Writes the policy does not allow are dropped from the changes and listed in ``refused``.
+Writes the policy does not allow, links that leave the workspace and paths too long to apply are dropped
+from the changes and listed in ``refused``, so the preview shows exactly what ``apply`` would write.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -23,6 +24,8 @@ from hydra_sandbox.workspace import StagedWorkspace
 
 MAX_DIFF_BYTES = 1_000_000
 MAX_PATH_LENGTH = 4096
+_NAME_MAX = 255
+AGENT_ROOT = PurePosixPath("/workspace")
 FileStatus = Literal["added", "modified", "deleted", "renamed", "symlink", "mode_changed"]
 
 
@@ -141,6 +144,21 @@ def _text(data: bytes) -> list[str] | None:
         return None
 
 
+def link_inside(rel: str, target: str) -> str | None:
+    """The link target rewritten relative to the link, or ``None`` when it leaves the workspace."""
+    link_dir = PurePosixPath(rel).parent
+    if target.startswith("/"):
+        absolute = PurePosixPath(os.path.normpath(target))
+        if absolute != AGENT_ROOT and AGENT_ROOT not in absolute.parents:
+            return None
+        resolved = absolute.relative_to(AGENT_ROOT)
+    else:
+        resolved = PurePosixPath(os.path.normpath(str(link_dir / target)))
+    if str(resolved).startswith("..") or str(resolved) == ".":
+        return None
+    return os.path.relpath(str(resolved), str(link_dir) if str(link_dir) != "." else ".")
+
+
 def _bad_name(rel: str) -> str | None:
     try:
         rel.encode("utf-8")
@@ -148,14 +166,25 @@ def _bad_name(rel: str) -> str | None:
         return "file name is not valid UTF-8"
     if any(ord(c) < 32 or ord(c) == 127 for c in rel):
         return "file name contains control characters"
-    if len(rel) > MAX_PATH_LENGTH:
-        return f"path longer than {MAX_PATH_LENGTH} characters"
+    if len(os.fsencode(rel)) > MAX_PATH_LENGTH:
+        return f"path longer than {MAX_PATH_LENGTH} bytes"
     return None
 
 
-def _upper_entries(ws: StagedWorkspace) -> Iterator[tuple[str, os.stat_result]]:
+_TOO_LONG = f"path longer than {MAX_PATH_LENGTH} bytes on the host; nothing below it is applied"
+
+
+def _upper_entries(ws: StagedWorkspace) -> Iterator[tuple[str, os.stat_result | None]]:
+    """Every entry of the upper layer, relative to it. A directory whose entries could not be named in
+    one system call, here or in the host directory, comes as ``rel + "/"`` with no stat and is not
+    descended: the agent can nest directories past PATH_MAX, which would otherwise crash the walk."""
+    prefix = max(len(os.fsencode(ws.upper)), len(os.fsencode(ws.source)))
     for dirpath, dirnames, filenames in os.walk(ws.upper, followlinks=False):
         rel_base = os.path.relpath(dirpath, ws.upper)
+        if rel_base != "." and prefix + len(os.fsencode(rel_base)) + 2 + _NAME_MAX >= MAX_PATH_LENGTH:
+            dirnames[:] = []
+            yield rel_base + "/", None
+            continue
         for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
             rel = name if rel_base == "." else f"{rel_base}/{name}"
             yield rel, os.lstat(os.path.join(dirpath, name))
@@ -185,6 +214,9 @@ def compute_diff(ws: StagedWorkspace, policy: Policy, *, mask: Callable[[str], s
         contents[change.path] = (before, after)
 
     for rel, st in _upper_entries(ws):
+        if st is None:
+            refused.append(RefusedWrite(path=mask(rel), reason=_TOO_LONG))
+            continue
         if rel.endswith("/"):  # an opaque directory: everything below it in the lower view is gone
             rel_dir = rel[:-1]
             for gone in lower.walk_files(rel_dir):
@@ -208,6 +240,11 @@ def compute_diff(ws: StagedWorkspace, policy: Policy, *, mask: Callable[[str], s
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(path)
             if below is not None and stat.S_ISLNK(below[1].st_mode) and os.readlink(below[0]) == target:
+                continue
+            if link_inside(rel, target) is None:
+                refused.append(
+                    RefusedWrite(path=mask(rel), reason=f"symbolic link to {mask(target)} points outside the workspace")
+                )
                 continue
             consider(FileChange(path=rel, status="symlink", symlink_target=mask(target)), None, None)
             continue

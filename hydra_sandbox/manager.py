@@ -265,7 +265,10 @@ class AgentManager:
         parent_id = request.parent_session_id or caller.session_id
         if parent_id is None:
             raise PolicyViolation("parent_session_id: an agent may only spawn children of its own sessions")
-        authorize(caller, parent_id, self._parent_of)
+        try:
+            authorize(caller, parent_id, self._parent_of)
+        except PolicyViolation as exc:  # say which argument was wrong
+            raise PolicyViolation(f"parent_session_id: {exc.message}", hint=exc.hint) from exc
         update: dict[str, Any] = {"parent_session_id": parent_id}
         if request.working_dir.rstrip("/") in {AGENT_WORKSPACE, ".", ""}:
             update["working_dir"] = str(self.get(parent_id).working_dir)

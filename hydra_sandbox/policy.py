@@ -21,19 +21,22 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation
 from hydra_sandbox.yaml_models import load_yaml_model, validate_data
 
+# Protected directories are named without a trailing slash so that the glob also covers a file or
+# link of that name: a ``.git`` file saying ``gitdir: evil`` or a ``.vscode`` link to a directory the
+# agent wrote would hand the host tool configuration the agent controls.
 PROTECTED_HIDDEN: tuple[str, ...] = (
     ".env",
     ".env.*",
-    ".codex/",
+    ".codex",
     ".mcp.json",
     ".git/config",
 )
 """Never visible to an agent: they hold credentials or configure tools that run on the host."""
 
 PROTECTED_READ_ONLY: tuple[str, ...] = (
-    ".git/",
+    ".git",
     ".gitmodules",
-    ".vscode/",
+    ".vscode",
     ".bashrc",
     ".bash_profile",
     ".bash_login",

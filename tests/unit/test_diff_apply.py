@@ -143,6 +143,50 @@ def test_apply_strips_setuid_bits(ws: StagedWorkspace) -> None:
     assert stat.S_IMODE((ws.source / "tool").stat().st_mode) == 0o755
 
 
+@pytest.mark.parametrize(
+    ("rel", "kind"), [(".git", "file"), ("lib/.git", "file"), (".vscode", "link"), (".codex", "link")]
+)
+def test_a_file_or_link_in_place_of_a_protected_directory_is_refused(ws: StagedWorkspace, rel: str, kind: str) -> None:
+    """A ``.git`` file saying ``gitdir: evil`` (or a ``.vscode`` link) would hand host tools the agent's config."""
+    (ws.upper / "evil").mkdir()
+    (ws.upper / "evil" / "config").write_text("[core]\n\tfsmonitor = sh evil.sh\n")
+    (ws.upper / rel).parent.mkdir(exist_ok=True)
+    if kind == "file":
+        (ws.upper / rel).write_text("gitdir: evil\n")
+    else:
+        (ws.upper / rel).symlink_to("evil")
+    assert rel in {r.path for r in compute_diff(ws, POLICY).refused}
+    result = apply_changes(ws, POLICY, confirm=True)
+    assert rel in {r.path for r in result.refused} and not os.path.lexists(ws.source / rel)
+
+
+def test_preview_refuses_links_leaving_the_workspace(ws: StagedWorkspace) -> None:
+    """The preview shows what apply writes: an escaping link is refused there, not offered as a change."""
+    (ws.upper / "passwd").symlink_to("/etc/passwd")
+    (ws.upper / "escape").symlink_to("../../outside")
+    (ws.upper / "inside").symlink_to("app.py")
+    preview = compute_diff(ws, POLICY)
+    assert [f.path for f in preview.files] == ["inside"]
+    reasons = {r.path: r.reason for r in preview.refused}
+    assert "outside the workspace" in reasons["passwd"] and "outside the workspace" in reasons["escape"]
+    assert apply_changes(ws, POLICY, confirm=False).written == ["inside"]
+
+
+def test_directories_nested_past_path_max_are_refused_not_crashed_on(ws: StagedWorkspace) -> None:
+    fd = os.open(ws.upper, os.O_RDONLY | os.O_DIRECTORY)
+    for i in range(22):  # built with *at calls: no single call sees the whole path
+        os.mkdir(f"d{i:02d}" + "x" * 200, dir_fd=fd)
+        child = os.open(f"d{i:02d}" + "x" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(os.open("deep.py", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+    preview = compute_diff(ws, POLICY)
+    assert preview.files == [] and any("longer than" in r.reason for r in preview.refused)
+    assert apply_changes(ws, POLICY, confirm=True).written == []
+    assert not any(p.name.startswith("d00") for p in ws.source.iterdir())
+
+
 def test_apply_refuses_when_the_host_file_changed_since_start(ws: StagedWorkspace) -> None:
     agent_writes(ws)
     time.sleep(0.01)  # mtime granularity: the host edit must be strictly after the session start

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hydra_sandbox.access import Caller
 from hydra_sandbox.errors import (
     ApplyConflictError,
     ConfigError,
@@ -206,6 +207,17 @@ async def test_delegation_depth_and_children_limits(manager: AgentManager, workd
         await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=root))
     with pytest.raises(PolicyViolation, match="delegation.max_children"):
         await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=root))
+
+
+async def test_agent_spawning_under_a_session_outside_its_subtree_is_told_which_field(
+    manager: AgentManager, workdir: Path
+) -> None:
+    first = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
+    other = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
+    with pytest.raises(PolicyViolation, match=f"parent_session_id: session {other}: not visible to agent"):
+        await manager.spawn(
+            SpawnRequest(working_dir="/workspace", parent_session_id=other), Caller(kind="agent", session_id=first)
+        )
 
 
 async def test_child_must_work_on_its_parents_workspace(manager: AgentManager, workdir: Path, tmp_path: Path) -> None:
