@@ -29,7 +29,8 @@ PROTECTED_HIDDEN: tuple[str, ...] = (
     ".env.*",
     ".codex",
     ".mcp.json",
-    ".git/config",
+    ".envrc",
+    "**/.git/config",
 )
 """Never visible to an agent: they hold credentials or configure tools that run on the host."""
 
