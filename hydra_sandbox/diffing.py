@@ -338,10 +338,11 @@ def _render(
                 adds += 1
             elif line.startswith("-") and not line.startswith("---"):
                 dels += 1
-            body.append(mask(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"))
+            body.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
         insertions += adds
         deletions += dels
-        chunks.append(header + "".join(body))
+        # masked as one text: a private key block spans lines, and no single line of it looks secret
+        chunks.append(header + mask("".join(body)))
         rendered.append(
             change.model_copy(
                 update={"path": name, "old_path": change.old_path and old_name, "additions": adds, "deletions": dels}

@@ -66,7 +66,9 @@ class OutputPipeline:
 
     stdout is Codex's JSONL: each line is parsed first and every string the parser emits is masked (a
     JSON line holds whole secrets, escaped; masking the decoded values also catches a known secret that
-    contains a quote). stderr is masked line by line, holding only multi-line private key blocks. Lines
+    contains a quote). stderr, and stdout lines that are not JSON objects, are masked line by line,
+    holding only multi-line private key blocks (a key printed raw spans lines; no single line shows it
+    is one). Lines
     longer than :data:`MAX_LINE` are cut so a process that never prints a newline cannot grow memory.
     """
 
@@ -78,6 +80,7 @@ class OutputPipeline:
         self._partial = {"stdout": "", "stderr": ""}
         self._seq = {"stdout": 0, "stderr": STDERR_SEQ_BASE}
         self._stderr = LineMasker(masker)
+        self._stdout_text = LineMasker(masker)
         self._parser = parser
         self._sink = sink
 
@@ -87,6 +90,8 @@ class OutputPipeline:
     async def close(self) -> None:
         for stream in ("stdout", "stderr"):
             await self._lines(stream, self._decoders[stream].decode(b"", final=True), final=True)  # type: ignore[arg-type]
+        for line in self._stdout_text.flush():
+            await self._parse(line)
         for line in self._stderr.flush():
             await self._emit_stderr(line)
         for draft in self._parser.finish():
@@ -105,11 +110,21 @@ class OutputPipeline:
             if not line.strip():
                 continue
             if stream == "stdout":
-                for draft in self._parser.feed_line(line):
-                    await self._emit(stream, draft)
+                await self._stdout_line(line)
             else:
                 for masked in self._stderr.feed_line(line):
                     await self._emit_stderr(masked)
+
+    async def _stdout_line(self, line: str) -> None:
+        if self._stdout_text.holding or not line.lstrip().startswith("{"):
+            for masked in self._stdout_text.feed_line(line):
+                await self._parse(masked)
+        else:
+            await self._parse(line)
+
+    async def _parse(self, line: str) -> None:
+        for draft in self._parser.feed_line(line):
+            await self._emit("stdout", draft)
 
     async def _emit_stderr(self, line: str) -> None:
         await self._emit(

@@ -397,6 +397,8 @@ class AgentManager:
     async def _transition_locked(self, record: SessionRecord, target: SessionStatus, reason: str | None = None) -> None:
         check_transition(record.session_id, record.status, target)
         previous = record.status
+        if reason is not None:  # a run's reason may quote its output; it is stored and shown like an event
+            reason = self.recorder.masker.mask(reason)
         text = f"status {previous} -> {target}" + (f": {reason}" if reason else "")
         # The event is recorded before the status changes, so whoever sees the new status also
         # finds its event (and, for a finished run, its final summary) in the journal.
@@ -565,7 +567,7 @@ class AgentManager:
                         data={"terminate": True, "reason": reason},
                     ),
                 )
-                record.reason = reason
+                record.reason = self.recorder.masker.mask(reason)
                 self._cancel.setdefault(session_id, asyncio.Event()).set()
             else:
                 raise ConfigError(

@@ -52,6 +52,8 @@ class MaskingRule:
 
 
 _TOKEN = r"[A-Za-z0-9_-]"
+# Token rules start where no letter or digit precedes (not ``\b``): a key glued to a name by ``_``
+# (``backup_AKIA...``, ``leak_ghp_...`` in a file name) is still a key.
 DEFAULT_RULES: tuple[MaskingRule, ...] = (
     MaskingRule(
         "private-key",
@@ -61,31 +63,35 @@ DEFAULT_RULES: tuple[MaskingRule, ...] = (
         MAX_KEY_BLOCK + 200,
         ("-----BEGIN",),
     ),
-    MaskingRule("anthropic-key", rf"\bsk-ant-(?:api|admin)\d{{2}}-{_TOKEN}{{20,200}}", 220, ("sk-",)),
-    MaskingRule("openai-key", rf"\bsk-(?:proj-|svcacct-|admin-|None-)?{_TOKEN}{{20,200}}", 220, ("sk-",)),
+    MaskingRule("anthropic-key", rf"(?<![A-Za-z0-9])sk-ant-(?:api|admin)\d{{2}}-{_TOKEN}{{20,200}}", 220, ("sk-",)),
+    MaskingRule("openai-key", rf"(?<![A-Za-z0-9])sk-(?:proj-|svcacct-|admin-|None-)?{_TOKEN}{{20,200}}", 220, ("sk-",)),
     MaskingRule(
         "aws-access-key",
-        r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b",
+        r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA)[0-9A-Z]{16}(?![A-Za-z0-9])",
         20,
         ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA"),
     ),
     MaskingRule(
         "github-token",
-        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,243})\b",
+        r"(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,243})(?![A-Za-z0-9])",
         255,
         ("gh", "github_pat_"),
     ),
-    MaskingRule("gitlab-token", rf"\bgl(?:pat|dt|ptt|rt|cbt)-{_TOKEN}{{20,80}}", 90, ("gl",)),
-    MaskingRule("slack-token", r"\bxox[abposr]-[A-Za-z0-9-]{10,200}", 210, ("xox",)),
+    MaskingRule("gitlab-token", rf"(?<![A-Za-z0-9])gl(?:pat|dt|ptt|rt|cbt)-{_TOKEN}{{20,80}}", 90, ("gl",)),
+    MaskingRule("slack-token", r"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,200}", 210, ("xox",)),
     MaskingRule(
         "slack-webhook",
         r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]{20,200}",
         240,
         ("https://hooks.",),
     ),
-    MaskingRule("stripe-key", r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,200}", 210, ("sk_", "rk_", "pk_")),
-    MaskingRule("google-api-key", rf"\bAIza{_TOKEN}{{35}}", 39, ("AIza",)),
-    MaskingRule("jwt", rf"\beyJ{_TOKEN}{{8,2000}}\.eyJ{_TOKEN}{{8,4000}}\.{_TOKEN}{{8,2000}}", 8020, ("eyJ",)),
+    MaskingRule(
+        "stripe-key", r"(?<![A-Za-z0-9])(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,200}", 210, ("sk_", "rk_", "pk_")
+    ),
+    MaskingRule("google-api-key", rf"(?<![A-Za-z0-9])AIza{_TOKEN}{{35}}", 39, ("AIza",)),
+    MaskingRule(
+        "jwt", rf"(?<![A-Za-z0-9])eyJ{_TOKEN}{{8,2000}}\.eyJ{_TOKEN}{{8,4000}}\.{_TOKEN}{{8,2000}}", 8020, ("eyJ",)
+    ),
     MaskingRule("url-password", r"://[^\s:/@'\"]{1,64}:(?P<v>[^\s@/'\"]{1,128})@", 200, ("://",)),
     MaskingRule(
         "secret-assignment",
@@ -369,6 +375,11 @@ class LineMasker:
         self._masker = masker
         self._held: list[str] = []
         self._held_size = 0
+
+    @property
+    def holding(self) -> bool:
+        """Whether lines of an open private key block are held."""
+        return bool(self._held)
 
     def feed_line(self, line: str) -> list[str]:
         """Masked lines ready to emit (none while a key block is open)."""

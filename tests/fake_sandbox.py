@@ -4,15 +4,20 @@ of how many ran at once, and container observers told of each run as if it had a
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from hydra_sandbox.diffing import compute_diff
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox import ContainerObserver, EventSink, RunRequest, RunResult
 from hydra_sandbox.supervisor import FailureCause
+from hydra_sandbox.workspace import StagedWorkspace
 
 _FAILURE_OF: dict[str, FailureCause] = {"failed": "error", "timed_out": "timeout", "cancelled": "cancelled"}
 
@@ -39,6 +44,9 @@ class FakeRun:
     drafts: list[EventDraft] = field(default_factory=list)
     result: RunResult = field(default_factory=lambda: RunResult(status="completed", has_changes=True))
     changes: list[str] = field(default_factory=lambda: ["app.py"])
+    files: dict[str, str] | None = None
+    """Files the agent writes (relative path -> content). When set, ``diff`` is the real
+    :func:`~hydra_sandbox.diffing.compute_diff` over them, masked like the Docker sandbox's."""
 
 
 def command(cmd: str, exit_code: int = 0, output: str = "") -> EventDraft:
@@ -62,7 +70,10 @@ def message(text: str) -> EventDraft:
 
 
 class FakeSandbox:
-    def __init__(self) -> None:
+    def __init__(self, mask: Callable[[str], str] | None = None, layers: Path | None = None) -> None:
+        self.mask = mask or (lambda text: text)
+        self.layers = layers
+        self.workspaces: dict[str, StagedWorkspace] = {}
         self.runs: dict[str, FakeRun] = {}
         self.default = FakeRun(
             drafts=[
@@ -115,6 +126,9 @@ class FakeSandbox:
 
     async def _play(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event) -> RunResult:
         script = self._run_for(request)
+        if script.files is not None:
+            assert self.layers is not None, "FakeSandbox(layers=DIR) is needed to script files"
+            self.workspaces[request.session_id] = _write_layer(self.layers, request, script.files)
         await sink(
             EventDraft(
                 type="status",
@@ -156,6 +170,9 @@ class FakeSandbox:
         return self._run_for(request).changes
 
     async def diff(self, session_id: str, policy: Policy) -> Any:
+        ws = self.workspaces.get(session_id)
+        if ws is not None:
+            return compute_diff(ws, policy, mask=self.mask)
         return FakePreview(files=[FakeFileChange(path=p) for p in self._changes(session_id)])
 
     async def apply(self, session_id: str, policy: Policy, *, confirm: bool) -> Any:
@@ -175,3 +192,27 @@ class FakeSandbox:
 
     async def close(self) -> None:
         return None
+
+
+def _write_layer(layers: Path, request: RunRequest, files: dict[str, str]) -> StagedWorkspace:
+    """An overlay upper layer holding ``files`` over the request's working directory (no Docker)."""
+    root = layers / request.session_id
+    upper = root / "upper"
+    upper.mkdir(parents=True)
+    for rel, content in files.items():
+        path = upper / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    (root / "work").mkdir()
+    return StagedWorkspace(
+        session_id=request.session_id,
+        source=request.working_dir,
+        lowers=[request.working_dir],
+        upper=upper,
+        work=root / "work",
+        volume_name=f"fake-{request.session_id}",
+        mode="copy",
+        agent_uid=0,
+        agent_gid=0,
+        started_at_ns=time.time_ns(),
+    )

@@ -145,15 +145,16 @@ async def test_eight_agents_printing_100_mb_each_keep_the_server_small_and_respo
     limits = ResourceLimits(max_output_bytes=200 * mib, timeout_s=600)
     argv = ["sh", "-c", "head -c 75000000 /dev/urandom | base64 -w 120; echo hunter2-known-secret-value"]
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    lags: list[float] = []
+    gaps: list[int] = []
     stop = asyncio.Event()
 
     async def probe() -> None:
-        loop = asyncio.get_running_loop()
+        """Stands for every other task of the server (tool calls, other sessions): how many output
+        lines do the busy pipelines handle before it gets the loop again? A count, not a time."""
         while not stop.is_set():
-            start = loop.time()
-            await asyncio.sleep(0.05)
-            lags.append(loop.time() - start - 0.05)
+            before = sum(counts)
+            await asyncio.sleep(0)
+            gaps.append(sum(counts) - before)
 
     async def one(n: int) -> str:
         async def sink(draft: Any) -> None:
@@ -192,15 +193,17 @@ async def test_eight_agents_printing_100_mb_each_keep_the_server_small_and_respo
         stop.set()
         await watcher
     peak_growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) / 1024
-    lags.sort()
-    p99 = lags[int(0.99 * (len(lags) - 1))]
+    worst_gap = max(gaps)
     assert statuses == ["completed"] * 8, statuses
     assert all(c > 800_000 for c in counts), f"lines lost: {counts}"  # 100 MB / 121 bytes per line
     assert peak_growth_mib < 400, f"peak RSS grew by {peak_growth_mib:.0f} MiB for 800 MB of output"
-    assert p99 < 1.0, f"the event loop stalled: p99 lag {p99:.3f} s"
+    # Fair turns: each of the 8 pipelines handles at most one 64 KiB chunk (~540 of these lines)
+    # before the others, and this probe, run again. Without that, one stream starves the loop.
+    assert worst_gap <= 8 * 1100, f"the event loop was starved: {worst_gap} lines before other tasks ran"
     record_result(
         "load_8x100mb_output",
         "8 hardened containers each printing 100 MB (base64 lines) + a known secret, through the real pipeline",
         cases=8,
-        result=f"held; peak RSS +{peak_growth_mib:.0f} MiB, loop lag p99 {p99 * 1000:.0f} ms, {sum(counts)} lines",
+        result=f"held; peak RSS +{peak_growth_mib:.0f} MiB, at most {worst_gap} lines between turns of other tasks, "
+        f"{sum(counts)} lines, none lost",
     )

@@ -119,3 +119,11 @@ def test_streaming_in_any_chunks_equals_masking_the_whole(pieces: list[str], see
     rng = random.Random(seed)
     sizes = [rng.randint(1, 64) for _ in range(len(text) // 8 + 1)]
     assert chunked(masker, text, sizes) == masker.mask(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["leak_ASIAY34FZKBOKMUTVV7A.txt", "x_ghp_1234567890abcdefghijklmnopqrstuvwxyzAB", "v_glpat-xYz123AbC456dEf789gHiJ"],
+)
+def test_a_key_glued_to_a_name_by_an_underscore_is_masked(text: str) -> None:
+    assert "[MASKED:" in SecretMasker().mask(text)

@@ -32,7 +32,16 @@ def test_builtin_policies_all_load() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [".env", ".env.production", "app/.env", ".git/config", "sub/.git/config", ".envrc", ".codex/config.toml", ".mcp.json"],
+    [
+        ".env",
+        ".env.production",
+        "app/.env",
+        ".git/config",
+        "sub/.git/config",
+        ".envrc",
+        ".codex/config.toml",
+        ".mcp.json",
+    ],
 )
 def test_protected_paths_are_hidden_even_when_allowed(path: str) -> None:
     assert not make(directory={"allow": ["**"]}).matcher.is_visible(path)
