@@ -195,3 +195,11 @@ def test_rendered_settings_load_as_hydra_settings(monkeypatch: pytest.MonkeyPatc
     assert settings.model_base_url == "http://model:8080/v1"
     assert settings.agent_uid == 1000
     assert str(settings.profiles_dir) == "/etc/hydra/profiles"
+
+
+def test_maintenance_mode_keeps_the_volumes_but_not_the_server() -> None:
+    normal, maintenance = server_container(), server_container({"maintenance": True})
+    assert maintenance["command"] == ["sleep", "infinity"]
+    assert "args" not in maintenance and "livenessProbe" not in maintenance
+    assert maintenance["volumeMounts"] == normal["volumeMounts"]
+    assert maintenance["env"] == normal["env"]
