@@ -22,13 +22,23 @@ class ServerInfo(BaseModel):
     token: str | None = None
 
 
+def _local_address(host: str) -> str:
+    """The address a CLI on this machine calls: a server bound to every interface (0.0.0.0, as in the
+    server image) answers on loopback, and its Host check refuses ``Host: 0.0.0.0`` with 421."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 class ServerLock:
     def __init__(self, data_home: Path, transport: str, host: str, port: int, token: str) -> None:
         self.data_home = data_home
         self.info = ServerInfo(
             pid=os.getpid(),
             transport=transport,
-            url=f"http://{host}:{port}/mcp" if transport == "http" else None,
+            url=f"http://{_local_address(host)}:{port}/mcp" if transport == "http" else None,
             token=token if transport == "http" else None,
         )
         self._fd: int | None = None
