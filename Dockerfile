@@ -38,5 +38,5 @@ USER hydra
 VOLUME ["/data"]
 EXPOSE 8765
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-  CMD python3 -c "import socket; socket.create_connection(('127.0.0.1', 8765), 3)" || exit 1
+  CMD python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8765/healthz', timeout=3)" || exit 1
 ENTRYPOINT ["hydra", "serve"]

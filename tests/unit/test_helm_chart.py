@@ -114,7 +114,7 @@ def test_server_runs_one_non_root_pod_serving_http() -> None:
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     port = container["ports"][0]["containerPort"]
     for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["tcpSocket"] == {"port": "mcp"}
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "mcp"}
     service = objects()["Service", "hydra"]
     assert service["spec"]["ports"][0]["port"] == port
 
