@@ -74,8 +74,16 @@ async def _remote(url: str, token: str, tool: str, arguments: dict[str, Any]) ->
     from fastmcp import Client
     from fastmcp.client.auth import BearerAuth
 
-    async with Client(url, auth=BearerAuth(token)) as client:
-        return await _call(client, tool, arguments)
+    try:
+        async with Client(url, auth=BearerAuth(token)) as client:
+            return await _call(client, tool, arguments)
+    except HydraError:
+        raise
+    except Exception as exc:  # transport failures: one line, never a traceback
+        raise HydraError(
+            f"could not call {tool} on the Hydra server at {url}: {type(exc).__name__}: {exc}",
+            hint="check it with `hydra doctor`; if it is gone, its stale server.json is ignored on the next call",
+        ) from None
 
 
 async def _in_process(settings: HydraSettings, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:

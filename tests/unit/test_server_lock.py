@@ -22,3 +22,17 @@ def test_cli_is_told_an_address_the_servers_host_check_accepts(tmp_path: Path, h
         assert info is not None
         assert info.url == url
     assert running_server(tmp_path) is None
+
+
+def test_an_unreachable_server_is_one_clear_error_naming_its_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hydra_sandbox.cli import remote
+    from hydra_sandbox.errors import HydraError
+    from hydra_sandbox.server_lock import ServerInfo
+
+    monkeypatch.setenv("HYDRA_DATA_HOME", str(tmp_path / "data"))
+    gone = ServerInfo(pid=1, transport="http", url="http://127.0.0.1:9/mcp", token="t")
+    monkeypatch.setattr(remote, "running_server", lambda _home: gone)
+    with pytest.raises(HydraError, match=r"could not call list_sessions on the Hydra server at http://127\.0\.0\.1:9"):
+        remote.server_call("list_sessions", {})
