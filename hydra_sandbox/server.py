@@ -549,6 +549,13 @@ def _register_prompts(mcp: FastMCP, settings: HydraSettings) -> None:
         )
 
 
+def http_app(settings: HydraSettings, token: str, **build: Any) -> Any:
+    """The streamable-HTTP ASGI app: bearer token, Host/Origin checks (loopback plus
+    ``settings.http_allowed_hosts``), MCP at ``/mcp``, ``/healthz`` and ``/metrics``."""
+    server = build_server(settings, auth=HydraTokenVerifier(token), **build)
+    return server.http_app(path="/mcp", host_origin_protection=True, allowed_hosts=settings.http_allowed_hosts or None)
+
+
 def run(settings: HydraSettings, transport: Literal["stdio", "http"], token: str | None = None) -> None:
     """Run the server until interrupted. HTTP binds settings.http_host and requires the bearer token
     (for /metrics too, unless settings.metrics_public); /healthz is open."""
@@ -558,6 +565,5 @@ def run(settings: HydraSettings, transport: Literal["stdio", "http"], token: str
     import uvicorn
 
     assert token, "http transport needs a token"
-    server = build_server(settings, auth=HydraTokenVerifier(token))
-    app = server.http_app(path="/mcp", host_origin_protection=True)
+    app = http_app(settings, token)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning")

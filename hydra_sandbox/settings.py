@@ -67,6 +67,11 @@ class HydraSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8765, ge=1, le=65535)
     http_token: SecretStr | None = None
+    http_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra Host names the HTTP transport answers (loopback is always allowed), e.g. "
+        '["hydra.team.svc:8765"]; fnmatch patterns such as "hydra.*" work.',
+    )
     metrics_public: bool = Field(
         default=False,
         description="Serve /metrics without the bearer token (only behind a network you trust).",

@@ -249,3 +249,21 @@ async def test_prompts_per_profile_and_additional_agent(client: Client) -> None:
     assert "review PR 7" in text and "check docs" in text and "VERDICT" in text
     advice = await client.get_prompt("additional_agent", {"task": "audit the auth module"})
     assert "code_reviewer" in advice.messages[0].content.text
+
+
+@pytest.mark.parametrize(("allowed", "expected"), [([], 421), (["hydra.*.svc:8765"], 401)])
+def test_http_answers_only_hosts_it_knows(
+    settings: HydraSettings, sandbox: FakeSandbox, allowed: list[str], expected: int
+) -> None:
+    from starlette.testclient import TestClient
+
+    from hydra_sandbox.server import http_app
+
+    def factory(s: HydraSettings) -> contextlib.AbstractAsyncContextManager[Services]:
+        return open_services(s, sandbox=sandbox, store=InMemoryStore())
+
+    configured = settings.model_copy(update={"http_allowed_hosts": allowed})
+    with TestClient(http_app(configured, "operator-token", services_factory=factory)) as http:
+        status = http.post("/mcp", json={}, headers={"Host": "hydra.team.svc:8765"}).status_code
+        assert status == expected
+        assert http.post("/mcp", json={}, headers={"Host": "127.0.0.1:8765"}).status_code == 401
