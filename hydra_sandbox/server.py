@@ -17,9 +17,12 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
+from fastmcp.exceptions import ValidationError as ArgumentsError
 from fastmcp.server.auth.auth import AccessToken, TokenVerifier
 from fastmcp.server.dependencies import get_access_token
-from mcp.types import ToolAnnotations
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import ToolResult
+from mcp.types import CallToolRequestParams, ToolAnnotations
 from pydantic import Field, ValidationError
 
 from hydra_sandbox import __version__
@@ -59,6 +62,23 @@ def _tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise ToolError(describe_validation_error(exc, fn.__name__)) from None
 
     return wrapper
+
+
+class _ArgumentErrors(Middleware):
+    """fastmcp checks a tool's arguments against its signature before Hydra's code runs; say what was
+    wrong in Hydra's words (one line per argument, bounded) instead of pydantic's raw report."""
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[CallToolRequestParams],
+        call_next: CallNext[CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        try:
+            return await call_next(context)
+        except ArgumentsError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(describe_validation_error(exc.__cause__, context.message.name)) from None
+            raise
 
 
 class HydraTokenVerifier(TokenVerifier):
@@ -130,6 +150,7 @@ def build_server(
         lifespan=lifespan,
         auth=auth,
         mask_error_details=True,
+        middleware=[_ArgumentErrors()],
     )
     _register_tools(mcp)
     _register_resources(mcp)

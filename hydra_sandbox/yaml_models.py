@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,30 +14,50 @@ from hydra_sandbox.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+MAX_PROBLEMS = 5
+"""A message lists at most this many problems, then how many more there are."""
+
+
+def _key(part: str) -> str:
+    """A field name as written, or a quoted, shortened key when it came from the caller's data."""
+    if _PLAIN_KEY.fullmatch(part):
+        return part
+    return f"[{part[:40]!r}{'...' if len(part) > 40 else ''}]"
+
+
 def field_path(loc: tuple[int | str, ...]) -> str:
-    """``("directory", "deny", 2)`` -> ``directory.deny[2]``."""
+    """``("directory", "deny", 2)`` -> ``directory.deny[2]``; an odd key -> ``inputs['a b']``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            key = _key(part)
+            out += key if not out or key.startswith("[") else f".{key}"
     return out or "(top level)"
 
 
+_MESSAGES = {
+    "extra_forbidden": "unknown field",
+    "missing": "required field is missing",
+    "unexpected_keyword_argument": "unknown argument",
+    "missing_argument": "required argument is missing",
+}
+
+
 def describe_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``source: field.path: message (got ...)``."""
+    """One line per problem, at most :data:`MAX_PROBLEMS`: ``source: field.path: message (got ...)``."""
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors[:MAX_PROBLEMS]:
         where = field_path(tuple(err["loc"]))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
+        msg = _MESSAGES.get(err["type"], err["msg"].removeprefix("Value error, "))
         got = err.get("input")
-        got_text = "" if err["type"] in {"missing", "extra_forbidden"} else f" (got {got!r:.80})"
+        got_text = "" if err["type"] in _MESSAGES else f" (got {got!r:.80})"
         lines.append(f"{source}: {where}: {msg}{got_text}")
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"{source}: ... and {len(errors) - MAX_PROBLEMS} more problem(s)")
     return "\n".join(lines)
 
 

@@ -97,3 +97,13 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text("id: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="YAML"):
         ProfileCatalog([tmp_path]).get("x")
+
+
+def test_odd_keys_are_quoted_and_long_lists_of_problems_cut_short(tmp_path: Path) -> None:
+    keys = "\n".join(f'"bad key {i}\\twith tab": 1' for i in range(8))
+    (tmp_path / "x.yaml").write_text(f"id: x\ntitle: X\ndescription: d\npersona: p\nsystem_prompt: s\n{keys}\n")
+    with pytest.raises(ConfigError) as info:
+        ProfileCatalog([tmp_path]).get("x")
+    lines = str(info.value).splitlines()
+    assert "x.yaml: ['bad key 0\\twith tab']: unknown field" in lines[0]
+    assert len(lines) == 6 and "... and 3 more problem(s)" in lines[-1]
