@@ -25,6 +25,7 @@ from hydra_sandbox.errors import (
     PolicyViolation,
     SessionNotFoundError,
     WorkspaceError,
+    shown,
 )
 from hydra_sandbox.events import Event, EventDraft, SessionRef, utcnow
 from hydra_sandbox.lifecycle import (
@@ -163,7 +164,7 @@ class AgentManager:
         record = self._sessions.get(session_id)
         if record is None:
             raise SessionNotFoundError(
-                f"session {session_id!r} not found", hint="list_sessions shows the sessions Hydra knows"
+                f"session {shown(session_id)} not found", hint="list_sessions shows the sessions Hydra knows"
             )
         authorize(caller, session_id, self._parent_of)
         return record
@@ -182,7 +183,7 @@ class AgentManager:
     ) -> list[SessionRecord]:
         if status is not None and status not in {s.value for s in SessionStatus}:
             raise ConfigError(
-                f"status: {status!r} is not a session status",
+                f"status: {shown(status)} is not a session status",
                 hint="valid: " + ", ".join(s.value for s in SessionStatus),
             )
         out = []
@@ -261,11 +262,11 @@ class AgentManager:
         working_dir = Path(request.working_dir).expanduser()
         if not working_dir.is_absolute():
             raise ConfigError(
-                f"working_dir: {request.working_dir!r} is not an absolute path",
+                f"working_dir: {shown(request.working_dir)} is not an absolute path",
                 hint="pass the absolute path of the directory the agent should work on",
             )
         if not working_dir.is_dir():
-            raise ConfigError(f"working_dir: {working_dir} is not a directory")
+            raise ConfigError(f"working_dir: {shown(str(working_dir))} is not a directory")
         depth = 0
         parent: SessionRecord | None = None
         if request.parent_session_id is not None:
@@ -281,7 +282,7 @@ class AgentManager:
                 )
             if working_dir.resolve() != parent.working_dir.resolve():
                 raise PolicyViolation(
-                    f"working_dir: a child works on its parent's workspace {parent.working_dir}, not {working_dir}",
+                    f"working_dir: a child works on its parent's workspace {parent.working_dir}, not {shown(str(working_dir))}",
                     hint="narrow what the child sees with policy.directory instead",
                 )
             depth = parent.depth + 1

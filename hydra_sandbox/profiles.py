@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hydra_sandbox.errors import ConfigError, ProfileNotFoundError
+from hydra_sandbox.errors import ConfigError, ProfileNotFoundError, shown
 from hydra_sandbox.yaml_models import read_yaml, validate_data
 
 _ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -183,7 +183,7 @@ class ProfileCatalog:
             raise broken[profile_id]
         if profile_id not in merged:
             raise ProfileNotFoundError(
-                f"profile {profile_id!r} not found",
+                f"profile {shown(profile_id)} not found",
                 hint="available profiles: "
                 + (", ".join(sorted(merged)) or "none")
                 + f"; searched {', '.join(str(d) for d in self._dirs)}",

@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError
 
 from hydra_sandbox import __version__
 from hydra_sandbox.access import OPERATOR, Caller
-from hydra_sandbox.errors import HydraError
+from hydra_sandbox.errors import HydraError, shown
 from hydra_sandbox.events import EVENT_TYPES
 from hydra_sandbox.lifecycle import SessionRecord
 from hydra_sandbox.manager import HOST_SESSION, SpawnFlags, SpawnPolicy, SpawnRequest
@@ -369,7 +369,7 @@ def _register_tools(mcp: FastMCP) -> None:
         services = _services(ctx)
         if event_type is not None and event_type not in EVENT_TYPES:
             raise HydraError(
-                f"event_type: {event_type!r} is not an event type", hint="valid: " + ", ".join(EVENT_TYPES)
+                f"event_type: {shown(event_type)} is not an event type", hint="valid: " + ", ".join(EVENT_TYPES)
             )
         if session_id is not None and session_id != HOST_SESSION:
             services.manager.get(session_id, _caller())

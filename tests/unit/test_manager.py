@@ -11,6 +11,7 @@ import pytest
 from hydra_sandbox.errors import (
     ApplyConflictError,
     ConfigError,
+    HydraError,
     InvalidTransitionError,
     PolicyViolation,
     ProfileNotFoundError,
@@ -411,3 +412,20 @@ async def test_host_notes_are_recorded_without_a_session(manager: AgentManager) 
     assert SECRET not in event.text
     draft = EventDraft(type="note", text="x")
     assert draft.type == "note"
+
+
+async def test_refusals_quote_caller_values_short_and_on_one_line(manager: AgentManager, workdir: Path) -> None:
+    huge = "A" * 100_000 + "\nsecond line"
+    for call in (
+        lambda: manager.get(huge),
+        lambda: manager.list_sessions(status=huge),
+    ):
+        with pytest.raises(HydraError) as info:
+            call()
+        assert len(str(info.value)) < 300 and "\n" not in str(info.value)
+    with pytest.raises(ProfileNotFoundError) as info:
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id=huge))
+    assert "profile 'AAAA" in str(info.value) and len(str(info.value).splitlines()[0]) < 400
+    with pytest.raises(PolicyViolation) as info:
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), policy=SpawnPolicy(resources={huge: 1})))
+    assert "resources['AAAA" in str(info.value) and len(str(info.value)) < 300

@@ -221,3 +221,13 @@ def test_compiled_globs_match_exactly_like_pathspec(globs: list[str]) -> None:
     compiled = _GlobSet(globs)
     for path in PATHS:
         assert compiled.match_file(path) == reference.match_file(path), (globs, path)
+
+
+def test_glob_and_domain_refusals_quote_the_value_short() -> None:
+    huge = "/" + "x" * 10_000
+    with pytest.raises(ConfigError) as info:
+        make(directory={"allow": [huge]})
+    assert "absolute path" in str(info.value) and len(str(info.value)) < 600
+    with pytest.raises(ConfigError) as info:
+        make(network={"mode": "allowlist", "allow_domains": ["a b" * 5000]})
+    assert "not a domain name" in str(info.value) and len(str(info.value)) < 600
