@@ -259,14 +259,7 @@ class AgentManager:
             self.profiles.get(request.profile_id),
             ProfileOverrides(goalset=request.goalset or [], model=request.flags.model if request.flags else None),
         )
-        working_dir = Path(request.working_dir).expanduser()
-        if not working_dir.is_absolute():
-            raise ConfigError(
-                f"working_dir: {shown(request.working_dir)} is not an absolute path",
-                hint="pass the absolute path of the directory the agent should work on",
-            )
-        if not working_dir.is_dir():
-            raise ConfigError(f"working_dir: {shown(str(working_dir))} is not a directory")
+        working_dir = _working_dir(request.working_dir)
         depth = 0
         parent: SessionRecord | None = None
         if request.parent_session_id is not None:
@@ -676,6 +669,27 @@ class AgentManager:
         await self._record(record, EventDraft(type="approval", text="diff discarded", data={"applied": False}))
         await self._persist(record)
         return record
+
+
+def _working_dir(given: str) -> Path:
+    """The absolute directory a caller named; a path the OS refuses (``~nosuchuser``, a name too long,
+    a NUL byte) is a :class:`ConfigError` naming working_dir, like any other bad path."""
+    try:
+        path = Path(given).expanduser()
+        if not path.is_absolute():
+            raise ConfigError(
+                f"working_dir: {shown(given)} is not an absolute path",
+                hint="pass the absolute path of the directory the agent should work on",
+            )
+        if not path.is_dir():
+            raise ConfigError(f"working_dir: {shown(str(path))} is not a directory")
+        return path
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(
+            f"working_dir: {shown(given)} cannot be used: {reason}",
+            hint="pass the absolute path of an existing directory",
+        ) from None
 
 
 def _clamp(wanted: dict[str, Any], limit: dict[str, Any]) -> dict[str, float | int]:

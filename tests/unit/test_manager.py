@@ -429,3 +429,18 @@ async def test_refusals_quote_caller_values_short_and_on_one_line(manager: Agent
     with pytest.raises(PolicyViolation) as info:
         await manager.spawn(SpawnRequest(working_dir=str(workdir), policy=SpawnPolicy(resources={huge: 1})))
     assert "resources['AAAA" in str(info.value) and len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("working_dir", "reason"),
+    [
+        ("~hydra_no_such_user_zz/repo", "Could not determine home directory"),
+        ("/" + "a" * 5000, "File name too long"),
+    ],
+)
+async def test_a_path_the_os_refuses_is_a_config_error_naming_working_dir(
+    manager: AgentManager, working_dir: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        await manager.spawn(SpawnRequest(working_dir=working_dir))
+    assert str(info.value).startswith("working_dir: ") and reason in str(info.value)
