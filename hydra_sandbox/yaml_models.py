@@ -72,14 +72,54 @@ def validate_data(model: type[M], data: Any, source: str, *, valid_fields_hint: 
         raise ConfigError(describe_validation_error(exc, source), hint=hint) from None
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of lists and mappings a configuration file may have."""
+
+
+class _Loader(yaml.SafeLoader):
+    """``SafeLoader`` whose value errors (an integer over Python's digit limit, a date like 2026-13-45)
+    become YAML errors that carry the node's line, like every other malformed value."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError, TypeError) as exc:
+            problem = f"cannot read this {node.tag.rsplit(':', 1)[-1]} value: {str(exc).split(';')[0][:120]}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+def _check_depth(text: str) -> None:
+    """Refuse deep nesting before composing (which recurses) from the parser's flat event stream."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise yaml.parser.ParserError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def read_yaml(path: Path) -> Any:
-    """``yaml.safe_load`` a file; syntax errors name the file, line and column."""
+    """Safely load a UTF-8 YAML file; any malformed content names the file, line and column."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            f"{path}: line {line}, column {column}: not UTF-8 text (byte {raw[exc.start]:#04x})",
+            hint="save the file as UTF-8",
+        ) from None
+    try:
+        _check_depth(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

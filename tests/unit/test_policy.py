@@ -231,3 +231,23 @@ def test_glob_and_domain_refusals_quote_the_value_short() -> None:
     with pytest.raises(ConfigError) as info:
         make(network={"mode": "allowlist", "allow_domains": ["a b" * 5000]})
     assert "not a domain name" in str(info.value) and len(str(info.value)) < 600
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"name: bad\n\xff\xfe\n", "line 2, column 1: not UTF-8 text (byte 0xff)"),
+        (b"name: bad\nresources: {memory_mb: " + b"9" * 5000 + b"}\n", "line 2, column 24: YAML syntax error"),
+        (b"name: bad\ndescription: 2026-13-45\n", "line 2, column 14: YAML syntax error"),
+        (b"name: bad\ndescription: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested more than 64 levels deep"),
+    ],
+)
+def test_malformed_policy_file_is_a_config_error_with_its_line(tmp_path: Path, content: bytes, expected: str) -> None:
+    """These escaped as UnicodeDecodeError, ValueError and RecursionError and hid the file's name."""
+    (tmp_path / "bad.yaml").write_bytes(content)
+    (tmp_path / "good.yaml").write_text("name: good\n")
+    with pytest.raises(ConfigError) as info:
+        PolicyCatalog([tmp_path]).get("bad")
+    assert "bad.yaml" in str(info.value) and expected in str(info.value)
+    good, bad = PolicyCatalog([tmp_path]).load_all()
+    assert set(good) == {"good"} and set(bad) == {"bad"}

@@ -107,3 +107,11 @@ def test_odd_keys_are_quoted_and_long_lists_of_problems_cut_short(tmp_path: Path
     lines = str(info.value).splitlines()
     assert "x.yaml: ['bad key 0\\twith tab']: unknown field" in lines[0]
     assert len(lines) == 6 and "... and 3 more problem(s)" in lines[-1]
+
+
+def test_non_utf8_profile_is_reported_and_does_not_hide_the_others(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_bytes(b"id: broken\ntitle: caf\xe9\n")
+    (tmp_path / "docs.yaml").write_text("id: docs\ntitle: Docs\ndescription: d\npersona: p\nsystem_prompt: s\n")
+    good, bad = ProfileCatalog([tmp_path]).load_all()
+    assert set(good) == {"docs"}
+    assert "broken.yaml: line 2, column 11: not UTF-8 text" in str(bad["broken"])
