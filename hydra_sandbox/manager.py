@@ -275,7 +275,8 @@ class AgentManager:
                 )
             if working_dir.resolve() != parent.working_dir.resolve():
                 raise PolicyViolation(
-                    f"working_dir: a child works on its parent's workspace {parent.working_dir}, not {shown(str(working_dir))}",
+                    f"working_dir: a child works on its parent's workspace {parent.working_dir}, "
+                    f"not {shown(str(working_dir))}",
                     hint="narrow what the child sees with policy.directory instead",
                 )
             depth = parent.depth + 1

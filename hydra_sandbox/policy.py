@@ -267,7 +267,9 @@ def _narrow_numbers(section: str, parent: BaseModel, request: Mapping[str, float
     out: dict[str, float | int] = {}
     for key, value in request.items():
         if key not in fields:
-            raise PolicyViolation(f"{field_path((section, key))}: unknown field", hint="valid: " + ", ".join(sorted(fields)))
+            raise PolicyViolation(
+                f"{field_path((section, key))}: unknown field", hint="valid: " + ", ".join(sorted(fields))
+            )
         current = getattr(parent, key)
         if value > current:
             raise PolicyViolation(
