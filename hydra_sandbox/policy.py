@@ -58,6 +58,10 @@ def _check_glob(value: str) -> str:
     parts = value.replace("\\", "/").split("/")
     if ".." in parts:
         raise ValueError(f"{shown(value)} escapes the workspace with '..'; globs stay inside the workspace root")
+    try:  # compiled now, so a bad glob is refused where it is written, not when an agent starts
+        _GlobSet([value])
+    except (ValueError, re.error) as exc:
+        raise ValueError(f"{shown(value)} is not a valid gitignore-style glob: {str(exc)[:80]}") from None
     return value
 
 

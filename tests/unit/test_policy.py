@@ -251,3 +251,12 @@ def test_malformed_policy_file_is_a_config_error_with_its_line(tmp_path: Path, c
     assert "bad.yaml" in str(info.value) and expected in str(info.value)
     good, bad = PolicyCatalog([tmp_path]).load_all()
     assert set(good) == {"good"} and set(bad) == {"bad"}
+
+
+@pytest.mark.parametrize("glob", ["[z-a]", "\\", "!"])
+def test_a_glob_that_does_not_compile_is_refused_when_the_policy_loads(tmp_path: Path, glob: str) -> None:
+    """It used to load and then raise re.error / GitIgnorePatternError when an agent was spawned."""
+    (tmp_path / "bad.yaml").write_text(f"name: bad\ndirectory:\n  deny: ['ok/**', '{glob}']\n")
+    with pytest.raises(ConfigError) as info:
+        PolicyCatalog([tmp_path]).get("bad")
+    assert "bad.yaml: directory.deny[1]" in str(info.value) and "not a valid gitignore-style glob" in str(info.value)
