@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +39,18 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
+_REPR.maxdict = _REPR.maxlist = _REPR.maxtuple = _REPR.maxset = 4
+
+
+def _short_repr(value: Any) -> str:
+    """At most 80 characters of ``repr(value)``, without building the whole repr first: a YAML alias
+    bomb of a few hundred bytes expands to a list whose full repr would take minutes."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 _MESSAGES = {
     "extra_forbidden": "unknown field",
     "missing": "required field is missing",
@@ -54,7 +67,7 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
         where = field_path(tuple(err["loc"]))
         msg = _MESSAGES.get(err["type"], err["msg"].removeprefix("Value error, "))
         got = err.get("input")
-        got_text = "" if err["type"] in _MESSAGES else f" (got {got!r:.80})"
+        got_text = "" if err["type"] in _MESSAGES else f" (got {_short_repr(got)})"
         lines.append(f"{source}: {where}: {msg}{got_text}")
     if len(errors) > MAX_PROBLEMS:
         lines.append(f"{source}: ... and {len(errors) - MAX_PROBLEMS} more problem(s)")
