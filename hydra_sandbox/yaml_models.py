@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import reprlib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -108,7 +108,8 @@ def _check_depth(text: str) -> None:
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                raise yaml.parser.ParserError(None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+                mark = cast("yaml.error.Mark | None", event.start_mark)
+                raise yaml.parser.ParserError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
 
