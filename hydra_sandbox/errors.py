@@ -8,6 +8,13 @@ code; neither shows a traceback for bad input.
 from __future__ import annotations
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """A caller-given value quoted for a message: one line (control characters escaped), at most
+    ``limit`` characters, so a huge or hostile argument cannot flood the error that names it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class HydraError(Exception):
     """Root of every error Hydra raises on purpose."""
 

@@ -25,6 +25,7 @@ from hydra_sandbox.errors import (
     PolicyViolation,
     SessionNotFoundError,
     WorkspaceError,
+    shown,
 )
 from hydra_sandbox.events import Event, EventDraft, SessionRef, utcnow
 from hydra_sandbox.lifecycle import (
@@ -165,7 +166,7 @@ class AgentManager:
         record = self._sessions.get(session_id)
         if record is None:
             raise SessionNotFoundError(
-                f"session {session_id!r} not found", hint="list_sessions shows the sessions Hydra knows"
+                f"session {shown(session_id)} not found", hint="list_sessions shows the sessions Hydra knows"
             )
         authorize(caller, session_id, self._parent_of)
         return record
@@ -184,7 +185,7 @@ class AgentManager:
     ) -> list[SessionRecord]:
         if status is not None and status not in {s.value for s in SessionStatus}:
             raise ConfigError(
-                f"status: {status!r} is not a session status",
+                f"status: {shown(status)} is not a session status",
                 hint="valid: " + ", ".join(s.value for s in SessionStatus),
             )
         out = []
@@ -279,14 +280,7 @@ class AgentManager:
             self.profiles.get(request.profile_id),
             ProfileOverrides(goalset=request.goalset or [], model=request.flags.model if request.flags else None),
         )
-        working_dir = Path(request.working_dir).expanduser()
-        if not working_dir.is_absolute():
-            raise ConfigError(
-                f"working_dir: {request.working_dir!r} is not an absolute path",
-                hint="pass the absolute path of the directory the agent should work on",
-            )
-        if not working_dir.is_dir():
-            raise ConfigError(f"working_dir: {working_dir} is not a directory")
+        working_dir = _working_dir(request.working_dir)
         depth = 0
         parent: SessionRecord | None = None
         if request.parent_session_id is not None:
@@ -302,7 +296,8 @@ class AgentManager:
                 )
             if working_dir.resolve() != parent.working_dir.resolve():
                 raise PolicyViolation(
-                    f"working_dir: a child works on its parent's workspace {parent.working_dir}, not {working_dir}",
+                    f"working_dir: a child works on its parent's workspace {parent.working_dir}, "
+                    f"not {shown(str(working_dir))}",
                     hint="narrow what the child sees with policy.directory instead",
                 )
             depth = parent.depth + 1
@@ -698,6 +693,27 @@ class AgentManager:
         await self._record(record, EventDraft(type="approval", text="diff discarded", data={"applied": False}))
         await self._persist(record)
         return record
+
+
+def _working_dir(given: str) -> Path:
+    """The absolute directory a caller named; a path the OS refuses (``~nosuchuser``, a name too long,
+    a NUL byte) is a :class:`ConfigError` naming working_dir, like any other bad path."""
+    try:
+        path = Path(given).expanduser()
+        if not path.is_absolute():
+            raise ConfigError(
+                f"working_dir: {shown(given)} is not an absolute path",
+                hint="pass the absolute path of the directory the agent should work on",
+            )
+        if not path.is_dir():
+            raise ConfigError(f"working_dir: {shown(str(path))} is not a directory")
+        return path
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(
+            f"working_dir: {shown(given)} cannot be used: {reason}",
+            hint="pass the absolute path of an existing directory",
+        ) from None
 
 
 def _clamp(wanted: dict[str, Any], limit: dict[str, Any]) -> dict[str, float | int]:

@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 import pathspec
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation
-from hydra_sandbox.yaml_models import load_yaml_model, validate_data
+from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation, shown
+from hydra_sandbox.yaml_models import field_path, load_yaml_model, validate_data
 
 # Protected directories are named without a trailing slash so that the glob also covers a file or
 # link of that name: a ``.git`` file saying ``gitdir: evil`` or a ``.vscode`` link to a directory the
@@ -58,10 +58,14 @@ def _check_glob(value: str) -> str:
     if not value or not value.strip():
         raise ValueError("empty glob; use e.g. 'src/**'")
     if value.startswith("/") or (len(value) > 1 and value[1] == ":"):
-        raise ValueError(f"{value!r} is an absolute path; globs are relative to the workspace root, e.g. 'src/**'")
+        raise ValueError(f"{shown(value)} is an absolute path; globs are relative to the workspace root, e.g. 'src/**'")
     parts = value.replace("\\", "/").split("/")
     if ".." in parts:
-        raise ValueError(f"{value!r} escapes the workspace with '..'; globs stay inside the workspace root")
+        raise ValueError(f"{shown(value)} escapes the workspace with '..'; globs stay inside the workspace root")
+    try:  # compiled now, so a bad glob is refused where it is written, not when an agent starts
+        _GlobSet([value])
+    except (ValueError, re.error) as exc:
+        raise ValueError(f"{shown(value)} is not a valid gitignore-style glob: {str(exc)[:80]}") from None
     return value
 
 
@@ -91,7 +95,7 @@ class NetworkPolicy(_Strict):
         for value in values:
             name = value.strip().lower().rstrip(".")
             if not name or "/" in name or ":" in name or " " in name:
-                raise ValueError(f"{value!r} is not a domain name; write e.g. 'pypi.example.org'")
+                raise ValueError(f"{shown(value)} is not a domain name; write e.g. 'pypi.example.org'")
             out.append(name)
         return out
 
@@ -224,7 +228,7 @@ def narrow(parent: Policy, request: PolicyRequest | None, *, name: str | None = 
             wider = not probe or not parent_matcher.is_visible(probe_path)
             if wider and glob not in parent.directory.allow:
                 raise PolicyViolation(
-                    f"directory.allow[{i}]: {glob!r} is wider than the parent's allow {parent.directory.allow}",
+                    f"directory.allow[{i}]: {shown(glob)} is wider than the parent's allow {parent.directory.allow}",
                     hint="ask for a subset of the parent's paths, e.g. 'src/**' inside an allowed 'src/'",
                 )
         directory = DirectoryPolicy(
@@ -244,7 +248,7 @@ def narrow(parent: Policy, request: PolicyRequest | None, *, name: str | None = 
         extra = [d for d in request.network.allow_domains if d not in parent.network.allow_domains]
         if extra:
             raise PolicyViolation(
-                f"network.allow_domains: {extra} not in the parent's allowlist {parent.network.allow_domains}",
+                f"network.allow_domains: {shown(extra)} not in the parent's allowlist {parent.network.allow_domains}",
                 hint="a child may only use domains its parent may use",
             )
         network = request.network
@@ -271,11 +275,13 @@ def _narrow_numbers(section: str, parent: BaseModel, request: Mapping[str, float
     out: dict[str, float | int] = {}
     for key, value in request.items():
         if key not in fields:
-            raise PolicyViolation(f"{section}.{key}: unknown field", hint="valid: " + ", ".join(sorted(fields)))
+            raise PolicyViolation(
+                f"{field_path((section, key))}: unknown field", hint="valid: " + ", ".join(sorted(fields))
+            )
         current = getattr(parent, key)
         if value > current:
             raise PolicyViolation(
-                f"{section}.{key}: {value} is wider than the parent's {current}",
+                f"{section}.{key}: {shown(value)} is wider than the parent's {current}",
                 hint=f"ask for at most {current}",
             )
         out[key] = value
@@ -314,7 +320,7 @@ class PolicyCatalog:
         files = self._files()
         if name not in files:
             raise PolicyNotFoundError(
-                f"policy {name!r} not found in {', '.join(str(d) for d in self._dirs)}",
+                f"policy {shown(name)} not found in {', '.join(str(d) for d in self._dirs)}",
                 hint="available policies: " + (", ".join(sorted(files)) or "none"),
             )
         return files[name]

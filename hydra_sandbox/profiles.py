@@ -11,13 +11,15 @@ Merge order, later wins:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import pathspec
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from hydra_sandbox.errors import ConfigError, ProfileNotFoundError
+from hydra_sandbox.errors import ConfigError, ProfileNotFoundError, shown
 from hydra_sandbox.yaml_models import read_yaml, validate_data
 
 _ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -27,6 +29,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{shown(value)} is not a valid regular expression: {exc}") from None
+    return value
+
+
+def _check_glob(value: str) -> str:
+    try:
+        pathspec.PathSpec.from_lines("gitignore", [value]).match_file("x")
+    except (ValueError, re.error) as exc:
+        raise ValueError(f"{shown(value)} is not a valid gitignore-style glob: {str(exc)[:80]}") from None
+    return value
+
+
+# Compiled when the profile loads, so a bad one names its file and field instead of failing every
+# event of a running session.
+Regex = Annotated[str, AfterValidator(_check_regex)]
+Glob = Annotated[str, AfterValidator(_check_glob)]
+
+
 class TestPassedRule(_Strict):
     kind: Literal["test_passed"]
     runner: str | None = Field(default=None, description="Only tests run by this runner, e.g. 'pytest'.")
@@ -34,22 +58,22 @@ class TestPassedRule(_Strict):
 
 class CommandSucceededRule(_Strict):
     kind: Literal["command_succeeded"]
-    pattern: str = Field(description="Regular expression searched in the command line.")
+    pattern: Regex = Field(description="Regular expression searched in the command line.")
 
 
 class FileChangedRule(_Strict):
     kind: Literal["file_changed"]
-    glob: str = Field(description="gitignore-style glob relative to the workspace root.")
+    glob: Glob = Field(description="gitignore-style glob relative to the workspace root.")
 
 
 class DecisionStatedRule(_Strict):
     kind: Literal["decision_stated"]
-    pattern: str = Field(default=".", description="Regular expression the decision text must match.")
+    pattern: Regex = Field(default=".", description="Regular expression the decision text must match.")
 
 
 class MessageMatchesRule(_Strict):
     kind: Literal["message_matches"]
-    pattern: str = Field(description="Regular expression searched in the agent's messages.")
+    pattern: Regex = Field(description="Regular expression searched in the agent's messages.")
 
 
 ChecklistRule = Annotated[
@@ -183,7 +207,7 @@ class ProfileCatalog:
             raise broken[profile_id]
         if profile_id not in merged:
             raise ProfileNotFoundError(
-                f"profile {profile_id!r} not found",
+                f"profile {shown(profile_id)} not found",
                 hint="available profiles: "
                 + (", ".join(sorted(merged)) or "none")
                 + f"; searched {', '.join(str(d) for d in self._dirs)}",

@@ -17,15 +17,18 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
+from fastmcp.exceptions import ValidationError as ArgumentsError
 from fastmcp.server.auth.auth import AccessToken, TokenVerifier
 from fastmcp.server.dependencies import get_access_token
-from mcp.types import ToolAnnotations
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import ToolResult
+from mcp.types import CallToolRequestParams, ToolAnnotations
 from pydantic import Field, ValidationError
 
 from hydra_sandbox import __version__
 from hydra_sandbox.access import OPERATOR, Caller
 from hydra_sandbox.agent_endpoint import AgentTokens
-from hydra_sandbox.errors import HydraError
+from hydra_sandbox.errors import HydraError, shown
 from hydra_sandbox.events import EVENT_TYPES
 from hydra_sandbox.http_routes import register_http_routes
 from hydra_sandbox.lifecycle import SessionRecord
@@ -62,6 +65,23 @@ def _tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise ToolError(describe_validation_error(exc, fn.__name__)) from None
 
     return wrapper
+
+
+class _ArgumentErrors(Middleware):
+    """fastmcp checks a tool's arguments against its signature before Hydra's code runs; say what was
+    wrong in Hydra's words (one line per argument, bounded) instead of pydantic's raw report."""
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[CallToolRequestParams],
+        call_next: CallNext[CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        try:
+            return await call_next(context)
+        except ArgumentsError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(describe_validation_error(exc.__cause__, context.message.name)) from None
+            raise
 
 
 class HydraTokenVerifier(TokenVerifier):
@@ -162,7 +182,7 @@ def build_server(
         lifespan=lifespan,
         auth=auth,
         mask_error_details=True,
-        middleware=[ToolMetricsMiddleware(server_metrics)],
+        middleware=[ToolMetricsMiddleware(server_metrics), _ArgumentErrors()],
     )
     _register_tools(mcp)
     _register_resources(mcp)
@@ -388,7 +408,7 @@ def _register_tools(mcp: FastMCP) -> None:
         services = _services(ctx)
         if event_type is not None and event_type not in EVENT_TYPES:
             raise HydraError(
-                f"event_type: {event_type!r} is not an event type", hint="valid: " + ", ".join(EVENT_TYPES)
+                f"event_type: {shown(event_type)} is not an event type", hint="valid: " + ", ".join(EVENT_TYPES)
             )
         if session_id is not None and session_id != HOST_SESSION:
             services.manager.get(session_id, _caller())

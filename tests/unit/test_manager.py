@@ -12,6 +12,7 @@ from hydra_sandbox.access import Caller
 from hydra_sandbox.errors import (
     ApplyConflictError,
     ConfigError,
+    HydraError,
     InvalidTransitionError,
     PolicyViolation,
     ProfileNotFoundError,
@@ -427,3 +428,35 @@ async def test_host_notes_are_recorded_without_a_session(manager: AgentManager) 
     assert SECRET not in event.text
     draft = EventDraft(type="note", text="x")
     assert draft.type == "note"
+
+
+async def test_refusals_quote_caller_values_short_and_on_one_line(manager: AgentManager, workdir: Path) -> None:
+    huge = "A" * 100_000 + "\nsecond line"
+    for call in (
+        lambda: manager.get(huge),
+        lambda: manager.list_sessions(status=huge),
+    ):
+        with pytest.raises(HydraError) as info:
+            call()
+        assert len(str(info.value)) < 300 and "\n" not in str(info.value)
+    with pytest.raises(ProfileNotFoundError) as info:
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id=huge))
+    assert "profile 'AAAA" in str(info.value) and len(str(info.value).splitlines()[0]) < 400
+    with pytest.raises(PolicyViolation) as info:
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), policy=SpawnPolicy(resources={huge: 1})))
+    assert "resources['AAAA" in str(info.value) and len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("working_dir", "reason"),
+    [
+        ("~hydra_no_such_user_zz/repo", "Could not determine home directory"),
+        ("/" + "a" * 5000, "File name too long"),
+    ],
+)
+async def test_a_path_the_os_refuses_is_a_config_error_naming_working_dir(
+    manager: AgentManager, working_dir: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        await manager.spawn(SpawnRequest(working_dir=working_dir))
+    assert str(info.value).startswith("working_dir: ") and reason in str(info.value)

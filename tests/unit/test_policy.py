@@ -230,3 +230,56 @@ def test_compiled_globs_match_exactly_like_pathspec(globs: list[str]) -> None:
     compiled = _GlobSet(globs)
     for path in PATHS:
         assert compiled.match_file(path) == reference.match_file(path), (globs, path)
+
+
+def test_glob_and_domain_refusals_quote_the_value_short() -> None:
+    huge = "/" + "x" * 10_000
+    with pytest.raises(ConfigError) as info:
+        make(directory={"allow": [huge]})
+    assert "absolute path" in str(info.value) and len(str(info.value)) < 600
+    with pytest.raises(ConfigError) as info:
+        make(network={"mode": "allowlist", "allow_domains": ["a b" * 5000]})
+    assert "not a domain name" in str(info.value) and len(str(info.value)) < 600
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"name: bad\n\xff\xfe\n", "line 2, column 1: not UTF-8 text (byte 0xff)"),
+        (b"name: bad\nresources: {memory_mb: " + b"9" * 5000 + b"}\n", "line 2, column 24: YAML syntax error"),
+        (b"name: bad\ndescription: 2026-13-45\n", "line 2, column 14: YAML syntax error"),
+        (b"name: bad\ndescription: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested more than 64 levels deep"),
+    ],
+)
+def test_malformed_policy_file_is_a_config_error_with_its_line(tmp_path: Path, content: bytes, expected: str) -> None:
+    """These escaped as UnicodeDecodeError, ValueError and RecursionError and hid the file's name."""
+    (tmp_path / "bad.yaml").write_bytes(content)
+    (tmp_path / "good.yaml").write_text("name: good\n")
+    with pytest.raises(ConfigError) as info:
+        PolicyCatalog([tmp_path]).get("bad")
+    assert "bad.yaml" in str(info.value) and expected in str(info.value)
+    good, bad = PolicyCatalog([tmp_path]).load_all()
+    assert set(good) == {"good"} and set(bad) == {"bad"}
+
+
+@pytest.mark.parametrize("glob", ["[z-a]", "\\", "!"])
+def test_a_glob_that_does_not_compile_is_refused_when_the_policy_loads(tmp_path: Path, glob: str) -> None:
+    """It used to load and then raise re.error / GitIgnorePatternError when an agent was spawned."""
+    (tmp_path / "bad.yaml").write_text(f"name: bad\ndirectory:\n  deny: ['ok/**', '{glob}']\n")
+    with pytest.raises(ConfigError) as info:
+        PolicyCatalog([tmp_path]).get("bad")
+    assert "bad.yaml: directory.deny[1]" in str(info.value) and "not a valid gitignore-style glob" in str(info.value)
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    """400 bytes expanding to 9**9 strings: the error message used to repr all of them (minutes)."""
+    import time
+
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    (tmp_path / "bomb.yaml").write_text("\n".join([*lines, "name: bomb", "description: *l8"]) + "\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        PolicyCatalog([tmp_path]).get("bomb")
+    assert time.monotonic() - started < 2
+    assert "bomb.yaml: description: Input should be a valid string (got [[[" in str(info.value)

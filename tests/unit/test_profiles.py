@@ -97,3 +97,42 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text("id: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="YAML"):
         ProfileCatalog([tmp_path]).get("x")
+
+
+def test_odd_keys_are_quoted_and_long_lists_of_problems_cut_short(tmp_path: Path) -> None:
+    keys = "\n".join(f'"bad key {i}\\twith tab": 1' for i in range(8))
+    (tmp_path / "x.yaml").write_text(f"id: x\ntitle: X\ndescription: d\npersona: p\nsystem_prompt: s\n{keys}\n")
+    with pytest.raises(ConfigError) as info:
+        ProfileCatalog([tmp_path]).get("x")
+    lines = str(info.value).splitlines()
+    assert "x.yaml: ['bad key 0\\twith tab']: unknown field" in lines[0]
+    assert len(lines) == 6 and "... and 3 more problem(s)" in lines[-1]
+
+
+def test_non_utf8_profile_is_reported_and_does_not_hide_the_others(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_bytes(b"id: broken\ntitle: caf\xe9\n")
+    (tmp_path / "docs.yaml").write_text("id: docs\ntitle: Docs\ndescription: d\npersona: p\nsystem_prompt: s\n")
+    good, bad = ProfileCatalog([tmp_path]).load_all()
+    assert set(good) == {"docs"}
+    assert "broken.yaml: line 2, column 11: not UTF-8 text" in str(bad["broken"])
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("{kind: command_succeeded, pattern: '('}", "not a valid regular expression"),
+        ("{kind: message_matches, pattern: '[a-'}", "not a valid regular expression"),
+        ("{kind: file_changed, glob: '[z-a]'}", "not a valid gitignore-style glob"),
+    ],
+)
+def test_a_checklist_rule_that_does_not_compile_is_refused_when_the_profile_loads(
+    tmp_path: Path, rule: str, expected: str
+) -> None:
+    """It used to load and then raise re.error on every event of a running session."""
+    (tmp_path / "x.yaml").write_text(
+        "id: x\ntitle: X\ndescription: d\npersona: p\nsystem_prompt: s\n"
+        f"checklist_template:\n  - {{id: a, description: d, rule: {rule}}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        ProfileCatalog([tmp_path]).get("x")
+    assert "x.yaml: checklist_template[0].rule." in str(info.value) and expected in str(info.value)

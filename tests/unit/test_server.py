@@ -267,3 +267,18 @@ def test_http_answers_only_hosts_it_knows(
         status = http.post("/mcp", json={}, headers={"Host": "hydra.team.svc:8765"}).status_code
         assert status == expected
         assert http.post("/mcp", json={}, headers={"Host": "127.0.0.1:8765"}).status_code == 401
+
+
+async def test_bad_arguments_are_refused_in_one_line_per_problem(client: Client) -> None:
+    """fastmcp validates arguments before Hydra's code runs; the refusal is still Hydra's short form."""
+    missing = await refused(client, "spawn_agent")
+    assert missing == "spawn_agent: working_dir: required argument is missing"
+    assert await refused(client, "list_agents", sudo=True) == "list_agents: sudo: unknown argument"
+    assert await refused(client, "list_sessions", limit=-1) == (
+        "list_sessions: limit: Input should be greater than or equal to 1 (got -1)"
+    )
+    many = await refused(client, "spawn_agent", working_dir="/", goalset=list(range(50)))
+    assert "errors.pydantic.dev" not in many
+    assert len(many.splitlines()) == 6 and many.endswith("... and 45 more problem(s)")
+    odd_key = await refused(client, "list_agents", **{"x" * 5000 + "\nline": 1})
+    assert len(odd_key) < 200 and "\n" not in odd_key
