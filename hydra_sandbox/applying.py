@@ -96,6 +96,7 @@ def apply_changes(ws: StagedWorkspace, policy: Policy, *, confirm: bool) -> Appl
         )
     plan: list[tuple[FileChange, Path, str | None]] = []
     conflicts: list[str] = []
+    blocked: list[str] = []
     for change in preview.files:
         link: str | None = None
         if change.status == "symlink":
@@ -112,7 +113,16 @@ def apply_changes(ws: StagedWorkspace, policy: Policy, *, confirm: bool) -> Appl
         for rel in filter(None, [change.path, change.old_path]):
             if _changed_since(ws.source / rel, ws.started_at_ns):
                 conflicts.append(rel)
+        if change.status != "deleted" and target.is_dir() and not target.is_symlink():
+            blocked.append(change.path)  # a file or link in place of a host directory
         plan.append((change, target, link))
+    if blocked:
+        raise ApplyConflictError(
+            f"session {ws.session_id}: the agent replaced {len(blocked)} host directorie(s) with a file or link: "
+            + ", ".join(sorted(blocked)[:20])
+            + "; nothing was written",
+            hint="Hydra never deletes a host directory tree; discard the diff or move the directory yourself",
+        )
     if conflicts:
         raise ApplyConflictError(
             f"session {ws.session_id}: {len(conflicts)} file(s) changed on the host since the session started: "

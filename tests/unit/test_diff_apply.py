@@ -221,3 +221,12 @@ def test_apply_never_writes_through_a_host_symlinked_directory(ws: StagedWorkspa
 )
 def test_link_targets_must_stay_inside_the_workspace(rel: str, target: str, expected: str | None) -> None:
     assert link_inside(rel, target) == expected
+
+
+def test_a_file_in_place_of_a_host_directory_refuses_the_whole_apply_before_writing(ws: StagedWorkspace) -> None:
+    (ws.upper / "app.py").write_text("a = 2\n")  # an ordinary change that must not be half-applied
+    (ws.upper / "lib").write_text("now a file\n")  # the agent replaced the directory lib/ with a file
+    with pytest.raises(ApplyConflictError, match=r"replaced 1 host directorie\(s\) with a file or link: lib"):
+        apply_changes(ws, POLICY, confirm=True)
+    assert (ws.source / "app.py").read_text() == "a = 1\n", "something was written before the refusal"
+    assert (ws.source / "lib" / "x.py").read_text() == "x\n"
