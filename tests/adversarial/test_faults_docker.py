@@ -25,26 +25,10 @@ from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.server import build_server
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.adversarial.results import record_result
+from tests.mcp_calls import call, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.adversarial]
 MODEL_DIR = Path.home() / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v2" / "onnx"
-
-
-async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(name, args, raise_on_error=False)
-    text = " ".join(getattr(b, "text", "") for b in result.content)
-    assert not result.is_error, f"{name}: {text}"
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def until(check: Any, what: str, timeout_s: float = 120) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not (value := await check()):
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-    return value
 
 
 def dockerd_pid() -> int | None:

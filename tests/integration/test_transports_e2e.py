@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.runtime import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings
+from tests.mcp_calls import call, until
 
 pytestmark = pytest.mark.docker
 MODEL_DIR = Path.home() / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v2" / "onnx"
@@ -86,25 +87,6 @@ def server_env(settings: HydraSettings, model_url: str, **extra: str) -> dict[st
         "HYDRA_EMBEDDING_MODEL_DIR": str(MODEL_DIR),
         **extra,
     }
-
-
-async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(name, args, raise_on_error=False)
-    text = " ".join(getattr(b, "text", "") for b in result.content)
-    assert not result.is_error, f"{name}: {text}"
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 180) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def test_over_stdio_an_agent_delegates_a_review_through_hydra_and_the_review_gates_apply(
