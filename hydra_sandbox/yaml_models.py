@@ -132,6 +132,13 @@ def read_yaml(path: Path) -> Any:
     try:
         _check_depth(text)
         return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: it has a position, no mark
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError(
+            f"{path}: line {line}, column {column}: YAML syntax error: character {exc.character!r} is not allowed",
+            hint="remove control characters from the file",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

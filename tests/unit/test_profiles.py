@@ -136,3 +136,16 @@ def test_a_checklist_rule_that_does_not_compile_is_refused_when_the_profile_load
     with pytest.raises(ConfigError) as info:
         ProfileCatalog([tmp_path]).get("x")
     assert "x.yaml: checklist_template[0].rule." in str(info.value) and expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "where"), [("\x00", "line 1, column 1"), ("id: x\ntitle: a\x07b\n", "line 2, column 9")]
+)
+def test_control_characters_are_a_yaml_error_naming_line_and_column(tmp_path: Path, content: str, where: str) -> None:
+    from hydra_sandbox.errors import ConfigError
+    from hydra_sandbox.yaml_models import read_yaml
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=f"bad.yaml: {where}: YAML syntax error: character"):
+        read_yaml(path)
