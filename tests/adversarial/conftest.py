@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# CI runs the same examples every time (a red CI is then reproducible, never a roll of the dice);
+# runs elsewhere explore new ones and remember failures in .hypothesis/.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 HERE = Path(__file__).resolve().parent
 RESULTS_FILE = HERE / ".results" / "fuzz.json"
