@@ -212,7 +212,7 @@ class CodexEventParser:
                     data={
                         "command": self.mask(text),
                         "exit_code": 0 if item.get("status") == "completed" else 1,
-                        "mcp": self.mask(json.dumps(item)[:MAX_OUTPUT]),
+                        "mcp": self.mask(json.dumps(item))[:MAX_OUTPUT],
                     },
                 )
             ]
@@ -220,7 +220,7 @@ class CodexEventParser:
             return [
                 EventDraft(
                     type="message",
-                    text=self.mask(json.dumps(item)[:MAX_OUTPUT]),
+                    text=self.mask(json.dumps(item))[:MAX_OUTPUT],
                     tags=[str(kind)],
                     data={"role": "codex"},
                 )

@@ -112,3 +112,18 @@ def test_commands_never_inherit_secret_variables() -> None:
     assert value.startswith("shell_environment_policy.exclude=")
     excluded = tomllib.loads("x = " + value.split("=", 1)[1])["x"]
     assert {"MY_MODEL_CRED", "*KEY*", "*TOKEN*", "*SECRET*"} <= set(excluded)
+
+
+def test_a_secret_across_the_length_cut_of_a_tool_call_leaves_no_fragment() -> None:
+    from hydra_sandbox.codex_events import MAX_OUTPUT
+    from hydra_sandbox.masking import SecretMasker
+
+    secret = "sk-proj-CUTACROSSTHEBOUNDARYabcdefghijklmnopqrstuvwxyz0123456789"
+    masker = SecretMasker([secret])
+    item = {"id": "item_1", "type": "mcp_tool_call", "server": "hydra", "tool": "log_context", "status": "completed"}
+    prefix = json.dumps({**item, "arguments": {"note": ""}})
+    padding = "x" * (MAX_OUTPUT - len(prefix) - 8)  # the secret starts 8 characters before the cut
+    item["arguments"] = {"note": padding + secret}  # type: ignore[assignment]
+    parser = CodexEventParser(RUNNERS, masker.mask)
+    (draft,) = parser.feed_line(json.dumps({"type": "item.completed", "item": item}))
+    assert secret[:8] not in draft.data["mcp"], "a fragment of the secret survived the cut"
