@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from hydra_sandbox.server import build_server
 from hydra_sandbox.services import Services, open_services
 from hydra_sandbox.settings import HydraSettings, load_settings
 from hydra_sandbox.store import InMemoryStore
+from tests.adversarial.results import model_dir, scenario_recorder
 from tests.fake_sandbox import FakeSandbox
 
 pytestmark = pytest.mark.adversarial
@@ -32,9 +32,7 @@ SPAWNS = 200
 CAP = 4
 NOTES = 10_000
 NOTE_BATCH = 500
-SHARED_MODEL = Path("/work/shared/models/all-MiniLM-L6-v2/onnx")
-RESULTS = Path(__file__).parent / ".results" / f"{Path(__file__).stem}.json"
-_results: dict[str, Any] = {}
+scenario = scenario_recorder(__file__)
 WORDS = [
     "amber",
     "basil",
@@ -79,30 +77,6 @@ WORDS = [
     "orchid",
     "pebble",
 ]
-
-
-def model_dir() -> Path:
-    configured = os.environ.get("HYDRA_EMBEDDING_MODEL_DIR")
-    if configured:
-        return Path(configured)
-    return SHARED_MODEL if SHARED_MODEL.is_dir() else Path.home() / ".cache/chroma/onnx_models/all-MiniLM-L6-v2/onnx"
-
-
-@contextlib.contextmanager
-def scenario(name: str) -> Iterator[dict[str, Any]]:
-    """Collect a scenario's counts; write them with its result (passed or failed) to the results file."""
-    counts: dict[str, Any] = {}
-    started = time.monotonic()
-    result = "failed"
-    try:
-        yield counts
-        result = "passed"
-    finally:
-        counts["seconds"] = round(time.monotonic() - started, 2)
-        _results[name] = {"scenario": name, "cases": counts, "result": result}
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(_results, indent=2, sort_keys=True) + "\n")
-        print(f"\n[{RESULTS.stem}] {name}: {result} {json.dumps(counts, sort_keys=True)}")
 
 
 @pytest.fixture

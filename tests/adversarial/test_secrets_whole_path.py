@@ -13,9 +13,7 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import re
-import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,15 +32,14 @@ from hydra_sandbox.sandbox import RunResult
 from hydra_sandbox.server import build_server
 from hydra_sandbox.services import Services, known_secrets, open_services
 from hydra_sandbox.settings import HydraSettings, load_settings
+from tests.adversarial.results import model_dir, scenario_recorder
 from tests.fake_sandbox import FakeRun, FakeSandbox, command, message
 
 pytestmark = pytest.mark.adversarial
 
 CORPUS = yaml.safe_load((Path(__file__).parent.parent / "data" / "masking_corpus.yaml").read_text())
 KNOWN = "hydra-known/secret+value=7f3a9c21Qz"
-SHARED_MODEL = Path("/work/shared/models/all-MiniLM-L6-v2/onnx")
-RESULTS = Path(__file__).parent / ".results" / f"{Path(__file__).stem}.json"
-_results: dict[str, Any] = {}
+scenario = scenario_recorder(__file__)
 _MARKER = re.compile(r"\[MASKED:[a-z0-9-]+\]")
 
 
@@ -88,30 +85,6 @@ def leaks(blob: str | bytes, found_in: str, forbidden: dict[str, str]) -> list[s
     if isinstance(blob, bytes):
         blob = blob.decode("utf-8", errors="replace")
     return [f"{found_in}: {value[:40]!r}" for form, value in forbidden.items() if form in blob]
-
-
-def model_dir() -> Path:
-    configured = os.environ.get("HYDRA_EMBEDDING_MODEL_DIR")
-    if configured:
-        return Path(configured)
-    return SHARED_MODEL if SHARED_MODEL.is_dir() else Path.home() / ".cache/chroma/onnx_models/all-MiniLM-L6-v2/onnx"
-
-
-@contextlib.contextmanager
-def scenario(name: str) -> Iterator[dict[str, Any]]:
-    """Collect a scenario's counts; write them with its result (passed or failed) to the results file."""
-    counts: dict[str, Any] = {}
-    started = time.monotonic()
-    result = "failed"
-    try:
-        yield counts
-        result = "passed"
-    finally:
-        counts["seconds"] = round(time.monotonic() - started, 2)
-        _results[name] = {"scenario": name, "cases": counts, "result": result}
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(_results, indent=2, sort_keys=True) + "\n")
-        print(f"\n[{RESULTS.stem}] {name}: {result} {json.dumps(counts, sort_keys=True)}")
 
 
 # -- the streaming pipeline, split everywhere ------------------------------------------------------
