@@ -159,8 +159,8 @@ def build_server(
         async with factory(settings) as services:
             if serve_agents:
                 server_metrics.attach(services)
+            endpoint = services.agent_endpoint if serve_agents else None
             try:
-                endpoint = services.agent_endpoint if serve_agents else None
                 if endpoint is not None:
                     for_agents = build_server(
                         settings,
@@ -172,6 +172,8 @@ def build_server(
                     await endpoint.start(for_agents.http_app(path="/mcp"))
                 yield {"services": services}
             finally:
+                if endpoint is not None:
+                    await endpoint.stop()
                 if serve_agents:
                     server_metrics.detach()
 

@@ -95,8 +95,6 @@ async def open_services(
         await manager.start()
         yield Services(settings, journal, masker, store, indexer, sandbox, manager, profiles, policies, endpoint)
     finally:
-        if endpoint is not None:
-            await endpoint.stop()
         await manager.close()
         indexer.stop()
         await sandbox.close()
