@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import pathspec
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from hydra_sandbox.egress_rules import policy_domain
 from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation, shown
 from hydra_sandbox.yaml_models import field_path, load_yaml_model, validate_data
 
@@ -91,12 +92,16 @@ class NetworkPolicy(_Strict):
     @field_validator("allow_domains")
     @classmethod
     def _domains(cls, values: list[str]) -> list[str]:
+        """Plain LDH names (a Unicode name becomes its IDNA ``xn--`` form), as the egress relay
+        compares them; see :mod:`hydra_sandbox.egress_rules`."""
         out = []
         for value in values:
-            name = value.strip().lower().rstrip(".")
-            if not name or "/" in name or ":" in name or " " in name:
-                raise ValueError(f"{shown(value)} is not a domain name; write e.g. 'pypi.example.org'")
-            out.append(name)
+            try:
+                name = policy_domain(value)
+            except ValueError as exc:
+                raise ValueError(f"not a domain name: {exc}; write one such as 'pypi.example.org'") from None
+            if name not in out:
+                out.append(name)
         return out
 
 
