@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from pathlib import Path
 
 import pytest
 
-from hydra_sandbox.egress_relay import ConnectRelay, ForwardRelay, forbidden_address
+from hydra_sandbox import egress_relay
+from hydra_sandbox.egress_relay import ConnectRelay, ForwardRelay, Refusal, RelayStats, forbidden_address
 from hydra_sandbox.network import plan_egress
 from hydra_sandbox.policy import NetworkPolicy
 
@@ -63,12 +66,13 @@ async def test_connect_relay_refuses_unlisted_names_ip_literals_ports_and_privat
                 (f"CONNECT [::1]:{target.port} HTTP/1.1\r\n\r\n".encode(), b"IP literals"),
                 (f"CONNECT localhost:{target.port} HTTP/1.1\r\n\r\n".encode(), b"port"),
                 (b"CONNECT localhost:443 HTTP/1.1\r\n\r\n", b"loopback, private or link-local"),
-                (b"GET http://localhost/ HTTP/1.1\r\n\r\n", b"only CONNECT"),
             ]:
                 answer = await through(tmp_path / "c.sock", request)
                 assert answer.startswith(b"HTTP/1.1 403") and why in answer, answer
+            answer = await through(tmp_path / "c.sock", b"GET http://localhost/ HTTP/1.1\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 405") and b"only CONNECT" in answer, answer
         assert target.received == b""
-        assert len(relay.refused) == 6
+        assert relay.stats.refused == 6 and relay.stats.by_kind["method"] == 1
 
 
 async def test_connect_relay_lets_the_trusted_model_endpoint_through(tmp_path: Path) -> None:
@@ -121,3 +125,179 @@ def test_egress_plans_by_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert public.relay == "connect" and public.allowed_domains == ["models.example"]
     allow = plan_egress(NetworkPolicy(mode="allowlist", allow_domains=["pkg.example"]), None, "s1")
     assert allow.relay == "connect" and "pkg.example" in allow.allowed_domains
+
+
+class Holder:
+    """A loopback listener that keeps every connection open, sending ``tick`` every ``every_s`` if given,
+    and records when the relay closes its side."""
+
+    def __init__(self, tick: bytes = b"", every_s: float = 0.05) -> None:
+        self.tick, self.every_s = tick, every_s
+        self.closed = asyncio.Event()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Holder:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.tick:
+                with contextlib.suppress(ConnectionError):
+                    while not reader.at_eof():
+                        writer.write(self.tick)
+                        await writer.drain()
+                        await asyncio.sleep(self.every_s)  # the listener's pace, not a wait for state
+            else:
+                await reader.read()
+            self.closed.set()
+            writer.close()
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+
+class LoopErrors:
+    """Collects what would otherwise reach the event loop's exception handler (an unhandled error)."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, object]] = []
+
+    def __enter__(self) -> LoopErrors:
+        self.loop = asyncio.get_running_loop()
+        self.loop.set_exception_handler(lambda _loop, context: self.seen.append(context))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.set_exception_handler(None)
+
+
+async def test_an_idle_connection_is_closed_on_both_sides(tmp_path: Path) -> None:
+    async with Holder() as upstream, ForwardRelay(tmp_path / "s.sock", "127.0.0.1", upstream.port, idle_s=0.3) as relay:
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))
+        assert await asyncio.wait_for(reader.read(), 30) == b""
+        await asyncio.wait_for(upstream.closed.wait(), 30)
+        writer.close()
+    assert relay.stats.timeouts == 1
+
+
+async def test_a_busy_connection_is_closed_at_its_total_lifetime(tmp_path: Path) -> None:
+    async with Holder(tick=b"x") as upstream:
+        relay = ForwardRelay(tmp_path / "s.sock", "127.0.0.1", upstream.port, idle_s=60, total_s=0.5)
+        async with relay:
+            reader, writer = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))
+            received = b""
+            while chunk := await asyncio.wait_for(reader.read(4096), 30):
+                received += chunk
+            writer.close()
+            await asyncio.wait_for(upstream.closed.wait(), 30)
+    assert received.startswith(b"x") and relay.stats.timeouts == 1
+
+
+async def test_the_end_of_a_request_is_passed_on_and_the_answer_still_comes_back(tmp_path: Path) -> None:
+    async def answer_after_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.read()
+        writer.write(b"answer to " + request)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer_after_eof, "127.0.0.1", 0)
+    async with ForwardRelay(tmp_path / "s.sock", "127.0.0.1", server.sockets[0].getsockname()[1]):
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))
+        writer.write(b"question")
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 10) == b"answer to question"
+        writer.close()
+    server.close()
+
+
+MALFORMED = [
+    (b"CONNECT " + b"a" * 70 * 1024 + b":443 HTTP/1.1\r\n\r\n", b"431"),
+    (b"CONNECT allowed.test:443 HTTP/1.1\r\nx-pad: " + b"p" * 9000 + b"\r\n\r\n", b"431"),
+    ("CONNECT b\u00fccher.allowed.test:443 HTTP/1.1\r\n\r\n".encode(), b"400"),
+    ("CONNECT b\u00fccher.allowed.test:443 HTTP/1.1\r\n\r\n".encode("latin-1"), b"400"),
+    (b"CONNECT xn--zz.allowed.test:443 HTTP/1.1\r\n\r\n", b"400"),
+    (b"CONNECT allowed.test:0 HTTP/1.1\r\n\r\n", b"400"),
+    (b"CONNECT allowed.test:65536 HTTP/1.1\r\n\r\n", b"400"),
+    (b"CONNECT allowed.test:99999999999999999999 HTTP/1.1\r\n\r\n", b"400"),
+    (b"CONNECT allowed.test:+443 HTTP/1.1\r\n\r\n", b"400"),
+    (b"CONNECT allowed.test:-1 HTTP/1.1\r\n\r\n", b"400"),
+    ("CONNECT allowed.test:4\u00b2 HTTP/1.1\r\n\r\n".encode("latin-1"), b"400"),
+    ("CONNECT allowed.test:\u0664\u0664\u0663 HTTP/1.1\r\n\r\n".encode(), b"400"),
+    (b"CONNECT allowed.test: HTTP/1.1\r\n\r\n", b"400"),
+    (b"CONNECT allowed.test HTTP/1.1\r\n\r\n", b"400"),
+    (b"CONNECT [::1 HTTP/1.1\r\n\r\n", b"400"),
+    (b"CONNECT [::1] HTTP/1.1\r\n\r\n", b"400"),
+    (b"CONNECT :443 HTTP/1.1\r\n\r\n", b"400"),
+    (b"CONNECT allowed.test:443 HTTP/2\r\n\r\n", b"400"),
+    (b"CONNECT  allowed.test:443 HTTP/1.1\r\n\r\n", b"400"),
+    (b"connect allowed.test:443 HTTP/1.1\r\n\r\n", b"405"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", b"400"),
+    (b"\r\n\r\n", b"400"),
+]
+
+
+async def test_every_malformed_request_is_answered_and_logged_once_never_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="hydra_sandbox.egress_relay")
+    monkeypatch.setattr(egress_relay, "LOG_BURST", 1000)
+    relay = ConnectRelay(tmp_path / "c.sock", allowed_domains=["allowed.test"], allowed_ports={443}, trusted=set())
+    with LoopErrors() as errors:
+        async with relay:
+            for request, status in MALFORMED:
+                answer = await through(tmp_path / "c.sock", request)
+                assert answer.startswith(b"HTTP/1.1 " + status + b" "), (request[:60], answer)
+                assert b"\r\n\r\nhydra egress: " in answer
+    assert errors.seen == []
+    assert relay.stats.refused == len(MALFORMED)
+    records = [r for r in caplog.records if r.name == "hydra_sandbox.egress_relay"]
+    assert len(records) == len(MALFORMED) and all(r.exc_info is None for r in records)
+
+
+async def test_a_silent_client_is_answered_408_when_the_header_deadline_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(egress_relay, "HEADER_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(egress_relay.read_head, "__defaults__", (egress_relay.MAX_HEADER, 0.2))
+    async with ConnectRelay(tmp_path / "c.sock", allowed_domains=[], allowed_ports={443}, trusted=set()) as relay:
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "c.sock"))
+        writer.write(b"CONNECT allowed.test:443 HTTP/1.1\r\n")  # never finished
+        assert (await asyncio.wait_for(reader.read(), 30)).startswith(b"HTTP/1.1 408")
+        writer.close()
+    assert relay.stats.by_kind["timeout"] == 1
+
+
+async def test_connections_past_the_limit_are_answered_503(tmp_path: Path) -> None:
+    async with ConnectRelay(tmp_path / "c.sock", allowed_domains=[], allowed_ports={443}, trusted=set()) as relay:
+        limit = egress_relay.MAX_CONNECTIONS
+        held = [await asyncio.open_unix_connection(str(tmp_path / "c.sock")) for _ in range(limit)]
+        deadline = asyncio.get_running_loop().time() + 30
+        while relay.stats.connections < limit:
+            assert asyncio.get_running_loop().time() < deadline, "the relay never accepted the held connections"
+            await asyncio.sleep(0.01)
+        answer = await through(tmp_path / "c.sock", b"CONNECT allowed.test:443 HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        for _reader, writer in held:
+            writer.close()
+    assert relay.stats.by_kind["busy"] == 1
+
+
+def test_a_refusal_flood_is_counted_in_bounded_space_and_logging_is_throttled(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hydra_sandbox.egress_relay")
+    clock = [1000.0]
+    monkeypatch.setattr(egress_relay.time, "monotonic", lambda: clock[0])
+    stats = RelayStats()
+    for n in range(13_000):
+        stats.refuse("connect relay", Refusal(403, "name", "name is not in the allowlist", f"evil{n}.test:443"))
+    assert stats.refused == 13_000 and stats.by_kind == {"name": 13_000}
+    assert len(stats.recent) == egress_relay.RECENT_REFUSALS and stats.recent[-1].startswith("evil12999.test")
+    assert len(caplog.records) == egress_relay.LOG_BURST
+    clock[0] += egress_relay.LOG_WINDOW_S
+    stats.refuse("connect relay", Refusal(403, "name", "again", "evil.test:443"))
+    summary = [r.getMessage() for r in caplog.records if "counted, not logged" in r.getMessage()]
+    assert summary == [f"egress relay: {13_000 - egress_relay.LOG_BURST} more refusals were counted, not logged"]
