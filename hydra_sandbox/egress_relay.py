@@ -30,11 +30,20 @@ import socket
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from hydra_sandbox.egress_rules import connect_host_name, forbidden_address, ip_literal, policy_domain
 from hydra_sandbox.errors import shown
 
-__all__ = ["ConnectRelay", "ForwardRelay", "RelayStats", "UnixForwardRelay", "forbidden_address"]
+__all__ = [
+    "ConnectRelay",
+    "ForwardRelay",
+    "Refusal",
+    "RelayStats",
+    "SocketService",
+    "UnixForwardRelay",
+    "forbidden_address",
+]
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +163,11 @@ def _answer(writer: asyncio.StreamWriter, status: int, text: str) -> None:
     )
 
 
-class _RelayBase(abc.ABC):
+class SocketService(abc.ABC):
+    """A Unix socket served to one agent: at most MAX_CONNECTIONS at once (the next is refused, with a
+    503 when the service speaks HTTP), every connection task tracked and cancelled on exit, and a bug
+    in one connection logged once instead of reaching the event loop."""
+
     name = "relay"
     answers_http = False
 
@@ -166,7 +179,7 @@ class _RelayBase(abc.ABC):
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __aenter__(self) -> _RelayBase:
+    async def __aenter__(self) -> Self:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
@@ -224,7 +237,7 @@ class _RelayBase(abc.ABC):
         """Serve one connection from the agent; raise :class:`Refusal` to answer and count a refusal."""
 
 
-class ForwardRelay(_RelayBase):
+class ForwardRelay(SocketService):
     """Every connection goes to ``host:port`` and nowhere else."""
 
     name = "forward relay"
@@ -238,7 +251,7 @@ class ForwardRelay(_RelayBase):
         await self._pipe_to((reader, writer), upstream)
 
 
-class UnixForwardRelay(_RelayBase):
+class UnixForwardRelay(SocketService):
     """Every connection goes to one Unix socket on the host."""
 
     name = "unix relay"
@@ -273,7 +286,7 @@ def _parse_port(text: str, target: str) -> int:
     return int(text)
 
 
-class ConnectRelay(_RelayBase):
+class ConnectRelay(SocketService):
     """An HTTP CONNECT filter: allowed names and ports only, public addresses only."""
 
     name = "connect relay"
