@@ -218,6 +218,10 @@ class SocketService(abc.ABC):
                     await writer.drain()
         except (ConnectionError, OSError, asyncio.IncompleteReadError, TimeoutError):
             pass  # the agent went away, or the fixed upstream did not answer: nothing to tell
+        except asyncio.CancelledError:
+            # The service is closing (__aexit__ cancels its connections). Nobody awaits this task but
+            # __aexit__, and asyncio's server callback (3.11) reports a cancelled one as an error: end it.
+            pass
         except Exception:  # a bug must cost one connection, never the relay: logged once, with the cause
             log.exception("%s: unexpected error serving a connection", self.name)
         finally:

@@ -43,6 +43,18 @@ class GatewayConfig(BaseModel):
             raise ValueError(f"{value[:100]!r} is not an http(s)://host[:port][/path] URL")
         return value.rstrip("/")
 
+    @field_validator("credential")
+    @classmethod
+    def _header_value(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not all(0x20 <= ord(c) < 0x7F for c in value.get_secret_value()):
+            raise ValueError("the credential holds a line break, control or non-ASCII character (not shown)")
+        return value
+
+    @field_validator("accepted_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(host.lower() for host in value)
+
     @property
     def tls(self) -> bool:
         return urlsplit(self.upstream_url).scheme == "https"

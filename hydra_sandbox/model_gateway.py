@@ -24,21 +24,17 @@ socket and adds the agent's bearer token on the host side.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import h11
 
 from hydra_sandbox.egress_relay import CONNECT_TIMEOUT_S, Refusal, SocketService
 from hydra_sandbox.gateway_config import GatewayConfig, mcp_gateway_config, model_gateway_config
+from hydra_sandbox.http_wire import END, LAST_CHUNK, Head, Peer, WireError, chunk, head_bytes, reason
 from hydra_sandbox.model_usage import TokenUsage, UsageReader
 
 __all__ = ["GatewayConfig", "ModelGateway", "UsageCallback", "mcp_gateway_config", "model_gateway_config"]
@@ -56,15 +52,36 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
 _QUERY = re.compile(r"[A-Za-z0-9._~%&=+,:-]*")
 _DROPPED = frozenset(
     {
-        "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te",
-        "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect", "accept-encoding",
-        "authorization", "cookie", "api-key", "x-api-key", "forwarded", "x-forwarded-for", "x-forwarded-host",
-        "x-forwarded-proto", "x-real-ip",
+        b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization", b"proxy-authenticate", b"te",
+        b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length", b"expect", b"accept-encoding",
+        b"authorization", b"cookie", b"api-key", b"x-api-key", b"forwarded", b"x-forwarded-for",
+        b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip",
     }
 )  # fmt: skip
 _DROPPED_BACK = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "set-cookie"}
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+    | {b"content-length", b"set-cookie"}
 )
+
+
+_TIMEOUTS = {
+    "head": (408, "no complete request head in time"),
+    "body": (408, "the request body stalled"),
+    "upstream": (504, "the model endpoint did not answer in time"),
+    "responding": (504, "the model endpoint stalled mid-response"),
+}
+
+
+class _Progress:
+    """Where one exchange is: ``head`` (waiting for the request), ``body`` (reading it), ``upstream``
+    (waiting for the answer), ``responding`` (part of the answer already went to the agent)."""
+
+    def __init__(self) -> None:
+        self.phase = "head"
+
+    @property
+    def responded(self) -> bool:
+        return self.phase == "responding"
 
 
 class _Reply(Exception):
@@ -75,37 +92,6 @@ class _Reply(Exception):
         self.status, self.kind, self.message = status, kind, message
 
 
-class _Peer:
-    """One HTTP/1.1 connection, either side, driven through h11."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: Any) -> None:
-        self.reader, self.writer = reader, writer
-        self.conn = h11.Connection(role, max_incomplete_event_size=MAX_HEAD)
-        self.idle_since = 0.0
-
-    def send(self, event: h11.Event) -> None:
-        data = self.conn.send(event)
-        if data:
-            self.writer.write(data)
-
-    async def next(self, timeout_s: float) -> h11.Event:
-        """The next whole event, which must arrive within ``timeout_s`` (a head sent byte by byte too)."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                event = self.conn.next_event()
-                if event is not h11.NEED_DATA:
-                    return event  # type: ignore[return-value]
-                self.conn.receive_data(await self.reader.read(65536))
-
-    @property
-    def usable(self) -> bool:
-        return not (self.reader.at_eof() or self.writer.is_closing() or self.reader.exception())
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
 def _header_names(value: bytes) -> set[bytes]:
     return {token.strip().lower() for token in value.split(b",") if token.strip()}
 
@@ -114,14 +100,9 @@ def _error_bytes(status: int, kind: str, message: str) -> bytes:
     error_type = "insufficient_quota" if kind == "budget" else "hydra_gateway"
     code = "insufficient_quota" if kind == "budget" else kind
     body = json.dumps({"error": {"message": f"hydra gateway: {message}", "type": error_type, "code": code}}).encode()
-    head = f"HTTP/1.1 {status} {_reason(status)}\r\ncontent-type: application/json\r\n"
-    return (head + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
-
-
-def _reason(status: int) -> str:
-    with contextlib.suppress(ValueError):
-        return HTTPStatus(status).phrase
-    return "Error"
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers.append((b"connection", b"close"))
+    return head_bytes(f"HTTP/1.1 {status} {reason(status)}", headers) + body
 
 
 class ModelGateway(SocketService):
@@ -136,10 +117,13 @@ class ModelGateway(SocketService):
         self.on_usage = on_usage
         self.stopped: str | None = None
         self.requests = 0
-        self._idle: list[_Peer] = []
+        self._idle: list[Peer] = []
         self._ssl = self._tls_context() if config.tls else None
         self._allowed = {(m, config.base_path + p) for m, p in config.routes}
-        self._dropped = _DROPPED | {config.credential_header.lower()}
+        self._dropped = _DROPPED | {config.credential_header.lower().encode()}
+        self._added = [(b"host", config.authority.encode()), (b"accept-encoding", b"identity")]
+        if config.credential is not None:
+            self._added.append((config.credential_header.encode(), config.credential.get_secret_value().encode()))
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.config.ca_file) if self.config.ca_file else None)
@@ -161,114 +145,95 @@ class ModelGateway(SocketService):
     # -- the agent's side --------------------------------------------------------------------------
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        agent = _Peer(reader, writer, h11.SERVER)
+        agent = Peer(reader, writer, response=False, max_head=MAX_HEAD)
         served = 0
         while True:
+            progress = _Progress()
             try:
                 event = await agent.next(self.config.keepalive_s if served else HEADER_TIMEOUT_S)
-                if isinstance(event, h11.ConnectionClosed):
+                if event is None:
                     return
-                if not isinstance(event, h11.Request):
+                if not isinstance(event, Head):
                     raise _Reply(400, "malformed", "expected a request")
                 async with asyncio.timeout(self.config.total_s):
-                    await self._exchange(agent, event)
+                    await self._exchange(agent, event, progress)
             except TimeoutError:
-                if served and agent.conn.our_state is h11.IDLE and agent.conn.their_state is h11.IDLE:
-                    return  # an idle keep-alive connection: closed quietly
-                self._refuse(agent, _Reply(408 if agent.conn.our_state is h11.IDLE else 504, "timeout", "timed out"))
+                if progress.phase != "head" or not served:  # else: an idle kept-alive connection, closed
+                    status, why = _TIMEOUTS[progress.phase]
+                    self._refuse(agent, _Reply(status, "timeout", why), progress.responded)
                 return
-            except h11.RemoteProtocolError as exc:
-                self._refuse(agent, _Reply(exc.error_status_hint, "malformed", f"malformed request: {exc}"))
+            except WireError as exc:
+                self._refuse(agent, _Reply(exc.status, "malformed", str(exc)), progress.responded)
                 return
             except _Reply as reply:
-                self._refuse(agent, reply)
+                self._refuse(agent, reply, progress.responded)
                 return
             served += 1
-            if agent.conn.our_state is not h11.DONE or agent.conn.their_state is not h11.DONE:
+            if not agent.usable:
                 return
-            agent.conn.start_next_cycle()
 
-    def _refuse(self, agent: _Peer, reply: _Reply) -> None:
+    def _refuse(self, agent: Peer, reply: _Reply, responded: bool) -> None:
         self.stats.refuse(self.name, Refusal(reply.status, reply.kind, reply.message))
-        if agent.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # nothing of a response sent yet
+        if not responded:  # nothing of a response sent yet
             agent.writer.write(_error_bytes(reply.status, reply.kind, reply.message))
 
-    def _check(self, request: h11.Request) -> str:
+    def _check(self, request: Head) -> str:
         """The request's path if the gateway serves it, else a :class:`_Reply` saying why not."""
-        method, target = request.method.decode("ascii", "replace"), request.target.decode("ascii", "replace")
-        headers = {name: value for name, value in request.headers}
+        method, target = request.method, request.target.decode("ascii", "replace")
         if self.stopped:
             raise _Reply(429, "budget", self.stopped)
         if method == "CONNECT":
             raise _Reply(405, "method", "CONNECT is not served: this gateway only forwards model API requests")
-        if b"upgrade" in headers or b"upgrade" in _header_names(headers.get(b"connection", b"")):
+        if request.values(b"upgrade") or b"upgrade" in _header_names(request.first(b"connection")):
             raise _Reply(400, "upgrade", "protocol upgrades (Upgrade, WebSocket, h2c) are not served")
-        host = headers.get(b"host", b"").decode("ascii", "replace").lower()
-        if sum(1 for name, _ in request.headers if name == b"host") != 1 or host not in self.config.accepted_hosts:
+        if request.version != "1.1":
+            raise _Reply(505, "malformed", f"HTTP/{request.version} is not served; use HTTP/1.1")
+        hosts = request.values(b"host")
+        if len(hosts) != 1:
+            raise _Reply(403, "host", f"a request needs exactly one Host header ({len(hosts)} sent)")
+        host = hosts[0].decode("ascii", "replace").lower()
+        if host not in self.config.accepted_hosts:
             raise _Reply(403, "host", f"Host {host[:100]!r} is not this gateway; use {self.config.accepted_hosts[0]}")
         path, _, query = target.partition("?")
-        segments = path.split("/")
-        if not path.startswith("/") or not all(_SEGMENT.fullmatch(s) for s in segments[1:]) or not _QUERY.fullmatch(
-            query
-        ):
+        plain = path.startswith("/") and all(_SEGMENT.fullmatch(s) for s in path.split("/")[1:])
+        if not plain or not _QUERY.fullmatch(query):
             raise _Reply(403, "path", f"request target {target[:100]!r} is not a plain path")
         if (method, path) not in self._allowed:
             served = ", ".join(f"{m} {p}" for m, p in sorted(self._allowed))
             raise _Reply(403, "route", f"{method} {path[:100]} is not served here; only {served}")
-        if b"transfer-encoding" in headers and b"content-length" in headers:
-            raise _Reply(400, "malformed", "both Content-Length and Transfer-Encoding: a smuggling attempt")
-        length = headers.get(b"content-length")
-        if length is not None and int(length) > self.config.max_body_bytes:
+        if request.length is not None and request.length > self.config.max_body_bytes:
             raise _Reply(413, "body", f"request body over {self.config.max_body_bytes} bytes")
         return path
 
-    def _upstream_headers(self, request: h11.Request) -> list[tuple[bytes, bytes]]:
-        named = {n for name, value in request.headers if name == b"connection" for n in _header_names(value)}
-        out = [(b"host", self.config.authority.encode()), (b"accept-encoding", b"identity")]
-        out += [(n, v) for n, v in request.headers if n.decode() not in self._dropped and n not in named]
-        framing = {name: value for name, value in request.headers if name in (b"content-length", b"transfer-encoding")}
-        if b"transfer-encoding" in framing:
-            out.append((b"transfer-encoding", b"chunked"))
-        elif b"content-length" in framing:
-            out.append((b"content-length", framing[b"content-length"]))
-        if self.config.credential is not None:
-            out.append((self.config.credential_header.encode(), self.config.credential.get_secret_value().encode()))
-        return out
+    def _upstream_head(self, request: Head) -> bytes:
+        named = {n for value in request.values(b"connection") for n in _header_names(value)}
+        headers = [*self._added]
+        headers += [(n, v) for n, v in request.headers if n not in self._dropped and n not in named]
+        if request.chunked:
+            headers.append((b"transfer-encoding", b"chunked"))
+        elif request.length is not None:
+            headers.append((b"content-length", b"%d" % request.length))
+        return head_bytes(f"{request.method} {request.target.decode('ascii')} HTTP/1.1", headers)
 
     # -- one exchange ------------------------------------------------------------------------------
 
-    async def _exchange(self, agent: _Peer, request: h11.Request) -> None:
+    async def _exchange(self, agent: Peer, request: Head, progress: _Progress) -> None:
         path = self._check(request)
+        progress.phase = "body"
         self.requests += 1
         upstream = await self._acquire()
-        reusable = False
-        usage: UsageReader | None = None
+        reusable, usage = False, None
         try:
-            headers_up = self._upstream_headers(request)
-            upstream.send(h11.Request(method=request.method, target=request.target, headers=headers_up))
-            await self._forward_body(agent, upstream)
+            upstream.writer.write(self._upstream_head(request))
+            await self._forward_body(agent, upstream, request)
+            progress.phase = "upstream"
             response = await self._response_head(upstream)
-            headers = [(n, v) for n, v in response.headers if n.decode() not in _DROPPED_BACK]
-            if self.config.record_usage and 200 <= response.status_code < 300 and path.endswith(USAGE_PATHS):
-                content_type = dict(response.headers).get(b"content-type", b"").decode("latin-1")
-                usage = UsageReader(content_type, path, response.status_code)
-            agent.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason))
-            while True:
-                event = await upstream.next(self.config.idle_s)
-                if isinstance(event, h11.Data):
-                    agent.send(event)
-                    await agent.writer.drain()
-                    if usage is not None:
-                        usage.feed(event.data)
-                elif isinstance(event, h11.EndOfMessage):
-                    agent.send(h11.EndOfMessage())
-                    await agent.writer.drain()
-                    break
-                else:
-                    raise ConnectionError(f"the upstream ended the response early ({type(event).__name__})")
-            reusable = upstream.conn.our_state is h11.DONE and upstream.conn.their_state is h11.DONE
-        except (h11.ProtocolError, ConnectionError, OSError) as exc:
-            if agent.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            if self.config.record_usage and 200 <= response.status < 300 and path.endswith(USAGE_PATHS):
+                usage = UsageReader(response.first(b"content-type").decode("latin-1"), path, response.status)
+            await self._relay_response(agent, upstream, response, usage, progress)
+            reusable = response.keep_alive and upstream.usable
+        except (WireError, ConnectionError, OSError) as exc:
+            if not progress.responded:
                 raise _Reply(502, "upstream", f"the model endpoint failed: {type(exc).__name__}: {exc}") from None
             raise ConnectionError("the response was cut") from exc
         finally:
@@ -276,32 +241,63 @@ class ModelGateway(SocketService):
             if usage is not None:
                 await self._report(usage.result())
 
-    async def _forward_body(self, agent: _Peer, upstream: _Peer) -> None:
-        if agent.conn.they_are_waiting_for_100_continue:
-            agent.send(h11.InformationalResponse(status_code=100, headers=[]))
+    async def _forward_body(self, agent: Peer, upstream: Peer, request: Head) -> None:
+        if request.first(b"expect").lower() == b"100-continue":
+            agent.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         size = 0
         while True:
             event = await agent.next(self.config.idle_s)
-            if isinstance(event, h11.Data):
-                size += len(event.data)
+            if isinstance(event, bytes):
+                size += len(event)
                 if size > self.config.max_body_bytes:
                     raise _Reply(413, "body", f"request body over {self.config.max_body_bytes} bytes")
-                upstream.send(event)
+                upstream.writer.write(chunk(event) if request.chunked else event)
                 await upstream.writer.drain()
-            elif isinstance(event, h11.EndOfMessage):
-                upstream.send(h11.EndOfMessage())
-                await upstream.writer.drain()
+            elif event is END:
+                if request.chunked:
+                    upstream.writer.write(LAST_CHUNK)
                 return
             else:
-                raise ConnectionError("the agent closed the connection mid-request")
+                raise WireError(400, "the agent's request ended early")
 
-    async def _response_head(self, upstream: _Peer) -> h11.Response:
+    async def _response_head(self, upstream: Peer) -> Head:
         while True:
             event = await upstream.next(self.config.idle_s)
-            if isinstance(event, h11.Response):
+            if isinstance(event, Head) and event.status >= 200:
                 return event
-            if not isinstance(event, h11.InformationalResponse) or event.status_code == 101:
-                raise ConnectionError(f"unexpected {type(event).__name__} from the model endpoint")
+            if isinstance(event, Head) and event.status != 101:
+                await upstream.next(self.config.idle_s)  # a 1xx has no body: its END
+                continue
+            raise WireError(502, f"unexpected {event!r} from the model endpoint")
+
+    async def _relay_response(
+        self, agent: Peer, upstream: Peer, response: Head, usage: UsageReader | None, progress: _Progress
+    ) -> None:
+        headers = [(n, v) for n, v in response.headers if n not in _DROPPED_BACK]
+        framed = response.length is not None
+        if response.length is not None:
+            headers.append((b"content-length", b"%d" % response.length))
+        else:
+            headers.append((b"transfer-encoding", b"chunked"))
+        if not response.keep_alive:
+            headers.append((b"connection", b"close"))
+        line = f"HTTP/1.1 {response.status} {response.reason.decode('latin-1') or reason(response.status)}"
+        agent.writer.write(head_bytes(line, headers))
+        progress.phase = "responding"
+        while True:
+            event = await upstream.next(self.config.idle_s)
+            if isinstance(event, bytes):
+                agent.writer.write(event if framed else chunk(event))
+                await agent.writer.drain()
+                if usage is not None:
+                    usage.feed(event)
+            elif event is END:
+                if not framed:
+                    agent.writer.write(LAST_CHUNK)
+                await agent.writer.drain()
+                return
+            else:
+                raise WireError(502, "the model endpoint ended the response early")
 
     async def _report(self, usage: TokenUsage) -> None:
         if self.on_usage is None:
@@ -314,7 +310,7 @@ class ModelGateway(SocketService):
 
     # -- upstream connections ----------------------------------------------------------------------
 
-    async def _acquire(self) -> _Peer:
+    async def _acquire(self) -> Peer:
         loop = asyncio.get_running_loop()
         while self._idle:
             peer = self._idle.pop()
@@ -338,11 +334,10 @@ class ModelGateway(SocketService):
             raise _Reply(502, "tls", f"the certificate of {where} is not trusted: {exc.verify_message}") from None
         except (OSError, TimeoutError) as exc:
             raise _Reply(502, "upstream", f"cannot connect to {where}: {type(exc).__name__}: {exc}") from None
-        return _Peer(reader, writer, h11.CLIENT)
+        return Peer(reader, writer, response=True, max_head=MAX_HEAD)
 
-    def _release(self, peer: _Peer, reusable: bool) -> None:
+    def _release(self, peer: Peer, reusable: bool) -> None:
         if reusable and len(self._idle) < POOL_SIZE:
-            peer.conn.start_next_cycle()
             peer.idle_since = asyncio.get_running_loop().time()
             self._idle.append(peer)
         else:

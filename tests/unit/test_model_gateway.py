@@ -5,6 +5,7 @@ what it received, and that a refused request sent it nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import ssl
@@ -182,8 +183,13 @@ REFUSED = [
     (request(method="GET", body=b"", extra="upgrade: h2c\r\n"), 400, "upgrades"),
     (request().replace(f"host: 127.0.0.1:{PORT}".encode(), b"host: evil.test"), 403, "Host"),
     (request().replace(f"host: 127.0.0.1:{PORT}".encode(), b"host: 127.0.0.1:18080.evil.test"), 403, "Host"),
-    (request(extra="host: evil.test\r\n"), 400, "malformed"),
-    (request().replace(f"host: 127.0.0.1:{PORT}\r\n".encode(), b""), 400, "malformed"),
+    (request(extra="host: evil.test\r\n"), 403, "exactly one Host"),
+    (request().replace(f"host: 127.0.0.1:{PORT}\r\n".encode(), b""), 403, "exactly one Host"),
+    (request().replace(b"HTTP/1.1", b"HTTP/1.0"), 505, "HTTP/1.1"),
+    (request(extra="content-length: 5\r\n"), 400, "malformed"),
+    (request().replace(b"\r\n", b"\n"), 400, "malformed"),
+    (request(extra="x-folded: a\r\n b\r\n"), 400, "malformed"),
+    (request(extra="x-nul: a\x00b\r\n"), 400, "malformed"),
     (request(target="http://evil.test/v1/responses"), 403, "plain path"),
     (request(target="/v1/responses/../../admin"), 403, "plain path"),
     (request(target="/v1/./responses"), 403, "plain path"),
@@ -197,8 +203,9 @@ REFUSED = [
     (request(target="/v2/responses"), 403, "not served"),
     (request(method="GET"), 403, "not served"),
     (request(method="DELETE", target="/v1/models"), 403, "not served"),
-    (request(extra="x-pad: " + "p" * 70 * 1024 + "\r\n"), 431, "malformed"),
-    (request(extra="transfer-encoding: chunked\r\n"), 400, "smuggling"),
+    (request(extra="x-pad: " + "p" * 70 * 1024 + "\r\n"), 431, "larger than"),
+    (request(extra="transfer-encoding: chunked\r\n"), 400, "malformed"),
+    (request(body=b"").replace(b"content-length: 0", b"transfer-encoding: gzip"), 400, "malformed"),
     (b"POST /v1/responses HTTP/1.1\r\nhost: 127.0.0.1:18080\r\ncontent-length: 99999999999\r\n\r\n", 413, "body"),
     (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400, "malformed"),
 ]
@@ -394,3 +401,105 @@ async def test_the_mcp_gateway_adds_the_agent_token_on_the_host_side(tmp_path: P
     assert seen.target == "/mcp" and seen.header("authorization") == ["Bearer agent-token-abc"]
 
 
+
+
+class RawUpstream:
+    """A loopback server answering every connection with fixed bytes (then closing), whatever it is sent."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer, self.received, self.port = answer, b"", 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def __aenter__(self) -> RawUpstream:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.received += await reader.readuntil(b"\r\n\r\n")
+            writer.write(self.answer)
+            await writer.drain()
+            writer.close()
+
+        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n" + json.dumps(
+            {"usage": {"input_tokens": 2, "output_tokens": 3}}
+        ).encode(),  # ends when the connection does
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"".join(
+            b"%x\r\n%b\r\n" % (len(part), part)
+            for part in (b"event: response.c", b'ompleted\ndata: {"response": {"usage": {"total_tokens": 5}}}\n\n')
+        )
+        + b"0\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n"
+        b'{"usage": {"total_tokens": 5}, "x": 1.0}',
+    ],
+)
+async def test_every_response_framing_reaches_the_agent_intact_with_its_usage(tmp_path: Path, answer: bytes) -> None:
+    usages: list[TokenUsage] = []
+    async with RawUpstream(answer) as upstream, gateway(tmp_path, upstream.url, usages.append) as gw:
+        got = await ask(gw.socket_path, request())
+    assert got.status == 200 and b"usage" in got.body
+    assert [u.total_tokens for u in usages] == [5]
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort", "cut"),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nxx", "failed"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n", "failed"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", "failed"),
+        (b"", "failed"),
+    ],
+)
+async def test_a_broken_upstream_answer_is_a_502_or_a_cut_never_a_hang(tmp_path: Path, answer: bytes, why: str) -> None:
+    async with RawUpstream(answer) as upstream, gateway(tmp_path, upstream.url) as gw:
+        reader, writer = await asyncio.open_unix_connection(str(gw.socket_path))
+        writer.write(request())
+        raw = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+    if why == "cut":  # the head went out already: the agent sees a response shorter than announced
+        assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"short")
+    else:
+        assert raw.startswith(b"HTTP/1.1 502") and b"model endpoint failed" in raw, raw
+
+
+async def test_a_header_sent_in_small_pieces_is_still_bounded(tmp_path: Path) -> None:
+    async with Upstream() as upstream, gateway(tmp_path, upstream.url) as gw:
+        reader, writer = await asyncio.open_unix_connection(str(gw.socket_path))
+        writer.write(f"POST /v1/responses HTTP/1.1\r\nhost: 127.0.0.1:{PORT}\r\nx-endless: ".encode())
+        answer = b""
+        for _ in range(100):  # up to 100 KiB of one header value, 1 KiB at a time
+            try:
+                writer.write(b"v" * 1024)
+                await writer.drain()
+            except ConnectionError:
+                break
+            with contextlib.suppress(TimeoutError):
+                answer += await asyncio.wait_for(reader.read(4096), 0.05)
+            if answer:
+                break
+        answer += await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+    assert upstream.seen == []
+
+
+def test_a_credential_that_would_split_a_header_is_refused_without_showing_it() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        model_gateway_config("https://models.example/v1", SecretStr("sk-abc\r\nx-evil: 1"), listen_port=PORT)
+    assert "line break" in str(info.value) and "sk-abc" not in str(info.value)
