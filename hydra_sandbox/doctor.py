@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.errors import HydraError
+from hydra_sandbox.model_credentials import describe_model_key
 from hydra_sandbox.settings import HydraSettings
 
 
@@ -126,6 +127,11 @@ def _npm() -> Check:
         )
 
 
+def _model_key(settings: HydraSettings) -> Check:
+    report = describe_model_key(settings)
+    return Check(name="model key", ok=report.ok, detail=report.detail, fix=report.fix)
+
+
 def run_checks(settings: HydraSettings) -> list[Check]:
     docker_check, client = _docker()
     return [
@@ -134,5 +140,6 @@ def run_checks(settings: HydraSettings) -> list[Check]:
         _codex(client, settings),
         _store(settings),
         _model(settings),
+        _model_key(settings),
         _npm(),
     ]
