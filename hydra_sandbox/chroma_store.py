@@ -135,7 +135,8 @@ class ChromaStore:
     def from_settings(cls, settings: HydraSettings) -> ChromaStore:
         embedding = MiniLMEmbedding(settings.embedding_model_dir)
         if settings.chroma_url:
-            return cls.http(settings.chroma_url, embedding)
+            token = settings.chroma_token.get_secret_value() if settings.chroma_token else None
+            return cls.http(settings.chroma_url, embedding, token=token)
         return cls.embedded(settings.effective_chroma_path, embedding)
 
     @classmethod
@@ -175,7 +176,7 @@ class ChromaStore:
         return cls(client, embedding, target=f"embedded Chroma at {path}", lock=lock)
 
     @classmethod
-    def http(cls, url: str, embedding: MiniLMEmbedding) -> ChromaStore:
+    def http(cls, url: str, embedding: MiniLMEmbedding, token: str | None = None) -> ChromaStore:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise StoreError(f"Chroma URL {url!r} is invalid", hint="use http://host:port, e.g. http://127.0.0.1:8000")
@@ -185,6 +186,7 @@ class ChromaStore:
                 host=parsed.hostname,
                 port=port,
                 ssl=parsed.scheme == "https",
+                headers={"Authorization": f"Bearer {token}"} if token else None,
                 settings=ChromaSettings(anonymized_telemetry=False),
             )
         except Exception as exc:

@@ -43,6 +43,9 @@ class HydraSettings(BaseSettings):
     chroma_url: str | None = Field(
         default=None, description="Chroma server URL (http://host:port); unset means embedded Chroma."
     )
+    chroma_token: SecretStr | None = Field(
+        default=None, description="Bearer token for a Chroma server behind a token gate (the Helm chart's)."
+    )
     chroma_path: Path | None = Field(default=None, description="Embedded Chroma directory.")
     embedding_model_dir: Path = Field(
         default_factory=_default_model_dir,
