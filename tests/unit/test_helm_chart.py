@@ -58,6 +58,11 @@ EVERY_FEATURE: dict[str, Any] = {
     "policies": {"tight.yaml": "name: tight\n"},
     "chroma": {"mode": "server"},
     "docker": {"host": "tcp://dockerd:2376", "tlsSecret": "docker-tls", "workspaceHostPaths": ["/srv/repos"]},
+    "networkPolicy": {"egress": {"docker": {"to": [{"ipBlock": {"cidr": "10.0.3.7/32"}}]}}},
+}
+EXTERNAL_CHROMA: dict[str, Any] = {
+    "chroma": {"mode": "external", "externalUrl": "https://c.example:8000"},
+    "networkPolicy": {"egress": {"chroma": {"to": [{"ipBlock": {"cidr": "10.0.4.0/24"}}]}}},
 }
 
 
@@ -94,7 +99,7 @@ def test_schema_refuses_bad_values(values: dict[str, Any], field: str) -> None:
 
 
 def test_templates_render_to_kubernetes_objects() -> None:
-    for values in ({}, EVERY_FEATURE, {"chroma": {"mode": "external", "externalUrl": "https://c:8000"}}):
+    for values in ({}, EVERY_FEATURE, EXTERNAL_CHROMA):
         for docs in render(values).values():
             for doc in docs:
                 assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"]
@@ -114,7 +119,11 @@ def test_server_runs_one_non_root_pod_serving_http() -> None:
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     port = container["ports"][0]["containerPort"]
     for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "mcp"}
+        assert container[probe]["httpGet"] == {
+            "path": "/healthz",
+            "port": "mcp",
+            "httpHeaders": [{"name": "Host", "value": f"localhost:{port}"}],
+        }
     service = objects()["Service", "hydra"]
     assert service["spec"]["ports"][0]["port"] == port
 
@@ -145,7 +154,7 @@ def test_chroma_modes_set_hydra_chroma_url() -> None:
     assert "HYDRA_CHROMA_URL" not in env_of(server_container())
     assert ("Deployment", "hydra-chroma") not in objects()
 
-    external = env_of(server_container({"chroma": {"mode": "external", "externalUrl": "https://c.example:8000"}}))
+    external = env_of(server_container(EXTERNAL_CHROMA))
     assert external["HYDRA_CHROMA_URL"]["value"] == "https://c.example:8000"
 
     made = objects({"chroma": {"mode": "server"}})
@@ -169,7 +178,8 @@ def test_docker_socket_is_never_mounted_unless_the_operator_opts_in() -> None:
 
 def test_socket_and_remote_daemon_are_exclusive() -> None:
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match="exclusive"):
-        chart.render({"docker": {"host": "tcp://d:2376", "hostSocket": {"enabled": True}}}, name="hydra")
+        both = {"host": "tcp://d:2376", "hostSocket": {"enabled": True}}
+        chart.render({"docker": both, "networkPolicy": {"enabled": False}}, name="hydra")
 
 
 def test_every_hydra_variable_in_the_chart_is_one_hydra_reads() -> None:
@@ -203,3 +213,153 @@ def test_maintenance_mode_keeps_the_volumes_but_not_the_server() -> None:
     assert "args" not in maintenance and "livenessProbe" not in maintenance
     assert maintenance["volumeMounts"] == normal["volumeMounts"]
     assert maintenance["env"] == normal["env"]
+
+
+def test_every_rendered_object_round_trips_through_the_kubernetes_models() -> None:
+    """A misspelled or misplaced field is dropped by the official client's models: the round trip shows it."""
+    from kubernetes import client
+
+    api = client.ApiClient()
+    for values in ({}, EVERY_FEATURE, EXTERNAL_CHROMA):
+        for doc in objects(values).values():
+            model = api._ApiClient__deserialize(doc, f"V1{doc['kind']}")  # type: ignore[attr-defined]
+            assert api.sanitize_for_serialization(model) == doc, (doc["kind"], doc["metadata"]["name"])
+
+
+def test_probes_send_a_host_that_hydras_own_host_check_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe's Host header goes through Hydra's real HTTP app, on a connection that arrived at a pod IP."""
+    import contextlib
+
+    from starlette.testclient import TestClient
+
+    from hydra_sandbox.server import http_app
+    from hydra_sandbox.services import open_services
+    from hydra_sandbox.store import InMemoryStore
+    from tests.fake_sandbox import FakeSandbox
+
+    container = server_container()
+    assert "HYDRA_HTTP_ALLOWED_HOSTS" not in env_of(container)  # no wildcard needed
+    probe_headers = {h["name"]: h["value"] for h in container["readinessProbe"]["httpGet"]["httpHeaders"]}
+    monkeypatch.setenv("HYDRA_DATA_HOME", str(tmp_path))
+    settings = load_settings()
+
+    def services(s: HydraSettings) -> contextlib.AbstractAsyncContextManager[Any]:
+        return open_services(s, sandbox=FakeSandbox(), store=InMemoryStore())
+
+    with TestClient(http_app(settings, "t", services_factory=services), base_url="http://10.1.2.3:8765") as http:
+        assert http.get("/healthz", headers=probe_headers).status_code == 200
+        assert http.get("/healthz", headers={"Host": "10.9.9.9:8765"}).status_code == 421  # the check is on
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_no_selector_of_the_server_matches_a_chroma_pod() -> None:
+    made = objects({"chroma": {"mode": "server"}})
+    chroma_pod = made["Deployment", "hydra-chroma"]["spec"]["template"]["metadata"]["labels"]
+    server_pod = made["Deployment", "hydra"]["spec"]["template"]["metadata"]["labels"]
+    for selector in (
+        made["Deployment", "hydra"]["spec"]["selector"]["matchLabels"],
+        made["Service", "hydra"]["spec"]["selector"],
+        made["NetworkPolicy", "hydra"]["spec"]["podSelector"]["matchLabels"],
+    ):
+        assert selects(selector, server_pod) and not selects(selector, chroma_pod), selector
+    for selector in (
+        made["Deployment", "hydra-chroma"]["spec"]["selector"]["matchLabels"],
+        made["Service", "hydra-chroma"]["spec"]["selector"],
+        made["NetworkPolicy", "hydra-chroma"]["spec"]["podSelector"]["matchLabels"],
+    ):
+        assert selects(selector, chroma_pod) and not selects(selector, server_pod), selector
+
+
+def ports(rule: dict[str, Any]) -> set[tuple[int, str]]:
+    return {(p["port"], p["protocol"]) for p in rule["ports"]}
+
+
+def test_the_server_is_reached_by_labelled_clients_and_reaches_only_its_dependencies() -> None:
+    policy = objects()["NetworkPolicy", "hydra"]["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["ingress"]
+    assert ingress["from"] == [{"podSelector": {"matchLabels": {"hydra-client": "true"}}}]
+    assert ports(ingress) == {(8765, "TCP")}
+    dns, model = policy["egress"]
+    assert ports(dns) == {(53, "UDP"), (53, "TCP")}
+    assert dns["to"] == [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    assert ports(model) == {(443, "TCP")}
+    v4 = next(p["ipBlock"] for p in model["to"] if p["ipBlock"]["cidr"] == "0.0.0.0/0")
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8"} <= set(v4["except"])
+    v6 = next(p["ipBlock"] for p in model["to"] if p["ipBlock"]["cidr"] == "::/0")
+    assert {"fc00::/7", "fe80::/10"} <= set(v6["except"])
+
+
+def test_egress_follows_the_configured_model_docker_and_chroma() -> None:
+    values = {
+        **EVERY_FEATURE,
+        "networkPolicy": {
+            "clientNamespaceSelector": {"matchLabels": {"team": "ai"}},
+            "egress": {
+                "docker": {"to": [{"ipBlock": {"cidr": "10.0.3.7/32"}}]},
+                "model": {"to": [{"podSelector": {"matchLabels": {"app": "model"}}}]},
+                "kubernetesApi": {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}]},
+            },
+        },
+    }
+    policy = objects(values)["NetworkPolicy", "hydra"]["spec"]
+    assert policy["ingress"][0]["from"][0]["namespaceSelector"] == {"matchLabels": {"team": "ai"}}
+    _dns, model, docker, kube, chroma = policy["egress"]
+    assert model["to"] == [{"podSelector": {"matchLabels": {"app": "model"}}}] and ports(model) == {(8080, "TCP")}
+    assert docker["to"] == [{"ipBlock": {"cidr": "10.0.3.7/32"}}] and ports(docker) == {(2376, "TCP")}
+    assert kube["to"] == [{"ipBlock": {"cidr": "10.96.0.1/32"}}] and ports(kube) == {(443, "TCP"), (6443, "TCP")}
+    assert chroma["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "hydra-chroma"
+    assert ports(chroma) == {(8000, "TCP")}
+    external = objects(EXTERNAL_CHROMA)["NetworkPolicy", "hydra"]["spec"]["egress"][-1]
+    assert external["to"] == [{"ipBlock": {"cidr": "10.0.4.0/24"}}] and ports(external) == {(8000, "TCP")}
+    assert ("NetworkPolicy", "hydra") not in objects({"networkPolicy": {"enabled": False}})
+
+
+@pytest.mark.parametrize(
+    ("values", "needed"),
+    [
+        ({"docker": {"host": "tcp://dockerd:2376"}}, "networkPolicy.egress.docker.to"),
+        ({"chroma": {"mode": "external", "externalUrl": "http://c:8000"}}, "networkPolicy.egress.chroma.to"),
+    ],
+)
+def test_a_network_policy_needs_the_addresses_a_name_cannot_give(values: dict[str, Any], needed: str) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError, match=needed):
+        chart.render(values, name="hydra")
+
+
+def test_chroma_server_mode_puts_a_token_gate_in_front_of_chroma() -> None:
+    made = objects({"chroma": {"mode": "server"}})
+    pod = made["Deployment", "hydra-chroma"]["spec"]["template"]["spec"]
+    chroma, gate = pod["containers"]
+    assert chroma["command"][:2] == ["chroma", "run"] and "ports" not in chroma
+    assert chroma["command"][chroma["command"].index("--host") + 1] == "127.0.0.1"  # reached through the gate only
+    internal = chroma["command"][chroma["command"].index("--port") + 1]
+    assert made["Service", "hydra-chroma"]["spec"]["ports"][0]["targetPort"] == gate["ports"][0]["name"]
+    config = made["ConfigMap", "hydra-chroma-gate"]["data"]["gate.conf.template"]
+    assert '"Bearer ${HYDRA_CHROMA_TOKEN}" 1;' in config and "return 401" in config
+    assert config.count(f"proxy_pass http://127.0.0.1:{internal};") == 2
+    assert "location = /api/v2/heartbeat" in config  # the probes' only open path
+    gate_ref = env_of(gate)["HYDRA_CHROMA_TOKEN"]["valueFrom"]["secretKeyRef"]
+    hydra_ref = env_of(server_container({"chroma": {"mode": "server"}}))["HYDRA_CHROMA_TOKEN"]["valueFrom"]
+    assert gate_ref == hydra_ref["secretKeyRef"] == {"name": "hydra-chroma-auth", "key": "token"}
+    assert len(made["Secret", "hydra-chroma-auth"]["data"]["token"]) > 40
+    assert gate["securityContext"]["readOnlyRootFilesystem"] is True
+    chroma_policy = made["NetworkPolicy", "hydra-chroma"]["spec"]
+    assert chroma_policy["egress"] == [] and chroma_policy["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "hydra", "app.kubernetes.io/instance": "hydra"}}}
+    ]
+    auth = {"existingSecret": "mine", "existingSecretKey": "k"}
+    own = objects({"chroma": {"mode": "server", "server": {"auth": auth}}})
+    assert ("Secret", "hydra-chroma-auth") not in own
+    gate = own["Deployment", "hydra-chroma"]["spec"]["template"]["spec"]["containers"][1]
+    assert env_of(gate)["HYDRA_CHROMA_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "k"}
+
+
+def test_an_external_chroma_token_comes_from_its_secret() -> None:
+    assert "HYDRA_CHROMA_TOKEN" not in env_of(server_container(EXTERNAL_CHROMA))
+    values = {**EXTERNAL_CHROMA, "chroma": {**EXTERNAL_CHROMA["chroma"], "externalToken": {"existingSecret": "c"}}}
+    ref = env_of(server_container(values))["HYDRA_CHROMA_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "c", "key": "token"}

@@ -28,6 +28,36 @@ app.kubernetes.io/name: {{ include "hydra.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* Chroma server objects: a name label of their own, so that the server's Deployment, Service and
+     NetworkPolicy selectors (name + instance) never match a Chroma pod. */}}
+{{- define "hydra.chromaSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "hydra.name" . }}-chroma
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "hydra.chromaLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "hydra.chromaSelectorLabels" . }}
+app.kubernetes.io/component: chroma
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The Secret holding the Chroma server's token (chroma.mode=server), and its key. */}}
+{{- define "hydra.chromaTokenSecretName" -}}
+{{- default (printf "%s-chroma-auth" (include "hydra.fullname" .)) .Values.chroma.server.auth.existingSecret }}
+{{- end }}
+
+{{- define "hydra.chromaTokenSecretKey" -}}
+{{- if .Values.chroma.server.auth.existingSecret }}{{ .Values.chroma.server.auth.existingSecretKey }}{{ else }}token{{ end }}
+{{- end }}
+
+{{/* The port of a URL: include "hydra.urlPort" (dict "url" URL "default" PORT). */}}
+{{- define "hydra.urlPort" -}}
+{{- $port := regexFind ":[0-9]+$" (urlParse .url).host }}
+{{- if $port }}{{ trimPrefix ":" $port }}{{ else }}{{ .default }}{{ end }}
+{{- end }}
+
 {{/* The Secret holding the bearer token, and its key. */}}
 {{- define "hydra.tokenSecretName" -}}
 {{- default (printf "%s-auth" (include "hydra.fullname" .)) .Values.auth.existingSecret }}
@@ -87,6 +117,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 - name: HYDRA_MODEL
   value: {{ .Values.config.model | quote }}
+{{- if eq .Values.chroma.mode "server" }}
+- name: HYDRA_CHROMA_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hydra.chromaTokenSecretName" . }}
+      key: {{ include "hydra.chromaTokenSecretKey" . }}
+{{- else if and (eq .Values.chroma.mode "external") .Values.chroma.externalToken.existingSecret }}
+- name: HYDRA_CHROMA_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.chroma.externalToken.existingSecret }}
+      key: {{ .Values.chroma.externalToken.existingSecretKey }}
+{{- end }}
 {{- with .Values.config.modelBaseUrl }}
 - name: HYDRA_MODEL_BASE_URL
   value: {{ . | quote }}
