@@ -168,6 +168,11 @@ class Peer:
         return None
 
     @property
+    def ready(self) -> bool:
+        """An event is already parsed: :meth:`next` will not wait."""
+        return bool(self._in.events)
+
+    @property
     def usable(self) -> bool:
         """Still fit for another message (nothing pending, the other side has not closed)."""
         return not (self._in.events or self._upgraded or self.reader.at_eof() or self.writer.is_closing())

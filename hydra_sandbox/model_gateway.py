@@ -224,7 +224,6 @@ class ModelGateway(SocketService):
         upstream = await self._acquire()
         reusable, usage = False, None
         try:
-            upstream.writer.write(self._upstream_head(request))
             await self._forward_body(agent, upstream, request)
             progress.phase = "upstream"
             response = await self._response_head(upstream)
@@ -244,18 +243,20 @@ class ModelGateway(SocketService):
     async def _forward_body(self, agent: Peer, upstream: Peer, request: Head) -> None:
         if request.first(b"expect").lower() == b"100-continue":
             agent.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        size = 0
+        size, out = 0, bytearray(self._upstream_head(request))
         while True:
             event = await agent.next(self.config.idle_s)
             if isinstance(event, bytes):
                 size += len(event)
                 if size > self.config.max_body_bytes:
                     raise _Reply(413, "body", f"request body over {self.config.max_body_bytes} bytes")
-                upstream.writer.write(chunk(event) if request.chunked else event)
-                await upstream.writer.drain()
+                out += chunk(event) if request.chunked else event
+                if not agent.ready:  # what has arrived goes out in one write, before waiting for more
+                    upstream.writer.write(out)
+                    out.clear()
+                    await upstream.writer.drain()
             elif event is END:
-                if request.chunked:
-                    upstream.writer.write(LAST_CHUNK)
+                upstream.writer.write(out + LAST_CHUNK if request.chunked else out)
                 return
             else:
                 raise WireError(400, "the agent's request ended early")
@@ -282,18 +283,20 @@ class ModelGateway(SocketService):
         if not response.keep_alive:
             headers.append((b"connection", b"close"))
         line = f"HTTP/1.1 {response.status} {response.reason.decode('latin-1') or reason(response.status)}"
-        agent.writer.write(head_bytes(line, headers))
+        out = bytearray(head_bytes(line, headers))
         progress.phase = "responding"
         while True:
+            if not upstream.ready:  # what has arrived goes out in one write, before waiting for more
+                agent.writer.write(out)
+                out.clear()
+                await agent.writer.drain()
             event = await upstream.next(self.config.idle_s)
             if isinstance(event, bytes):
-                agent.writer.write(event if framed else chunk(event))
-                await agent.writer.drain()
+                out += event if framed else chunk(event)
                 if usage is not None:
                     usage.feed(event)
             elif event is END:
-                if not framed:
-                    agent.writer.write(LAST_CHUNK)
+                agent.writer.write(out if framed else out + LAST_CHUNK)
                 await agent.writer.drain()
                 return
             else:
