@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from hydra_sandbox.docker_runtime import DockerRuntime
+from hydra_sandbox.model_gateway import ModelGateway, model_gateway_config
 from hydra_sandbox.network import egress, plan_egress
 from hydra_sandbox.policy import NetworkPolicy
-from hydra_sandbox.runtime import LABEL_ROLE, LABEL_SESSION, ContainerSpec
+from hydra_sandbox.runtime import LABEL_ROLE, LABEL_SESSION, ContainerSpec, Mount
 from hydra_sandbox.supervisor import supervise
 
 pytestmark = pytest.mark.docker
@@ -50,36 +52,42 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 async def in_agent(image: str, network: NetworkPolicy, model_url: str, script: str) -> str:
-    runtime = DockerRuntime()
     session = f"t-{uuid.uuid4().hex[:8]}"
     async with egress(plan_egress(network, model_url, session)) as active:
-        spec = ContainerSpec(
-            image=image,
-            argv=[*active.entrypoint, "bash", "-c", script],
-            user="1234:1234",
-            env=active.env,
-            mounts=active.mounts,
-            network_mode=active.network_mode,
-            labels={LABEL_SESSION: session, LABEL_ROLE: "agent", "hydra.test": "1"},
+        return await run_script(image, session, script, active.entrypoint, active.env, active.mounts)
+
+
+async def run_script(
+    image: str, session: str, script: str, entrypoint: list[str], env: dict[str, str], mounts: list[Mount]
+) -> str:
+    runtime = DockerRuntime()
+    spec = ContainerSpec(
+        image=image,
+        argv=[*entrypoint, "bash", "-c", script],
+        user="1234:1234",
+        env=env,
+        mounts=mounts,
+        network_mode="none",
+        labels={LABEL_SESSION: session, LABEL_ROLE: "agent", "hydra.test": "1"},
+    )
+    cid = await runtime.create(spec)
+    out: list[bytes] = []
+
+    async def collect(_s: str, chunk: bytes) -> None:
+        out.append(chunk)
+
+    try:
+        await runtime.start(cid)
+        await supervise(
+            runtime,
+            cid,
+            timeout_s=60,
+            max_output_bytes=100_000,
+            on_output=collect,  # type: ignore[arg-type]
+            grace_s=2,
         )
-        cid = await runtime.create(spec)
-        out: list[bytes] = []
-
-        async def collect(_s: str, chunk: bytes) -> None:
-            out.append(chunk)
-
-        try:
-            await runtime.start(cid)
-            await supervise(
-                runtime,
-                cid,
-                timeout_s=60,
-                max_output_bytes=100_000,
-                on_output=collect,  # type: ignore[arg-type]
-                grace_s=2,
-            )
-        finally:
-            await runtime.remove(cid)
+    finally:
+        await runtime.remove(cid)
     return b"".join(out).decode(errors="replace")
 
 
@@ -147,3 +155,35 @@ async def test_allowlist_proxy_refuses_unlisted_names_ip_literals_private_target
     codes = out.split()[:4]
     assert codes == ["403", "403", "403", "403"], out
     assert "BLOCKED" in out and target.received == b""
+
+
+async def test_the_model_gateway_serves_the_model_api_from_inside_an_agent_and_adds_the_key_on_the_host(
+    agent_image: str, runtime_dir: Path
+) -> None:
+    key = "sk-test-gateway-key-0123456789abcdef"
+    session = f"t-{uuid.uuid4().hex[:8]}"
+    socket_dir = runtime_dir / session
+    socket_dir.mkdir(parents=True, mode=0o755)
+    socket_dir.chmod(0o755)
+    async with Listener() as model:
+        config = model_gateway_config(f"http://127.0.0.1:{model.port}/v1", SecretStr(key), listen_port=18080)
+        async with ModelGateway(socket_dir / "egress.sock", config) as gateway:
+            script = (
+                "curl -s --max-time 5 http://127.0.0.1:18080/v1/responses -H 'authorization: Bearer mine' -d hi;"
+                " echo; curl -s -o /dev/null -w '%{http_code} ' --max-time 5 http://127.0.0.1:18080/v1/files;"
+                " curl -s -o /dev/null -w '%{http_code} ' --max-time 5 -H 'host: evil.test' "
+                "http://127.0.0.1:18080/v1/responses -d x;"
+                " curl -s -o /dev/null -w '%{http_connect} ' --max-time 5 -p -x http://127.0.0.1:18080 https://evil.test/;"
+                " echo; (env; cat /proc/*/environ; cat $HOME/.codex/* $CODEX_HOME/* 2>/dev/null) | grep -c sk-test"
+            )
+            mount = Mount(type="bind", source=str(socket_dir), target="/run/hydra", read_only=True)
+            env = {"HYDRA_EGRESS_SOCKET": "/run/hydra/egress.sock", "HYDRA_EGRESS_PORT": "18080"}
+            out = await run_script(agent_image, session, script, ["hydra-agent-entry"], env, [mount])
+    lines = out.splitlines()
+    assert lines[0] == "model", out
+    assert lines[1].split() == ["403", "403", "405"], out
+    assert lines[2] == "0", out  # the key is nowhere in the container
+    head = model.received.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert head.startswith("post /v1/responses http/1.1") and f"authorization: bearer {key}" in head
+    assert "bearer mine" not in head and model.received.count(b"HTTP/1.1") == 1
+    assert gateway.stats.refused == 3 and gateway.requests == 1
