@@ -56,6 +56,8 @@ _DROPPED = frozenset(
         b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length", b"expect", b"accept-encoding",
         b"authorization", b"cookie", b"api-key", b"x-api-key", b"forwarded", b"x-forwarded-for",
         b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip",
+        # Which organization or project the key bills is the operator's choice, not the agent's.
+        b"openai-organization", b"openai-project", b"chatgpt-account-id",
     }
 )  # fmt: skip
 _DROPPED_BACK = frozenset(

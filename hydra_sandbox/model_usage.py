@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-MAX_USAGE_EVENT = 16 * 1024 * 1024
+MAX_USAGE_EVENT = 8 * 1024 * 1024
 """The largest final event (or JSON body) read for usage; a final event repeats the whole output."""
 
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "response.done"})

@@ -163,6 +163,7 @@ async def test_a_model_request_reaches_the_upstream_with_the_key_added_and_the_a
 ) -> None:
     async with Upstream() as upstream, gateway(tmp_path, upstream.url) as gw:
         extra = "authorization: Bearer agent-own\r\ncookie: c=1\r\nx-api-key: k\r\nx-forwarded-for: 1.2.3.4\r\n"
+        extra += "openai-organization: org-other\r\nopenai-project: proj-other\r\n"
         extra += "openai-beta: responses=experimental\r\naccept-encoding: gzip\r\n"
         answer = await ask(gw.socket_path, request(body=b'{"input": "hi"}', extra=extra))
     assert answer.status == 200 and json.loads(answer.body)["echo"] == '{"input": "hi"}'
@@ -172,7 +173,7 @@ async def test_a_model_request_reaches_the_upstream_with_the_key_added_and_the_a
     assert seen.header("host") == [f"localhost:{upstream.port}"]
     assert seen.header("accept-encoding") == ["identity"]
     assert seen.header("openai-beta") == ["responses=experimental"]
-    for dropped in ("cookie", "x-api-key", "x-forwarded-for"):
+    for dropped in ("cookie", "x-api-key", "x-forwarded-for", "openai-organization", "openai-project"):
         assert seen.header(dropped) == [], dropped
 
 
