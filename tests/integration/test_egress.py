@@ -4,6 +4,8 @@ machine; each check is made on the listener's side: no byte arrived."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -157,6 +159,14 @@ async def test_allowlist_proxy_refuses_unlisted_names_ip_literals_private_target
     assert "BLOCKED" in out and target.received == b""
 
 
+@contextlib.asynccontextmanager
+async def _removed(path: Path) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 async def test_the_model_gateway_serves_the_model_api_from_inside_an_agent_and_adds_the_key_on_the_host(
     agent_image: str, runtime_dir: Path
 ) -> None:
@@ -165,7 +175,7 @@ async def test_the_model_gateway_serves_the_model_api_from_inside_an_agent_and_a
     socket_dir = runtime_dir / session
     socket_dir.mkdir(parents=True, mode=0o755)
     socket_dir.chmod(0o755)
-    async with Listener() as model:
+    async with Listener() as model, _removed(socket_dir):
         config = model_gateway_config(f"http://127.0.0.1:{model.port}/v1", SecretStr(key), listen_port=18080)
         async with ModelGateway(socket_dir / "egress.sock", config) as gateway:
             script = (
