@@ -49,6 +49,11 @@ class PolicyViolation(HydraError):
     exit_code = 3
 
 
+class AccessDenied(PolicyViolation):
+    """The caller (an agent, or a token that is not the operator's) may not do this, or may not see
+    that session (see :mod:`hydra_sandbox.authority`)."""
+
+
 class WorkspaceError(HydraError):
     """A workspace could not be staged, diffed or applied."""
 
