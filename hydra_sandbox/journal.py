@@ -53,6 +53,13 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at);
 CREATE INDEX IF NOT EXISTS sessions_parent ON sessions (parent_session_id);
+CREATE TABLE IF NOT EXISTS applied (
+    root TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    paths TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS applied_root ON applied (root, ts);
 """
 
 _SESSION_COLUMNS = ("session_id", "status", "profile_id", "parent_session_id", "created_at", "updated_at")
@@ -314,6 +321,25 @@ class Journal:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    # -- the apply ledger ---------------------------------------------------------------------
+
+    def record_applied(self, root: str, session_id: str, when: datetime, paths: Sequence[str]) -> None:
+        """Remember that ``session_id`` wrote ``paths`` under ``root`` at ``when`` (conflict checks)."""
+        with self._write(f"record the apply of session {session_id}") as conn:
+            conn.execute(
+                "INSERT INTO applied (root, session_id, ts, paths) VALUES (?, ?, ?, ?)",
+                (root, session_id, _epoch(when), json.dumps(sorted(paths))),
+            )
+
+    def applied_since(self, root: str, since: datetime) -> list[tuple[datetime, str, set[str]]]:
+        """Applies under ``root`` at or after ``since``: (when, session id, paths written), oldest first."""
+        with self._guard(f"read the apply ledger of {root}") as conn:
+            rows = conn.execute(
+                "SELECT ts, session_id, paths FROM applied WHERE root = ? AND ts >= ? ORDER BY ts",
+                (root, _epoch(since)),
+            ).fetchall()
+        return [(datetime.fromtimestamp(ts, UTC), sid, set(json.loads(paths))) for ts, sid, paths in rows]
 
     # -- sessions -----------------------------------------------------------------------------
 

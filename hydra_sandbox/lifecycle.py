@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hydra_sandbox.errors import InvalidTransitionError
 from hydra_sandbox.events import utcnow
 from hydra_sandbox.policy import Policy
+from hydra_sandbox.profiles import Profile
 
 
 class SessionStatus(StrEnum):
@@ -70,6 +71,11 @@ class SessionRecord(BaseModel):
     session_id: str
     status: SessionStatus = SessionStatus.QUEUED
     profile_id: str
+    profile: Profile | None = Field(
+        default=None,
+        description="The profile as resolved at spawn (goals, checklist, apply rules, test runners); "
+        "never re-read from its file. None only on records written before it was stored.",
+    )
     policy: Policy
     task: str | None = None
     prompt: str
@@ -79,6 +85,9 @@ class SessionRecord(BaseModel):
     relationship: str | None = None
     depth: int = 0
     idempotency_key: str | None = None
+    idempotency_scope: str | None = Field(
+        default=None, description="Whose key it is (authority.namespace): keys of one principal never match another's."
+    )
     read_only: bool = False
     flags: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)

@@ -4,7 +4,7 @@ Two kinds of metric:
 
 - counted as things happen: events recorded (a :class:`~hydra_sandbox.recorder.Recorder` listener),
   container starts and failures (a :class:`~hydra_sandbox.sandbox.ContainerObserver`), tool-call
-  latency and errors (:class:`ToolMetricsMiddleware`);
+  latency and errors (counted by :class:`hydra_sandbox.mcp.middleware.HydraMiddleware`);
 - read at scrape time, so they are never stale: sessions by status, queue length and index lag from the
   services, masking hits by rule from the masker's own per-rule tally.
 
@@ -16,14 +16,9 @@ plus ``unknown``); no label ever holds a secret, a path or a session id. Creatin
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, get_args
 
-import mcp.types as mt
-from fastmcp.exceptions import NotFoundError
-from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
-from fastmcp.tools import ToolResult
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -146,28 +141,3 @@ class _ScrapeTimeCollector(Collector):
         for rule, count in sorted(tally.items()):
             hits.add_metric([rule], count)
         return [sessions, queue, lag, hits]
-
-
-class ToolMetricsMiddleware(Middleware):
-    """Times every tool call and counts the failed ones, by tool name."""
-
-    def __init__(self, metrics: HydraMetrics) -> None:
-        self._metrics = metrics
-
-    async def on_call_tool(
-        self,
-        context: MiddlewareContext[mt.CallToolRequestParams],
-        call_next: CallNext[mt.CallToolRequestParams, ToolResult],
-    ) -> ToolResult:
-        start = time.perf_counter()
-        name = context.message.name
-        try:
-            result = await call_next(context)
-        except NotFoundError:
-            self._metrics.tool_called(UNKNOWN_TOOL, time.perf_counter() - start, failed=True)
-            raise
-        except Exception:  # counted, then re-raised unchanged: FastMCP turns it into the error result
-            self._metrics.tool_called(name, time.perf_counter() - start, failed=True)
-            raise
-        self._metrics.tool_called(name, time.perf_counter() - start, failed=bool(result.is_error))
-        return result

@@ -56,8 +56,8 @@ def _replay_key(data: dict[str, Any]) -> tuple[int, str] | None:
 
 
 class _SessionTrack:
-    def __init__(self, profile: Profile, session_id: str) -> None:
-        self.checklist = Checklist.from_profile(profile)
+    def __init__(self, profile: Profile | None, session_id: str) -> None:
+        self.checklist = Checklist.from_profile(profile) if profile else Checklist([])
         self.summary = SummaryBuilder(session_id)
         self.last_seq: dict[tuple[int, str], int] = {}
 
@@ -93,10 +93,11 @@ class Recorder:
             listener(event)
         return event
 
-    def track(self, ref: SessionRef, profile: Profile) -> None:
-        """Start following a session: build its checklist from the profile and replay what is recorded."""
+    async def track(self, ref: SessionRef, profile: Profile | None) -> None:
+        """Start following a session: build its checklist from the profile (none without one) and
+        replay what is recorded (read in a worker thread)."""
         track = _SessionTrack(profile, ref.session_id)
-        for event in self.journal.events(ref.session_id):
+        for event in await asyncio.to_thread(self.journal.events, ref.session_id):
             track.checklist.observe(event)
             track.summary.observe(event)
             key = _replay_key(event.data)

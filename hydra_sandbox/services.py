@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from hydra_sandbox.agent_endpoint import AgentEndpoint, AgentTokens, endpoint_socket
 from hydra_sandbox.indexer import Indexer
 from hydra_sandbox.journal import Journal
-from hydra_sandbox.manager import AgentManager
 from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.orchestration.manager import AgentManager
 from hydra_sandbox.policy import PolicyCatalog
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder

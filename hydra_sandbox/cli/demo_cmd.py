@@ -50,8 +50,8 @@ async def _run(root: Path, base_url: str | None, model: str | None) -> None:
 
     from hydra_sandbox.docker_runtime import DockerRuntime
     from hydra_sandbox.gc import collect_garbage
+    from hydra_sandbox.mcp.app import build_server
     from hydra_sandbox.runtime import home_label
-    from hydra_sandbox.server import build_server
 
     overrides: dict[str, Any] = {"data_home": root / "data"}
     if base_url:

@@ -89,7 +89,7 @@ async def _remote(url: str, token: str, tool: str, arguments: dict[str, Any]) ->
 async def _in_process(settings: HydraSettings, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
     from fastmcp import Client
 
-    from hydra_sandbox.server import build_server
+    from hydra_sandbox.mcp.app import build_server
 
     with ServerLock(settings.data_home, "cli", settings.http_host, settings.http_port, ""):
         async with Client(build_server(settings)) as client:

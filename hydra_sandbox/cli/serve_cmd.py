@@ -36,7 +36,7 @@ def serve(
     logging.basicConfig(stream=sys.stderr, level=os.environ.get("HYDRA_LOG_LEVEL", "WARNING"))
     mode: Literal["stdio", "http"] = settings.transport
     token = settings.http_token.get_secret_value() if settings.http_token else secrets.token_urlsafe(32)
-    from hydra_sandbox.server import run
+    from hydra_sandbox.mcp.app import run
 
     with ServerLock(settings.data_home, mode, settings.http_host, settings.http_port, token):
         if mode == "http":

@@ -1,7 +1,7 @@
 """A delegation chain driven by the agents themselves: at every level, each field is widened once.
 
 The operator spawns a root session under the ``deep`` policy (max_depth 3). Each level's session then
-spawns the next as ``Caller(kind="agent", session_id=<itself>)``, the way its MCP token would, through
+spawns the next as ``Agent(session_id=<itself>)``, the way its MCP token would, through
 the AgentManager over the FakeSandbox (sessions are held running by a gate). Before its allowed,
 narrower spawn, each level tries to widen every field of its policy: directory.allow, network.mode,
 network.allow_domains, each resource, delegation.max_depth and max_children, working_dir, a parent
@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 
-from hydra_sandbox.access import Caller
+from hydra_sandbox.authority import OPERATOR, Agent, Principal
 from hydra_sandbox.errors import ConfigError, HydraError, PolicyViolation
 from hydra_sandbox.journal import Journal
-from hydra_sandbox.manager import AgentManager, SpawnFlags, SpawnPolicy, SpawnRequest
 from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.orchestration.manager import AgentManager
+from hydra_sandbox.orchestration.spawning import SpawnFlags, SpawnPolicy, SpawnRequest
 from hydra_sandbox.policy import DirectoryPolicy, NetworkPolicy, PolicyCatalog
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder
@@ -281,7 +282,7 @@ def summary() -> Iterator[None]:
     )
 
 
-async def _try(manager: AgentManager, caller: Caller, attempt: Attempt) -> dict[str, Any]:
+async def _try(manager: AgentManager, caller: Principal, attempt: Attempt) -> dict[str, Any]:
     outcome: dict[str, Any] = {"level": attempt.level, "field": attempt.field, "tried": attempt.tried}
     try:
         result = await manager.spawn(attempt.request, caller)
@@ -302,14 +303,18 @@ async def test_every_widening_is_refused_at_every_level_of_an_agent_driven_chain
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    stranger = (await manager.spawn(SpawnRequest(profile_id="deep_coder", working_dir=str(workdir)))).session
-    root = (await manager.spawn(SpawnRequest(profile_id="deep_coder", working_dir=str(workdir)))).session
+    stranger = (
+        await manager.spawn(SpawnRequest(profile_id="deep_coder", working_dir=str(workdir)), principal=OPERATOR)
+    ).session
+    root = (
+        await manager.spawn(SpawnRequest(profile_id="deep_coder", working_dir=str(workdir)), principal=OPERATOR)
+    ).session
     chain = [root["session_id"]]
     siblings: list[str] = []
     failures: list[str] = []
     for level in range(1, len(LEVELS) + 1):
-        caller = Caller(kind="agent", session_id=chain[-1])
-        parent = manager.get(chain[-1])
+        caller = Agent(session_id=chain[-1])
+        parent = manager.get(chain[-1], principal=OPERATOR)
         others = {"unrelated root": stranger["session_id"]}
         if siblings:
             others["sibling"] = siblings[-1]
@@ -323,7 +328,7 @@ async def test_every_widening_is_refused_at_every_level_of_an_agent_driven_chain
         allowed = allowed_request(level)
         spawned = await manager.spawn(allowed, caller)
         OUTCOMES.append({"level": level, "field": "allowed", "tried": "the narrower request", "result": "spawned"})
-        child = manager.get(spawned.session["session_id"])
+        child = manager.get(spawned.session["session_id"], principal=OPERATOR)
         spec = LEVELS[level - 1]
         assert child.depth == level and child.parent_session_id == chain[-1]
         assert child.policy.directory.allow == spec["allow"]
@@ -336,8 +341,8 @@ async def test_every_widening_is_refused_at_every_level_of_an_agent_driven_chain
             siblings.append((await manager.spawn(allowed_request(level), caller)).session["session_id"])
         chain.append(child.session_id)
     deepest = chain[-1]
-    assert manager.get(deepest).policy.delegation.max_depth == 0
-    for who, caller in [("agent", Caller(kind="agent", session_id=deepest)), ("operator", Caller())]:
+    assert manager.get(deepest, principal=OPERATOR).policy.delegation.max_depth == 0
+    for who, caller in [("agent", Agent(session_id=deepest)), ("operator", OPERATOR)]:
         request = SpawnRequest(profile_id="deep_coder", working_dir="/workspace" if who == "agent" else str(workdir))
         if who == "operator":
             request = request.model_copy(update={"parent_session_id": deepest})

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.docker_sandbox import DockerSandbox
-from hydra_sandbox.manager import SpawnRequest
 from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.orchestration.spawning import SpawnRequest
 from hydra_sandbox.services import open_services
 from hydra_sandbox.settings import load_settings
 from hydra_sandbox.store import InMemoryStore
@@ -40,12 +41,18 @@ async def test_a_missing_agent_image_fails_the_session_naming_hydra_images_build
     workdir.mkdir()
     sandbox = DockerSandbox(settings, SecretMasker([]), runtime=NoImages())  # type: ignore[arg-type]
     async with open_services(settings, sandbox=sandbox, store=InMemoryStore()) as services:
-        session_id = (await services.manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
-        record = await services.manager.wait(session_id, 30)
+        session_id = (await services.manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session[
+            "session_id"
+        ]
+        record = await services.manager.wait(session_id, 30, principal=OPERATOR)
         assert record.status == "failed"
         assert record.reason and "hydra-agent:not-built" in record.reason and "hydra images build" in record.reason
-        other = (await services.manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
-        assert (await services.manager.wait(other, 30)).status == "failed", "the manager stopped working"
+        other = (await services.manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session[
+            "session_id"
+        ]
+        assert (await services.manager.wait(other, 30, principal=OPERATOR)).status == "failed", (
+            "the manager stopped working"
+        )
     record_result(
         "faults_agent_image_missing",
         "spawning with an agent image that was never built",

@@ -12,10 +12,9 @@ Hypothesis is synchronous, the client is not: each test runs the server on an ev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -25,13 +24,12 @@ from fastmcp import Client
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.policy import Policy
-from hydra_sandbox.server import build_server
-from hydra_sandbox.services import Services, open_services
+from hydra_sandbox.services import Services
 from hydra_sandbox.settings import HydraSettings, load_settings
-from hydra_sandbox.store import InMemoryStore
 from tests.adversarial.conftest import count_example
-from tests.fake_sandbox import FakeSandbox
+from tests.hydra_server import serve as serve_hydra
 
 T = TypeVar("T")
 
@@ -85,17 +83,11 @@ def workdir(tmp_path: Path) -> Path:
 
 def serve(settings_: HydraSettings, workdir: Path, body: Callable[[Remote], None]) -> None:
     """One server and client for the whole test; ``body`` runs in a worker thread."""
-    captured: list[Services] = []
-
-    @contextlib.asynccontextmanager
-    async def factory(s: HydraSettings) -> AsyncIterator[Services]:
-        async with open_services(s, sandbox=FakeSandbox(), store=InMemoryStore()) as services:
-            captured.append(services)
-            yield services
 
     async def main() -> None:
-        async with Client(build_server(settings_, services_factory=factory)) as client:
-            remote = Remote(client, asyncio.get_running_loop(), captured[0], workdir)
+        async with serve_hydra(settings_) as hydra:
+            client = hydra.client
+            remote = Remote(client, asyncio.get_running_loop(), hydra.services, workdir)
             first = await client.call_tool("spawn_agent", {"working_dir": str(workdir), "custom_prompt": "seed"})
             session_id = first.structured_content["session_id"]  # type: ignore[index]
             await client.call_tool("wait_session", {"session_id": session_id, "timeout_s": 10})
@@ -160,7 +152,7 @@ def assert_not_wider(child: Policy, base: Policy) -> None:
 def base_policy_of(remote: Remote, args: dict[str, Any], session: dict[str, Any]) -> Policy:
     services = remote.services
     if session.get("parent_session_id"):
-        return services.manager.get(session["parent_session_id"]).policy
+        return services.manager.get(session["parent_session_id"], OPERATOR).policy
     wanted = (args.get("policy") or {}).get("base")
     return services.policies.get(wanted or services.profiles.get(session["profile_id"]).policy)
 
@@ -418,7 +410,7 @@ def test_fuzz_tool(tool: str, hydra_settings: HydraSettings, workdir: Path, scen
                     json.dumps(result.structured_content)
                     if tool == "spawn_agent":
                         session = result.structured_content["session"]
-                        record = remote.services.manager.get(session["session_id"])
+                        record = remote.services.manager.get(session["session_id"], OPERATOR)
                         assert_not_wider(record.policy, base_policy_of(remote, args, session))
                         remote.known_sessions.append(session["session_id"])
                 remote.still_answers()

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from fastmcp import Client
 
-from hydra_sandbox.server import build_server
-from hydra_sandbox.services import Services, open_services
+from hydra_sandbox.services import Services
 from hydra_sandbox.settings import HydraSettings, load_settings
 from hydra_sandbox.store import InMemoryStore
 from tests.adversarial.results import model_dir, scenario_recorder
 from tests.fake_sandbox import FakeSandbox
+from tests.hydra_server import serve as serve_hydra
 
 pytestmark = pytest.mark.adversarial
 
@@ -96,16 +96,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HydraSettings:
 
 @contextlib.asynccontextmanager
 async def serve(settings: HydraSettings, sandbox: FakeSandbox, store: Any) -> AsyncIterator[tuple[Client, Services]]:
-    held: list[Services] = []
-
-    @contextlib.asynccontextmanager
-    async def factory(s: HydraSettings) -> AsyncIterator[Services]:
-        async with open_services(s, sandbox=sandbox, store=store) as services:
-            held.append(services)
-            yield services
-
-    async with Client(build_server(settings, services_factory=factory)) as client:
-        yield client, held[0]
+    async with serve_hydra(settings, sandbox, store=store) as hydra:
+        yield hydra.client, hydra.services
 
 
 async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:

@@ -24,16 +24,18 @@ import yaml
 from fastmcp import Client
 from typer.testing import CliRunner
 
+from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.codex_events import CodexEventParser
 from hydra_sandbox.docker_sandbox import OutputPipeline
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.sandbox import RunResult
-from hydra_sandbox.server import build_server
-from hydra_sandbox.services import Services, known_secrets, open_services
+from hydra_sandbox.services import Services, known_secrets
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.adversarial.results import model_dir, scenario_recorder
 from tests.fake_sandbox import FakeRun, FakeSandbox, command, message
+from tests.hydra_server import REAL_STORE
+from tests.hydra_server import serve as serve_hydra
 
 pytestmark = pytest.mark.adversarial
 
@@ -218,16 +220,8 @@ def leaky_runs() -> dict[str, FakeRun]:
 
 @contextlib.asynccontextmanager
 async def serve(settings: HydraSettings, sandbox: FakeSandbox) -> AsyncIterator[tuple[Client, Services]]:
-    held: list[Services] = []
-
-    @contextlib.asynccontextmanager
-    async def factory(s: HydraSettings) -> AsyncIterator[Services]:
-        async with open_services(s, sandbox=sandbox) as services:  # the real embedded ChromaStore
-            held.append(services)
-            yield services
-
-    async with Client(build_server(settings, services_factory=factory)) as client:
-        yield client, held[0]
+    async with serve_hydra(settings, sandbox, store=REAL_STORE) as hydra:  # the real embedded ChromaStore
+        yield hydra.client, hydra.services
 
 
 async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
@@ -280,7 +274,7 @@ async def test_no_secret_survives_anywhere_an_agent_can_put_it(
             await asyncio.to_thread(services.indexer.catch_up, 120)
             statuses = {}
             for session_id in ids:
-                record = services.manager.get(session_id)
+                record = services.manager.get(session_id, OPERATOR)
                 statuses[session_id] = record.status.value
                 outputs.append(
                     ("tail_logs", json.dumps(await call(client, "tail_logs", session_id=session_id, limit=1000)))

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.docker_sandbox import DockerSandbox
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionStatus
-from hydra_sandbox.manager import AgentManager, SpawnRequest
 from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.orchestration.manager import AgentManager
+from hydra_sandbox.orchestration.spawning import SpawnRequest
 from hydra_sandbox.policy import PolicyCatalog
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder
@@ -44,8 +46,10 @@ def manager_for(settings: HydraSettings) -> AgentManager:
 async def run_edit(settings: HydraSettings, repo: Path) -> tuple[AgentManager, str]:
     manager = manager_for(settings)
     await manager.start()
-    session_id = (await manager.spawn(SpawnRequest(working_dir=str(repo), custom_prompt="edit"))).session["session_id"]
-    record = await manager.wait(session_id, 180)
+    session_id = (
+        await manager.spawn(SpawnRequest(working_dir=str(repo), custom_prompt="edit"), principal=OPERATOR)
+    ).session["session_id"]
+    record = await manager.wait(session_id, 180, principal=OPERATOR)
     assert record.status == SessionStatus.AWAITING_APPROVAL, record.reason
     return manager, session_id
 
@@ -62,11 +66,11 @@ async def test_non_root_agent_can_edit_existing_files(
         try:
             ws = manager.sandbox.workspace(session_id)  # type: ignore[attr-defined]
             assert ws.mode == ("overlay" if owner == "user" else "copy")
-            events = "\n".join(e.text for e in manager.events(session_id))
+            events = "\n".join(e.text for e in await manager.events(session_id))
             assert "edited" in events and ("1234" if owner == "user" else "1000") in events
-            diff = await manager.diff(session_id)
+            diff = await manager.diff(session_id, principal=OPERATOR)
             assert [f.path for f in diff.files] == ["src/calc.py"]
-            await manager.apply(session_id, confirm=True)
+            await manager.apply(session_id, confirm=True, principal=OPERATOR)
             assert (repo / "src" / "calc.py").read_text().endswith("a + b\n")
             assert os.stat(repo / "src" / "calc.py").st_uid == (1234 if owner == "user" else 0) or owner == "user"
         finally:

@@ -14,9 +14,12 @@ import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
 
-from hydra_sandbox.access import Caller
 from hydra_sandbox.agent_endpoint import AgentEndpoint, AgentTokens
-from hydra_sandbox.server import AgentTokenVerifier, build_server
+from hydra_sandbox.authority import OPERATOR, Agent
+from hydra_sandbox.mcp.app import build_agent_server
+from hydra_sandbox.mcp.auth import AgentTokenVerifier
+from hydra_sandbox.mcp.middleware import ServicesRef
+from hydra_sandbox.orchestration.spawning import SpawnRequest
 from hydra_sandbox.services import Services, open_services
 from hydra_sandbox.settings import HydraSettings, load_settings
 from hydra_sandbox.store import InMemoryStore
@@ -48,12 +51,7 @@ async def agent_endpoint(
     settings: HydraSettings, services: Services, socket_path: Path
 ) -> AsyncIterator[AgentEndpoint]:
     endpoint = AgentEndpoint(socket_path, AgentTokens(settings.agent_tokens_dir))
-    server = build_server(
-        settings,
-        services_factory=lambda _s: contextlib.nullcontext(services),
-        auth=AgentTokenVerifier(endpoint.tokens),
-        serve_agents=False,
-    )
+    server = build_agent_server(ServicesRef(services), auth=AgentTokenVerifier(endpoint.tokens), metrics=None)
     await endpoint.start(server.http_app(path="/mcp"))
     try:
         yield endpoint
@@ -76,15 +74,15 @@ async def test_an_agent_token_spawns_below_its_own_session_and_sees_nothing_else
     socket_path = Path(f"/tmp/hydra-test-{os.getpid()}-{id(tmp_path)}.sock")
     async with open_services(settings, sandbox=FakeSandbox(), store=InMemoryStore()) as services:
         manager = services.manager
-        parent = (await manager.spawn(_request(workdir))).session["session_id"]
-        stranger = (await manager.spawn(_request(workdir))).session["session_id"]
+        parent = (await manager.spawn(_request(workdir), principal=OPERATOR)).session["session_id"]
+        stranger = (await manager.spawn(_request(workdir), principal=OPERATOR)).session["session_id"]
         async with agent_endpoint(settings, services, socket_path) as endpoint:
             assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
             token = endpoint.tokens.issue(parent)
             async with over_socket(socket_path, token) as client:
                 child = await client.call_tool("spawn_agent", {"working_dir": "/workspace", "custom_prompt": "sub"})
                 assert child.structured_content is not None
-                record = manager.get(child.structured_content["session_id"])
+                record = manager.get(child.structured_content["session_id"], principal=OPERATOR)
                 assert record.parent_session_id == parent and record.working_dir == workdir.resolve()
                 listed = (await client.call_tool("list_sessions", {})).structured_content
                 assert listed is not None
@@ -107,17 +105,15 @@ async def test_agent_callers_default_to_their_own_session_as_parent(settings: Hy
     workdir.mkdir()
     async with open_services(settings, sandbox=FakeSandbox(), store=InMemoryStore()) as services:
         manager = services.manager
-        parent = (await manager.spawn(_request(workdir))).session["session_id"]
-        agent = Caller(kind="agent", session_id=parent)
+        parent = (await manager.spawn(_request(workdir), principal=OPERATOR)).session["session_id"]
+        agent = Agent(session_id=parent)
         child = (await manager.spawn(_request("/workspace/"), agent)).session
         assert child["parent_session_id"] == parent
         grandchild = (await manager.spawn(_request(str(workdir), parent=child["session_id"]), agent)).session
         assert grandchild["parent_session_id"] == child["session_id"]
 
 
-def _request(working_dir: Path | str, parent: str | None = None) -> Any:
-    from hydra_sandbox.manager import SpawnRequest
-
+def _request(working_dir: Path | str, parent: str | None = None) -> SpawnRequest:
     return SpawnRequest(working_dir=str(working_dir), parent_session_id=parent)
 
 

@@ -3,7 +3,6 @@ and the catalog names every tool, argument, resource and prompt the server reall
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -13,11 +12,8 @@ from typing import Any
 import pytest
 from fastmcp import Client
 
-from hydra_sandbox.server import build_server
-from hydra_sandbox.services import Services, open_services
-from hydra_sandbox.settings import REPO_ROOT, HydraSettings, load_settings
-from hydra_sandbox.store import InMemoryStore
-from tests.fake_sandbox import FakeSandbox
+from hydra_sandbox.settings import REPO_ROOT, load_settings
+from tests.hydra_server import serve
 
 CATALOG = REPO_ROOT / "docs" / "tool_catalog.md"
 JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.S)
@@ -31,13 +27,8 @@ def tool_examples(text: str) -> list[dict[str, Any]]:
 @pytest.fixture
 async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
     monkeypatch.setenv("HYDRA_DATA_HOME", str(tmp_path / "data"))
-    settings = load_settings()
-
-    def factory(s: HydraSettings) -> contextlib.AbstractAsyncContextManager[Services]:
-        return open_services(s, sandbox=FakeSandbox(), store=InMemoryStore())
-
-    async with Client(build_server(settings, services_factory=factory)) as c:
-        yield c
+    async with serve(load_settings()) as hydra:
+        yield hydra.client
 
 
 def _fill(value: Any, working_dir: str, session_id: str | None) -> Any:

@@ -6,14 +6,16 @@ import asyncio
 import time
 from pathlib import Path
 
+from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.codex_events import CodexEventParser
 from hydra_sandbox.diffing import compute_diff
 from hydra_sandbox.docker_sandbox import OutputPipeline
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionStatus
-from hydra_sandbox.manager import AgentManager, SpawnRequest
 from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.orchestration.manager import AgentManager
+from hydra_sandbox.orchestration.spawning import SpawnRequest
 from hydra_sandbox.policy import PolicyCatalog
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder
@@ -80,10 +82,10 @@ async def test_a_failed_runs_reason_is_masked_in_the_session_record(tmp_path: Pa
     )
     await manager.start()
     try:
-        session_id = (await manager.spawn(SpawnRequest(working_dir=str(tmp_path), custom_prompt="FAIL"))).session[
-            "session_id"
-        ]
-        record = await manager.wait(session_id, 10)
+        session_id = (
+            await manager.spawn(SpawnRequest(working_dir=str(tmp_path), custom_prompt="FAIL"), principal=OPERATOR)
+        ).session["session_id"]
+        record = await manager.wait(session_id, 10, principal=OPERATOR)
         assert record.status == SessionStatus.FAILED
         assert secret not in (record.reason or "") and "[MASKED:openai-key]" in (record.reason or "")
         assert secret not in str(journal.load_session(session_id))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hydra_sandbox.access import Caller
+from hydra_sandbox.authority import OPERATOR, Agent
 from hydra_sandbox.errors import (
     ApplyConflictError,
     ConfigError,
@@ -21,8 +21,9 @@ from hydra_sandbox.errors import (
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionStatus, check_transition
-from hydra_sandbox.manager import AgentManager, SpawnFlags, SpawnPolicy, SpawnRequest
 from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.orchestration.manager import AgentManager
+from hydra_sandbox.orchestration.spawning import SpawnFlags, SpawnPolicy, SpawnRequest
 from hydra_sandbox.policy import DirectoryPolicy, NetworkPolicy, PolicyCatalog
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder
@@ -91,7 +92,7 @@ async def manager(tmp_path: Path, sandbox: FakeSandbox) -> AsyncIterator[AgentMa
 
 
 async def finish(manager: AgentManager, session_id: str) -> SessionStatus:
-    record = await manager.wait(session_id, timeout_s=10)
+    record = await manager.wait(session_id, timeout_s=10, principal=OPERATOR)
     assert not record.active, f"session still {record.status}"
     return record.status
 
@@ -99,12 +100,12 @@ async def finish(manager: AgentManager, session_id: str) -> SessionStatus:
 async def test_spawn_returns_queued_session_at_once_and_runs_to_awaiting_approval(
     manager: AgentManager, workdir: Path
 ) -> None:
-    result = await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="fix it"))
+    result = await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="fix it"), principal=OPERATOR)
     assert result.session["status"] == "queued"
     assert result.events[0].type == "status" and result.events[0].counter == 0
     session_id = result.session["session_id"]
     assert await finish(manager, session_id) == SessionStatus.AWAITING_APPROVAL
-    events = manager.events(session_id)
+    events = await manager.events(session_id)
     assert [e.counter for e in events] == list(range(len(events)))
     transitions = [(e.data["from"], e.data["to"]) for e in events if e.type == "status" and "to" in e.data]
     assert transitions == [("queued", "starting"), ("starting", "running"), ("running", "awaiting_approval")]
@@ -122,7 +123,9 @@ async def test_concurrency_limit_holds_and_queue_is_fifo(tmp_path: Path, workdir
     await manager.start()
     try:
         ids = [
-            (await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt=f"t{i}"))).session["session_id"]
+            (
+                await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt=f"t{i}"), principal=OPERATOR)
+            ).session["session_id"]
             for i in range(6)
         ]
         await wait_until(lambda: len(sandbox.started) == 2)
@@ -144,23 +147,25 @@ async def test_idempotency_key_returns_the_existing_session_even_in_a_burst(
     manager: AgentManager, workdir: Path
 ) -> None:
     request = SpawnRequest(working_dir=str(workdir), custom_prompt="once", idempotency_key="k-1")
-    results = await asyncio.gather(*(manager.spawn(request) for _ in range(20)))
+    results = await asyncio.gather(*(manager.spawn(request, principal=OPERATOR) for _ in range(20)))
     assert len({r.session["session_id"] for r in results}) == 1
     assert sum(not r.reused for r in results) == 1
-    assert len(manager.list_sessions(limit=100)) == 1
+    assert len(manager.list_sessions(limit=100, principal=OPERATOR)) == 1
 
 
 async def test_unknown_flag_and_unknown_profile_are_refused_clearly(manager: AgentManager, workdir: Path) -> None:
     with pytest.raises(Exception, match="gpu"):
         SpawnFlags.model_validate({"gpu": True})
     with pytest.raises(ProfileNotFoundError, match="available profiles: .*code_reviewer"):
-        await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="wizard"))
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="wizard"), principal=OPERATOR)
     with pytest.raises(ConfigError, match="working_dir: 'relative/path' is not an absolute path"):
-        await manager.spawn(SpawnRequest(working_dir="relative/path"))
+        await manager.spawn(SpawnRequest(working_dir="relative/path"), principal=OPERATOR)
 
 
 async def test_child_gets_a_narrower_policy_and_a_wider_one_is_refused(manager: AgentManager, workdir: Path) -> None:
-    parent = (await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="p"))).session
+    parent = (
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="p"), principal=OPERATOR)
+    ).session
     await finish(manager, parent["session_id"])
     child = await manager.spawn(
         SpawnRequest(
@@ -172,9 +177,10 @@ async def test_child_gets_a_narrower_policy_and_a_wider_one_is_refused(manager: 
                 network=NetworkPolicy(mode="none"),
                 resources={"memory_mb": 512},
             ),
-        )
+        ),
+        principal=OPERATOR,
     )
-    record = manager.get(child.session["session_id"])
+    record = manager.get(child.session["session_id"], principal=OPERATOR)
     assert record.depth == 1 and record.relationship == "subtask"
     assert record.policy.network.mode == "none" and record.policy.resources.memory_mb == 512
     assert not record.policy.matcher.is_visible("app.py")
@@ -184,7 +190,8 @@ async def test_child_gets_a_narrower_policy_and_a_wider_one_is_refused(manager: 
                 working_dir=str(workdir),
                 parent_session_id=parent["session_id"],
                 policy=SpawnPolicy(resources={"memory_mb": 99999}),
-            )
+            ),
+            principal=OPERATOR,
         )
     with pytest.raises(PolicyViolation, match="network.mode: 'allowlist' is wider"):
         await manager.spawn(
@@ -192,50 +199,58 @@ async def test_child_gets_a_narrower_policy_and_a_wider_one_is_refused(manager: 
                 working_dir=str(workdir),
                 parent_session_id=parent["session_id"],
                 policy=SpawnPolicy(network=NetworkPolicy(mode="allowlist", allow_domains=[])),
-            )
+            ),
+            principal=OPERATOR,
         )
 
 
 async def test_delegation_depth_and_children_limits(manager: AgentManager, workdir: Path) -> None:
-    root = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
-    level1 = (await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=root))).session
+    root = (await manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
+    level1 = (
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=root), principal=OPERATOR)
+    ).session
     level2 = (
-        await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=level1["session_id"]))
+        await manager.spawn(
+            SpawnRequest(working_dir=str(workdir), parent_session_id=level1["session_id"]), principal=OPERATOR
+        )
     ).session
     with pytest.raises(PolicyViolation, match="delegation.max_depth"):
-        await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=level2["session_id"]))
+        await manager.spawn(
+            SpawnRequest(working_dir=str(workdir), parent_session_id=level2["session_id"]), principal=OPERATOR
+        )
     for _ in range(3):
-        await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=root))
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=root), principal=OPERATOR)
     with pytest.raises(PolicyViolation, match="delegation.max_children"):
-        await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=root))
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), parent_session_id=root), principal=OPERATOR)
 
 
 async def test_agent_spawning_under_a_session_outside_its_subtree_is_told_which_field(
     manager: AgentManager, workdir: Path
 ) -> None:
-    first = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
-    other = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
-    with pytest.raises(PolicyViolation, match=f"parent_session_id: session {other}: not visible to agent"):
-        await manager.spawn(
-            SpawnRequest(working_dir="/workspace", parent_session_id=other), Caller(kind="agent", session_id=first)
-        )
+    first = (await manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
+    other = (await manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
+    with pytest.raises(PolicyViolation, match=f"parent_session_id: session {other!r}: not visible to agent"):
+        await manager.spawn(SpawnRequest(working_dir="/workspace", parent_session_id=other), Agent(session_id=first))
 
 
 async def test_child_must_work_on_its_parents_workspace(manager: AgentManager, workdir: Path, tmp_path: Path) -> None:
-    root = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
+    root = (await manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
     with pytest.raises(PolicyViolation, match="working_dir: a child works on its parent's workspace"):
-        await manager.spawn(SpawnRequest(working_dir=str(tmp_path), parent_session_id=root))
+        await manager.spawn(SpawnRequest(working_dir=str(tmp_path), parent_session_id=root), principal=OPERATOR)
 
 
 async def test_apply_requires_a_passing_review_child(
     manager: AgentManager, sandbox: FakeSandbox, workdir: Path
 ) -> None:
     coder = (
-        await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="gated_coder", custom_prompt="code it"))
+        await manager.spawn(
+            SpawnRequest(working_dir=str(workdir), profile_id="gated_coder", custom_prompt="code it"),
+            principal=OPERATOR,
+        )
     ).session["session_id"]
     await finish(manager, coder)
     with pytest.raises(PolicyViolation, match="apply refused by rule 'review_passed'"):
-        await manager.apply(coder, confirm=True)
+        await manager.apply(coder, confirm=True, principal=OPERATOR)
     sandbox.script(
         "REJECT-ME",
         FakeRun(drafts=[message("VERDICT: REQUEST_CHANGES")], result=RunResult(status="completed"), changes=[]),
@@ -247,12 +262,13 @@ async def test_apply_requires_a_passing_review_child(
                 profile_id="code_reviewer",
                 custom_prompt="REJECT-ME",
                 parent_session_id=coder,
-            )
+            ),
+            principal=OPERATOR,
         )
     ).session
     await finish(manager, bad["session_id"])
     with pytest.raises(PolicyViolation, match="review_passed"):
-        await manager.apply(coder, confirm=True)
+        await manager.apply(coder, confirm=True, principal=OPERATOR)
     sandbox.script(
         "APPROVE-ME",
         FakeRun(
@@ -268,22 +284,26 @@ async def test_apply_requires_a_passing_review_child(
                 profile_id="code_reviewer",
                 custom_prompt="APPROVE-ME",
                 parent_session_id=coder,
-            )
+            ),
+            principal=OPERATOR,
         )
     ).session
     assert await finish(manager, good["session_id"]) == SessionStatus.COMPLETED
-    await manager.apply(coder, confirm=True)
+    await manager.apply(coder, confirm=True, principal=OPERATOR)
     assert sandbox.applied == [coder]
-    assert manager.get(coder).status == SessionStatus.COMPLETED
+    assert manager.get(coder, principal=OPERATOR).status == SessionStatus.COMPLETED
 
 
 async def test_reviewer_child_sees_its_parents_layer(
     manager: AgentManager, sandbox: FakeSandbox, workdir: Path
 ) -> None:
-    coder = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
+    coder = (await manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
     await finish(manager, coder)
     child = (
-        await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="code_reviewer", parent_session_id=coder))
+        await manager.spawn(
+            SpawnRequest(working_dir=str(workdir), profile_id="code_reviewer", parent_session_id=coder),
+            principal=OPERATOR,
+        )
     ).session["session_id"]
     await finish(manager, child)
     request = next(r for r in sandbox.requests if r.session_id == child)
@@ -292,37 +312,41 @@ async def test_reviewer_child_sees_its_parents_layer(
 
 
 async def test_apply_without_confirm_writes_nothing(manager: AgentManager, sandbox: FakeSandbox, workdir: Path) -> None:
-    session_id = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
+    session_id = (await manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
     await finish(manager, session_id)
-    result = await manager.apply(session_id, confirm=False)
+    result = await manager.apply(session_id, confirm=False, principal=OPERATOR)
     assert result.applied is False and sandbox.applied == []
-    assert manager.get(session_id).status == SessionStatus.AWAITING_APPROVAL
+    assert manager.get(session_id, principal=OPERATOR).status == SessionStatus.AWAITING_APPROVAL
 
 
 async def test_second_session_applying_the_same_file_gets_a_conflict(
     manager: AgentManager, sandbox: FakeSandbox, workdir: Path
 ) -> None:
-    first = (await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="a"))).session["session_id"]
-    second = (await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="b"))).session["session_id"]
+    first = (
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="a"), principal=OPERATOR)
+    ).session["session_id"]
+    second = (
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="b"), principal=OPERATOR)
+    ).session["session_id"]
     await finish(manager, first)
     await finish(manager, second)
-    await manager.apply(first, confirm=True)
+    await manager.apply(first, confirm=True, principal=OPERATOR)
     with pytest.raises(ApplyConflictError, match=f"applied by session {first}.*app.py"):
-        await manager.apply(second, confirm=True)
-    await manager.discard(second)
+        await manager.apply(second, confirm=True, principal=OPERATOR)
+    await manager.discard(second, principal=OPERATOR)
     assert sandbox.discarded == [second]
     with pytest.raises(WorkspaceError, match="already discarded"):
-        await manager.apply(second, confirm=True)
+        await manager.apply(second, confirm=True, principal=OPERATOR)
 
 
 async def test_read_only_profile_completes_and_has_nothing_to_apply(manager: AgentManager, workdir: Path) -> None:
-    session_id = (await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="code_reviewer"))).session[
-        "session_id"
-    ]
+    session_id = (
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id="code_reviewer"), principal=OPERATOR)
+    ).session["session_id"]
     assert await finish(manager, session_id) == SessionStatus.COMPLETED
-    assert manager.get(session_id).policy.name == "read_only"
+    assert manager.get(session_id, principal=OPERATOR).policy.name == "read_only"
     with pytest.raises(PolicyViolation, match="read-only profile"):
-        await manager.apply(session_id, confirm=True)
+        await manager.apply(session_id, confirm=True, principal=OPERATOR)
 
 
 async def test_terminate_running_and_queued_sessions(tmp_path: Path, workdir: Path) -> None:
@@ -331,15 +355,17 @@ async def test_terminate_running_and_queued_sessions(tmp_path: Path, workdir: Pa
     manager = build(tmp_path, sandbox, max_concurrent=1)
     await manager.start()
     try:
-        running = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
-        queued = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
-        await wait_until(lambda: manager.get(running).status == SessionStatus.RUNNING)
-        await manager.terminate(queued, "not needed")
-        await manager.terminate(running, "taking too long")
+        running = (await manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session[
+            "session_id"
+        ]
+        queued = (await manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
+        await wait_until(lambda: manager.get(running, principal=OPERATOR).status == SessionStatus.RUNNING)
+        await manager.terminate(queued, "not needed", principal=OPERATOR)
+        await manager.terminate(running, "taking too long", principal=OPERATOR)
         assert await finish(manager, running) == SessionStatus.CANCELLED
-        assert manager.get(queued).status == SessionStatus.CANCELLED
+        assert manager.get(queued, principal=OPERATOR).status == SessionStatus.CANCELLED
         with pytest.raises(ConfigError, match="already cancelled"):
-            await manager.terminate(running, "again")
+            await manager.terminate(running, "again", principal=OPERATOR)
     finally:
         await manager.close()
 
@@ -348,18 +374,18 @@ async def test_checklist_is_marked_by_the_event_that_proves_it(
     manager: AgentManager, sandbox: FakeSandbox, workdir: Path
 ) -> None:
     sandbox.script("FAILING", FakeRun(drafts=[command("pytest", 1), ran_tests(False)]))
-    failing = (await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="FAILING"))).session[
-        "session_id"
-    ]
-    passing = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
+    failing = (
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="FAILING"), principal=OPERATOR)
+    ).session["session_id"]
+    passing = (await manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
     await finish(manager, failing)
     await finish(manager, passing)
     assert not manager.recorder.checklist(failing).is_done("tests_passed")
     checklist = manager.recorder.checklist(passing)
     assert checklist.is_done("tests_passed")
-    proof = [e for e in manager.events(passing) if e.type == "checklist" and e.data["item"] == "tests_passed"]
+    proof = [e for e in await manager.events(passing) if e.type == "checklist" and e.data["item"] == "tests_passed"]
     assert proof and manager.journal.events(passing)[0].session_id == passing
-    proving_event = next(e for e in manager.events(passing) if e.id == proof[0].data["proved_by"])
+    proving_event = next(e for e in await manager.events(passing) if e.id == proof[0].data["proved_by"])
     assert proving_event.type == "test"
 
 
@@ -367,20 +393,20 @@ async def test_known_secret_never_reaches_the_journal(
     manager: AgentManager, sandbox: FakeSandbox, workdir: Path
 ) -> None:
     sandbox.script("LEAKY", FakeRun(drafts=[command(f"echo {SECRET}", 0, f"key={SECRET}")]))
-    session_id = (await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="LEAKY"))).session[
-        "session_id"
-    ]
+    session_id = (
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), custom_prompt="LEAKY"), principal=OPERATOR)
+    ).session["session_id"]
     await finish(manager, session_id)
-    dumped = "".join(e.model_dump_json() for e in manager.events(session_id))
+    dumped = "".join(e.model_dump_json() for e in await manager.events(session_id))
     assert SECRET not in dumped
     assert "[MASKED:" in dumped
 
 
 async def test_resume_runs_the_same_thread_again(manager: AgentManager, sandbox: FakeSandbox, workdir: Path) -> None:
-    session_id = (await manager.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
+    session_id = (await manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
     await finish(manager, session_id)
-    await manager.discard(session_id)
-    await manager.resume(session_id, "now also add docs")
+    await manager.discard(session_id, principal=OPERATOR)
+    await manager.resume(session_id, "now also add docs", principal=OPERATOR)
     await wait_until(lambda: len([r for r in sandbox.requests if r.session_id == session_id]) == 2)
     await finish(manager, session_id)
     second = [r for r in sandbox.requests if r.session_id == session_id][1]
@@ -393,13 +419,16 @@ async def test_restart_reattaches_running_sessions_without_duplicates(tmp_path: 
     sandbox.gate = asyncio.Event()
     first = build(tmp_path, sandbox)
     await first.start()
-    alive = (await first.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
-    vanished = (await first.spawn(SpawnRequest(working_dir=str(workdir)))).session["session_id"]
+    alive = (await first.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
+    vanished = (await first.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
     await wait_until(
-        lambda: first.get(alive).status == SessionStatus.RUNNING and first.get(vanished).status == SessionStatus.RUNNING
+        lambda: (
+            first.get(alive, principal=OPERATOR).status == SessionStatus.RUNNING
+            and first.get(vanished, principal=OPERATOR).status == SessionStatus.RUNNING
+        )
     )
-    await wait_until(lambda: len(first.events(alive)) >= 6)
-    before = [(e.id, e.type, e.text) for e in first.events(alive)]
+    await wait_until(lambda: len(first.journal.events(alive)) >= 6)
+    before = [(e.id, e.type, e.text) for e in await first.events(alive)]
     await first.close()  # the server dies; containers keep running
     first.journal.close()
 
@@ -409,9 +438,9 @@ async def test_restart_reattaches_running_sessions_without_duplicates(tmp_path: 
     await second.start()
     try:
         assert await finish(second, alive) == SessionStatus.AWAITING_APPROVAL
-        assert second.get(vanished).status == SessionStatus.FAILED
-        assert "vanished" in (second.get(vanished).reason or "")
-        after = second.events(alive)
+        assert second.get(vanished, principal=OPERATOR).status == SessionStatus.FAILED
+        assert "vanished" in (second.get(vanished, principal=OPERATOR).reason or "")
+        after = await second.events(alive)
         assert [(e.id, e.type, e.text) for e in after[: len(before)]] == before
         agent_events = [e for e in after if "seq" in e.data]
         seqs = [e.data["seq"] for e in agent_events]
@@ -423,7 +452,7 @@ async def test_restart_reattaches_running_sessions_without_duplicates(tmp_path: 
 
 
 async def test_host_notes_are_recorded_without_a_session(manager: AgentManager) -> None:
-    event = await manager.log_context(f"decided to use sqlite; key {SECRET}", None, ["decision"])
+    event = await manager.log_context(f"decided to use sqlite; key {SECRET}", None, ["decision"], principal=OPERATOR)
     assert event.session_id == "host" and event.tags == ["decision"]
     assert SECRET not in event.text
     draft = EventDraft(type="note", text="x")
@@ -433,17 +462,19 @@ async def test_host_notes_are_recorded_without_a_session(manager: AgentManager) 
 async def test_refusals_quote_caller_values_short_and_on_one_line(manager: AgentManager, workdir: Path) -> None:
     huge = "A" * 100_000 + "\nsecond line"
     for call in (
-        lambda: manager.get(huge),
-        lambda: manager.list_sessions(status=huge),
+        lambda: manager.get(huge, principal=OPERATOR),
+        lambda: manager.list_sessions(status=huge, principal=OPERATOR),
     ):
         with pytest.raises(HydraError) as info:
             call()
         assert len(str(info.value)) < 300 and "\n" not in str(info.value)
     with pytest.raises(ProfileNotFoundError) as info:
-        await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id=huge))
+        await manager.spawn(SpawnRequest(working_dir=str(workdir), profile_id=huge), principal=OPERATOR)
     assert "profile 'AAAA" in str(info.value) and len(str(info.value).splitlines()[0]) < 400
     with pytest.raises(PolicyViolation) as info:
-        await manager.spawn(SpawnRequest(working_dir=str(workdir), policy=SpawnPolicy(resources={huge: 1})))
+        await manager.spawn(
+            SpawnRequest(working_dir=str(workdir), policy=SpawnPolicy(resources={huge: 1})), principal=OPERATOR
+        )
     assert "resources['AAAA" in str(info.value) and len(str(info.value)) < 300
 
 
@@ -458,5 +489,5 @@ async def test_a_path_the_os_refuses_is_a_config_error_naming_working_dir(
     manager: AgentManager, working_dir: str, reason: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        await manager.spawn(SpawnRequest(working_dir=working_dir))
+        await manager.spawn(SpawnRequest(working_dir=working_dir), principal=OPERATOR)
     assert str(info.value).startswith("working_dir: ") and reason in str(info.value)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,17 +13,16 @@ from typing import Any
 
 import prometheus_client
 import pytest
-from fastmcp import Client, FastMCP
+from fastmcp import Client
 from fastmcp.server.auth.auth import AccessToken, TokenVerifier
 from starlette.testclient import TestClient
 
 from hydra_sandbox.agent_endpoint import AgentTokens
+from hydra_sandbox.mcp.auth import AgentTokenVerifier, HydraTokenVerifier
 from hydra_sandbox.metrics import HydraMetrics
-from hydra_sandbox.server import AgentTokenVerifier, HydraTokenVerifier, build_server
-from hydra_sandbox.services import Services, open_services
 from hydra_sandbox.settings import HydraSettings, load_settings
-from hydra_sandbox.store import InMemoryStore
 from tests.fake_sandbox import FakeRun, FakeSandbox, command, message
+from tests.hydra_server import operator_server, serve
 
 SECRET = "sk-proj-METRICSTESTSECRETabcdefghijklmnopqrstuvwxyz0123"
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -61,15 +59,6 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HydraSettings:
     return load_settings()
 
 
-def server(
-    settings: HydraSettings, sandbox: FakeSandbox, metrics: HydraMetrics, auth: HydraTokenVerifier | None = None
-) -> FastMCP:
-    def factory(s: HydraSettings) -> contextlib.AbstractAsyncContextManager[Services]:
-        return open_services(s, sandbox=sandbox, store=InMemoryStore())
-
-    return build_server(settings, services_factory=factory, auth=auth, metrics=metrics)
-
-
 @pytest.fixture
 def metrics() -> HydraMetrics:
     return HydraMetrics()
@@ -77,8 +66,8 @@ def metrics() -> HydraMetrics:
 
 @pytest.fixture
 async def client(settings: HydraSettings, sandbox: FakeSandbox, metrics: HydraMetrics) -> AsyncIterator[Client]:
-    async with Client(server(settings, sandbox, metrics)) as c:
-        yield c
+    async with serve(settings, sandbox, metrics=metrics) as hydra:
+        yield hydra.client
 
 
 def value(metrics: HydraMetrics, name: str, **labels: str) -> float:
@@ -165,7 +154,7 @@ async def test_session_status_gauge_and_queue_length_are_read_at_scrape_time(
     monkeypatch.setenv("HYDRA_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("HYDRA_MAX_CONCURRENT_AGENTS", "1")
     sandbox.gate = asyncio.Event()
-    async with Client(server(load_settings(), sandbox, metrics)) as client:
+    async with Client(operator_server(load_settings(), sandbox, metrics=metrics)) as client:
         first = (await call(client, "spawn_agent", working_dir=str(workdir)))["session_id"]
         second = (await call(client, "spawn_agent", working_dir=str(workdir)))["session_id"]
         await eventually(lambda: value(metrics, "hydra_sessions", status="running") == 1)
@@ -221,7 +210,7 @@ def test_metrics_route_needs_the_operator_token(
     tokens = AgentTokens(settings.agent_tokens_dir)
     agent_token = tokens.issue("s-agent")
     auth = OperatorOrAgent(HydraTokenVerifier(OPERATOR_TOKEN), AgentTokenVerifier(tokens))
-    app = server(settings, sandbox, metrics, auth=auth).http_app(path="/mcp")
+    app = operator_server(settings, sandbox, metrics=metrics, auth=auth).http_app(path="/mcp")
     with TestClient(app) as http:
         missing = http.get("/metrics")
         assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
@@ -244,7 +233,9 @@ def test_metrics_route_is_open_when_configured_public(
 ) -> None:
     monkeypatch.setenv("HYDRA_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("HYDRA_METRICS_PUBLIC", "true")
-    app = server(load_settings(), sandbox, metrics, auth=HydraTokenVerifier(OPERATOR_TOKEN)).http_app(path="/mcp")
+    app = operator_server(load_settings(), sandbox, metrics=metrics, auth=HydraTokenVerifier(OPERATOR_TOKEN)).http_app(
+        path="/mcp"
+    )
     with TestClient(app) as http:
         scraped = http.get("/metrics")
         assert scraped.status_code == 200 and "hydra_sessions" in scraped.text
@@ -253,7 +244,7 @@ def test_metrics_route_is_open_when_configured_public(
 def test_metrics_route_is_closed_without_a_token_verifier(
     settings: HydraSettings, sandbox: FakeSandbox, metrics: HydraMetrics
 ) -> None:
-    app = server(settings, sandbox, metrics).http_app(path="/mcp")
+    app = operator_server(settings, sandbox, metrics=metrics).http_app(path="/mcp")
     with TestClient(app) as http:
         assert http.get("/metrics").status_code == 401
         assert http.get("/metrics", headers={"Authorization": "Bearer anything"}).status_code == 401

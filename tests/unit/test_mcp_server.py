@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,11 +10,10 @@ from typing import Any
 import pytest
 from fastmcp import Client
 
-from hydra_sandbox.server import build_server
-from hydra_sandbox.services import Services, open_services
+from hydra_sandbox.mcp.auth import HydraTokenVerifier
 from hydra_sandbox.settings import HydraSettings, load_settings
-from hydra_sandbox.store import InMemoryStore
 from tests.fake_sandbox import FakeRun, FakeSandbox, command, message
+from tests.hydra_server import operator_server, serve
 
 SECRET = "sk-proj-SERVERTESTSECRETabcdefghijklmnopqrstuvwxyz012345"
 TOOLS = {
@@ -67,11 +65,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HydraSettings:
 
 @pytest.fixture
 async def client(settings: HydraSettings, sandbox: FakeSandbox) -> AsyncIterator[Client]:
-    def factory(s: HydraSettings) -> contextlib.AbstractAsyncContextManager[Services]:
-        return open_services(s, sandbox=sandbox, store=InMemoryStore())
-
-    async with Client(build_server(settings, services_factory=factory)) as c:
-        yield c
+    async with serve(settings, sandbox) as hydra:
+        yield hydra.client
 
 
 async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
@@ -257,13 +252,10 @@ def test_http_answers_only_hosts_it_knows(
 ) -> None:
     from starlette.testclient import TestClient
 
-    from hydra_sandbox.server import http_app
-
-    def factory(s: HydraSettings) -> contextlib.AbstractAsyncContextManager[Services]:
-        return open_services(s, sandbox=sandbox, store=InMemoryStore())
-
     configured = settings.model_copy(update={"http_allowed_hosts": allowed})
-    with TestClient(http_app(configured, "operator-token", services_factory=factory)) as http:
+    server = operator_server(configured, sandbox, auth=HydraTokenVerifier("operator-token"))
+    app = server.http_app(path="/mcp", host_origin_protection=True, allowed_hosts=allowed or None)
+    with TestClient(app) as http:
         status = http.post("/mcp", json={}, headers={"Host": "hydra.team.svc:8765"}).status_code
         assert status == expected
         assert http.post("/mcp", json={}, headers={"Host": "127.0.0.1:8765"}).status_code == 401

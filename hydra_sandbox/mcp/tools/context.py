@@ -1,0 +1,49 @@
+"""The searchable record: notes in, semantic search out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastmcp.dependencies import Depends
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from hydra_sandbox.events import EVENT_TYPES
+from hydra_sandbox.mcp.facade import Facade, bound_facade
+from hydra_sandbox.mcp.tools.spec import READ_ONLY, ToolSpec
+from hydra_sandbox.store import SearchFilters
+
+
+async def log_context(
+    note: Annotated[str, Field(min_length=1, max_length=100_000)],
+    session_id: str | None = None,
+    tags: list[str] | None = None,
+    hydra: Facade = Depends(bound_facade),
+) -> dict[str, Any]:
+    """Record a host's own note (a decision, a hint for later) into the searchable record."""
+    event = await hydra.log_context(note, session_id, tags)
+    return {"id": event.id, "session_id": event.session_id}
+
+
+async def search_context(
+    query: Annotated[str, Field(min_length=1, max_length=10_000)],
+    session_id: str | None = None,
+    profile_id: str | None = None,
+    event_type: Annotated[str | None, Field(description=f"One of: {', '.join(EVENT_TYPES)}")] = None,
+    since: Annotated[datetime | None, Field(description="ISO 8601 time, e.g. 2026-11-18T00:00:00Z")] = None,
+    limit: Annotated[int, Field(ge=1, le=100)] = 10,
+    hydra: Facade = Depends(bound_facade),
+) -> dict[str, Any]:
+    """Semantic search over everything recorded (commands, messages, diffs, tests, notes, summaries)."""
+    filters = SearchFilters(session_id=session_id, profile_id=profile_id, event_type=event_type, since=since)
+    return await hydra.search(query, filters, limit)
+
+
+TOOLS = (
+    ToolSpec(
+        log_context,
+        ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False),
+    ),
+    ToolSpec(search_context, READ_ONLY),
+)
