@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fastmcp import Client, FastMCP
 from fastmcp.server.auth.auth import TokenVerifier
 
-from hydra_sandbox.mcp.app import build_server
+from hydra_sandbox.mcp.app import HydraServers, build_servers
 from hydra_sandbox.metrics import HydraMetrics
 from hydra_sandbox.services import Services, open_services
 from hydra_sandbox.settings import HydraSettings
@@ -43,6 +43,19 @@ def operator_server(
 ) -> FastMCP:
     """The operator's server over ``sandbox`` (a new FakeSandbox by default) and ``store`` (in memory
     by default; :data:`REAL_STORE` for Chroma). The services it opens are appended to ``opened``."""
+    return hydra_servers(settings, sandbox, store=store, metrics=metrics, auth=auth, opened=opened).operator
+
+
+def hydra_servers(
+    settings: HydraSettings,
+    sandbox: FakeSandbox | None = None,
+    *,
+    store: ContextStore | str | None = None,
+    metrics: HydraMetrics | None = None,
+    auth: TokenVerifier | None = None,
+    opened: list[Services] | None = None,
+) -> HydraServers:
+    """Both servers (the agents' one mounted in the operator's), as :func:`operator_server` builds them."""
     fake = sandbox if sandbox is not None else FakeSandbox()
 
     @contextlib.asynccontextmanager
@@ -53,7 +66,7 @@ def operator_server(
                 opened.append(services)
             yield services
 
-    return build_server(settings, services_factory=factory, auth=auth, metrics=metrics)
+    return build_servers(settings, services_factory=factory, auth=auth, metrics=metrics)
 
 
 @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastmcp import FastMCP
@@ -76,6 +77,14 @@ def build_agent_server(services: ServicesRef, *, auth: TokenVerifier | None, met
     return mcp
 
 
+@dataclass(frozen=True)
+class HydraServers:
+    operator: FastMCP
+    """What hosts connect to: everything, the agents' server mounted in it."""
+    agents: FastMCP
+    """What the endpoint inside sandboxes serves (the same instance that is mounted)."""
+
+
 def build_server(
     settings: HydraSettings,
     *,
@@ -83,9 +92,20 @@ def build_server(
     auth: TokenVerifier | None = None,
     metrics: HydraMetrics | None = None,
 ) -> FastMCP:
-    """The operator's server. ``services_factory`` lets tests swap the sandbox and store; ``auth`` is
-    the HTTP token verifier (none over stdio, where the host process is the operator); ``metrics`` lets
-    tests read the server's registry (a new one is made otherwise)."""
+    """The operator's server (see :func:`build_servers`)."""
+    return build_servers(settings, services_factory=services_factory, auth=auth, metrics=metrics).operator
+
+
+def build_servers(
+    settings: HydraSettings,
+    *,
+    services_factory: ServicesFactory | None = None,
+    auth: TokenVerifier | None = None,
+    metrics: HydraMetrics | None = None,
+) -> HydraServers:
+    """The operator's server, with the agents' server mounted in it. ``services_factory`` lets tests
+    swap the sandbox and store; ``auth`` is the HTTP token verifier (none over stdio, where the host
+    process is the operator); ``metrics`` lets tests read the server's registry (a new one otherwise)."""
     factory = services_factory or open_services
     server_metrics = metrics if metrics is not None else HydraMetrics()
     services = ServicesRef()
@@ -122,7 +142,7 @@ def build_server(
     mcp.mount(for_agents)
     register_prompts(mcp, settings)
     register_http_routes(mcp, server_metrics, verifier=auth, metrics_public=settings.metrics_public)
-    return mcp
+    return HydraServers(operator=mcp, agents=for_agents)
 
 
 def http_app(settings: HydraSettings, token: str, **build: Any) -> Any:

@@ -23,15 +23,11 @@ import pytest
 
 from hydra_sandbox.authority import OPERATOR, Agent, Principal
 from hydra_sandbox.errors import ConfigError, HydraError, PolicyViolation
-from hydra_sandbox.journal import Journal
-from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.orchestration.manager import AgentManager
 from hydra_sandbox.orchestration.spawning import SpawnFlags, SpawnPolicy, SpawnRequest
-from hydra_sandbox.policy import DirectoryPolicy, NetworkPolicy, PolicyCatalog
-from hydra_sandbox.profiles import ProfileCatalog
-from hydra_sandbox.recorder import Recorder
-from hydra_sandbox.settings import REPO_ROOT
+from hydra_sandbox.policy import DirectoryPolicy, NetworkPolicy
 from tests.fake_sandbox import FakeSandbox
+from tests.manager_kit import manager_over
 
 pytestmark = pytest.mark.adversarial
 
@@ -112,14 +108,7 @@ def build(tmp_path: Path) -> AgentManager:
         ("greedy_coder", "deep", "{cpus: 64.0, memory_mb: 262144}"),
     ]:
         (profiles / f"{pid}.yaml").write_text(PROFILE.format(id=pid, policy=policy, limits=limits))
-    return AgentManager(
-        sandbox=FakeSandbox(),
-        recorder=Recorder(Journal(tmp_path / "journal.sqlite3"), SecretMasker([])),
-        profiles=ProfileCatalog([REPO_ROOT / "profiles", profiles]),
-        policies=PolicyCatalog([REPO_ROOT / "policies", policies]),
-        default_model="test-model",
-        max_concurrent=16,
-    )
+    return manager_over(tmp_path, FakeSandbox(), profile_dirs=[profiles], policy_dirs=[policies], max_concurrent=16)
 
 
 @pytest.fixture

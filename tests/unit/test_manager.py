@@ -19,17 +19,13 @@ from hydra_sandbox.errors import (
     WorkspaceError,
 )
 from hydra_sandbox.events import EventDraft
-from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionStatus, check_transition
-from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.orchestration.manager import AgentManager
 from hydra_sandbox.orchestration.spawning import SpawnFlags, SpawnPolicy, SpawnRequest
-from hydra_sandbox.policy import DirectoryPolicy, NetworkPolicy, PolicyCatalog
-from hydra_sandbox.profiles import ProfileCatalog
-from hydra_sandbox.recorder import Recorder
+from hydra_sandbox.policy import DirectoryPolicy, NetworkPolicy
 from hydra_sandbox.sandbox import RunResult
-from hydra_sandbox.settings import REPO_ROOT
 from tests.fake_sandbox import FakeRun, FakeSandbox, command, message, ran_tests
+from tests.manager_kit import finish, manager_over, wait_until
 
 SECRET = "sk-proj-TESTSECRETabcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -46,27 +42,12 @@ apply_requires:
 """
 
 
-async def wait_until(predicate, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached before the deadline"
-        await asyncio.sleep(0.01)
-
-
 def build(tmp_path: Path, sandbox: FakeSandbox, max_concurrent: int = 4) -> AgentManager:
     user_profiles = tmp_path / "profiles"
     user_profiles.mkdir(exist_ok=True)
     (user_profiles / "gated_coder.yaml").write_text(GATED_PROFILE)
-    journal = Journal(tmp_path / "journal.sqlite3")
-    return AgentManager(
-        sandbox=sandbox,
-        recorder=Recorder(journal, SecretMasker([SECRET])),
-        profiles=ProfileCatalog([REPO_ROOT / "profiles", user_profiles]),
-        policies=PolicyCatalog([REPO_ROOT / "policies"]),
-        default_model="test-model",
-        max_concurrent=max_concurrent,
-        known_secrets=[SECRET],
+    return manager_over(
+        tmp_path, sandbox, profile_dirs=[user_profiles], max_concurrent=max_concurrent, secrets=[SECRET]
     )
 
 
@@ -89,12 +70,6 @@ async def manager(tmp_path: Path, sandbox: FakeSandbox) -> AsyncIterator[AgentMa
     await mgr.start()
     yield mgr
     await mgr.close()
-
-
-async def finish(manager: AgentManager, session_id: str) -> SessionStatus:
-    record = await manager.wait(session_id, timeout_s=10, principal=OPERATOR)
-    assert not record.active, f"session still {record.status}"
-    return record.status
 
 
 async def test_spawn_returns_queued_session_at_once_and_runs_to_awaiting_approval(
