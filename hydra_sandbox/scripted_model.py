@@ -29,7 +29,9 @@ MAX_BODY = 32 * 1024 * 1024
 
 SESSION_ID = re.compile(r"\bs-[0-9a-f]{12}\b")
 """Hydra's session ids; ``{{session_id}}`` in an MCP call's arguments becomes the last one the
-request mentions (e.g. the id a ``spawn_agent`` call returned), so a script can follow it up."""
+request mentions (e.g. the id a ``spawn_agent`` call returned), so a script can follow it up.
+``{{result_session_id}}`` becomes the first one in the latest tool output: the session a
+``spawn_agent`` or ``wait_session`` answered about, even when the answer also names its parent."""
 
 
 class McpCall(BaseModel):
@@ -76,15 +78,18 @@ class Script(BaseModel):
 _ids = itertools.count(1)
 
 
-def _fill(value: Any, session_id: str | None) -> Any:
-    if isinstance(value, str) and "{{session_id}}" in value:
-        if session_id is None:
-            raise ValueError("the script uses {{session_id}} but the request mentions no session id")
-        return value.replace("{{session_id}}", session_id)
+def _fill(value: Any, ids: dict[str, str | None]) -> Any:
+    if isinstance(value, str):
+        for name, session_id in ids.items():
+            if "{{" + name + "}}" in value:
+                if session_id is None:
+                    raise ValueError(f"the script uses {{{{{name}}}}} but the request holds no such session id")
+                value = value.replace("{{" + name + "}}", session_id)
+        return value
     if isinstance(value, dict):
-        return {k: _fill(v, session_id) for k, v in value.items()}
+        return {k: _fill(v, ids) for k, v in value.items()}
     if isinstance(value, list):
-        return [_fill(v, session_id) for v in value]
+        return [_fill(v, ids) for v in value]
     return value
 
 
@@ -105,7 +110,12 @@ def _output_item(item: ScriptItem, body: str = "") -> dict[str, Any]:
             "call_id": f"call_{n}",
             "namespace": item.mcp_call.namespace,
             "name": item.mcp_call.name,
-            "arguments": json.dumps(_fill(item.mcp_call.arguments, _last_session_id(body))),
+            "arguments": json.dumps(
+                _fill(
+                    item.mcp_call.arguments,
+                    {"session_id": _last_session_id(body), "result_session_id": _result_session_id(body)},
+                )
+            ),
         }
     return {
         "type": "message",
@@ -119,6 +129,20 @@ def _output_item(item: ScriptItem, body: str = "") -> dict[str, Any]:
 def _last_session_id(body: str) -> str | None:
     found = SESSION_ID.findall(body)
     return found[-1] if found else None
+
+
+def _result_session_id(body: str) -> str | None:
+    """The first session id in the latest tool output (``*_output`` item) of the request's input."""
+    try:
+        items = json.loads(body).get("input", [])
+    except (ValueError, AttributeError):
+        return None
+    outputs = [i for i in items if isinstance(i, dict) and str(i.get("type", "")).endswith("_output")]
+    if not outputs:
+        return None
+    output = outputs[-1].get("output")
+    found = SESSION_ID.search(output if isinstance(output, str) else json.dumps(output))
+    return found.group(0) if found else None
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:

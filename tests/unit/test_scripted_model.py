@@ -41,3 +41,20 @@ async def test_each_agent_takes_its_own_routes_turns_in_order_whatever_the_inter
             assert (await ask("task AGENT-B"))[0]["content"][0]["text"] == "done"  # type: ignore[index]
             assert (await ask("no marker"))[0]["content"][0]["text"] == "fallback"  # type: ignore[index]
         assert len(model.requests) == 5
+
+
+async def test_a_call_can_name_the_session_the_latest_tool_output_is_about() -> None:
+    child, parent, older = "s-" + "c" * 12, "s-" + "a" * 12, "s-" + "0" * 12
+    call = {"name": "apply_diff", "arguments": {"session_id": "{{result_session_id}}", "last": "{{session_id}}"}}
+    script = {"turns": [[{"mcp_call": call}]]}
+    spawned = json.dumps({"session_id": child, "session": {"parent_session_id": parent}})
+    body = {
+        "input": [
+            {"role": "user", "content": f"work below {older}"},
+            {"type": "function_call_output", "call_id": "c1", "output": spawned},
+        ]
+    }
+    async with ScriptedModel(Script.model_validate(script)) as model:
+        async with httpx.AsyncClient(base_url=model.base_url) as http:
+            items = _items((await http.post("/responses", json=body)).text)
+    assert json.loads(str(items[0]["arguments"])) == {"session_id": child, "last": parent}
