@@ -81,3 +81,21 @@ async def test_the_catalog_names_every_tool_argument_resource_and_prompt(client:
         assert f"`{template.uri_template}`" in text
     for prompt in await client.list_prompts():
         assert f"`{prompt.name}" in text, f"prompt {prompt.name} is not documented"
+
+
+def authority_table() -> str:
+    """The principal x component table as the docs must show it, rendered from the authority module."""
+    from hydra_sandbox.authority import COMPONENTS, Role
+
+    lines = ["| component | kind | action | operator | agent | what an agent reaches |", "|---|---|---|---|---|---|"]
+    for c in COMPONENTS:
+        operator = "yes" if Role.OPERATOR in c.roles else "no"
+        agent = "yes" if Role.AGENT in c.roles else "**no**"
+        lines.append(f"| `{c.key}` | {c.kind.value} | {c.action.value} | {operator} | {agent} | {c.agent_scope} |")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("doc", ["security.md", "architecture.md"])
+def test_the_docs_show_the_authority_table_the_code_enforces(doc: str) -> None:
+    text = (REPO_ROOT / "docs" / doc).read_text()
+    assert authority_table() in text, f"docs/{doc}: the principal x component table differs from authority.COMPONENTS"
