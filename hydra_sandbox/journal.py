@@ -9,22 +9,22 @@ transaction, so they stay gapless even with several processes writing (SQLite se
 
 Every event row has a global sequence number (``seq``, an ``AUTOINCREMENT`` rowid that is never reused,
 not even after :meth:`Journal.delete_before`); the indexer follows it with :meth:`Journal.read_after`
-and keeps its cursor in the small ``meta`` table.
+and keeps its cursor in the small ``meta`` table. The session table and the apply ledger live in the
+same file; their methods are in :mod:`hydra_sandbox.journal_tables`.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from hydra_sandbox.errors import StoreError
 from hydra_sandbox.events import Event, EventDraft, SessionRef
+from hydra_sandbox.journal_tables import SessionTables, epoch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -62,21 +62,6 @@ CREATE TABLE IF NOT EXISTS applied (
 CREATE INDEX IF NOT EXISTS applied_root ON applied (root, ts);
 """
 
-_SESSION_COLUMNS = ("session_id", "status", "profile_id", "parent_session_id", "created_at", "updated_at")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _epoch(ts: datetime) -> float:
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.timestamp()
 
 
 class _Pending:
@@ -92,7 +77,7 @@ class _Pending:
         self.done = False
 
 
-class Journal:
+class Journal(SessionTables):
     """SQLite-backed event journal and session table. Safe to share between threads."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
@@ -189,7 +174,7 @@ class Journal:
                 event.session_id,
                 event.counter,
                 event.type,
-                _epoch(event.timestamp),
+                epoch(event.timestamp),
                 event.model_dump_json(),
             ),
         )
@@ -302,7 +287,7 @@ class Journal:
 
     def delete_before(self, ts: datetime) -> list[str]:
         """Delete events older than ``ts``; returns their ids so the index can drop them too."""
-        cutoff = _epoch(ts)
+        cutoff = epoch(ts)
         with self._write("delete old events") as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM events WHERE ts < ? ORDER BY seq", (cutoff,))]
             conn.execute("DELETE FROM events WHERE ts < ?", (cutoff,))
@@ -321,130 +306,3 @@ class Journal:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
-
-    # -- the apply ledger ---------------------------------------------------------------------
-
-    def record_applied(self, root: str, session_id: str, when: datetime, paths: Sequence[str]) -> None:
-        """Remember that ``session_id`` wrote ``paths`` under ``root`` at ``when`` (conflict checks)."""
-        with self._write(f"record the apply of session {session_id}") as conn:
-            conn.execute(
-                "INSERT INTO applied (root, session_id, ts, paths) VALUES (?, ?, ?, ?)",
-                (root, session_id, _epoch(when), json.dumps(sorted(paths))),
-            )
-
-    def applied_since(self, root: str, since: datetime) -> list[tuple[datetime, str, set[str]]]:
-        """Applies under ``root`` at or after ``since``: (when, session id, paths written), oldest first."""
-        with self._guard(f"read the apply ledger of {root}") as conn:
-            rows = conn.execute(
-                "SELECT ts, session_id, paths FROM applied WHERE root = ? AND ts >= ? ORDER BY ts",
-                (root, _epoch(since)),
-            ).fetchall()
-        return [(datetime.fromtimestamp(ts, UTC), sid, set(json.loads(paths))) for ts, sid, paths in rows]
-
-    # -- sessions -----------------------------------------------------------------------------
-
-    def save_session(
-        self,
-        session_id: str,
-        *,
-        status: str,
-        profile_id: str,
-        parent_session_id: str | None,
-        data: dict[str, Any],
-    ) -> None:
-        """Insert or update a session record; ``created_at`` is kept, ``updated_at`` set to now."""
-        now = datetime.now(UTC).timestamp()
-        try:
-            payload = json.dumps(data, default=_json_default, sort_keys=True)
-        except (TypeError, ValueError) as exc:
-            raise StoreError(
-                f"journal {self.path}: session {session_id} data is not JSON serialisable ({exc})",
-                hint="store only plain data (str, numbers, lists, dicts, datetimes) in session records",
-            ) from exc
-        with self._write(f"save session {session_id}") as conn:
-            conn.execute(
-                "INSERT INTO sessions (session_id, status, profile_id, parent_session_id, created_at,"
-                " updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET"
-                " status = excluded.status, profile_id = excluded.profile_id,"
-                " parent_session_id = excluded.parent_session_id, updated_at = excluded.updated_at,"
-                " data = excluded.data",
-                (session_id, status, profile_id, parent_session_id, now, now, payload),
-            )
-
-    @staticmethod
-    def _session_row(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
-        record: dict[str, Any] = json.loads(row[6])
-        values = dict(zip(_SESSION_COLUMNS, row[:6], strict=True))
-        values["created_at"] = datetime.fromtimestamp(values["created_at"], UTC)
-        values["updated_at"] = datetime.fromtimestamp(values["updated_at"], UTC)
-        record.update(values)
-        return record
-
-    def load_session(self, session_id: str) -> dict[str, Any] | None:
-        """The session's data merged with its columns (columns win), or None."""
-        with self._guard(f"load session {session_id}") as conn:
-            row = conn.execute(
-                f"SELECT {', '.join(_SESSION_COLUMNS)}, data FROM sessions WHERE session_id = ?",
-                (session_id,),
-            ).fetchone()
-        return None if row is None else self._session_row(row)
-
-    def query_sessions(
-        self,
-        status: str | None = None,
-        profile_id: str | None = None,
-        parent_session_id: str | None = None,
-        limit: int = 50,
-    ) -> list[dict[str, Any]]:
-        """Session records matching every given filter, newest first."""
-        clauses, params = [], []
-        for column, value in (
-            ("status", status),
-            ("profile_id", profile_id),
-            ("parent_session_id", parent_session_id),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._guard("query sessions") as conn:
-            rows = conn.execute(
-                f"SELECT {', '.join(_SESSION_COLUMNS)}, data FROM sessions {where}"
-                " ORDER BY created_at DESC, rowid DESC LIMIT ?",
-                (*params, limit),
-            ).fetchall()
-        return [self._session_row(r) for r in rows]
-
-    def import_session(self, record: dict[str, Any]) -> bool:
-        """Insert an exported session record as it was (timestamps kept); False if the id exists."""
-        data = {k: v for k, v in record.items() if k not in _SESSION_COLUMNS}
-        try:
-            payload = json.dumps(data, default=_json_default, sort_keys=True)
-        except (TypeError, ValueError) as exc:
-            raise StoreError(
-                f"journal {self.path}: session {record.get('session_id')} data is not JSON serialisable ({exc})",
-                hint="store only plain data in session records",
-            ) from exc
-        with self._write(f"import session {record['session_id']}") as conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO sessions (session_id, status, profile_id, parent_session_id,"
-                " created_at, updated_at, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record["session_id"],
-                    record["status"],
-                    record["profile_id"],
-                    record.get("parent_session_id"),
-                    _epoch(record["created_at"]),
-                    _epoch(record["updated_at"]),
-                    payload,
-                ),
-            )
-            return cur.rowcount == 1
-
-    def all_sessions(self) -> list[dict[str, Any]]:
-        """Every session record, oldest first (export)."""
-        with self._guard("read sessions") as conn:
-            rows = conn.execute(
-                f"SELECT {', '.join(_SESSION_COLUMNS)}, data FROM sessions ORDER BY created_at, rowid"
-            ).fetchall()
-        return [self._session_row(r) for r in rows]
