@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from fastmcp import Client, FastMCP
 from fastmcp.server.auth.auth import TokenVerifier
@@ -22,6 +23,22 @@ from hydra_sandbox.settings import HydraSettings
 from hydra_sandbox.store import ContextStore, InMemoryStore
 from tests.fake_sandbox import FakeSandbox
 
+TOOL_NAMES = (
+    "spawn_agent",
+    "list_agents",
+    "list_sessions",
+    "wait_session",
+    "tail_logs",
+    "summarize_session",
+    "terminate_session",
+    "resume_session",
+    "log_context",
+    "search_context",
+    "get_diff",
+    "apply_diff",
+    "discard_diff",
+)
+"""Every tool the operator's server has (written out: a test must fail when one appears or goes)."""
 REAL_STORE = "chroma"
 """Pass as ``store`` to open the real embedded ChromaStore (as ``hydra serve`` does)."""
 
@@ -32,18 +49,9 @@ class Hydra:
     services: Services
 
 
-def operator_server(
-    settings: HydraSettings,
-    sandbox: FakeSandbox | None = None,
-    *,
-    store: ContextStore | str | None = None,
-    metrics: HydraMetrics | None = None,
-    auth: TokenVerifier | None = None,
-    opened: list[Services] | None = None,
-) -> FastMCP:
-    """The operator's server over ``sandbox`` (a new FakeSandbox by default) and ``store`` (in memory
-    by default; :data:`REAL_STORE` for Chroma). The services it opens are appended to ``opened``."""
-    return hydra_servers(settings, sandbox, store=store, metrics=metrics, auth=auth, opened=opened).operator
+def operator_server(settings: HydraSettings, sandbox: FakeSandbox | None = None, **options: Any) -> FastMCP:
+    """The operator's server of :func:`hydra_servers` (same options)."""
+    return hydra_servers(settings, sandbox, **options).operator
 
 
 def hydra_servers(
@@ -55,7 +63,9 @@ def hydra_servers(
     auth: TokenVerifier | None = None,
     opened: list[Services] | None = None,
 ) -> HydraServers:
-    """Both servers (the agents' one mounted in the operator's), as :func:`operator_server` builds them."""
+    """Both servers (the agents' one mounted in the operator's) over ``sandbox`` (a new FakeSandbox by
+    default) and ``store`` (in memory by default; :data:`REAL_STORE` for Chroma). The services the
+    lifespan opens are appended to ``opened``."""
     fake = sandbox if sandbox is not None else FakeSandbox()
 
     @contextlib.asynccontextmanager

@@ -7,6 +7,7 @@ server takes agent tokens only. A request whose token fits neither gets no princ
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Callable
 from typing import TypeAlias
@@ -42,7 +43,7 @@ class AgentTokenVerifier(TokenVerifier):
         self._tokens = tokens
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        session_id = self._tokens.session_for(token)
+        session_id = await asyncio.to_thread(self._tokens.session_for, token)  # a file read
         if session_id is None:
             return None
         return AccessToken(

@@ -29,6 +29,7 @@ from hydra_sandbox.policy import Policy
 from hydra_sandbox.services import Services
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.adversarial.conftest import count_example
+from tests.hydra_server import TOOL_NAMES
 from tests.hydra_server import serve as serve_hydra
 
 T = TypeVar("T")
@@ -357,21 +358,6 @@ def tool_arguments(
 
 # -- the tests ----------------------------------------------------------------------------------------
 
-TOOL_NAMES = [
-    "spawn_agent",
-    "list_agents",
-    "list_sessions",
-    "wait_session",
-    "tail_logs",
-    "summarize_session",
-    "terminate_session",
-    "resume_session",
-    "log_context",
-    "search_context",
-    "get_diff",
-    "apply_diff",
-    "discard_diff",
-]
 
 
 def test_every_registered_tool_and_parameter_has_a_strategy(

@@ -13,24 +13,10 @@ from fastmcp import Client
 from hydra_sandbox.mcp.auth import HydraTokenVerifier
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.fake_sandbox import FakeRun, FakeSandbox, command, message
-from tests.hydra_server import operator_server, serve
+from tests.hydra_server import TOOL_NAMES, operator_server, serve
 
 SECRET = "sk-proj-SERVERTESTSECRETabcdefghijklmnopqrstuvwxyz012345"
-TOOLS = {
-    "spawn_agent",
-    "list_agents",
-    "list_sessions",
-    "wait_session",
-    "tail_logs",
-    "summarize_session",
-    "terminate_session",
-    "resume_session",
-    "log_context",
-    "search_context",
-    "get_diff",
-    "apply_diff",
-    "discard_diff",
-}
+TOOLS = set(TOOL_NAMES)
 
 
 @pytest.fixture

@@ -54,7 +54,9 @@ async def test_a_call_can_name_the_session_the_latest_tool_output_is_about() -> 
             {"type": "function_call_output", "call_id": "c1", "output": spawned},
         ]
     }
-    async with ScriptedModel(Script.model_validate(script)) as model:
-        async with httpx.AsyncClient(base_url=model.base_url) as http:
-            items = _items((await http.post("/responses", json=body)).text)
+    async with (
+        ScriptedModel(Script.model_validate(script)) as model,
+        httpx.AsyncClient(base_url=model.base_url) as http,
+    ):
+        items = _items((await http.post("/responses", json=body)).text)
     assert json.loads(str(items[0]["arguments"])) == {"session_id": child, "last": parent}
