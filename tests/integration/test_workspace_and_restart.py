@@ -88,10 +88,10 @@ async def test_a_restarted_server_follows_the_running_agent_without_duplicates(
         s = load_settings(data_home=settings.data_home, model_base_url=model.base_url, model="test-model")
         first = manager_for(s)
         await first.start()
-        session_id = (await first.spawn(SpawnRequest(working_dir=str(repo)))).session["session_id"]
+        session_id = (await first.spawn(SpawnRequest(working_dir=str(repo)), principal=OPERATOR)).session["session_id"]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 120
-        while not any("turn started" in e.text for e in first.events(session_id)):
+        while not any("turn started" in e.text for e in await first.events(session_id)):
             assert loop.time() < deadline, "the agent never started"
             await asyncio.sleep(0.1)
         await first.close()  # the server dies; the container keeps running
@@ -99,9 +99,9 @@ async def test_a_restarted_server_follows_the_running_agent_without_duplicates(
         second = manager_for(s)
         await second.start()
         try:
-            record = await second.wait(session_id, 180)
+            record = await second.wait(session_id, 180, principal=OPERATOR)
             assert record.status in {SessionStatus.COMPLETED, SessionStatus.AWAITING_APPROVAL}, record.reason
-            events = second.events(session_id)
+            events = await second.events(session_id)
             assert [e.counter for e in events] == list(range(len(events)))
             keyed = [(e.data.get("run"), e.data["seq"]) for e in events if "seq" in e.data]
             assert len(keyed) == len(set(keyed)), "an event was recorded twice"
