@@ -35,7 +35,7 @@ from hydra_sandbox.authority import (
     Component,
     Kind,
     Principal,
-    authorize,
+    authorize_component,
     component,
     component_key,
     resource_for,
@@ -114,10 +114,7 @@ class HydraMiddleware(Middleware):
         if row is None:  # not in the table: as good as absent (the matrix test catches a forgotten row)
             raise NotFoundError(f"Unknown {shown_as}")
         async with self._scope() as (principal, _outer):
-            try:
-                authorize(principal, row.action)
-            except AccessDenied as exc:
-                raise AccessDenied(f"{row.key}: {exc.message}", hint=exc.hint) from None
+            authorize_component(principal, row.kind, row.key, row.key)
             return await call()
 
     # -- calls -------------------------------------------------------------------------------
