@@ -232,7 +232,7 @@ def test_probes_send_a_host_that_hydras_own_host_check_answers(tmp_path: Path, m
 
     from starlette.testclient import TestClient
 
-    from hydra_sandbox.server import http_app
+    from hydra_sandbox.mcp.app import http_app
     from hydra_sandbox.services import open_services
     from hydra_sandbox.store import InMemoryStore
     from tests.fake_sandbox import FakeSandbox
