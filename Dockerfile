@@ -24,12 +24,9 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 --shell /usr/sbin/nologin hydra
+# The built-in profiles and policies come with the wheel (package data), nothing else to copy.
 COPY --from=build /opt/hydra /opt/hydra
-COPY profiles /opt/hydra-share/profiles
-COPY policies /opt/hydra-share/policies
 ENV PATH=/opt/hydra/bin:$PATH \
-    HYDRA_BUILTIN_PROFILES_DIR=/opt/hydra-share/profiles \
-    HYDRA_BUILTIN_POLICIES_DIR=/opt/hydra-share/policies \
     HYDRA_DATA_HOME=/data \
     HYDRA_TRANSPORT=http \
     HYDRA_HTTP_HOST=0.0.0.0

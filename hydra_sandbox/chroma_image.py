@@ -1,4 +1,4 @@
-"""Build a local Chroma server image (``images/chroma``) for tests and shared-index deployments.
+"""Build a local Chroma server image (``builtin/images/chroma``) for tests and shared-index deployments.
 
 No image registry is reachable and pip over TLS does not work inside containers, so the image is built
 from a local Debian base and chromadb is installed from wheels staged on the host: ``pip download`` of
@@ -19,13 +19,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from hydra_sandbox.errors import ImageBuildError, StoreError
 from hydra_sandbox.runtime import LABEL_ROLE, LABEL_VERSION
-from hydra_sandbox.settings import REPO_ROOT
+from hydra_sandbox.settings import HydraSettings, load_settings
 
-IMAGE_DIR = REPO_ROOT / "images" / "chroma"
 DEFAULT_BASE_IMAGE = "hydra-local/debian:bookworm"
 _PLATFORMS = (
     "manylinux2014_x86_64",
@@ -44,8 +41,8 @@ def default_tag() -> str:
     return f"hydra-chroma:{chromadb_version()}"
 
 
-def default_wheel_dir(version: str) -> Path:
-    return Path(platformdirs.user_cache_dir("hydra", appauthor=False)) / "chroma-wheels" / version
+def default_wheel_dir(cache_dir: Path, version: str) -> Path:
+    return cache_dir / "chroma-wheels" / version
 
 
 def stage_wheels(dest: Path, version: str, *, timeout_s: float = 900.0) -> Path:
@@ -98,15 +95,19 @@ def build_chroma_image(
     tag: str | None = None,
     *,
     wheel_dir: Path | None = None,
+    settings: HydraSettings | None = None,
 ) -> str:
     """Build the Chroma server image unless ``tag`` already exists; returns the tag.
 
     ``client`` is a ``docker.DockerClient``. The image runs ``chroma run --host 0.0.0.0 --port 8000
-    --path /data`` as uid 1000.
+    --path /data`` as uid 1000. Its build context and wheel cache come from ``settings``
+    (``images_dir``, ``cache_dir``; read from the environment when not given).
     """
     import docker.errors
 
     version = chromadb_version()
+    settings = settings or load_settings()
+    image_dir = settings.images_dir / "chroma"
     tag = tag or default_tag()
     if _image_exists(client, tag):
         return tag
@@ -116,10 +117,10 @@ def build_chroma_image(
             hint="build the local Debian base first (debootstrap + `docker import`, see design notes) "
             "or pass another bookworm base image",
         )
-    wheels = stage_wheels(wheel_dir or default_wheel_dir(version), version)
+    wheels = stage_wheels(wheel_dir or default_wheel_dir(settings.cache_dir, version), version)
     with tempfile.TemporaryDirectory(prefix="hydra-chroma-ctx-") as tmp:
         context = Path(tmp)
-        shutil.copy2(IMAGE_DIR / "Dockerfile", context / "Dockerfile")
+        shutil.copy2(image_dir / "Dockerfile", context / "Dockerfile")
         (context / "wheels").mkdir()
         for wheel in wheels.glob("*.whl"):
             shutil.copy2(wheel, context / "wheels" / wheel.name)
@@ -135,7 +136,7 @@ def build_chroma_image(
         except docker.errors.BuildError as exc:
             tail = [str(line.get("stream", line.get("error", ""))).strip() for line in exc.build_log][-8:]
             raise ImageBuildError(
-                f"building {tag} from {IMAGE_DIR} failed: {exc.msg}; last output: {' / '.join(tail)}",
+                f"building {tag} from {image_dir} failed: {exc.msg}; last output: {' / '.join(tail)}",
                 hint="check that the base image has working apt sources (apt over http must work)",
             ) from exc
         except docker.errors.APIError as exc:

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 from pydantic import BaseModel
 
 from hydra_sandbox import __version__
@@ -42,15 +41,6 @@ class BuiltImage(BaseModel):
     seconds: float
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("HYDRA_CACHE_DIR") or platformdirs.user_cache_dir("hydra", appauthor=False))
-
-
-def images_dir() -> Path:
-    override = os.environ.get("HYDRA_IMAGES_DIR")
-    return Path(override) if override else REPO_ROOT / "images"
-
-
 def _platform_package() -> tuple[str, str]:
     machine = platform.machine().lower()
     if machine in {"x86_64", "amd64"}:
@@ -60,10 +50,10 @@ def _platform_package() -> tuple[str, str]:
     raise ImageBuildError(f"no Codex binary for this machine ({machine})", hint="use x86_64 or arm64 Linux")
 
 
-def stage_codex(version: str, progress: Progress = lambda _m: None) -> Path:
-    """The static Codex binary of ``version``, installed from npm into the cache once."""
+def stage_codex(version: str, cache_dir: Path, progress: Progress = lambda _m: None) -> Path:
+    """The static Codex binary of ``version``, installed from npm into ``cache_dir`` once."""
     package, triple = _platform_package()
-    root = cache_dir() / f"codex-{version}"
+    root = cache_dir / f"codex-{version}"
     binary = root / "node_modules" / "@openai" / package / "vendor" / triple / "bin" / "codex"
     if not binary.is_file():
         npm = shutil.which("npm")
@@ -210,9 +200,9 @@ def build_agent_image(settings: HydraSettings, progress: Progress = lambda _m: N
     base_image = _image(client, base)
     if base_image is None:
         raise ImageBuildError(f"base image {base} not found", hint="unset HYDRA_BASE_IMAGE to build one locally")
-    binary = stage_codex(settings.codex_version, progress)
-    dockerfile = images_dir() / "agent" / "Dockerfile"
-    entry = images_dir() / "agent" / "hydra-agent-entry"
+    binary = stage_codex(settings.codex_version, settings.cache_dir, progress)
+    dockerfile = settings.images_dir / "agent" / "Dockerfile"
+    entry = settings.images_dir / "agent" / "hydra-agent-entry"
     build_hash = _hash(dockerfile, entry, binary, base_image.id.encode(), __version__.encode())
     tags = [settings.agent_image, f"hydra-agent:{__version__}-codex-{settings.codex_version}"]
     existing = _image(client, settings.agent_image)
@@ -227,6 +217,7 @@ def build_agent_image(settings: HydraSettings, progress: Progress = lambda _m: N
         context = Path(tmp)
         shutil.copy2(dockerfile, context / "Dockerfile")
         shutil.copy2(entry, context / "hydra-agent-entry")
+        os.chmod(context / "hydra-agent-entry", 0o755)  # an installed wheel need not keep the mode bits
         try:
             os.link(binary, context / "codex")
         except OSError:
@@ -258,8 +249,14 @@ def build_agent_image(settings: HydraSettings, progress: Progress = lambda _m: N
 def build_server_image(
     settings: HydraSettings, progress: Progress = lambda _m: None, tag: str = f"hydra-server:{__version__}"
 ) -> BuiltImage:
-    """The top-level Dockerfile (``hydra serve``), with this package's wheels staged on the host."""
+    """The top-level Dockerfile (``hydra serve``), with this package's wheels staged on the host. The
+    wheel carries the built-in profiles and policies; the image is built from a source checkout."""
     started = time.monotonic()
+    if not (REPO_ROOT / "pyproject.toml").is_file() or not (REPO_ROOT / "Dockerfile").is_file():
+        raise ImageBuildError(
+            f"the server image is built from a source checkout, and {REPO_ROOT} is not one",
+            hint="run `hydra images build --server` from a clone of Hydra's repository (after `pip install -e .`)",
+        )
     client = _docker_client()
     base = settings.base_image or ensure_base_image(client, progress=progress)
     with tempfile.TemporaryDirectory(prefix="hydra-server-build-") as tmp:
@@ -275,8 +272,6 @@ def build_server_image(
             tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])
             raise ImageBuildError(f"pip wheel failed:\n{tail}", hint="check that the package index is reachable")
         shutil.copy2(REPO_ROOT / "Dockerfile", context / "Dockerfile")
-        for name in ("profiles", "policies"):
-            shutil.copytree(REPO_ROOT / name, context / name)
         progress(f"building {tag} from {base}")
         _build(client, context, [tag], {"BASE_IMAGE": base}, progress)
     image = client.images.get(tag)

@@ -27,6 +27,7 @@ from hydra_sandbox.egress_relay import ConnectRelay, ForwardRelay, UnixForwardRe
 from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.policy import NetworkPolicy
 from hydra_sandbox.runtime import Mount
+from hydra_sandbox.settings import load_settings
 
 EGRESS_PORT = 18080
 SOCKET_DIR_IN_CONTAINER = "/run/hydra"
@@ -58,10 +59,11 @@ def _endpoint(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def runtime_dir() -> Path:
+def runtime_dir(base: Path | None = None) -> Path:
     """Where relay sockets live: a short path (Unix socket paths are limited to 108 bytes), private to
-    this user; only each session's own leaf directory is bind-mounted into its container."""
-    base = Path(os.environ.get("HYDRA_RUNTIME_DIR") or f"/tmp/hydra-run-{os.getuid()}")
+    this user; only each session's own leaf directory is bind-mounted into its container. ``base``
+    defaults to the ``runtime_dir`` setting (``HYDRA_RUNTIME_DIR``)."""
+    base = base or load_settings().runtime_dir
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     if base.is_symlink() or base.stat().st_uid != os.getuid():
         raise ConfigError(f"{base} is not a directory owned by this user", hint="set HYDRA_RUNTIME_DIR")

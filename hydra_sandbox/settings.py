@@ -17,17 +17,25 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hydra_sandbox.errors import ConfigError
 
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+"""What ships inside the package: built-in ``profiles/``, ``policies/`` and the ``images/`` build contexts."""
 REPO_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout this module was loaded from; meaningful only in a source checkout, never in a wheel install."""
 CODEX_VERSION = "0.169.0"
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 def _default_data_home() -> Path:
     return Path(platformdirs.user_data_dir("hydra", appauthor=False))
 
 
-def _builtin_dir(name: str) -> Path:
-    override = os.environ.get(f"HYDRA_BUILTIN_{name.upper()}_DIR")
-    return Path(override) if override else REPO_ROOT / name
+def _default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("hydra", appauthor=False))
+
+
+def _default_runtime_dir() -> Path:
+    # Short on purpose: a Unix socket path is limited to 108 bytes, and relay sockets live below it.
+    return Path(f"/tmp/hydra-run-{os.getuid()}")
 
 
 def _default_model_dir() -> Path:
@@ -60,8 +68,23 @@ class HydraSettings(BaseSettings):
     )
     model_api_key: SecretStr | None = Field(default=None, description="API key given to agents.")
     secrets: list[SecretStr] = Field(default_factory=list, description="Extra values to mask everywhere.")
-    builtin_profiles_dir: Path = Field(default_factory=lambda: _builtin_dir("profiles"))
-    builtin_policies_dir: Path = Field(default_factory=lambda: _builtin_dir("policies"))
+    builtin_profiles_dir: Path = Field(
+        default=BUILTIN_DIR / "profiles", description="Built-in profiles (shipped in the package)."
+    )
+    builtin_policies_dir: Path = Field(
+        default=BUILTIN_DIR / "policies", description="Built-in policies (shipped in the package)."
+    )
+    images_dir: Path = Field(
+        default=BUILTIN_DIR / "images", description="Build contexts of the agent and Chroma images."
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir, description="Downloads kept between builds (Codex CLI, wheels)."
+    )
+    runtime_dir: Path = Field(
+        default_factory=_default_runtime_dir,
+        description="Short private directory for relay and endpoint sockets (Unix socket paths are short).",
+    )
+    log_level: LogLevel = Field(default="WARNING", description="Log level of `hydra serve` (stderr).")
     profiles_dir: Path | None = Field(default=None, description="User profiles; override built-ins by id.")
     policies_dir: Path | None = Field(default=None, description="User policies; override built-ins by name.")
     max_concurrent_agents: int = Field(default=4, ge=1, le=256)
@@ -84,6 +107,11 @@ class HydraSettings(BaseSettings):
         default=True,
         description="Give agents whose policy allows children Hydra's MCP endpoint, so they can delegate.",
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("chroma_url")
     @classmethod
@@ -139,11 +167,17 @@ class HydraSettings(BaseSettings):
         return data
 
 
+def env_file() -> str:
+    """The ``.env`` file settings are read from: ``HYDRA_ENV_FILE``, default ``.env`` (this module is
+    the one place of the package that reads the process environment)."""
+    return os.environ.get("HYDRA_ENV_FILE", ".env")
+
+
 def load_settings(**overrides: Any) -> HydraSettings:
     """Read the settings now; a bad value becomes a :class:`ConfigError` naming the variable."""
-    env_file = os.environ.get("HYDRA_ENV_FILE", ".env")
+    env_file_name = env_file()
     try:
-        return HydraSettings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return HydraSettings(_env_file=env_file_name, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -151,5 +185,5 @@ def load_settings(**overrides: Any) -> HydraSettings:
             problems.append(f"HYDRA_{field.upper()}: {err['msg']}")
         raise ConfigError(
             "invalid settings: " + "; ".join(problems),
-            hint=f"fix the environment variable or {env_file}",
+            hint=f"fix the environment variable or {env_file_name}",
         ) from None

@@ -3,7 +3,7 @@
 It creates a small project with a failing test, starts Hydra in-process (the same MCP server, through
 an in-memory MCP client), spawns an agent in a real sandbox, and shows its progress, the diff, the
 checklist and a semantic search hit; then it applies the diff to the demo project and cleans up.
-Without ``OPENAI_API_KEY`` or ``HYDRA_MODEL_BASE_URL`` the agent is driven by a bundled *scripted
+Without ``HYDRA_MODEL_API_KEY`` or ``HYDRA_MODEL_BASE_URL`` the agent is driven by a bundled *scripted
 model*: a fixed list of replies, not a language model, so the demo needs no account.
 """
 
@@ -123,15 +123,16 @@ def demo(keep: bool = typer.Option(False, help="Keep the demo directory (project
     project.mkdir()
     for name, text in PROJECT.items():
         (project / name).write_text(text)
-    real = bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("HYDRA_MODEL_BASE_URL"))
+    settings = load_settings()
+    real = settings.model_api_key is not None or settings.model_base_url is not None
 
     async def main() -> None:
         if real:
-            console.print("[bold]model:[/] the configured model (OPENAI_API_KEY / HYDRA_MODEL_BASE_URL)")
+            console.print("[bold]model:[/] the configured model (HYDRA_MODEL_API_KEY / HYDRA_MODEL_BASE_URL)")
             await _run(root, None, None)
             return
         script = Script.model_validate(DEMO_SCRIPT)
-        console.print(f"[bold yellow]model: {script.label}[/] — set OPENAI_API_KEY to use a real model")
+        console.print(f"[bold yellow]model: {script.label}[/] — set HYDRA_MODEL_API_KEY to use a real model")
         async with ScriptedModel(script) as model:
             await _run(root, model.base_url, "scripted-demo")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import sys
 from typing import Literal
@@ -33,7 +32,7 @@ def serve(
     if port:
         overrides["http_port"] = port
     settings = load_settings(**overrides)
-    logging.basicConfig(stream=sys.stderr, level=os.environ.get("HYDRA_LOG_LEVEL", "WARNING"))
+    logging.basicConfig(stream=sys.stderr, level=settings.log_level)
     mode: Literal["stdio", "http"] = settings.transport
     token = settings.http_token.get_secret_value() if settings.http_token else secrets.token_urlsafe(32)
     from hydra_sandbox.mcp.app import run

@@ -87,7 +87,7 @@ def codex_config(model_url: str, settings: HydraSettings) -> str:
 async def test_codex_as_host_delegates_through_hydra_and_applies_the_childs_diff(
     agent_image: str, repo: Path, settings: HydraSettings, tmp_path: Path
 ) -> None:
-    codex = stage_codex(settings.codex_version)
+    codex = stage_codex(settings.codex_version, settings.cache_dir)
     codex_home = tmp_path / "host-codex-home"
     codex_home.mkdir()
     try:
