@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from functools import cached_property
+from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from hydra_sandbox.egress_rules import policy_domain
 from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation, shown
+from hydra_sandbox.yaml_dirs import YamlDirectories, fresh, load_each
 from hydra_sandbox.yaml_models import field_path, load_yaml_model, validate_data
 
 # Protected directories are named without a trailing slash so that the glob also covers a file or
@@ -304,52 +306,65 @@ def child_of(parent: Policy) -> Policy:
     return parent.model_copy(update={"delegation": delegation})
 
 
+def _load_policy(path: Path) -> Policy:
+    policy = load_yaml_model(Policy, path)
+    if policy.name != path.stem:
+        raise ConfigError(f"{path}: name: {policy.name!r} does not match the file name", hint=f"set name: {path.stem}")
+    return policy
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """Every policy file of the catalog read and validated: one build."""
+
+    files: dict[str, Path]
+    good: dict[str, Policy]
+    bad: dict[str, ConfigError]
+
+
+def _load(found: list[Path]) -> _Loaded:
+    files = {path.stem: path for path in found}  # a later directory overrides by name
+    good, bad = load_each((name, partial(_load_policy, path)) for name, path in sorted(files.items()))
+    return _Loaded(files=files, good=good, bad=bad)
+
+
 class PolicyCatalog:
-    """Policies by name from the built-in directory and the user's (later directories override)."""
+    """Policies by name from the built-in directory and the user's (later directories override).
 
-    def __init__(self, directories: Iterable[Path]) -> None:
-        self._dirs = [d for d in directories if d is not None]
+    The files are read once and again only when one changes (:class:`~hydra_sandbox.yaml_dirs.YamlDirectories`).
+    """
 
-    def _files(self) -> dict[str, Path]:
-        found: dict[str, Path] = {}
-        for directory in self._dirs:
-            if directory.is_dir():
-                for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
-                    found[path.stem] = path
-        return found
+    def __init__(self, directories: Iterable[Path | None]) -> None:
+        self._files = YamlDirectories(directories, _load)
+        self._dirs = self._files.directories
 
     def names(self) -> list[str]:
-        return sorted(self._files())
+        return sorted(self._files.current().files)
 
     def path(self, name: str) -> Path:
-        files = self._files()
+        files = self._files.current().files
         if name not in files:
-            raise PolicyNotFoundError(
-                f"policy {shown(name)} not found in {', '.join(str(d) for d in self._dirs)}",
-                hint="available policies: " + (", ".join(sorted(files)) or "none"),
-            )
+            raise self._not_found(name, files)
         return files[name]
 
     def get(self, name: str) -> Policy:
-        path = self.path(name)
-        policy = load_yaml_model(Policy, path)
-        if policy.name != path.stem:
-            raise ConfigError(
-                f"{path}: name: {policy.name!r} does not match the file name",
-                hint=f"set name: {path.stem}",
-            )
-        return policy
+        loaded = self._files.current()
+        if name in loaded.bad:
+            raise fresh(loaded.bad[name])
+        if name not in loaded.good:
+            raise self._not_found(name, loaded.files)
+        return loaded.good[name]
+
+    def _not_found(self, name: str, files: Mapping[str, Path]) -> PolicyNotFoundError:
+        return PolicyNotFoundError(
+            f"policy {shown(name)} not found in {', '.join(str(d) for d in self._dirs)}",
+            hint="available policies: " + (", ".join(sorted(files)) or "none"),
+        )
 
     def load_all(self) -> tuple[dict[str, Policy], dict[str, ConfigError]]:
         """Every policy that loads, and the error of each one that does not."""
-        good: dict[str, Policy] = {}
-        bad: dict[str, ConfigError] = {}
-        for name in self.names():
-            try:
-                good[name] = self.get(name)
-            except ConfigError as exc:
-                bad[name] = exc
-        return good, bad
+        loaded = self._files.current()
+        return dict(loaded.good), dict(loaded.bad)
 
 
 class Explanation(BaseModel):

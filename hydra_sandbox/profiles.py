@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +22,7 @@ import pathspec
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from hydra_sandbox.errors import ConfigError, ProfileNotFoundError, shown
+from hydra_sandbox.yaml_dirs import YamlDirectories, fresh, load_each
 from hydra_sandbox.yaml_models import read_yaml, validate_data
 
 _ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -171,58 +174,65 @@ def render_prompt(profile: Profile, task: str | None, inputs: dict[str, Any] | N
     return "\n\n".join(parts)
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """Every profile file read, merged by id and validated: one build of the catalog."""
+
+    good: dict[str, Profile]
+    invalid: dict[str, ConfigError]  # merged but not valid, by id
+    unreadable: dict[str, ConfigError]  # files that did not parse, by file stem
+
+
+def _load(files: list[Path]) -> _Loaded:
+    merged: dict[str, tuple[dict[str, Any], list[Path]]] = {}
+    unreadable: dict[str, ConfigError] = {}
+    for path in files:  # one broken file does not hide the others
+        try:
+            data = read_yaml(path)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: expected a mapping of profile fields at the top level")
+        except ConfigError as exc:
+            unreadable[path.stem] = exc
+            continue
+        pid = str(data.get("id", path.stem))
+        base, sources = merged.get(pid, ({}, []))
+        merged[pid] = ({**base, **data}, [*sources, path])
+    good, invalid = load_each(
+        (pid, partial(validate_data, Profile, data, " + ".join(str(s) for s in sources)))
+        for pid, (data, sources) in sorted(merged.items())
+    )
+    return _Loaded(good=good, invalid=invalid, unreadable=unreadable)
+
+
 class ProfileCatalog:
-    """Profiles from several directories; later directories override earlier ones (see module doc)."""
+    """Profiles from several directories; later directories override earlier ones (see module doc).
+
+    The files are read once and again only when one changes (:class:`~hydra_sandbox.yaml_dirs.YamlDirectories`).
+    """
 
     def __init__(self, directories: Iterable[Path | None]) -> None:
-        self._dirs = [d for d in directories if d is not None]
-
-    def _raw_safe(self) -> tuple[dict[str, tuple[dict[str, Any], list[Path]]], dict[str, ConfigError]]:
-        """Like ``_raw`` but one broken file does not hide the others."""
-        merged: dict[str, tuple[dict[str, Any], list[Path]]] = {}
-        broken: dict[str, ConfigError] = {}
-        for directory in self._dirs:
-            if not directory.is_dir():
-                continue
-            for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-                try:
-                    data = read_yaml(path)
-                    if not isinstance(data, dict):
-                        raise ConfigError(f"{path}: expected a mapping of profile fields at the top level")
-                except ConfigError as exc:
-                    broken[path.stem] = exc
-                    continue
-                pid = str(data.get("id", path.stem))
-                base, sources = merged.get(pid, ({}, []))
-                merged[pid] = ({**base, **data}, [*sources, path])
-        return merged, broken
+        self._files = YamlDirectories(directories, _load)
+        self._dirs = self._files.directories
 
     def ids(self) -> list[str]:
-        merged, broken = self._raw_safe()
-        return sorted(set(merged) | set(broken))
+        loaded = self._files.current()
+        return sorted(set(loaded.good) | set(loaded.invalid) | set(loaded.unreadable))
 
     def get(self, profile_id: str) -> Profile:
-        merged, broken = self._raw_safe()
-        if profile_id in broken and profile_id not in merged:
-            raise broken[profile_id]
-        if profile_id not in merged:
-            raise ProfileNotFoundError(
-                f"profile {shown(profile_id)} not found",
-                hint="available profiles: "
-                + (", ".join(sorted(merged)) or "none")
-                + f"; searched {', '.join(str(d) for d in self._dirs)}",
-            )
-        data, sources = merged[profile_id]
-        return validate_data(Profile, data, " + ".join(str(s) for s in sources))
+        loaded = self._files.current()
+        if profile_id in loaded.good:
+            return loaded.good[profile_id]
+        error = loaded.invalid.get(profile_id) or loaded.unreadable.get(profile_id)
+        if error is not None:
+            raise fresh(error)
+        raise ProfileNotFoundError(
+            f"profile {shown(profile_id)} not found",
+            hint="available profiles: "
+            + (", ".join(sorted(loaded.good)) or "none")
+            + f"; searched {', '.join(str(d) for d in self._dirs)}",
+        )
 
     def load_all(self) -> tuple[dict[str, Profile], dict[str, ConfigError]]:
         """Every profile that loads, and the error of each one that does not."""
-        merged, broken = self._raw_safe()
-        good: dict[str, Profile] = {}
-        bad: dict[str, ConfigError] = dict(broken)
-        for pid, (data, sources) in sorted(merged.items()):
-            try:
-                good[pid] = validate_data(Profile, data, " + ".join(str(s) for s in sources))
-            except ConfigError as exc:
-                bad[pid] = exc
-        return good, bad
+        loaded = self._files.current()
+        return dict(loaded.good), {**loaded.unreadable, **loaded.invalid}
