@@ -34,7 +34,15 @@ HEAD_TOKENS = 160
 TAIL_TOKENS = MAX_TOKENS - 2 - HEAD_TOKENS  # 94, plus [CLS] and [SEP]
 TOKENIZE_CHARS = 4096
 REQUIRED_FILES = ("model.onnx", "tokenizer.json")
-SHARED_MODEL_HINT = "/work/shared/models/all-MiniLM-L6-v2/onnx"
+
+
+def install_hint(model_dir: Path) -> str:
+    """What to do when ``model_dir`` holds no usable model: the same three ways everywhere."""
+    return (
+        "run `hydra embeddings install` (it downloads all-MiniLM-L6-v2 the way Chroma does), or copy a folder "
+        f"holding its ONNX export (model.onnx, tokenizer.json) to {model_dir}, or set HYDRA_EMBEDDING_MODEL_DIR "
+        "to such a folder"
+    )
 
 
 class MiniLMEmbedding(EmbeddingFunction[Documents]):
@@ -83,10 +91,8 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
         if missing:
             state = "does not exist" if not self.model_dir.is_dir() else f"lacks {', '.join(missing)}"
             raise EmbeddingModelMissingError(
-                f"embedding model directory {self.model_dir} {state}",
-                hint=f"copy the all-MiniLM-L6-v2 ONNX model there (e.g. `cp -r {SHARED_MODEL_HINT} "
-                f"{self.model_dir}`) or set HYDRA_EMBEDDING_MODEL_DIR to a directory holding "
-                "model.onnx and tokenizer.json",
+                f"semantic search needs the embedding model, and {self.model_dir} {state}",
+                hint=install_hint(self.model_dir),
             )
 
     def _load(self) -> None:
@@ -119,8 +125,7 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
             except Exception as exc:  # a corrupt file surfaces as many library-specific errors
                 raise EmbeddingModelMissingError(
                     f"embedding model in {self.model_dir} could not be loaded ({type(exc).__name__}: {exc})",
-                    hint=f"replace the directory with a fresh copy of {SHARED_MODEL_HINT} "
-                    "or point HYDRA_EMBEDDING_MODEL_DIR at a good copy",
+                    hint=f"delete {self.model_dir}, then " + install_hint(self.model_dir),
                 ) from exc
             self._truncating, self._full = truncating, full
             self._session = session

@@ -63,9 +63,13 @@ class Indexer:
     # -- one batch ------------------------------------------------------------------------------
 
     def _note_failure(self, state: RetryCallState) -> None:
+        """Log a failure once: the same error again (a missing model, a Chroma outage) goes to debug."""
         self.failures += 1
-        self.last_error = state.outcome.exception() if state.outcome else None
-        log.warning("indexing failed (attempt %d), retrying: %s", state.attempt_number, self.last_error)
+        error = state.outcome.exception() if state.outcome else None
+        repeated = self.last_error is not None and str(error) == str(self.last_error)
+        self.last_error = error
+        level = logging.DEBUG if repeated else logging.WARNING
+        log.log(level, "indexing failed (attempt %d), retrying: %s", state.attempt_number, error)
 
     def _index_batch(self, deadline: float | None) -> int:
         """Index the next batch; returns how many events it held (0: caught up)."""
@@ -104,6 +108,7 @@ class Indexer:
             reraise=True,
         )
         retrying(self.store.record_events, events)
+        self.last_error = None  # a later failure is news again
         self.journal.set_meta(CURSOR_KEY, str(batch[-1][0]))
         return len(events)
 

@@ -10,6 +10,7 @@ from rich.markup import escape
 from hydra_sandbox.cli import (
     config_cmd,
     demo_cmd,
+    embeddings_cmd,
     images_cmd,
     ops_cmd,
     policies_cmd,
@@ -31,6 +32,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(profiles_cmd.app, name="profiles")
 app.add_typer(policies_cmd.app, name="policies")
 app.add_typer(images_cmd.app, name="images")
+app.add_typer(embeddings_cmd.app, name="embeddings")
 app.add_typer(sessions_cmd.app, name="sessions")
 app.command("serve")(serve_cmd.serve)
 app.command("doctor")(ops_cmd.doctor)

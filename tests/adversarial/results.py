@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hydra_sandbox.settings import REPO_ROOT
+from hydra_sandbox.settings import load_settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / ".results"
-SHARED_MODEL = REPO_ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2" / "onnx"
 
 
 def record_result(scenario: str, tried: str, cases: int, result: str) -> None:
@@ -49,8 +47,5 @@ def scenario_recorder(module_file: str) -> Callable[[str], contextlib.AbstractCo
 
 
 def model_dir() -> Path:
-    """HYDRA_EMBEDDING_MODEL_DIR, else the shared offline copy beside the repository, else Chroma's cache."""
-    configured = os.environ.get("HYDRA_EMBEDDING_MODEL_DIR")
-    if configured:
-        return Path(configured)
-    return SHARED_MODEL if SHARED_MODEL.is_dir() else Path.home() / ".cache/chroma/onnx_models/all-MiniLM-L6-v2/onnx"
+    """Where Hydra reads the embedding model (HYDRA_EMBEDDING_MODEL_DIR; `hydra embeddings install` puts it there)."""
+    return load_settings().embedding_model_dir

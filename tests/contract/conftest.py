@@ -15,21 +15,15 @@ import pytest
 
 from hydra_sandbox.chroma_store import ChromaStore
 from hydra_sandbox.embeddings import MiniLMEmbedding
-from hydra_sandbox.settings import HydraSettings
+from hydra_sandbox.settings import HydraSettings, load_settings
 from hydra_sandbox.store import ContextStore, InMemoryStore
 
-SHARED_MODEL = Path("/work/shared/models/all-MiniLM-L6-v2/onnx")
 TEST_LABELS = {"hydra.test": "1", "hydra.role": "chroma"}
 
 
 def model_dir() -> Path:
-    """HYDRA_EMBEDDING_MODEL_DIR, else the machine's shared copy, else Chroma's default location."""
-    configured = os.environ.get("HYDRA_EMBEDDING_MODEL_DIR")
-    if configured:
-        return Path(configured)
-    if SHARED_MODEL.is_dir():
-        return SHARED_MODEL
-    return Path.home() / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v2" / "onnx"
+    """Where Hydra reads the embedding model (HYDRA_EMBEDDING_MODEL_DIR; `hydra embeddings install` puts it there)."""
+    return load_settings().embedding_model_dir
 
 
 def free_loopback_port() -> int:

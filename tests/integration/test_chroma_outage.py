@@ -17,18 +17,16 @@ from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.events import EventDraft, SessionRef
 from hydra_sandbox.indexer import Indexer
 from hydra_sandbox.journal import Journal
+from hydra_sandbox.settings import load_settings
 
 pytestmark = [pytest.mark.docker, pytest.mark.adversarial]
 
-SHARED_MODEL = Path("/work/shared/models/all-MiniLM-L6-v2/onnx")
 LABELS = {"hydra.test": "1", "hydra.role": "chroma", "hydra.session": "outage-test"}
 
 
 def model_dir() -> Path:
-    configured = os.environ.get("HYDRA_EMBEDDING_MODEL_DIR")
-    if configured:
-        return Path(configured)
-    return SHARED_MODEL if SHARED_MODEL.is_dir() else Path.home() / ".cache/chroma/onnx_models/all-MiniLM-L6-v2/onnx"
+    """Where Hydra reads the embedding model (HYDRA_EMBEDDING_MODEL_DIR; `hydra embeddings install` puts it there)."""
+    return load_settings().embedding_model_dir
 
 
 def poll(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -14,15 +14,21 @@ import pytest
 pytestmark = pytest.mark.docker
 
 
-def test_hydra_demo_runs_the_whole_loop_offline_and_cleans_up(agent_image: str, tmp_path: Path) -> None:
-    before = set(Path(tempfile.gettempdir()).glob("hydra-demo-*"))
+def run_demo(tmp_path: Path, **extra_env: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "OPENAI_"))}
-    env |= {"HYDRA_DATA_HOME": str(tmp_path / "data"), "NO_COLOR": "1", "COLUMNS": "160"}
+    env |= {"HYDRA_DATA_HOME": str(tmp_path / "data"), "NO_COLOR": "1", "COLUMNS": "160", **extra_env}
     result = subprocess.run(
         [sys.executable, "-m", "hydra_sandbox", "demo"], env=env, capture_output=True, text=True, timeout=600
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
+    assert "Traceback" not in out, out[-4000:]
+    return out
+
+
+def test_hydra_demo_runs_the_whole_loop_offline_and_cleans_up(agent_image: str, tmp_path: Path) -> None:
+    before = set(Path(tempfile.gettempdir()).glob("hydra-demo-*"))
+    out = run_demo(tmp_path)
     assert "model: scripted demo model (not a real model)" in out, "the scripted model is not labelled as such"
     assert "session ended: awaiting_approval" in out
     assert "+    return a + b" in out, "no diff shown"
@@ -32,3 +38,15 @@ def test_hydra_demo_runs_the_whole_loop_offline_and_cleans_up(agent_image: str, 
     assert "applied 1 written" in out
     assert "cleaned up:" in out
     assert set(Path(tempfile.gettempdir()).glob("hydra-demo-*")) <= before, "the demo left its directory behind"
+
+
+def test_without_the_embedding_model_only_search_is_missing(agent_image: str, tmp_path: Path) -> None:
+    """A fresh machine without the model: the loop runs, search says once what to install, no traceback."""
+    (tmp_path / "no-model").mkdir()
+    out = run_demo(tmp_path, HYDRA_EMBEDDING_MODEL_DIR=str(tmp_path / "no-model"))
+    assert "session ended: awaiting_approval" in out
+    search = out.split("5. semantic search", 1)[1].split("6. apply", 1)[0]
+    assert search.count("search unavailable:") == 1
+    assert "hydra embeddings install" in search.replace("\n", " ") and str(tmp_path / "no-model") in search
+    assert out.count("indexing failed") <= 1, "the indexer repeats the same error instead of saying it once"
+    assert "applied 1 written" in out and "cleaned up:" in out

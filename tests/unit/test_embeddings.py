@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -11,18 +10,12 @@ import pytest
 
 from hydra_sandbox.embeddings import MAX_TOKENS, MiniLMEmbedding
 from hydra_sandbox.errors import EmbeddingModelMissingError
-
-SHARED_MODEL = Path("/work/shared/models/all-MiniLM-L6-v2/onnx")
+from hydra_sandbox.settings import load_settings
 
 
 def model_dir() -> Path:
-    """HYDRA_EMBEDDING_MODEL_DIR, else the machine's shared copy, else Chroma's default location."""
-    configured = os.environ.get("HYDRA_EMBEDDING_MODEL_DIR")
-    if configured:
-        return Path(configured)
-    if SHARED_MODEL.is_dir():
-        return SHARED_MODEL
-    return Path.home() / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v2" / "onnx"
+    """Where Hydra reads the embedding model (HYDRA_EMBEDDING_MODEL_DIR; `hydra embeddings install` puts it there)."""
+    return load_settings().embedding_model_dir
 
 
 TEXTS = [

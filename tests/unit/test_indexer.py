@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -148,3 +149,33 @@ def test_summaries_reach_the_summaries_side_and_are_searchable(journal: Journal)
     Indexer(journal, store).catch_up(5)
     hits = store.semantic_search("final summary")
     assert hits[0].id == "s:1" and hits[0].type == "summary"
+
+
+def test_a_failure_that_repeats_is_logged_once_until_indexing_works_again(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A missing model or a Chroma outage fails every retry the same way: one warning, not one a retry."""
+    store = FlakyStore()
+    store.down.set()
+    indexer = Indexer(journal, store, batch_size=4, poll_interval_s=0.01, max_backoff_s=0.01)
+
+    def warnings() -> int:
+        return sum(r.levelno == logging.WARNING and "indexing failed" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.DEBUG, logger="hydra_sandbox.indexer"):
+        indexer.start()
+        try:
+            append(journal, 3)
+            indexer.notify()
+            wait_until(lambda: store.failed_calls >= 5)
+            assert warnings() == 1
+            store.down.clear()
+            wait_until(lambda: indexer.lag() == 0)
+            store.down.set()
+            append(journal, 1, session="t")
+            indexer.notify()
+            wait_until(lambda: store.failed_calls >= 7)
+            assert warnings() == 2  # the same error after a success is news again
+        finally:
+            store.down.clear()
+            indexer.stop()
