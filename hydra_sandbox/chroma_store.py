@@ -36,7 +36,7 @@ from chromadb.config import Settings as ChromaSettings
 
 from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.errors import HydraError, StoreError
-from hydra_sandbox.events import Event
+from hydra_sandbox.events import Event, as_utc
 from hydra_sandbox.settings import HydraSettings
 from hydra_sandbox.store import SUMMARY_TYPE, SearchFilters, SearchHit, check_summary
 
@@ -46,18 +46,14 @@ LOCK_FILE = "hydra-chroma.lock"
 _PLAIN_KEYS = ("profile_id", "parent_session_id", "relationship")
 
 
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
-
 def flatten_metadata(event: Event) -> dict[str, str | int | float | bool]:
     """The scalar-only metadata Chroma stores for ``event`` (see the module docstring)."""
     meta: dict[str, str | int | float | bool] = {
         "session_id": event.session_id,
         "type": event.type,
         "counter": event.counter,
-        "ts": _aware(event.timestamp).timestamp(),
-        "timestamp": _aware(event.timestamp).isoformat(),
+        "ts": as_utc(event.timestamp).timestamp(),
+        "timestamp": as_utc(event.timestamp).isoformat(),
         "tags": json.dumps(event.tags),
         "related_files": json.dumps(event.related_files),
         "related_sessions": json.dumps(event.related_sessions),
@@ -103,9 +99,9 @@ def build_where(filters: SearchFilters | None) -> dict[str, Any] | None:
             clauses.append({key: value})
     clauses.extend({f"tag:{tag}": True} for tag in filters.tags)
     if filters.since is not None:
-        clauses.append({"ts": {"$gte": _aware(filters.since).timestamp()}})
+        clauses.append({"ts": {"$gte": as_utc(filters.since).timestamp()}})
     if filters.until is not None:
-        clauses.append({"ts": {"$lte": _aware(filters.until).timestamp()}})
+        clauses.append({"ts": {"$lte": as_utc(filters.until).timestamp()}})
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}

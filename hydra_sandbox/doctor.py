@@ -1,8 +1,17 @@
-"""``hydra doctor``: each dependency checked on its own, with what to do when it fails."""
+"""``hydra doctor``: each dependency checked on its own, with what to do when it fails.
+
+Every check is a probe (a function that answers with a detail, or raises) run by :func:`_check`,
+which turns the answer or the exception into a :class:`Check`. Checks that need Docker are skipped,
+and say so, when the daemon does not answer.
+"""
 
 from __future__ import annotations
 
 import subprocess
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -10,6 +19,8 @@ from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.errors import HydraError
 from hydra_sandbox.model_credentials import describe_model_key
 from hydra_sandbox.settings import HydraSettings
+
+Probe = Callable[[], "str | tuple[bool, str]"]
 
 
 class Check(BaseModel):
@@ -19,127 +30,137 @@ class Check(BaseModel):
     fix: str | None = None
 
 
-def _docker() -> tuple[Check, object | None]:
+def _check(name: str, probe: Probe, *, fix: str, failed: Callable[[Exception], str] = str) -> Check:
+    """Run one probe: ok with its detail, or not ok with what failed and how to fix it. A probe may
+    answer ``(False, detail)`` for a dependency that answers wrongly; a HydraError brings its own fix."""
     try:
-        import docker
-
-        client = docker.from_env(timeout=10)
-        version = client.version()
-        return Check(
-            name="docker", ok=True, detail=f"daemon {version.get('Version')} (API {version.get('ApiVersion')})"
-        ), client
-    except Exception as exc:
-        return Check(
-            name="docker",
-            ok=False,
-            detail=f"daemon not reachable: {exc}",
-            fix="install docker.io and start dockerd (scripts/setup does both), or set DOCKER_HOST",
-        ), None
+        answer = probe()
+    except HydraError as exc:
+        return Check(name=name, ok=False, detail=exc.message, fix=exc.hint or fix)
+    except Exception as exc:  # a probe's dependency fails in its own library's ways
+        return Check(name=name, ok=False, detail=failed(exc), fix=fix)
+    ok, detail = answer if isinstance(answer, tuple) else (True, answer)
+    return Check(name=name, ok=ok, detail=detail, fix=None if ok else fix)
 
 
-def _image(client: object | None, settings: HydraSettings) -> Check:
-    if client is None:
-        return Check(name="agent image", ok=False, detail="skipped: no Docker daemon", fix="fix docker first")
-    try:
-        image = client.images.get(settings.agent_image)  # type: ignore[attr-defined]
-        return Check(
-            name="agent image", ok=True, detail=f"{settings.agent_image} ({image.attrs.get('Size', 0) / 1e6:.0f} MB)"
-        )
-    except Exception:
-        return Check(
-            name="agent image", ok=False, detail=f"{settings.agent_image} is missing", fix="run `hydra images build`"
-        )
+def _docker_version(found: list[Any]) -> str:
+    """Connect to the daemon (the client goes into ``found`` for the checks that need it)."""
+    import docker
+
+    client = docker.from_env(timeout=10)
+    version = client.version()
+    found.append(client)
+    return f"daemon {version.get('Version')} (API {version.get('ApiVersion')})"
 
 
-def _codex(client: object | None, settings: HydraSettings) -> Check:
-    if client is None:
-        return Check(name="codex", ok=False, detail="skipped: no Docker daemon", fix="fix docker first")
-    try:
-        out = client.containers.run(  # type: ignore[attr-defined]
-            settings.agent_image,
-            ["codex", "--version"],
-            remove=True,
-            read_only=True,
-            network_mode="none",
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
-            user="1000:1000",
-            tmpfs={"/tmp": "", "/home/agent": "uid=1000"},
-            labels={"hydra.role": "doctor"},
-        )
-        text = out.decode().strip().splitlines()[-1]
-        ok = settings.codex_version in text
-        return Check(name="codex", ok=ok, detail=text, fix=None if ok else "run `hydra images build --force`")
-    except Exception as exc:
-        return Check(
-            name="codex",
-            ok=False,
-            detail=f"codex --version failed in the agent image: {exc}",
-            fix="run `hydra images build`",
-        )
+def _agent_image(client: Any, tag: str) -> str:
+    return f"{tag} ({client.images.get(tag).attrs.get('Size', 0) / 1e6:.0f} MB)"
+
+
+def _codex_version(client: Any, settings: HydraSettings) -> tuple[bool, str]:
+    out = client.containers.run(
+        settings.agent_image,
+        ["codex", "--version"],
+        remove=True,
+        read_only=True,
+        network_mode="none",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        user="1000:1000",
+        tmpfs={"/tmp": "", "/home/agent": "uid=1000"},
+        labels={"hydra.role": "doctor"},
+    )
+    text = out.decode().strip().splitlines()[-1]
+    return settings.codex_version in text, text
+
+
+def _docker_checks(settings: HydraSettings) -> list[Check]:
+    found: list[Any] = []
+    daemon = _check(
+        "docker",
+        lambda: _docker_version(found),
+        fix="install docker.io and start dockerd (scripts/setup does both), or set DOCKER_HOST",
+        failed=lambda exc: f"daemon not reachable: {exc}",
+    )
+    client = found[0] if found else None
+    needs_docker: list[tuple[str, Probe, str, Callable[[Exception], str]]] = [
+        (
+            "agent image",
+            lambda: _agent_image(client, settings.agent_image),
+            "run `hydra images build`",
+            lambda _exc: f"{settings.agent_image} is missing",
+        ),
+        (
+            "codex",
+            lambda: _codex_version(client, settings),
+            "run `hydra images build --force`",
+            lambda exc: f"codex --version failed in the agent image: {exc}",
+        ),
+    ]
+    if not daemon.ok:
+        return [daemon] + [
+            Check(name=name, ok=False, detail="skipped: no Docker daemon", fix="fix docker first")
+            for name, *_ in needs_docker
+        ]
+    return [daemon] + [_check(name, probe, fix=fix, failed=failed) for name, probe, fix, failed in needs_docker]
+
+
+def _heartbeat(url: str) -> tuple[bool, str]:
+    with urllib.request.urlopen(url.rstrip("/") + "/api/v2/heartbeat", timeout=5) as response:
+        return response.status == 200, f"server {url} answers"
+
+
+def _writable(path: Path) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".hydra-doctor"
+    probe.write_text("ok")
+    probe.unlink()
+    return f"embedded store at {path} is writable"
 
 
 def _store(settings: HydraSettings) -> Check:
     if settings.chroma_url:
-        try:
-            import urllib.request
-
-            with urllib.request.urlopen(settings.chroma_url.rstrip("/") + "/api/v2/heartbeat", timeout=5) as r:
-                return Check(name="chroma", ok=r.status == 200, detail=f"server {settings.chroma_url} answers")
-        except Exception as exc:
-            return Check(
-                name="chroma",
-                ok=False,
-                detail=f"server {settings.chroma_url}: {exc}",
-                fix="start the Chroma server or unset HYDRA_CHROMA_URL for the embedded store",
-            )
+        url = settings.chroma_url
+        return _check(
+            "chroma",
+            lambda: _heartbeat(url),
+            fix="start the Chroma server or unset HYDRA_CHROMA_URL for the embedded store",
+            failed=lambda exc: f"server {url}: {exc}",
+        )
     path = settings.effective_chroma_path
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".hydra-doctor"
-        probe.write_text("ok")
-        probe.unlink()
-        return Check(name="chroma", ok=True, detail=f"embedded store at {path} is writable")
-    except OSError as exc:
-        return Check(
-            name="chroma",
-            ok=False,
-            detail=f"embedded store at {path}: {exc.strerror}",
-            fix="set HYDRA_DATA_HOME or HYDRA_CHROMA_PATH to a writable directory",
-        )
+    return _check(
+        "chroma",
+        lambda: _writable(path),
+        fix="set HYDRA_DATA_HOME or HYDRA_CHROMA_PATH to a writable directory",
+        failed=lambda exc: f"embedded store at {path}: {getattr(exc, 'strerror', None) or exc}",
+    )
 
 
-def _model(settings: HydraSettings) -> Check:
-    try:
-        MiniLMEmbedding(settings.embedding_model_dir).check()
-        return Check(name="embedding model", ok=True, detail=f"all-MiniLM-L6-v2 in {settings.embedding_model_dir}")
-    except HydraError as exc:
-        return Check(name="embedding model", ok=False, detail=exc.message, fix=exc.hint)
+def _model(model_dir: Path) -> str:
+    MiniLMEmbedding(model_dir).check()
+    return f"all-MiniLM-L6-v2 in {model_dir}"
 
 
-def _npm() -> Check:
-    try:
-        version = subprocess.run(["npm", "--version"], capture_output=True, text=True, check=True).stdout.strip()
-        return Check(name="npm", ok=True, detail=f"npm {version} (used once to stage the Codex CLI)")
-    except (OSError, subprocess.CalledProcessError):
-        return Check(
-            name="npm", ok=False, detail="npm not found", fix="apt-get install npm (needed by `hydra images build`)"
-        )
+def _npm() -> str:
+    version = subprocess.run(["npm", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    return f"npm {version} (used once to stage the Codex CLI)"
 
 
 def _model_key(settings: HydraSettings) -> Check:
-    report = describe_model_key(settings)
+    report = describe_model_key(settings)  # answers with a report, never raises: no probe needed
     return Check(name="model key", ok=report.ok, detail=report.detail, fix=report.fix)
 
 
 def run_checks(settings: HydraSettings) -> list[Check]:
-    docker_check, client = _docker()
     return [
-        docker_check,
-        _image(client, settings),
-        _codex(client, settings),
+        *_docker_checks(settings),
         _store(settings),
-        _model(settings),
+        _check("embedding model", lambda: _model(settings.embedding_model_dir), fix="run `hydra embeddings install`"),
         _model_key(settings),
-        _npm(),
+        _check(
+            "npm",
+            _npm,
+            fix="apt-get install npm (needed by `hydra images build`)",
+            failed=lambda _exc: "npm not found",
+        ),
     ]

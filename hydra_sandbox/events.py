@@ -32,6 +32,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(ts: datetime) -> datetime:
+    """``ts`` with a time zone: a naive timestamp (as old journals and callers give) is read as UTC."""
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
 class EventDraft(BaseModel):
     """An event before the journal has given it a counter."""
 

@@ -3,9 +3,15 @@ not one Hydra still needs (active, or waiting for its diff to be applied)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
 from pydantic import BaseModel, Field
 
-from hydra_sandbox.runtime import LABEL_HOME, LABEL_SESSION, ContainerRuntime
+from hydra_sandbox.runtime import LABEL_HOME, LABEL_SESSION, ContainerInfo, ContainerRuntime, NetworkInfo, VolumeInfo
+
+Labelled = ContainerInfo | VolumeInfo | NetworkInfo
+Remove = Callable[[Any], Awaitable[None]]
 
 
 class GcReport(BaseModel):
@@ -26,22 +32,16 @@ async def collect_garbage(
     home) and to no session in ``keep_sessions``. Other instances' objects are never touched."""
     report = GcReport(dry_run=dry_run)
     mine = {LABEL_HOME: home}
-    for container in await runtime.list_containers(mine):
-        session = container.labels.get(LABEL_SESSION)
-        if session is not None and session not in keep_sessions:
-            report.containers.append(container.name)
-            if not dry_run:
-                await runtime.remove(container.id)
-    for volume in await runtime.list_volumes(mine):
-        session = volume.labels.get(LABEL_SESSION)
-        if session is not None and session not in keep_sessions:
-            report.volumes.append(volume.name)
-            if not dry_run:
-                await runtime.remove_volume(volume.name)
-    for network in await runtime.list_networks(mine):
-        session = network.labels.get(LABEL_SESSION)
-        if session is not None and session not in keep_sessions:
-            report.networks.append(network.name)
-            if not dry_run:
-                await runtime.remove_network(network.name)
+
+    async def sweep(found: Sequence[Labelled], removed: list[str], remove: Remove) -> None:
+        for thing in found:
+            session = thing.labels.get(LABEL_SESSION)
+            if session is not None and session not in keep_sessions:
+                removed.append(thing.name)
+                if not dry_run:
+                    await remove(thing)
+
+    await sweep(await runtime.list_containers(mine), report.containers, lambda c: runtime.remove(c.id))
+    await sweep(await runtime.list_volumes(mine), report.volumes, lambda v: runtime.remove_volume(v.name))
+    await sweep(await runtime.list_networks(mine), report.networks, lambda n: runtime.remove_network(n.name))
     return report

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_sandbox.errors import StoreError
+from hydra_sandbox.events import as_utc
 
 _SESSION_COLUMNS = ("session_id", "status", "profile_id", "parent_session_id", "created_at", "updated_at")
 
@@ -30,9 +31,7 @@ def _json_default(value: Any) -> Any:
 
 
 def epoch(ts: datetime) -> float:
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.timestamp()
+    return as_utc(ts).timestamp()
 
 
 class SessionTables:

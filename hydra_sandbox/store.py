@@ -15,13 +15,13 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hydra_sandbox.errors import StoreError
-from hydra_sandbox.events import Event
+from hydra_sandbox.events import Event, as_utc
 
 SUMMARY_TYPE = "summary"
 
@@ -83,7 +83,7 @@ def hit_metadata(event: Event) -> dict[str, Any]:
     """The metadata dict a SearchHit carries for ``event`` (shared by every implementation)."""
     meta: dict[str, Any] = {
         "counter": event.counter,
-        "timestamp": _aware(event.timestamp).isoformat(),
+        "timestamp": as_utc(event.timestamp).isoformat(),
         "tags": list(event.tags),
         "related_files": list(event.related_files),
         "related_sessions": list(event.related_sessions),
@@ -105,23 +105,19 @@ def check_summary(session_id: str, summary: Event) -> None:
         )
 
 
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
-
 def matches(event: Event, filters: SearchFilters | None) -> bool:
     """Whether ``event`` passes ``filters`` (the reference semantics every store follows)."""
     if filters is None:
         return True
-    ts = _aware(event.timestamp)
+    ts = as_utc(event.timestamp)
     return (
         (filters.session_id is None or event.session_id == filters.session_id)
         and (filters.profile_id is None or event.profile_id == filters.profile_id)
         and (filters.event_type is None or event.type == filters.event_type)
         and (filters.parent_session_id is None or event.parent_session_id == filters.parent_session_id)
         and all(tag in event.tags for tag in filters.tags)
-        and (filters.since is None or ts >= _aware(filters.since))
-        and (filters.until is None or ts <= _aware(filters.until))
+        and (filters.since is None or ts >= as_utc(filters.since))
+        and (filters.until is None or ts <= as_utc(filters.until))
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hydra_sandbox.gc import collect_garbage
-from hydra_sandbox.runtime import ContainerInfo, VolumeInfo
+from hydra_sandbox.runtime import ContainerInfo, NetworkInfo, VolumeInfo
 
 
 class LabelledRuntime:
@@ -56,3 +56,26 @@ async def test_dry_run_removes_nothing() -> None:
     runtime = LabelledRuntime()
     report = await collect_garbage(runtime, set(), home="A", dry_run=True)  # type: ignore[arg-type]
     assert runtime.removed == [] and report.total == 3
+
+
+class NetworkedRuntime(LabelledRuntime):
+    def __init__(self) -> None:
+        super().__init__()
+        self.networks = [
+            NetworkInfo(id="n1", name="net-done", labels={"hydra.home": "A", "hydra.session": "s1"}),
+            NetworkInfo(id="n2", name="net-live", labels={"hydra.home": "A", "hydra.session": "s2"}),
+            NetworkInfo(id="n3", name="net-unlabelled", labels={"hydra.home": "A"}),
+        ]
+
+    async def list_networks(self, labels: dict[str, str]) -> list[NetworkInfo]:  # type: ignore[override]
+        return [n for n in self.networks if self._match(n.labels, labels)]
+
+    async def remove_network(self, name: str) -> None:
+        self.removed.append(name)
+
+
+async def test_gc_sweeps_containers_volumes_and_networks_alike() -> None:
+    runtime = NetworkedRuntime()
+    report = await collect_garbage(runtime, {"s2"}, home="A")  # type: ignore[arg-type]
+    assert runtime.removed == ["c1", "v1", "net-done"]
+    assert report.networks == ["net-done"] and report.total == 3

@@ -1,0 +1,59 @@
+"""``hydra doctor`` reports each dependency on its own and never crashes on a missing one."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from hydra_sandbox.doctor import _check, run_checks
+from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.settings import HydraSettings
+
+
+def closed_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_without_docker_or_model_every_check_still_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    (tmp_path / "model").mkdir()
+    settings = HydraSettings(data_home=tmp_path / "data", embedding_model_dir=tmp_path / "model")
+    checks = {c.name: c for c in run_checks(settings)}
+    assert list(checks) == ["docker", "agent image", "codex", "chroma", "embedding model", "model key", "npm"]
+    assert not checks["docker"].ok and checks["docker"].detail.startswith("daemon not reachable")
+    for name in ("agent image", "codex"):
+        assert checks[name].detail == "skipped: no Docker daemon" and checks[name].fix == "fix docker first"
+    assert checks["chroma"].ok and "is writable" in checks["chroma"].detail
+    model = checks["embedding model"]
+    assert not model.ok and str(tmp_path / "model") in model.detail
+    assert model.fix is not None and "hydra embeddings install" in model.fix
+
+
+def test_an_unreachable_chroma_server_is_named(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_loopback_port()}"
+    settings = HydraSettings(data_home=tmp_path, chroma_url=url)
+    chroma = next(c for c in run_checks(settings) if c.name == "chroma")
+    assert not chroma.ok and chroma.detail.startswith(f"server {url}:")
+    assert chroma.fix is not None and "HYDRA_CHROMA_URL" in chroma.fix
+
+
+def test_a_probe_answers_ok_wrong_or_failed() -> None:
+    assert _check("x", lambda: "fine", fix="f").model_dump() == {"name": "x", "ok": True, "detail": "fine", "fix": None}
+    wrong = _check("x", lambda: (False, "codex 0.1"), fix="rebuild")
+    assert (wrong.ok, wrong.detail, wrong.fix) == (False, "codex 0.1", "rebuild")
+
+    def broken() -> str:
+        raise OSError("no such file")
+
+    failed = _check("x", broken, fix="install it", failed=lambda exc: f"missing: {exc}")
+    assert (failed.ok, failed.detail, failed.fix) == (False, "missing: no such file", "install it")
+
+    def refused() -> str:
+        raise ConfigError("bad value", hint="set HYDRA_X")
+
+    hydra = _check("x", refused, fix="generic")
+    assert (hydra.detail, hydra.fix) == ("bad value", "set HYDRA_X")
