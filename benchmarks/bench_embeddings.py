@@ -10,7 +10,6 @@ and the largest absolute difference between the two sets of vectors.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -21,8 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hydra_sandbox.embeddings import MiniLMEmbedding
+from hydra_sandbox.settings import load_settings
 
-SHARED_MODEL = Path("/work/shared/models/all-MiniLM-L6-v2/onnx")
 WORDS = [
     "ran",
     "pytest",
@@ -65,9 +64,9 @@ def events(n: int, seed: int = 7) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for CI")
-    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--model-dir", type=Path, default=None, help="default: HYDRA_EMBEDDING_MODEL_DIR")
     args = parser.parse_args()
-    model_dir = args.model_dir or Path(os.environ.get("HYDRA_EMBEDDING_MODEL_DIR", SHARED_MODEL))
+    model_dir = args.model_dir or load_settings().embedding_model_dir
     n_chroma, n_ours = (32, 256) if args.quick else (128, 2048)
 
     from chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2 import ONNXMiniLM_L6_V2

@@ -25,18 +25,24 @@ from hydra_sandbox.workspace import discard, stage
 POLICY = Policy(name="bench")
 
 
+# safe.directory: the repository belongs to another uid (1234, as a developer's would), which git refuses
+# by default; gc.auto=0: a commit of thousands of loose objects starts a background gc that repacks them
+# while a later step copies the tree.
+GIT = ["git", "-c", "safe.directory=*", "-c", "gc.auto=0", "-c", "user.email=b@b", "-c", "user.name=b"]
+
+
 def make_repo(root: Path, files: int) -> Path:
+    """A committed repository of ``files`` small files owned by uid 1234; built once per size and run."""
     repo = root / f"repo{files}"
+    if (repo / ".git").is_dir():
+        return repo
     for i in range(files):
         d = repo / f"pkg{i // 100}"
         d.mkdir(parents=True, exist_ok=True)
         (d / f"m{i}.py").write_text(f"x = {i}\n")
-    git = ["git", "-c", "safe.directory=*"]
-    subprocess.run([*git, "init", "-q", str(repo)], check=True)
-    subprocess.run([*git, "-C", str(repo), "add", "-A"], check=True)
-    subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "x"], check=True
-    )
+    subprocess.run([*GIT, "init", "-q", str(repo)], check=True)
+    subprocess.run([*GIT, "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run([*GIT, "-C", str(repo), "commit", "-qm", "x"], check=True)
     subprocess.run(["chown", "-R", "1234:1234", str(repo)], check=True)
     return repo
 
@@ -88,9 +94,7 @@ async def bench_staging(tmp: Path, sizes: list[int]) -> None:
         ws = await stage(f"stage-{n}", repo, POLICY, tmp / "sessions", runtime, labels)
         hydra = time.perf_counter() - start
         await discard(ws, runtime)
-        worktree = timed_run(
-            ["git", "-c", "safe.directory=*", "-C", str(repo), "worktree", "add", "-q", str(tmp / f"wt{n}")]
-        )
+        worktree = timed_run([*GIT, "-C", str(repo), "worktree", "add", "-q", str(tmp / f"wt{n}")])
         copy = timed_run(["cp", "-a", str(repo), str(tmp / f"cp{n}")])
         print(f"| {n} | {hydra:.3f} | {worktree:.3f} | {copy:.3f} | {worktree / hydra:.1f}x | {copy / hydra:.1f}x |")
         shutil.rmtree(tmp / f"cp{n}")

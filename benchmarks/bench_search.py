@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
@@ -34,9 +33,9 @@ from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.events import Event, EventDraft, SessionRef
 from hydra_sandbox.indexer import Indexer
 from hydra_sandbox.journal import Journal
+from hydra_sandbox.settings import load_settings
 from hydra_sandbox.store import ContextStore, SearchFilters
 
-SHARED_MODEL = Path("/work/shared/models/all-MiniLM-L6-v2/onnx")
 VOCABULARY = (
     "ran pytest failed passed build docker image layer cache step apt install error warning commit "
     "diff refactor module function class test assertion timeout network proxy token session agent"
@@ -204,9 +203,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--queries", type=int, default=None)
-    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--model-dir", type=Path, default=None, help="default: HYDRA_EMBEDDING_MODEL_DIR")
     args = parser.parse_args()
-    model_dir = args.model_dir or Path(os.environ.get("HYDRA_EMBEDDING_MODEL_DIR", SHARED_MODEL))
+    model_dir = args.model_dir or load_settings().embedding_model_dir
     sizes = (
         [int(s) for s in args.sizes.split(",")] if args.sizes else ([1000, 5000] if args.quick else [10_000, 100_000])
     )
