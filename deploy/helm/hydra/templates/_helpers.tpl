@@ -91,8 +91,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* Hydra's settings as HYDRA_* variables: each name is a field of hydra_sandbox.settings.HydraSettings
-     (or, for HYDRA_LOG_LEVEL and HYDRA_RUNTIME_DIR, read directly by the code). */}}
+{{/* Hydra's settings as HYDRA_* variables: each name is a field of hydra_sandbox.settings.HydraSettings. */}}
 {{- define "hydra.env" -}}
 - name: HYDRA_TRANSPORT
   value: http
