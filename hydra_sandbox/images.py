@@ -50,6 +50,14 @@ def _platform_package() -> tuple[str, str]:
     raise ImageBuildError(f"no Codex binary for this machine ({machine})", hint="use x86_64 or arm64 Linux")
 
 
+def _run_step(argv: list[str], failed: str, hint: str, *, made: Path | None = None) -> None:
+    """Run one build step; when it fails (or does not make ``made``), its last output lines and ``hint``."""
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0 or (made is not None and not made.is_file()):
+        tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])
+        raise ImageBuildError(f"{failed}:\n{tail}", hint=hint)
+
+
 def stage_codex(version: str, cache_dir: Path, progress: Progress = lambda _m: None) -> Path:
     """The static Codex binary of ``version``, installed from npm into ``cache_dir`` once."""
     package, triple = _platform_package()
@@ -64,18 +72,12 @@ def stage_codex(version: str, cache_dir: Path, progress: Progress = lambda _m: N
             )
         progress(f"installing @openai/codex@{version} with npm")
         root.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
+        _run_step(
             [npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(root), f"@openai/codex@{version}"],
-            capture_output=True,
-            text=True,
-            check=False,
+            f"npm could not install @openai/codex@{version}",
+            "check that the npm registry is reachable and the version exists",
+            made=binary,
         )
-        if result.returncode != 0 or not binary.is_file():
-            tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])
-            raise ImageBuildError(
-                f"npm could not install @openai/codex@{version}:\n{tail}",
-                hint="check that the npm registry is reachable and the version exists",
-            )
     out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False)
     if out.returncode != 0 or version not in out.stdout:
         raise ImageBuildError(
@@ -140,15 +142,11 @@ def ensure_base_image(client: Any, tag: str = LOCAL_BASE_TAG, progress: Progress
     progress("building the Debian bookworm base image with debootstrap (about 30 s)")
     with tempfile.TemporaryDirectory(prefix="hydra-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        result = subprocess.run(
+        _run_step(
             [debootstrap, "--variant=minbase", "--include=ca-certificates", "bookworm", str(rootfs), mirror],
-            capture_output=True,
-            text=True,
-            check=False,
+            "debootstrap failed",
+            "check that the apt mirror is reachable",
         )
-        if result.returncode != 0:
-            tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])
-            raise ImageBuildError(f"debootstrap failed:\n{tail}", hint="check that the apt mirror is reachable")
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run(
             ["docker", "import", "-", tag], stdin=tar.stdout, capture_output=True, text=True, check=False
@@ -262,15 +260,11 @@ def build_server_image(
     with tempfile.TemporaryDirectory(prefix="hydra-server-build-") as tmp:
         context = Path(tmp)
         progress("building wheels for the server image (pip wheel)")
-        result = subprocess.run(
+        _run_step(
             [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(context / "wheels"), str(REPO_ROOT)],
-            capture_output=True,
-            text=True,
-            check=False,
+            "pip wheel failed",
+            "check that the package index is reachable",
         )
-        if result.returncode != 0:
-            tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])
-            raise ImageBuildError(f"pip wheel failed:\n{tail}", hint="check that the package index is reachable")
         shutil.copy2(REPO_ROOT / "Dockerfile", context / "Dockerfile")
         progress(f"building {tag} from {base}")
         _build(client, context, [tag], {"BASE_IMAGE": base}, progress)
