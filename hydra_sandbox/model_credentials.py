@@ -23,7 +23,6 @@ and names the fix) instead of used.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -73,9 +72,20 @@ def _read_auth(path: Path) -> tuple[str | None, bool, str | None]:
     return (key.strip() if isinstance(key, str) and key.strip() else None), signed_in, None
 
 
+def _environment(settings: HydraSettings) -> dict[str, str]:
+    """OPENAI_API_KEY and CODEX_HOME as HydraSettings read them (settings.py is the one reader of the
+    process environment); ``environ`` arguments replace this in tests."""
+    env: dict[str, str] = {}
+    if settings.openai_api_key is not None:
+        env["OPENAI_API_KEY"] = settings.openai_api_key.get_secret_value()
+    if settings.codex_home is not None:
+        env["CODEX_HOME"] = str(settings.codex_home)
+    return env
+
+
 def find_model_key(settings: HydraSettings, environ: Mapping[str, str] | None = None) -> ModelKey | None:
     """The first key of the documented sources, or ``None`` (a local model server may need none)."""
-    env = os.environ if environ is None else environ
+    env = _environment(settings) if environ is None else environ
     if settings.model_api_key is not None and settings.model_api_key.get_secret_value().strip():
         return ModelKey(source="HYDRA_MODEL_API_KEY", where="Hydra settings", key=settings.model_api_key)
     if env.get("OPENAI_API_KEY", "").strip():
@@ -97,7 +107,7 @@ class KeyReport(BaseModel):
 
 def describe_model_key(settings: HydraSettings, environ: Mapping[str, str] | None = None) -> KeyReport:
     """Which key source is in use (never the key itself), or why there is none."""
-    env = os.environ if environ is None else environ
+    env = _environment(settings) if environ is None else environ
     found = find_model_key(settings, env)
     if found is not None:
         return KeyReport(ok=True, detail=f"{found.source} ({found.where}); the gateway adds it, agents never see it")

@@ -45,7 +45,9 @@ def _default_model_dir() -> Path:
 class HydraSettings(BaseSettings):
     """Every setting Hydra reads. Field names map to ``HYDRA_<NAME>`` variables."""
 
-    model_config = SettingsConfigDict(env_prefix="HYDRA_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="HYDRA_", extra="forbid", validate_default=True, populate_by_name=True
+    )
 
     data_home: Path = Field(default_factory=_default_data_home, description="Journal, Chroma, sessions.")
     chroma_url: str | None = Field(
@@ -67,6 +69,16 @@ class HydraSettings(BaseSettings):
         default=None, description="OpenAI-compatible Responses API endpoint, e.g. http://127.0.0.1:8080/v1."
     )
     model_api_key: SecretStr | None = Field(default=None, description="API key given to agents.")
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="OPENAI_API_KEY",
+        description="The usual OpenAI variable: a model key source after HYDRA_MODEL_API_KEY (model_credentials).",
+    )
+    codex_home: Path | None = Field(
+        default=None,
+        validation_alias="CODEX_HOME",
+        description="The operator's Codex home, whose auth.json is a model key source; unset: ~/.codex.",
+    )
     secrets: list[SecretStr] = Field(default_factory=list, description="Extra values to mask everywhere.")
     builtin_profiles_dir: Path = Field(
         default=BUILTIN_DIR / "profiles", description="Built-in profiles (shipped in the package)."
@@ -107,6 +119,12 @@ class HydraSettings(BaseSettings):
         default=True,
         description="Give agents whose policy allows children Hydra's MCP endpoint, so they can delegate.",
     )
+
+    @field_validator("openai_api_key", "codex_home", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """An empty ``CODEX_HOME`` or ``OPENAI_API_KEY`` means unset, as the tools that define them read it."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -152,6 +170,14 @@ class HydraSettings(BaseSettings):
     def policy_dirs(self) -> list[Path]:
         return [self.builtin_policies_dir, *([self.policies_dir] if self.policies_dir else [])]
 
+    @classmethod
+    def variable(cls, name: str) -> str:
+        """The environment variable of field ``name``: ``HYDRA_<NAME>``, or the field's own alias for the
+        few variables other tools define too (``OPENAI_API_KEY``, ``CODEX_HOME``)."""
+        field = cls.model_fields.get(name)
+        alias = field.validation_alias if field is not None else None
+        return alias if isinstance(alias, str) else f"HYDRA_{name.upper()}"
+
     def masked_dump(self) -> dict[str, Any]:
         """The effective settings as plain data, with every secret replaced by ``********``."""
         data: dict[str, Any] = {}
@@ -181,8 +207,9 @@ def load_settings(**overrides: Any) -> HydraSettings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            problems.append(f"HYDRA_{field.upper()}: {err['msg']}")
+            head, *rest = [str(p) for p in err["loc"]] or ["settings"]
+            where = head if head.isupper() else HydraSettings.variable(head)  # an alias is its own variable
+            problems.append(".".join([where, *rest]) + f": {err['msg']}")
         raise ConfigError(
             "invalid settings: " + "; ".join(problems),
             hint=f"fix the environment variable or {env_file_name}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from hydra_sandbox.cli.output import JSON_HELP, print_json, print_table
-from hydra_sandbox.settings import env_file, load_settings
+from hydra_sandbox.settings import HydraSettings, env_file, load_settings
 
 app = typer.Typer(help="Inspect Hydra's configuration.", no_args_is_help=True)
 
@@ -20,5 +20,5 @@ def show(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     print_table(
         f"Hydra settings: environment, then {env_file()} (HYDRA_ENV_FILE), then defaults",
         ["setting", "variable", "value"],
-        [(k, f"HYDRA_{k.upper()}", v) for k, v in data.items()],
+        [(k, HydraSettings.variable(k), v) for k, v in data.items()],
     )

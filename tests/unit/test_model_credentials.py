@@ -78,7 +78,7 @@ def test_an_unusable_auth_file_gives_no_key_and_doctor_names_the_file(
 
 def test_doctor_names_the_source_but_never_the_key(settings: HydraSettings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-doctor-secret-1234567890")
-    check = _model_key(settings)
+    check = _model_key(HydraSettings(data_home=settings.data_home))  # settings read the environment once
     assert check.ok and "OPENAI_API_KEY" in check.detail and "sk-doctor" not in check.model_dump_json()
 
 
