@@ -62,7 +62,9 @@ def agent_endpoint_for(settings: HydraSettings) -> AgentEndpoint | None:
         return None
     from hydra_sandbox.network import runtime_dir
 
-    return AgentEndpoint(endpoint_socket(runtime_dir(), settings.data_home), AgentTokens(settings.agent_tokens_dir))
+    return AgentEndpoint(
+        endpoint_socket(runtime_dir(settings.runtime_dir), settings.data_home), AgentTokens(settings.agent_tokens_dir)
+    )
 
 
 @contextlib.asynccontextmanager
