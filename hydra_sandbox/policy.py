@@ -329,10 +329,8 @@ def _load(found: list[Path]) -> _Loaded:
 
 
 class PolicyCatalog:
-    """Policies by name from the built-in directory and the user's (later directories override).
-
-    The files are read once and again only when one changes (:class:`~hydra_sandbox.yaml_dirs.YamlDirectories`).
-    """
+    """Policies by name from the built-in directory and the user's (later directories override); each
+    file is read once and again only when it changes (:class:`~hydra_sandbox.yaml_dirs.YamlDirectories`)."""
 
     def __init__(self, directories: Iterable[Path | None]) -> None:
         self._files = YamlDirectories(directories, _load)

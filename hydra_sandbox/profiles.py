@@ -205,10 +205,8 @@ def _load(files: list[Path]) -> _Loaded:
 
 
 class ProfileCatalog:
-    """Profiles from several directories; later directories override earlier ones (see module doc).
-
-    The files are read once and again only when one changes (:class:`~hydra_sandbox.yaml_dirs.YamlDirectories`).
-    """
+    """Profiles from several directories, later ones overriding earlier ones (see the module doc); each
+    file is read once and again only when it changes (:class:`~hydra_sandbox.yaml_dirs.YamlDirectories`)."""
 
     def __init__(self, directories: Iterable[Path | None]) -> None:
         self._files = YamlDirectories(directories, _load)
