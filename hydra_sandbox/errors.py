@@ -96,3 +96,11 @@ class StoreError(HydraError):
 
 class EmbeddingModelMissingError(StoreError):
     """The embedding model directory is missing or incomplete."""
+
+
+class ScriptError(ConfigError):
+    """A scripted-model script (hydra_sandbox.testing) is invalid, or a run could not follow it."""
+
+
+class ToolCallError(HydraError):
+    """An MCP tool call made by a test helper (hydra_sandbox.testing) answered with an error."""
