@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 SERVER_REPOSITORY = "hydra-server"
 SERVER_TAG_PREFIX = f"{__version__}-testing-"
+PROBE_LABEL = {"hydra.testing": "probe"}
 
 
 def build_server(settings: HydraSettings) -> FastMCP:
@@ -80,21 +81,44 @@ def package_dir() -> Path:
     return Path(hydra_sandbox.__file__).resolve().parent
 
 
+_REQUIRES = (
+    "import importlib.metadata as m; d = m.distribution('hydra-sandbox'); "
+    "print(d.version); print(*sorted(r for r in d.requires or [] if 'extra ==' not in r), sep='\\n')"
+)
+
+
+def _declared() -> str:
+    """This installation's version and dependencies (the image installs no extra), one per line."""
+    declared = importlib.metadata.distribution("hydra-sandbox").requires or []
+    return "\n".join([__version__, *sorted(r for r in declared if "extra ==" not in r)])
+
+
 def dependencies_hash() -> str:
     """A hash of what the server image's Python environment holds besides Hydra's own code: the
     version and the declared dependencies. Hydra's code itself is mounted over the image's copy at run
     time (see :func:`image_package_dir`), so a code change needs no rebuild."""
-    declared = importlib.metadata.distribution("hydra-sandbox").requires or []
-    requires = sorted(r for r in declared if "extra ==" not in r)  # the image installs no extra
-    return hashlib.sha256("\n".join([__version__, *requires]).encode()).hexdigest()[:12]
+    return hashlib.sha256(_declared().encode()).hexdigest()[:12]
+
+
+def _same_dependencies(client: Any, image: str) -> bool:
+    """Whether ``image`` (say, ``hydra images build --server``'s) was built from these dependencies."""
+    out = client.containers.run(
+        image, ["-c", _REQUIRES], entrypoint=["python3"], remove=True, network_mode="none", labels=PROBE_LABEL
+    )
+    return bool(out.decode().strip() == _declared())
 
 
 def ensure_server_image(settings: HydraSettings) -> str:
     """An image of the top-level Dockerfile (``hydra serve``) for this version and these dependencies,
-    tagged by their hash: built once (locally, no registry), then reused."""
+    tagged by their hash: the image ``hydra images build --server`` made when it has the same
+    dependencies, else built once (locally, no registry); reused after that."""
     client = docker_client()
     tag = f"{SERVER_REPOSITORY}:{SERVER_TAG_PREFIX}{dependencies_hash()}"
     if _exists(client, tag):
+        return tag
+    released = f"{SERVER_REPOSITORY}:{__version__}"
+    if _exists(client, released) and _same_dependencies(client, released):
+        client.images.get(released).tag(SERVER_REPOSITORY, tag.split(":", 1)[1])
         return tag
     if not (REPO_ROOT / "pyproject.toml").is_file() or not (REPO_ROOT / "Dockerfile").is_file():
         raise ImageBuildError(
@@ -120,7 +144,9 @@ def image_package_dir(image: str) -> str:
     """Where ``image``'s Python imports hydra_sandbox from: the mount point for this process's code."""
     client = docker_client()
     script = "import hydra_sandbox, os; print(os.path.dirname(hydra_sandbox.__file__))"
-    out = client.containers.run(image, ["-c", script], entrypoint=["python3"], remove=True, network_mode="none")
+    out = client.containers.run(
+        image, ["-c", script], entrypoint=["python3"], remove=True, network_mode="none", labels=PROBE_LABEL
+    )
     found = out.decode().strip()
     if not found.startswith("/"):
         raise ImageBuildError(f"{image} has no importable hydra_sandbox: {found[:200]!r}", hint="rebuild the image")

@@ -200,8 +200,7 @@ class HydraContainer(DockerContainer):
 
     def _prepare(self) -> None:
         socket = docker_socket()
-        self._scratch = Path(tempfile.mkdtemp(prefix="hydra-tc-"))
-        self._scratch.chmod(0o755)
+        self._scratch = Path(tempfile.mkdtemp(prefix="hydra-tc-"))  # 0700: the server runs as its owner
         (self._scratch / "run").mkdir(mode=0o700)
         self.with_volume_mapping(str(self._scratch), str(self._scratch), "rw")
         self.with_envs(HYDRA_DATA_HOME=str(self.data_home), HYDRA_RUNTIME_DIR=str(self._scratch / "run"))

@@ -278,6 +278,8 @@ def load_script(path: Path | str) -> ModelScript:
             raise ScriptError(f"{path}: cannot read: {exc}") from None
         except json.JSONDecodeError as exc:
             raise ScriptError(f"{path}: line {exc.lineno}, column {exc.colno}: not JSON: {exc.msg}") from None
+        except RecursionError:
+            raise ScriptError(f"{path}: nested too deeply to be a script") from None
     else:
         data = read_yaml(path)
     return parse_script(data, str(path))

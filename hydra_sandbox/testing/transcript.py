@@ -51,6 +51,8 @@ def _records(source: Path | str | Iterable[dict[str, Any]]) -> list[dict[str, An
         whole = json.loads(text)
     except json.JSONDecodeError:
         whole = None
+    except RecursionError:
+        raise ScriptError(f"{source}: nested too deeply to be a recording") from None
     if isinstance(whole, dict) and isinstance(whole.get("events"), list):
         return list(whole["events"])
     if isinstance(whole, list):
