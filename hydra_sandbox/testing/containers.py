@@ -57,7 +57,8 @@ def _publish(container: DockerContainer, port: int) -> str | None:
     mode = client.get_connection_mode()
     address: str | None = "127.0.0.1"
     if mode == ConnectionMode.gateway_ip:
-        network = container._network.name if container._network is not None else "bridge"
+        joined = container._network  # testcontainers keeps the network it was given here, with no getter
+        network = joined.name if joined is not None else "bridge"
         configs = client.client.networks.get(network).attrs.get("IPAM", {}).get("Config") or [{}]
         address = configs[0].get("Gateway")
     elif mode == ConnectionMode.docker_host and client.host() not in {"localhost", "127.0.0.1", "::1"}:
@@ -92,6 +93,7 @@ class ScriptedModelContainer(DockerContainer):
     def __init__(self, script: ModelScript, *, network: Network | None = None, image: str | None = None) -> None:
         self._settings = load_settings()
         super().__init__(image or "hydra-server:unresolved", network=network, network_aliases=[MODEL_ALIAS])
+        self.network = network
         self._image_given = image is not None
         self.script = script
         self.with_kwargs(
@@ -173,12 +175,12 @@ class HydraContainer(DockerContainer):
 
     def with_scripted_model(self, model: ScriptedModelContainer) -> HydraContainer:
         """Use ``model`` (started or not) as the agents' model: both on ``model``'s network."""
-        if model._network is None:
+        if model.network is None:
             raise RuntimeUnavailableError(
                 "the scripted model container has no network to share",
                 hint="create both with the same testcontainers Network: ScriptedModelContainer(script, network=n)",
             )
-        self.with_network(model._network)
+        self.with_network(model.network)
         return cast(HydraContainer, self.with_env("HYDRA_MODEL_BASE_URL", model.base_url_in_network))
 
     @property
