@@ -6,8 +6,9 @@ API. It gets the host's Docker socket bind-mounted, found the way testcontainers
 reaper (``TESTCONTAINERS_DOCKER_SOCKET_OVERRIDE``, else the socket docker-py connects to), and runs as
 the test's own uid and gid with the socket's group added. Whoever controls that socket controls the host
 (it can start a privileged container), so the Hydra container is as trusted as the test itself: it runs
-Hydra's own code, listens on the host's loopback only, requires a generated bearer token, and the agents
-it starts never get the socket (Hydra's hardening: docs/security.md). Docker resolves the paths of
+Hydra's own code, publishes its port only on the address testcontainers connects to (see
+:func:`_publish`), requires a generated bearer token, and the agents it starts never get the socket
+(Hydra's hardening, and tests/integration/test_testing_containers.py). Docker resolves the paths of
 the bind mounts and overlay volumes Hydra asks for on the host, so the container sees its data home and
 every workspace at the same absolute path as the host does.
 """
