@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import hydra_sandbox
 from hydra_sandbox import __version__
+from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.errors import ImageBuildError, RuntimeUnavailableError
+from hydra_sandbox.gc import collect_garbage
+from hydra_sandbox.images import build_agent_image, build_server_image
+from hydra_sandbox.mcp.app import build_server as _build_server
+from hydra_sandbox.runtime import home_label
 from hydra_sandbox.settings import REPO_ROOT, HydraSettings
 
 if TYPE_CHECKING:
@@ -26,18 +31,12 @@ PROBE_LABEL = {"hydra.testing": "probe"}
 
 def build_server(settings: HydraSettings) -> FastMCP:
     """Hydra's MCP server for ``settings``, to be opened with an in-memory ``fastmcp.Client``."""
-    from hydra_sandbox.server import build_server as build
-
-    return build(settings)
+    return _build_server(settings)
 
 
 async def remove_sandboxes(data_home: Path) -> int:
     """Remove every container, volume and network of the Hydra whose data home is ``data_home`` (and
     nothing of any other Hydra); the number removed."""
-    from hydra_sandbox.docker_runtime import DockerRuntime
-    from hydra_sandbox.gc import collect_garbage
-    from hydra_sandbox.runtime import home_label
-
     report = await collect_garbage(DockerRuntime(), keep_sessions=set(), home=home_label(data_home))
     return report.total
 
@@ -71,8 +70,6 @@ def ensure_agent_image(settings: HydraSettings) -> str:
     build``: no registry) when missing."""
     if _exists(docker_client(), settings.agent_image):
         return settings.agent_image
-    from hydra_sandbox.images import build_agent_image
-
     return build_agent_image(settings).tag
 
 
@@ -127,8 +124,6 @@ def ensure_server_image(settings: HydraSettings) -> str:
             f"`docker tag hydra-server:{__version__} {tag}`; or pass image= to HydraContainer",
         )
     import docker.errors
-
-    from hydra_sandbox.images import build_server_image
 
     build_server_image(settings, tag=tag)
     for image in client.images.list(name=SERVER_REPOSITORY):

@@ -1,5 +1,7 @@
 """The pytest plugin (entry point pytest11 'hydra'), run on small test files by pytester: the
-requires_docker marker, its strict mode, and the workspace fixture."""
+requires_docker marker, its strict mode, and the workspace fixture. Each run is a subprocess: an
+in-process run drops the modules it imported afterwards, and a later import of the same extension
+module (cryptography's) then no longer matches the classes other modules hold."""
 
 from __future__ import annotations
 
@@ -33,20 +35,20 @@ def without_docker(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_without_docker_a_marked_test_and_a_hydra_fixture_skip_with_the_reason(without_docker: pytest.Pytester) -> None:
-    result = without_docker.runpytest("-rs", "-p", "no:cacheprovider")
+    result = without_docker.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*Hydra needs a Docker daemon and none answers: cannot reach the Docker daemon*"] * 2)
 
 
 def test_with_require_docker_the_same_tests_fail_instead(without_docker: pytest.Pytester) -> None:
-    result = without_docker.runpytest("-p", "no:cacheprovider", "--hydra-require-docker")
+    result = without_docker.runpytest_subprocess("-p", "no:cacheprovider", "--hydra-require-docker")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*--hydra-require-docker is set, so this fails instead of skipping*"])
 
 
 def test_the_ini_option_makes_missing_docker_fail_too(without_docker: pytest.Pytester) -> None:
     without_docker.makeini(INI + "hydra_require_docker = true\n")
-    without_docker.runpytest("-p", "no:cacheprovider").assert_outcomes(errors=2)
+    without_docker.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(errors=2)
 
 
 def test_the_workspace_fixture_copies_a_fixture_directory_next_to_the_test(pytester: pytest.Pytester) -> None:
@@ -70,7 +72,7 @@ def test_the_workspace_fixture_copies_a_fixture_directory_next_to_the_test(pytes
             assert (second / "calc.py").read_text().endswith("a - b\\n")
         """
     )
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
 def test_a_missing_fixture_directory_is_named(pytester: pytest.Pytester) -> None:
@@ -80,6 +82,6 @@ def test_a_missing_fixture_directory_is_named(pytester: pytest.Pytester) -> None
             hydra_workspace("fixtures/nowhere")
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*fixtures/nowhere does not exist or is not a directory*"])

@@ -45,3 +45,13 @@ def test_hydra_container_refuses_a_docker_socket_that_is_not_a_unix_socket(
         docker_socket()
     assert f"{not_a_socket} is not one" in str(caught.value)
     assert "TESTCONTAINERS_DOCKER_SOCKET_OVERRIDE" in str(caught.value)
+
+
+def test_the_one_seam_into_hydras_internals_resolves_and_builds_the_operator_server(tmp_path: Path) -> None:
+    from fastmcp import FastMCP
+
+    from hydra_sandbox.settings import load_settings
+    from hydra_sandbox.testing import _hydra
+
+    server = _hydra.build_server(load_settings(data_home=tmp_path / "data"))
+    assert isinstance(server, FastMCP)
