@@ -90,47 +90,57 @@ def _declared() -> str:
     return "\n".join([__version__, *sorted(r for r in declared if "extra ==" not in r)])
 
 
-def dependencies_hash() -> str:
-    """A hash of what the server image's Python environment holds besides Hydra's own code: the
-    version and the declared dependencies. Hydra's code itself is mounted over the image's copy at run
-    time (see :func:`image_package_dir`), so a code change needs no rebuild."""
-    return hashlib.sha256(_declared().encode()).hexdigest()[:12]
+def _checkout_dockerfile() -> Path | None:
+    dockerfile = REPO_ROOT / "Dockerfile"
+    return dockerfile if (REPO_ROOT / "pyproject.toml").is_file() and dockerfile.is_file() else None
+
+
+def image_key() -> str:
+    """A hash of what the server image holds besides Hydra's own code: the version, the declared
+    dependencies and (from a checkout) the Dockerfile. Hydra's code itself is mounted over the image's
+    copy at run time (see :func:`image_package_dir`), so a code change needs no rebuild."""
+    dockerfile = _checkout_dockerfile()
+    recipe = dockerfile.read_bytes() if dockerfile is not None else b""
+    return hashlib.sha256(_declared().encode() + b"\0" + recipe).hexdigest()[:12]
 
 
 def _same_dependencies(client: Any, image: str) -> bool:
-    """Whether ``image`` (say, ``hydra images build --server``'s) was built from these dependencies."""
+    """Whether ``image`` was built from these dependencies."""
     out = client.containers.run(
         image, ["-c", _REQUIRES], entrypoint=["python3"], remove=True, network_mode="none", labels=PROBE_LABEL
     )
     return bool(out.decode().strip() == _declared())
 
 
+def _kit_images(client: Any) -> list[str]:
+    prefix = f"{SERVER_REPOSITORY}:{SERVER_TAG_PREFIX}"
+    return [t for image in client.images.list(name=SERVER_REPOSITORY) for t in image.tags if t.startswith(prefix)]
+
+
 def ensure_server_image(settings: HydraSettings) -> str:
-    """An image of the top-level Dockerfile (``hydra serve``) for this version and these dependencies,
-    tagged by their hash: the image ``hydra images build --server`` made when it has the same
-    dependencies, else built once (locally, no registry); reused after that."""
+    """An image of the top-level Dockerfile (``hydra serve``) for this version, these dependencies and
+    this Dockerfile, tagged by their hash: built once from a checkout (locally, no registry), then
+    reused. Without a checkout (a wheel install), an existing kit image with the same dependencies."""
     client = docker_client()
-    tag = f"{SERVER_REPOSITORY}:{SERVER_TAG_PREFIX}{dependencies_hash()}"
+    tag = f"{SERVER_REPOSITORY}:{SERVER_TAG_PREFIX}{image_key()}"
     if _exists(client, tag):
         return tag
-    released = f"{SERVER_REPOSITORY}:{__version__}"
-    if _exists(client, released) and _same_dependencies(client, released):
-        client.images.get(released).tag(SERVER_REPOSITORY, tag.split(":", 1)[1])
-        return tag
-    if not (REPO_ROOT / "pyproject.toml").is_file() or not (REPO_ROOT / "Dockerfile").is_file():
+    if _checkout_dockerfile() is None:
+        for candidate in _kit_images(client):
+            if _same_dependencies(client, candidate):
+                return candidate
         raise ImageBuildError(
-            f"the server image {tag} is missing and this installation has no Hydra checkout to build it from",
-            hint=f"build it once from a checkout of the same version: `hydra images build --server`, then "
-            f"`docker tag hydra-server:{__version__} {tag}`; or pass image= to HydraContainer",
+            f"no server image for Hydra {__version__} with these dependencies, and no checkout to build one from",
+            hint="run a test with HydraContainer once from a checkout of the same version (it builds the image), "
+            "or pass image= to HydraContainer",
         )
     import docker.errors
 
     build_server_image(settings, tag=tag)
-    for image in client.images.list(name=SERVER_REPOSITORY):
-        for old in image.tags:
-            if old != tag and old.startswith(f"{SERVER_REPOSITORY}:{SERVER_TAG_PREFIX}"):
-                with contextlib.suppress(docker.errors.APIError):  # in use by a container, or gone: keep it
-                    client.images.remove(old, noprune=False)
+    for old in _kit_images(client):
+        if old != tag:
+            with contextlib.suppress(docker.errors.APIError):  # in use by a container, or gone: keep it
+                client.images.remove(old, noprune=False)
     return tag
 
 

@@ -71,7 +71,12 @@ def _publish(container: DockerContainer, port: int) -> str | None:
 def _mount_this_code(container: DockerContainer) -> None:
     """Run this process's hydra_sandbox code in the container (read-only, over the image's copy), so the
     image is rebuilt only when the dependencies change and the container never runs stale code."""
-    container.with_volume_mapping(str(_hydra.package_dir()), _hydra.image_package_dir(container.image), "ro")
+    target = _hydra.image_package_dir(container.image)
+    container.with_volume_mapping(str(_hydra.package_dir()), target, "ro")
+    container.with_envs(  # the built-ins come with the mounted code, whatever an older image's ENV says
+        HYDRA_BUILTIN_PROFILES_DIR=f"{target}/builtin/profiles",
+        HYDRA_BUILTIN_POLICIES_DIR=f"{target}/builtin/policies",
+    )
 
 
 def docker_socket() -> Path:
