@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hydra_sandbox.errors import ConfigError
-from hydra_sandbox.masking import DEFAULT_RULES, SecretMasker
+from hydra_sandbox.masking import SecretMasker, default_rules
 
 CORPUS = yaml.safe_load((Path(__file__).parent.parent / "data" / "masking_corpus.yaml").read_text())
 TRUE = [(rule, text) for rule, texts in CORPUS["true_positives"].items() for text in texts]
@@ -31,7 +31,7 @@ def chunked(masker: SecretMasker, text: str, sizes: list[int]) -> str:
 
 
 def test_every_rule_has_true_positives_in_the_corpus() -> None:
-    assert {r.name for r in DEFAULT_RULES} <= set(CORPUS["true_positives"])
+    assert set(CORPUS["true_positives"]) <= {r.id for r in default_rules()}
 
 
 @pytest.mark.parametrize(("rule", "text"), TRUE)

@@ -1,0 +1,236 @@
+"""Prefilters: where in a text a rule may match, found in one pass for every rule at once.
+
+:class:`HyperscanPrefilter` compiles every rule (its ``prefilter`` pattern, or its pattern) into one
+Vectorscan database in prefilter mode, block mode for whole texts and stream mode for streams, and the
+known values into a literal database. A hit is ``(pattern id, end offset)``: some match of the rule may
+end there; the masker then extracts the exact match with ``re`` in a bounded window around it.
+:class:`KeywordPrefilter` is the fallback where the ``hyperscan`` package cannot load: an Aho-Corasick
+pass over the rules' keywords (a hit at each keyword's end) and over the known values, and a hit every
+``max_length`` characters for rules without keywords, so they are searched everywhere.
+
+Pattern ids: rule ``i`` is ``i``; known literal ``j`` is ``KNOWN_BASE + j``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any, Protocol
+
+import ahocorasick
+
+from hydra_sandbox.masking.rules import MaskingRule
+
+KNOWN_BASE = 1 << 20
+Hit = tuple[int, int]
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+_hs: Any
+try:  # an optional accelerator: the masker works without it
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover - exercised by the fallback tests through KeywordPrefilter
+    _hs = None
+
+
+def hyperscan_available() -> bool:
+    return _hs is not None
+
+
+class PrefilterStream(Protocol):
+    def scan(self, text: str, base: int) -> list[Hit]:
+        """Hits whose end lies in ``text``, which starts at absolute offset ``base``."""
+        ...
+
+    def close(self, end: int) -> list[Hit]:
+        """Hits only the end of the stream reveals; releases the stream."""
+        ...
+
+
+class Prefilter(Protocol):
+    name: str
+
+    def scan(self, text: str) -> list[Hit]: ...
+
+    def stream(self) -> PrefilterStream: ...
+
+
+def _char_offsets(text: str, data: bytes, hits: list[Hit], base: int) -> list[Hit]:
+    """Byte offsets (relative to ``data``, the UTF-8 of ``text``) turned into absolute character offsets."""
+    if len(data) == len(text):
+        return [(i, base + end) for i, end in hits]
+    out: list[Hit] = []
+    byte_cursor = char_cursor = 0
+    for i, end in sorted(hits, key=lambda h: h[1]):
+        while end > 0 and end < len(data) and (data[end] & 0xC0) == 0x80:
+            end -= 1  # inside a multi-byte character: count it from its first byte
+        if end > byte_cursor:
+            char_cursor += len(data[byte_cursor:end].decode("utf-8", "surrogatepass"))
+            byte_cursor = end
+        out.append((i, base + char_cursor))
+    return out
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+@lru_cache(maxsize=16)
+def _rule_database(patterns: tuple[str, ...], stream: bool) -> Any:
+    """A block- or stream-mode database for ``patterns``, compiled once per process (a second or two)."""
+    assert _hs is not None
+    db = _hs.Database(mode=_hs.HS_MODE_STREAM if stream else _hs.HS_MODE_BLOCK)
+    db.compile(
+        expressions=[_encode(p) for p in patterns],
+        ids=list(range(len(patterns))),
+        flags=_hs.HS_FLAG_PREFILTER | _hs.HS_FLAG_DOTALL,
+    )
+    return db
+
+
+class _Collector:
+    """A match callback the C extension holds: kept referenced by its owner for as long as it is used."""
+
+    def __init__(self, offset: int = 0) -> None:
+        self.hits: list[Hit] = []
+        self.offset = offset
+
+    def __call__(self, pattern_id: int, _start: int, end: int, _flags: int, _context: object) -> None:
+        self.hits.append((pattern_id + self.offset, end))
+
+
+class _HyperscanStream:
+    def __init__(self, owner: HyperscanPrefilter) -> None:
+        self._owner = owner
+        self._parts: list[tuple[Any, Any, _Collector]] = []
+        self._bytes = 0  # bytes scanned so far: the stream reports offsets from its start
+        for db, offset in owner.stream_databases():
+            collector = _Collector(offset)
+            manager = db.stream(match_event_handler=collector)
+            self._parts.append((manager, manager.__enter__(), collector))
+
+    def scan(self, text: str, base: int) -> list[Hit]:
+        data = _encode(text)
+        hits: list[Hit] = []
+        for _manager, stream, collector in self._parts:
+            collector.hits = []
+            stream.scan(data, scratch=self._owner.scratch(stream.database))
+            hits += [(i, max(0, end - self._bytes)) for i, end in collector.hits]
+        self._bytes += len(data)
+        return _char_offsets(text, data, hits, base)
+
+    def close(self, end: int) -> list[Hit]:
+        # a sentinel newline makes end-of-line assertions report now; their ends are clamped to the text
+        hits = [(i, min(e, end)) for i, e in self.scan("\n", end)]
+        with self._owner.close_lock:  # closing uses the database's own scratch
+            for manager, _stream, _collector in self._parts:
+                manager.__exit__(None, None, None)
+        self._parts = []
+        return hits
+
+
+class HyperscanPrefilter:
+    name = "hyperscan"
+
+    def __init__(self, rules: Sequence[MaskingRule], known: Sequence[str]) -> None:
+        assert _hs is not None
+        self._patterns = tuple(r.prefilter or r.pattern for r in rules)
+        self._known_block = self._known_stream = None
+        if known:
+            self._known_block = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+            self._known_stream = _hs.Database(mode=_hs.HS_MODE_STREAM)
+            for db in (self._known_block, self._known_stream):
+                db.compile(expressions=[_encode(k) for k in known], ids=list(range(len(known))), literal=True)
+        self._local = threading.local()
+        self.close_lock = threading.Lock()
+
+    def scratch(self, db: Any) -> Any:
+        """This thread's scratch space for ``db`` (scratch may not be shared between threads)."""
+        spaces = self._local.__dict__.setdefault("spaces", {})
+        if id(db) not in spaces:
+            spaces[id(db)] = db.scratch.clone()
+        return spaces[id(db)]
+
+    def stream_databases(self) -> list[tuple[Any, int]]:
+        out: list[tuple[Any, int]] = [(_rule_database(self._patterns, True), 0)]
+        if self._known_stream is not None:
+            out.append((self._known_stream, KNOWN_BASE))
+        return out
+
+    def scan(self, text: str) -> list[Hit]:
+        data = _encode(text)
+        hits: list[Hit] = []
+        for db, offset in ((_rule_database(self._patterns, False), 0), (self._known_block, KNOWN_BASE)):
+            if db is None:
+                continue
+            collector = _Collector(offset)
+            db.scan(data, match_event_handler=collector, scratch=self.scratch(db))
+            hits += collector.hits
+        return _char_offsets(text, data, hits, 0)
+
+    def stream(self) -> PrefilterStream:
+        return _HyperscanStream(self)
+
+
+class _KeywordStream:
+    def __init__(self, owner: KeywordPrefilter) -> None:
+        self._owner = owner
+
+    def scan(self, text: str, base: int) -> list[Hit]:
+        return self._owner.hits(text, base)
+
+    def close(self, end: int) -> list[Hit]:
+        return [(i, end) for i in self._owner.everywhere]
+
+
+class KeywordPrefilter:
+    name = "aho-corasick fallback"
+
+    def __init__(self, rules: Sequence[MaskingRule], known: Sequence[str]) -> None:
+        self._keywords = _automaton(((w, i) for i, r in enumerate(rules) for w in r.keywords), lower=True)
+        self._known = _automaton(((k, KNOWN_BASE + j) for j, k in enumerate(known)), lower=False)
+        self.everywhere = [i for i, r in enumerate(rules) if not r.keywords]
+        self._grid = {i: max(1, rules[i].max_length) for i in self.everywhere}
+
+    def hits(self, text: str, base: int) -> list[Hit]:
+        out: list[Hit] = []
+        if self._keywords is not None:
+            haystack = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+            out += [(i, base + end + 1) for end, ids in self._keywords.iter(haystack) for i in ids]
+        if self._known is not None:
+            out += [(i, base + end + 1) for end, ids in self._known.iter(text) for i in ids]
+        for i, step in self._grid.items():  # rules without keywords: a hit every max_length characters
+            first = (base // step + 1) * step
+            out += [(i, at) for at in range(first, base + len(text) + 1, step)]
+        return out
+
+    def scan(self, text: str) -> list[Hit]:
+        return self.hits(text, 0) + [(i, len(text)) for i in self.everywhere]
+
+    def stream(self) -> PrefilterStream:
+        return _KeywordStream(self)
+
+
+def _automaton(entries: Any, *, lower: bool) -> Any:
+    words: dict[str, list[int]] = {}
+    for word, ident in entries:
+        words.setdefault(word.lower() if lower else word, []).append(ident)
+    if not words:
+        return None
+    automaton = ahocorasick.Automaton()
+    for word, ids in words.items():
+        automaton.add_word(word, tuple(ids))
+    automaton.make_automaton()
+    return automaton
+
+
+def make_prefilter(rules: Sequence[MaskingRule], known: Sequence[str], *, engine: str = "auto") -> Prefilter:
+    """``engine``: ``auto`` (hyperscan when it loads), ``hyperscan`` or ``fallback``."""
+    factory: Callable[[Sequence[MaskingRule], Sequence[str]], Prefilter]
+    if engine == "fallback" or (engine == "auto" and _hs is None):
+        factory = KeywordPrefilter
+    else:
+        if _hs is None:
+            raise RuntimeError("the hyperscan package is not installed")
+        factory = HyperscanPrefilter
+    return factory(rules, known)
