@@ -173,11 +173,19 @@ class HyperscanPrefilter:
 
 
 class _KeywordStream:
+    """Scans each chunk with the end of the previous one in front, so a keyword or known value split
+    between chunks is found; hits are reported once, in the chunk where they end."""
+
     def __init__(self, owner: KeywordPrefilter) -> None:
         self._owner = owner
+        self._tail = ""
 
     def scan(self, text: str, base: int) -> list[Hit]:
-        return self._owner.hits(text, base)
+        joined = self._tail + text
+        start = base - len(self._tail)
+        hits = [h for h in self._owner.literal_hits(joined, start) if h[1] > base]
+        self._tail = joined[-self._owner.overlap :] if self._owner.overlap else ""
+        return hits + self._owner.grid_hits(base, base + len(text))
 
     def close(self, end: int) -> list[Hit]:
         return [(i, end) for i in self._owner.everywhere]
@@ -191,21 +199,27 @@ class KeywordPrefilter:
         self._known = _automaton(((k, KNOWN_BASE + j) for j, k in enumerate(known)), lower=False)
         self.everywhere = [i for i, r in enumerate(rules) if not r.keywords]
         self._grid = {i: max(1, rules[i].max_length) for i in self.everywhere}
+        longest = max([len(w) for r in rules for w in r.keywords] + [len(k) for k in known] + [1])
+        self.overlap = longest - 1
 
-    def hits(self, text: str, base: int) -> list[Hit]:
+    def literal_hits(self, text: str, base: int) -> list[Hit]:
         out: list[Hit] = []
         if self._keywords is not None:
             haystack = text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
             out += [(i, base + end + 1) for end, ids in self._keywords.iter(haystack) for i in ids]
         if self._known is not None:
             out += [(i, base + end + 1) for end, ids in self._known.iter(text) for i in ids]
-        for i, step in self._grid.items():  # rules without keywords: a hit every max_length characters
-            first = (base // step + 1) * step
-            out += [(i, at) for at in range(first, base + len(text) + 1, step)]
+        return out
+
+    def grid_hits(self, start: int, stop: int) -> list[Hit]:
+        """Rules without keywords: a hit every ``max_length`` characters in (start, stop]."""
+        out: list[Hit] = []
+        for i, step in self._grid.items():
+            out += [(i, at) for at in range((start // step + 1) * step, stop + 1, step)]
         return out
 
     def scan(self, text: str) -> list[Hit]:
-        return self.hits(text, 0) + [(i, len(text)) for i in self.everywhere]
+        return self.literal_hits(text, 0) + self.grid_hits(0, len(text)) + [(i, len(text)) for i in self.everywhere]
 
     def stream(self) -> PrefilterStream:
         return _KeywordStream(self)

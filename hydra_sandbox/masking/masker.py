@@ -157,6 +157,7 @@ class LineMasker:
     _OPEN = re.compile(r"-----BEGIN[A-Z0-9 ]{0,40} PRIVATE KEY")
     _CLOSE = re.compile(r"-----END[A-Z0-9 ]{0,40} PRIVATE KEY")
     _BODY = re.compile(r"[ \t\"']*[A-Za-z0-9+/=]{16,100}(?:\\n)?[\"',+ \t]*\r?")
+    _MORE_BODY = re.compile(r"[ \t\"']*[A-Za-z0-9+/=]{1,100}(?:\\n)?[\"',+ \t]*\r?")
 
     def __init__(self, masker: SecretMasker) -> None:
         self._masker = masker
@@ -181,7 +182,7 @@ class LineMasker:
             self._in_block = True
             self._hold(line)
             return released
-        if self._BODY.fullmatch(line):
+        if (self._MORE_BODY if self._held else self._BODY).fullmatch(line):
             self._hold(line)
             return self._release() if self._held_size > MAX_KEY_BLOCK else []
         if self._held:  # a run of key-like lines ends here: mask it with this line (maybe its END)
