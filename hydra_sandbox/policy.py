@@ -2,7 +2,7 @@
 
 Directory globs use gitignore syntax (``pathspec``'s ``gitwildmatch``) relative to the workspace
 root. A path is visible when every allow layer matches it and no deny glob does; deny wins.
-Protected paths (:data:`PROTECTED_HIDDEN`, :data:`PROTECTED_READ_ONLY`) apply to every policy and
+Protected paths (:mod:`hydra_sandbox.protected`) apply to every policy and
 cannot be removed by any policy or request.
 """
 
@@ -21,37 +21,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from hydra_sandbox.egress_rules import policy_domain
 from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation, shown
+from hydra_sandbox.hardlinks import is_multiply_linked, linked_to_hidden
+from hydra_sandbox.protected import PROTECTED_HIDDEN, PROTECTED_READ_ONLY
 from hydra_sandbox.yaml_dirs import YamlDirectories, fresh, load_each
 from hydra_sandbox.yaml_models import field_path, load_yaml_model, validate_data
-
-# Protected directories are named without a trailing slash so that the glob also covers a file or
-# link of that name: a ``.git`` file saying ``gitdir: evil`` or a ``.vscode`` link to a directory the
-# agent wrote would hand the host tool configuration the agent controls.
-PROTECTED_HIDDEN: tuple[str, ...] = (
-    ".env",
-    ".env.*",
-    ".codex",
-    ".mcp.json",
-    ".envrc",
-    "**/.git/config",
-)
-"""Never visible to an agent: they hold credentials or configure tools that run on the host."""
-
-PROTECTED_READ_ONLY: tuple[str, ...] = (
-    ".git",
-    ".gitmodules",
-    ".vscode",
-    ".bashrc",
-    ".bash_profile",
-    ".bash_login",
-    ".bash_logout",
-    ".profile",
-    ".zshrc",
-    ".zprofile",
-    ".zshenv",
-    ".inputrc",
-)
-"""Visible but never writable: a write here would run code on the host later."""
 
 NetworkMode = Literal["none", "model-only", "allowlist"]
 _NETWORK_ORDER: dict[str, int] = {"none": 0, "model-only": 1, "allowlist": 2}
@@ -144,31 +117,39 @@ class PolicyRequest(_Strict):
 
 
 class _GlobSet:
-    """A gitignore-style glob list compiled once: one regular expression when no glob negates (the usual
-    case, many times faster than trying each pattern), else pathspec's own matcher."""
+    """A gitignore-style glob list compiled once into regular expressions that also match names holding a
+    newline (gitignore's own expressions stop at one). Without negations the list is one expression;
+    with them the last glob that matches decides, as in gitignore."""
 
-    def __init__(self, globs: Iterable[str]) -> None:
+    def __init__(self, globs: Iterable[str], *, ignore_case: bool = False) -> None:
         lines = list(globs)
-        self._spec = pathspec.PathSpec.from_lines("gitignore", lines)
-        patterns = [p for p in self._spec.patterns if p.include is not None and getattr(p, "regex", None) is not None]
+        spec = pathspec.PathSpec.from_lines("gitignore", lines)
+        flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+        ordered = [
+            (re.compile(p.regex.pattern, flags), bool(p.include))  # type: ignore[attr-defined,union-attr]
+            for p in spec.patterns
+            if p.include is not None and getattr(p, "regex", None) is not None
+        ]
         self.everything = lines == ["**"]
+        self._ordered = ordered
         self._regex: re.Pattern[str] | None = None
-        if patterns and all(p.include for p in patterns):
-            self._regex = re.compile("|".join(f"(?:{p.regex.pattern})" for p in patterns))  # type: ignore[union-attr]
-        self._empty = not patterns
+        if ordered and all(include for _r, include in ordered):
+            self._regex = re.compile("|".join(f"(?:{r.pattern})" for r, _i in ordered), flags)
 
     def match_file(self, path: str) -> bool:
         if self.everything:
             return True
-        if self._empty:
-            return False
         if self._regex is not None:
             return self._regex.match(path) is not None
-        return self._spec.match_file(path)
+        matched = False
+        for regex, include in self._ordered:
+            if regex.match(path) is not None:
+                matched = include
+        return matched
 
 
-def _spec(globs: Iterable[str]) -> _GlobSet:
-    return _GlobSet(globs)
+def _spec(globs: Iterable[str], *, ignore_case: bool = False) -> _GlobSet:
+    return _GlobSet(globs, ignore_case=ignore_case)
 
 
 class PathMatcher:
@@ -176,30 +157,31 @@ class PathMatcher:
 
     def __init__(self, directory: DirectoryPolicy) -> None:
         self._allow_layers = [_spec(layer) for layer in [*directory.inherited_allow, directory.allow]]
-        self._deny = _spec([*directory.deny, *PROTECTED_HIDDEN])
+        self._denied = _spec(directory.deny)
+        self._hidden = _spec(PROTECTED_HIDDEN, ignore_case=True)
         self._read_only = _spec([*directory.read_only, *PROTECTED_READ_ONLY])
-        self._protected = _spec([*PROTECTED_HIDDEN, *PROTECTED_READ_ONLY])
+        self._protected_read_only = _spec(PROTECTED_READ_ONLY)
 
     def is_visible(self, rel: str) -> bool:
-        if self._deny.match_file(rel):
+        if self.is_denied(rel):
             return False
         return all(layer.match_file(rel) for layer in self._allow_layers)
 
     def is_denied(self, rel: str) -> bool:
         """Hidden by a deny or protected glob (whatever the allow lists say)."""
-        return self._deny.match_file(rel)
+        return self._hidden.match_file(rel) or self._denied.match_file(rel)
 
     def is_writable(self, rel: str) -> bool:
         return self.is_visible(rel) and not self._read_only.match_file(rel)
 
     def is_protected(self, rel: str) -> bool:
-        return self._protected.match_file(rel)
+        return self._hidden.match_file(rel) or self._protected_read_only.match_file(rel)
 
     def why_not_writable(self, rel: str) -> str | None:
         """``None`` when writable, else a short reason for reports."""
-        if self._protected.match_file(rel):
+        if self.is_protected(rel):
             return "protected path"
-        if self._deny.match_file(rel):
+        if self._denied.match_file(rel):
             return "denied by policy"
         if not all(layer.match_file(rel) for layer in self._allow_layers):
             return "outside the allowed paths"
@@ -396,4 +378,10 @@ def explain(policy: Policy, workspace: Path) -> Explanation:
             (writable if matcher.is_writable(rel) else read_only).append(rel)
         else:
             hidden.append(rel)
+    linked = linked_to_hidden(workspace, hidden, [v for v in visible if is_multiply_linked(workspace / v)])
+    if linked:
+        visible = [v for v in visible if v not in linked]
+        writable = [v for v in writable if v not in linked]
+        read_only = [v for v in read_only if v not in linked]
+        hidden = sorted(hidden + linked)
     return Explanation(visible=visible, hidden=hidden, writable=writable, read_only=read_only)

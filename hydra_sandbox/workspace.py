@@ -23,6 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from hydra_sandbox.errors import WorkspaceError
+from hydra_sandbox.hardlinks import linked_to_hidden
 from hydra_sandbox.policy import PathMatcher, Policy
 from hydra_sandbox.runtime import ContainerRuntime
 
@@ -56,7 +57,8 @@ class StagedWorkspace(BaseModel):
     def hidden(self) -> set[str]:
         if not self.hidden_file.exists():
             return set()
-        return set(self.hidden_file.read_text(encoding="utf-8", errors="surrogateescape").splitlines())
+        text = self.hidden_file.read_text(encoding="utf-8", errors="surrogateescape")
+        return set(text.split("\0") if "\0" in text else text.splitlines()) - {""}
 
     def driver_opts(self) -> dict[str, str]:
         lower = ":".join(str(p) for p in self.lowers)
@@ -87,6 +89,7 @@ def hidden_paths(root: Path, matcher: PathMatcher) -> list[str]:
     """Workspace-relative paths to hide: denied directories whole (not descended), and every other
     entry the policy does not make visible."""
     hidden: list[str] = []
+    linked: list[str] = []  # visible files with other names: maybe a hard link to a hidden file
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -103,7 +106,9 @@ def hidden_paths(root: Path, matcher: PathMatcher) -> list[str]:
                     stack.append(rel)
             elif not matcher.is_visible(rel):
                 hidden.append(rel)
-    return sorted(hidden)
+            elif entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_nlink > 1:
+                linked.append(rel)
+    return sorted(hidden + linked_to_hidden(root, hidden, linked))
 
 
 def _dir_wholly_hidden(matcher: PathMatcher, rel: str) -> bool:
@@ -134,8 +139,8 @@ def _whiteout(upper: Path, base: Path, rel: str, uid: int, gid: int) -> None:
     os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
 
-def _copy_visible(source: Path, dest: Path, matcher: PathMatcher, uid: int, gid: int) -> None:
-    """The fallback for root-owned sources: copy what the agent may see, owned by the agent."""
+def _copy_visible(source: Path, dest: Path, matcher: PathMatcher, uid: int, gid: int, hidden: set[str]) -> None:
+    """The fallback for root-owned sources: copy what the agent may see (not ``hidden``), owned by the agent."""
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         rel_dir = os.path.relpath(directory, source)
@@ -146,7 +151,7 @@ def _copy_visible(source: Path, dest: Path, matcher: PathMatcher, uid: int, gid:
             if os.path.isdir(path) and not os.path.islink(path):
                 if _dir_wholly_hidden(matcher, rel):
                     out.add(name)
-            elif not matcher.is_visible(rel):
+            elif not matcher.is_visible(rel) or rel in hidden:
                 out.add(name)
         return out
 
@@ -187,13 +192,16 @@ async def stage(
     else:
         uid, gid, mode = FALLBACK_UID, FALLBACK_GID, "copy"
         base = session_dir / "lower"
-        _copy_visible(resolved, base, matcher, uid, gid)
+    hidden = hidden_paths(resolved, matcher)
+    if mode == "copy":
+        _copy_visible(resolved, base, matcher, uid, gid, set(hidden))
+        hidden = []
     os.chmod(upper, stat.S_IMODE(base.stat().st_mode))
     os.chown(upper, uid, gid)
-    hidden = hidden_paths(resolved, matcher) if mode == "overlay" else []
     for rel in hidden:
         _whiteout(upper, base, rel, uid, gid)
-    (session_dir / "hidden.txt").write_text("\n".join(hidden), encoding="utf-8", errors="surrogateescape")
+    # NUL-separated: a hidden name may hold a newline
+    (session_dir / "hidden.txt").write_text("\0".join(hidden), encoding="utf-8", errors="surrogateescape")
     ws = StagedWorkspace(
         session_id=session_id,
         source=resolved,
