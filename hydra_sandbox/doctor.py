@@ -151,12 +151,33 @@ def _model_key(settings: HydraSettings) -> Check:
     return Check(name="model key", ok=report.ok, detail=report.detail, fix=report.fix)
 
 
+def _masking(settings: HydraSettings) -> Check:
+    from hydra_sandbox.masking import SecretMasker, hyperscan_available
+    from hydra_sandbox.services import masking_rules
+
+    try:
+        rules = masking_rules(settings)
+    except HydraError as exc:
+        return Check(name="masking", ok=False, detail=exc.message, fix=exc.hint)
+    if hyperscan_available():
+        SecretMasker(rules=rules).mask("doctor")  # compiles the rules now, so a bad pattern shows here
+        return Check(name="masking", ok=True, detail=f"{len(rules)} rules on the hyperscan (Vectorscan) engine")
+    return Check(
+        name="masking",
+        ok=True,
+        detail=f"{len(rules)} rules on the Aho-Corasick fallback: the hyperscan package does not load here, "
+        "so masking is several times slower",
+        fix="pip install hyperscan",
+    )
+
+
 def run_checks(settings: HydraSettings) -> list[Check]:
     return [
         *_docker_checks(settings),
         _store(settings),
         _check("embedding model", lambda: _model(settings.embedding_model_dir), fix="run `hydra embeddings install`"),
         _model_key(settings),
+        _masking(settings),
         _check(
             "npm",
             _npm,

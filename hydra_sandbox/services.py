@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from hydra_sandbox.agent_endpoint import AgentEndpoint, AgentTokens, endpoint_socket
 from hydra_sandbox.indexer import Indexer
 from hydra_sandbox.journal import Journal
-from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.masking import MaskingRule, SecretMasker, load_rules
 from hydra_sandbox.orchestration.manager import AgentManager
 from hydra_sandbox.policy import PolicyCatalog
 from hydra_sandbox.profiles import ProfileCatalog
@@ -67,6 +67,11 @@ def agent_endpoint_for(settings: HydraSettings) -> AgentEndpoint | None:
     )
 
 
+def masking_rules(settings: HydraSettings) -> tuple[MaskingRule, ...]:
+    """The built-in masking rules and the operator's (``HYDRA_MASKING_RULES_DIR``)."""
+    return load_rules([settings.masking_rules_dir] if settings.masking_rules_dir else [])
+
+
 @contextlib.asynccontextmanager
 async def open_services(
     settings: HydraSettings,
@@ -76,7 +81,7 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     settings.data_home.mkdir(parents=True, exist_ok=True)
     journal = Journal(settings.journal_path)
-    masker = SecretMasker(known_secrets(settings))
+    masker = SecretMasker(known_secrets(settings), rules=masking_rules(settings))
     store = store if store is not None else _default_store(settings)
     indexer = Indexer(journal, store)
     endpoint = agent_endpoint_for(settings) if sandbox is None else None

@@ -98,6 +98,10 @@ class HydraSettings(BaseSettings):
     )
     log_level: LogLevel = Field(default="WARNING", description="Log level of `hydra serve` (stderr).")
     profiles_dir: Path | None = Field(default=None, description="User profiles; override built-ins by id.")
+    masking_rules_dir: Path | None = Field(
+        default=None,
+        description="Operator masking rules (*.yaml) added to the built-in ones; try them with `hydra masking test`.",
+    )
     policies_dir: Path | None = Field(default=None, description="User policies; override built-ins by name.")
     max_concurrent_agents: int = Field(default=4, ge=1, le=256)
     agent_uid: int | None = Field(default=None, ge=0, description="uid agents run as; unset: workspace owner.")

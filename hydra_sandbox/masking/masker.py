@@ -14,7 +14,7 @@ from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.masking.encodings import MIN_SECRET_LENGTH, known_forms
 from hydra_sandbox.masking.engine import make_prefilter
 from hydra_sandbox.masking.rules import MaskingRule, default_rules
-from hydra_sandbox.masking.scanner import CONTEXT, Compiled, Scanner, mask_text
+from hydra_sandbox.masking.scanner import CONTEXT, Compiled, Scanner, find_spans, mask_text
 
 MAX_KEY_BLOCK = 8192
 """Lines a :class:`LineMasker` holds for one private key block, in characters, before masking them anyway."""
@@ -115,6 +115,10 @@ class SecretMasker:
 
     def stream(self) -> MaskingStream:
         return MaskingStream(self)
+
+    def spans(self, text: str) -> list[tuple[int, int, str]]:
+        """What :meth:`mask` would replace in ``text``: (start, end, rule) per mask, not counted as hits."""
+        return find_spans(self._compiled, text) if text else []
 
 
 class MaskingStream:

@@ -73,6 +73,7 @@ class Scanner:
         self._spans: list[tuple[int, int, str]] = []
         self._emitted_n = self._emitted_o = 0
         self.counted: Counter[str] = Counter()
+        self.found: list[tuple[int, int, str]] = []  # masked spans, in offsets of the original text
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -184,6 +185,7 @@ class Scanner:
             pieces.append(self._orig[cursor - base : so - base])
             pieces.append(f"[MASKED:{name}]")
             self.counted[name] += 1
+            self.found.append((so, eo, name))
             cursor = max(cursor, eo)
         self._spans = []
         cut_o = self._orig_end if final or cut >= self._end else original(cut)
@@ -206,3 +208,14 @@ def mask_text(compiled: Compiled, text: str) -> tuple[str, Counter[str] | None]:
         return text, None
     scanner = Scanner(compiled)
     return scanner.whole(text, norm, breaks, hits), scanner.counted
+
+
+def find_spans(compiled: Compiled, text: str) -> list[tuple[int, int, str]]:
+    """The spans of ``text`` masking replaces, as (start, end, rule) in ``text``'s own offsets."""
+    norm, breaks = normalise(text)
+    hits = compiled.prefilter.scan(norm + "\n")
+    if not hits:
+        return []
+    scanner = Scanner(compiled)
+    scanner.whole(text, norm, breaks, hits)
+    return scanner.found
