@@ -1,22 +1,121 @@
-"""Masker throughput on a mixed log, against a plain pass over the same text, plus recall and
-false-positive rate on the corpus. Usage: python benchmarks/bench_masking.py [--quick]"""
+"""Masking benchmark, one run: recall and false positives per category on the generated corpus
+(``benchmarks/masking_corpus.py``: 52 secret formats, 520 secrets, 250 look-alike files), side by side with
+betterleaks on the same files; then streaming throughput on a mixed log for the masker, the masker before
+issue 14 (read from git history) and betterleaks.
+
+Usage: python benchmarks/bench_masking.py [--quick] [--size-mb N]
+
+A secret case counts as caught by Hydra when none of its values (each line of a key) is left in the
+masked text; by betterleaks when every value lies inside one of its findings for that file. A look-alike
+file is a false positive when Hydra changes it or betterleaks reports anything in it.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import random
+import resource
+import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-import yaml
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks.masking_corpus import Case, generate  # noqa: E402
+from hydra_sandbox.masking import LineMasker, SecretMasker  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hydra_sandbox.masking import SecretMasker
+BEFORE = "27909c6"
+"""The last commit with the masker issue 14 replaced (``hydra_sandbox/masking.py``)."""
+CHUNK = 65536
 
-CORPUS = yaml.safe_load((Path(__file__).resolve().parent.parent / "tests/data/masking_corpus.yaml").read_text())
+
+def _betterleaks_binary() -> Path:
+    import betterleaks
+
+    return Path(betterleaks.__file__).parent / "bin" / "betterleaks"
 
 
-def mixed_log(size: int, secret_rate: float = 0.001) -> str:
+def _betterleaks_findings(paths: list[Path], report: Path) -> tuple[dict[str, list[dict[str, Any]]], float, float]:
+    """Findings by file, wall seconds and child CPU seconds of one betterleaks run over ``paths``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(
+        [str(_betterleaks_binary()), "fs", *map(str, paths), "-o", str(report), "--no-banner", "-l", "error",
+         "--exit-code", "0"],
+        check=True,
+        capture_output=True,
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    by_file: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for finding in json.loads(report.read_text()).get("findings") or []:
+        by_file[Path(finding["location"]["path"]).name].append(finding)
+    return by_file, wall, cpu
+
+
+def _covered(value: str, findings: list[dict[str, Any]]) -> bool:
+    for f in findings:
+        found = f["match"].get("value") or ""
+        full = f["match"].get("full") or ""
+        if value in full or value in found or (len(found) >= 8 and found in value):
+            return True
+    return False
+
+
+def accuracy(cases: list[Case], masker: SecretMasker, workdir: Path) -> dict[str, Any]:
+    names = []
+    for i, case in enumerate(cases):
+        name = f"{i:04d}-{case.category}.txt"
+        (workdir / name).write_text(case.text)
+        names.append(name)
+    findings, _wall, _cpu = _betterleaks_findings([workdir], workdir.parent / "corpus-report.json")
+    rows: dict[str, Counter[str]] = defaultdict(Counter)
+    for name, case in zip(names, cases, strict=True):
+        row = rows[case.category]
+        row["cases"] += 1
+        masked = masker.mask(case.text)
+        if case.is_secret:
+            row["hydra"] += all(v not in masked for v in case.values)
+            row["betterleaks"] += all(_covered(v, findings.get(name, [])) for v in case.values)
+        else:
+            row["hydra"] += masked != case.text
+            row["betterleaks"] += bool(findings.get(name))
+    return rows
+
+
+def _print_accuracy(cases: list[Case], rows: dict[str, Counter[str]]) -> None:
+    secret_cats = list(dict.fromkeys(c.category for c in cases if c.is_secret))
+    other_cats = list(dict.fromkeys(c.category for c in cases if not c.is_secret))
+    print("### Recall per secret format (caught / cases)\n")
+    print("| format | cases | Hydra | betterleaks |\n|---|---|---|---|")
+    for cat in secret_cats:
+        r = rows[cat]
+        print(f"| {cat} | {r['cases']} | {r['hydra']} | {r['betterleaks']} |")
+    secrets = sum(rows[c]["cases"] for c in secret_cats)
+    hydra = sum(rows[c]["hydra"] for c in secret_cats)
+    leaks = sum(rows[c]["betterleaks"] for c in secret_cats)
+    print(f"| **all {len(secret_cats)} formats** | {secrets} | **{hydra / secrets:.1%}** | **{leaks / secrets:.1%}** |")
+    print("\n### False positives per look-alike kind (files changed or reported / files)\n")
+    print("| look-alike | files | Hydra | betterleaks |\n|---|---|---|---|")
+    for cat in other_cats:
+        r = rows[cat]
+        print(f"| {cat} | {r['cases']} | {r['hydra']} | {r['betterleaks']} |")
+    files = sum(rows[c]["cases"] for c in other_cats)
+    hydra_fp = sum(rows[c]["hydra"] for c in other_cats)
+    leaks_fp = sum(rows[c]["betterleaks"] for c in other_cats)
+    print(f"| **all {len(other_cats)} kinds** | {files} | **{hydra_fp / files:.1%}** | **{leaks_fp / files:.1%}** |\n")
+
+
+def mixed_log(size: int, cases: list[Case], secret_rate: float = 0.001) -> str:
+    """Development output: requests, tests, JSON events, code, git, coloured tool output; about one line
+    in a thousand is a corpus case holding a secret."""
     rng = random.Random(1)
     lines = [
         "2026-11-25T10:00:00Z INFO request handled path=/api/v1/items status=200 duration=12ms user=alice",
@@ -24,49 +123,97 @@ def mixed_log(size: int, secret_rate: float = 0.001) -> str:
         "PASSED tests/test_api.py::test_list_items[params3] in 0.02s",
         "commit 3f786850e387550fdab836ed7e6dc881de23001b Merge pull request #42",
         '{"type":"item.completed","item":{"type":"command_execution","command":"pytest -q","exit_code":0}}',
+        "\x1b[32m✓\x1b[0m built dist/app.js in 312ms (gzip: 41.2 kB)",
+        "npm WARN deprecated inflight@1.0.6: This module is not supported, and leaks memory.",
+        'File "/app/handlers.py", line 88, in refresh_token',
+        "diff --git a/src/config.py b/src/config.py index 83db48f..bf269f4 100644",
+        "Step 4/9 : RUN pip install --no-cache-dir -r requirements.txt",
     ]
-    secrets = [t for texts in CORPUS["true_positives"].values() for t in texts]
+    secrets = [c.text.rstrip("\n") for c in cases if c.is_secret]
     out, n = [], 0
     while n < size:
         line = rng.choice(secrets) if rng.random() < secret_rate else rng.choice(lines)
         out.append(line)
-        n += len(line) + 1
-    return "\n".join(out)[:size]
+        n += len(line.encode()) + 1
+    return "\n".join(out)
+
+
+def _load_before() -> ModuleType:
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{BEFORE}:hydra_sandbox/masking.py"], check=True, capture_output=True
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "masking_before.py"
+    path.write_bytes(source)
+    spec = importlib.util.spec_from_file_location("masking_before", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["masking_before"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _timed(fn: Any) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _stream(masker: Any, data: bytes) -> None:
+    stream = masker.stream()
+    for i in range(0, len(data), CHUNK):
+        stream.feed_bytes(data[i : i + CHUNK])
+    stream.flush()
+
+
+def _lines(masker: SecretMasker, text: str) -> None:
+    lines = LineMasker(masker)
+    for line in text.split("\n"):
+        lines.feed_line(line)
+    lines.flush()
+
+
+def throughput(cases: list[Case], size: int, workdir: Path) -> None:
+    text = mixed_log(size, cases)
+    data = text.encode()
+    log = workdir / "mixed.log"
+    log.write_bytes(data)
+    mb = len(data) / 1e6
+    rows: list[tuple[str, float, float]] = []
+    baseline = _timed(lambda: data.decode().replace("hydra-benchmark-known-secret-1234", "[MASKED]"))
+    rows.append(("baseline: decode + one str.replace", *baseline))
+    known = ["hydra-benchmark-known-secret-1234"]
+    hydra = SecretMasker(known)
+    hydra.mask("warm up")  # compiles the block database
+    _stream(hydra, b"warm up")
+    rows.append(("Hydra, stream of 64 KiB chunks (hyperscan)", *_timed(lambda: _stream(hydra, data))))
+    rows.append(("Hydra, mask() on the whole text", *_timed(lambda: hydra.mask(text))))
+    rows.append(("Hydra, LineMasker line by line (the Codex pipeline)", *_timed(lambda: _lines(hydra, text))))
+    fallback = SecretMasker(known, engine="fallback")
+    rows.append(("Hydra, stream of 64 KiB chunks (fallback engine)", *_timed(lambda: _stream(fallback, data))))
+    before = _load_before().SecretMasker(known)
+    rows.append((f"before issue 14 ({BEFORE}), stream of 64 KiB chunks", *_timed(lambda: _stream(before, data))))
+    _f, wall, cpu = _betterleaks_findings([log], workdir / "log-report.json")
+    rows.append(("betterleaks fs on the file (Go, all cores)", wall, cpu))
+    print(f"### Throughput on a {mb:.0f} MB mixed log\n")
+    print("| measurement | MB/s (wall) | MB/s (CPU time) |\n|---|---|---|")
+    for name, wall_s, cpu_s in rows:
+        print(f"| {name} | {mb / wall_s:.0f} | {mb / max(cpu_s, 1e-9):.0f} |")
+    print()
 
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    size = 5_000_000 if quick else 100_000_000
-    text = mixed_log(size)
-    masker = SecretMasker(["hydra-benchmark-known-secret-1234"])
-    start = time.perf_counter()
-    text.encode().decode().replace("hydra-benchmark-known-secret-1234", "[MASKED]")
-    baseline = time.perf_counter() - start
-    start = time.perf_counter()
-    masker.mask(text)
-    whole = time.perf_counter() - start
-    stream = masker.stream()
-    data = text.encode()
-    start = time.perf_counter()
-    for i in range(0, len(data), 65536):
-        stream.feed_bytes(data[i : i + 65536])
-    stream.flush()
-    streamed = time.perf_counter() - start
-    mb = len(data) / 1e6
-    print("| measurement | MB/s | ratio to baseline |\n|---|---|---|")
-    print(f"| baseline: decode + replace of one known value | {mb / baseline:.0f} | 1.0 |")
-    print(f"| mask() whole text | {mb / whole:.1f} | {baseline / whole:.3f} |")
-    print(f"| stream, 64 KiB chunks | {mb / streamed:.1f} | {baseline / streamed:.3f} |")
-    fresh = SecretMasker()
-    print("\n| rule | recall | true positives |\n|---|---|---|")
-    for rule, texts in CORPUS["true_positives"].items():
-        caught = sum(f"[MASKED:{rule}]" in fresh.mask(t) for t in texts)
-        print(f"| {rule} | {caught / len(texts):.0%} | {len(texts)} |")
-    false = sum(fresh.mask(t) != t for t in CORPUS["false_positives"])
-    print(f"\nfalse positives: {false} of {len(CORPUS['false_positives'])} ordinary lines")
-    ordinary = mixed_log(2_000_000, secret_rate=0.0).splitlines()
-    changed = sum(1 for line in ordinary if fresh.mask(line) != line)
-    print(f"secret-free log lines changed: {changed} of {len(ordinary)}")
+    size_mb = 10 if quick else 100
+    if "--size-mb" in sys.argv:
+        size_mb = int(sys.argv[sys.argv.index("--size-mb") + 1])
+    cases = generate()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        corpus = workdir / "corpus"
+        corpus.mkdir()
+        rows = accuracy(cases, SecretMasker(), corpus)
+        _print_accuracy(cases, rows)
+        throughput(cases, size_mb * 1_000_000, workdir)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ known values into a literal database. A hit is ``(pattern id, end offset)``: som
 end there; the masker then extracts the exact match with ``re`` in a bounded window around it.
 :class:`KeywordPrefilter` is the fallback where the ``hyperscan`` package cannot load: an Aho-Corasick
 pass over the rules' keywords (a hit at each keyword's end) and over the known values, and a hit every
-``max_length`` characters for rules without keywords, so they are searched everywhere.
+``GRID`` characters for rules without keywords, so they are searched everywhere.
 
 Pattern ids: rule ``i`` is ``i``; known literal ``j`` is ``KNOWN_BASE + j``.
 """
@@ -23,6 +23,7 @@ import ahocorasick
 from hydra_sandbox.masking.rules import MaskingRule
 
 KNOWN_BASE = 1 << 20
+GRID = 4096
 Hit = tuple[int, int]
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -49,26 +50,42 @@ class PrefilterStream(Protocol):
 
 class Prefilter(Protocol):
     name: str
+    reach: tuple[int, ...]
+    """Per rule: how far before a hit a match of the rule may start."""
+    ahead: tuple[int, ...]
+    """Per rule: how far after a hit a match of the rule may end."""
 
     def scan(self, text: str) -> list[Hit]: ...
 
     def stream(self) -> PrefilterStream: ...
 
 
+_CONTINUATION = bytes(range(0x80, 0xC0))
+
+
 def _char_offsets(text: str, data: bytes, hits: list[Hit], base: int) -> list[Hit]:
-    """Byte offsets (relative to ``data``, the UTF-8 of ``text``) turned into absolute character offsets."""
+    """Byte offsets (relative to ``data``, the UTF-8 of ``text``) turned into absolute character offsets:
+    a character is one byte that is not a UTF-8 continuation byte."""
     if len(data) == len(text):
         return [(i, base + end) for i, end in hits]
     out: list[Hit] = []
     byte_cursor = char_cursor = 0
     for i, end in sorted(hits, key=lambda h: h[1]):
-        while end > 0 and end < len(data) and (data[end] & 0xC0) == 0x80:
+        while 0 < end < len(data) and data[end] & 0xC0 == 0x80:
             end -= 1  # inside a multi-byte character: count it from its first byte
         if end > byte_cursor:
-            char_cursor += len(data[byte_cursor:end].decode("utf-8", "surrogatepass"))
+            char_cursor += len(data[byte_cursor:end].translate(None, _CONTINUATION))
             byte_cursor = end
         out.append((i, base + char_cursor))
     return out
+
+
+def _reach(rules: Sequence[MaskingRule]) -> tuple[int, ...]:
+    return tuple(min(r.before_hit or r.max_length, r.max_length) for r in rules)
+
+
+def _ahead(rules: Sequence[MaskingRule]) -> tuple[int, ...]:
+    return tuple(min(r.max_length if r.after_hit is None else r.after_hit, r.max_length) for r in rules)
 
 
 def _encode(text: str) -> bytes:
@@ -135,6 +152,8 @@ class HyperscanPrefilter:
     def __init__(self, rules: Sequence[MaskingRule], known: Sequence[str]) -> None:
         assert _hs is not None
         self._patterns = tuple(r.prefilter or r.pattern for r in rules)
+        self.reach = _reach(rules)
+        self.ahead = _ahead(rules)
         self._known_block = self._known_stream = None
         if known:
             self._known_block = _hs.Database(mode=_hs.HS_MODE_BLOCK)
@@ -198,7 +217,10 @@ class KeywordPrefilter:
         self._keywords = _automaton(((w, i) for i, r in enumerate(rules) for w in r.keywords), lower=True)
         self._known = _automaton(((k, KNOWN_BASE + j) for j, k in enumerate(known)), lower=False)
         self.everywhere = [i for i, r in enumerate(rules) if not r.keywords]
-        self._grid = {i: max(1, rules[i].max_length) for i in self.everywhere}
+        # rules without keywords: a hit every GRID characters, each searched back to the previous one
+        self._grid = {i: max(GRID, rules[i].max_length) for i in self.everywhere}
+        self.reach = tuple(self._grid.get(i, reach) for i, reach in enumerate(_reach(rules)))
+        self.ahead = _ahead(rules)
         longest = max([len(w) for r in rules for w in r.keywords] + [len(k) for k in known] + [1])
         self.overlap = longest - 1
 
@@ -212,7 +234,7 @@ class KeywordPrefilter:
         return out
 
     def grid_hits(self, start: int, stop: int) -> list[Hit]:
-        """Rules without keywords: a hit every ``max_length`` characters in (start, stop]."""
+        """Rules without keywords: a hit every ``GRID`` characters in (start, stop]."""
         out: list[Hit] = []
         for i, step in self._grid.items():
             out += [(i, at) for at in range((start // step + 1) * step, stop + 1, step)]

@@ -13,6 +13,7 @@ _REMOVABLE = re.compile(
     r"|\x1b[@-Z\\-_]"  # other two-character escapes
     r"|[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]"  # soft hyphen, zero-width and direction marks
 )
+_STARTS = "\x1b\u00ad\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
 _INCOMPLETE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]{0,512}\x1b?)?")
 _TAIL = 600
 """Characters at the end of a chunk that may be the start of an escape sequence completed later."""
@@ -26,6 +27,20 @@ def split_incomplete(text: str) -> tuple[str, str]:
     return text[:at], text[at:]
 
 
+def _candidates(text: str) -> list[int]:
+    """Where a removable sequence may start, ascending: every ESC, and every invisible character (each
+    looked for with ``str.find``, which runs at memory speed, where the regex engine would not)."""
+    at: list[int] = []
+    for char in _STARTS:
+        if char not in text:
+            continue
+        found = text.find(char)
+        while found >= 0:
+            at.append(found)
+            found = text.find(char, found + 1)
+    return sorted(at)
+
+
 def normalise(text: str) -> tuple[str, list[tuple[int, int]]]:
     """The text the rules see, and breakpoints ``(i, d)``: from normalised index ``i`` on (until the next
     breakpoint), the original index is ``i + d``."""
@@ -34,10 +49,15 @@ def normalise(text: str) -> tuple[str, list[tuple[int, int]]]:
     pieces: list[str] = []
     breaks: list[tuple[int, int]] = []
     cursor = removed = kept = 0
-    for match in _REMOVABLE.finditer(text):
-        pieces.append(text[cursor : match.start()])
-        kept += match.start() - cursor
-        removed += match.end() - match.start()
+    for at in _candidates(text):
+        if at < cursor:
+            continue
+        match = _REMOVABLE.match(text, at)
+        if match is None:
+            continue
+        pieces.append(text[cursor:at])
+        kept += at - cursor
+        removed += match.end() - at
         cursor = match.end()
         if breaks and breaks[-1][0] == kept:
             breaks[-1] = (kept, removed)

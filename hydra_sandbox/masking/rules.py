@@ -63,6 +63,14 @@ class MaskingRule(BaseModel):
         default=None, description="A cheaper pattern for the multi-pattern engine; a match of it must end inside "
         "every match of ``pattern``. Default: ``pattern`` itself."
     )
+    before_hit: int | None = Field(
+        default=None, ge=1, description="A match starts at most this far before the end of its prefilter hit "
+        "and of each keyword in it (default: max_length). Narrows the search window."
+    )
+    after_hit: int | None = Field(
+        default=None, ge=0, description="A match ends at most this far after the end of its prefilter hit and of "
+        "each keyword in it (default: max_length)."
+    )
     entropy: float = Field(default=0.0, ge=0.0, le=8.0, description="Minimum Shannon entropy (bits/char) of the value.")
     require: tuple[Regex, ...] = Field(default=(), description="Patterns the value must contain, each of them.")
     allow: tuple[Regex, ...] = Field(default=(), description="A value matching one of these in full is not a secret.")

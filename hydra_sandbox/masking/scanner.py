@@ -22,6 +22,8 @@ from hydra_sandbox.masking.rules import MaskingRule
 
 CONTEXT = 64
 """Characters kept before a search window for lookbehinds, and read after it for lookaheads."""
+SLACK = 8
+"""How far past the end of a match a rule's prefilter may report it (a boundary character it reads)."""
 _NEVER = 1 << 62
 
 
@@ -35,8 +37,11 @@ class Compiled:
     prefilter: Prefilter
     longest_known: int = field(init=False)
 
+    longest_reach: int = field(init=False)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "longest_known", max((len(k) for k in self.known), default=0))
+        object.__setattr__(self, "longest_reach", max(self.prefilter.reach, default=0))
 
 
 def _value_span(rule: MaskingRule, match: re.Match[str]) -> tuple[int, int]:
@@ -50,11 +55,11 @@ def accept(rule: MaskingRule, value: str, following: str) -> bool:
     """Whether ``value`` (followed in the text by ``following``) is a secret for ``rule``."""
     if len(value) < 1 or "[MASKED" in value:
         return False
-    if rule.entropy and shannon_entropy(value) < rule.entropy:
-        return False
     if not all(r.search(value) for r in rule.require_regexes):
         return False
     if rule.allow_regex is not None and rule.allow_regex.fullmatch(value):
+        return False
+    if rule.entropy and shannon_entropy(value) < rule.entropy:
         return False
     return not (rule.generic and (reads_as_code(value, following) or is_placeholder(value)))
 
@@ -124,9 +129,8 @@ class Scanner:
 
     def _extract(self, rule_id: int, hit_end: int) -> None:
         rule = self._c.rules[rule_id]
-        width = rule.max_length
-        start = max(hit_end - width, self._done.get(rule_id, 0), self._norm_base)
-        stop = min(hit_end + width + CONTEXT, self._end)
+        start = max(hit_end - self._c.prefilter.reach[rule_id] - SLACK, self._done.get(rule_id, 0), self._norm_base)
+        stop = min(hit_end + self._c.prefilter.ahead[rule_id] + CONTEXT, self._end)
         base, norm = self._norm_base, self._norm
         last = hit_end
         for match in rule.regex.finditer(norm, start - base, stop - base):
@@ -142,19 +146,20 @@ class Scanner:
         self._done[rule_id] = max(self._done.get(rule_id, 0), last)
 
     def _safe(self, final: bool) -> int:
-        """The earliest offset where a candidate not yet found could start."""
+        """An offset no candidate not yet found can start before (a lower bound: emitting waits for it)."""
         if final:
             return _NEVER
-        safe = self._end + 1 - self._c.longest_known if self._c.known else _NEVER
-        for rule_id, rule in enumerate(self._c.rules):
-            pending = self._pending.get(rule_id)
-            bound = pending[0] if pending else self._end + 1
-            safe = min(safe, max(bound - rule.max_length, self._done.get(rule_id, 0)))
+        safe = self._end + 1 - max(self._c.longest_known, self._c.longest_reach) - SLACK
+        reach = self._c.prefilter.reach
+        for rule_id, pending in self._pending.items():
+            if pending:
+                safe = min(safe, max(pending[0] - reach[rule_id] - SLACK, self._done.get(rule_id, 0)))
         return safe
 
     def _advance(self, final: bool) -> str:
+        ahead = self._c.prefilter.ahead
         for rule_id, ends in self._pending.items():
-            width = self._c.rules[rule_id].max_length
+            width = ahead[rule_id]
             while ends and (final or ends[0] + width + CONTEXT <= self._end):
                 self._extract(rule_id, ends.popleft())
         safe = self._safe(final)
