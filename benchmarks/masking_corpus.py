@@ -159,7 +159,7 @@ def _secret_generators() -> dict[str, Callable[[_Gen], Case]]:
     @case("npm-token")
     def _(g: _Gen) -> tuple[str, list[str]]:
         v = g.crc_token("npm_")
-        return f"registry=https://registry.npmjs.org/\n//registry.npmjs.org/:_authToken={v}\n", [v]
+        return f"registry=https://npm.example.com/\n//npm.example.com/:_authToken={v}\n", [v]
 
     @case("pypi-token")
     def _(g: _Gen) -> tuple[str, list[str]]:
@@ -378,7 +378,7 @@ def _lookalike_generators() -> dict[str, Callable[[_Gen], Case]]:
         "image-digest": text("image-digest", lambda g: f"Digest: sha256:{g.s(64, HEX)}\nStatus: Image is up to date\n"),
         "lockfile-integrity": text(
             "lockfile-integrity",
-            lambda g: f'  "integrity": "sha512-{g.s(86, B64)}==",\n  "resolved": "https://registry.npmjs.org/x/-/x-1.2.3.tgz"\n',
+            lambda g: f'  "integrity": "sha512-{g.s(86, B64)}==",\n  "resolved": "https://npm.example.com/x/-/x-1.2.3.tgz"\n',
         ),
         "token-from-code": text(
             "token-from-code",

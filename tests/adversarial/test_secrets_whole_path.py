@@ -4,6 +4,10 @@ messages, errors, a failed run's reason, file names and file contents of its dif
 the real OutputPipeline split at every offset. No raw value may then be found in the journal's bytes, the
 Chroma index, any MCP tool result or resource, the CLI's output or an export file.
 
+The corpus holds the two cases issue 14 found leaking whole: a GCP service-account key file (the private
+key a JSON string with ``\\n`` escapes) and the head of a PEM file (no END line); each line of their key
+material is looked for on its own.
+
 Counts are printed and written to ``tests/adversarial/.results/test_secrets_whole_path.json``.
 """
 
@@ -67,9 +71,21 @@ def secret_values(text: str, masker: SecretMasker) -> list[str]:
     match = re.fullmatch(pattern, text, re.DOTALL)
     assert match is not None
     values = list(match.groups())
-    for value in list(values):  # key material of a multi-line block, line by line
-        values += [line for line in value.splitlines() if len(line) >= 12 and not line.startswith("-----")]
+    for value in list(values):  # key material of a multi-line block, line by line (raw or \n-escaped in JSON)
+        lines = [part for line in value.splitlines() for part in line.split("\\n")]
+        values += [line for line in lines if len(line) >= 12 and "-----" not in line]
     return values
+
+
+def test_the_corpus_holds_the_cases_that_leaked_whole() -> None:
+    texts = secret_texts()
+    assert any('"type": "service_account"' in t and "\\n" in t for t in texts)
+    assert any(t.startswith("-----BEGIN PRIVATE KEY-----") and "-----END" not in t for t in texts)
+    masker = SecretMasker([KNOWN])
+    for text in texts:
+        for line in text.replace("\\n", "\n").splitlines():
+            if len(line) >= 40 and line.isascii() and line.replace("+", "").replace("/", "").replace("=", "").isalnum():
+                assert line not in masker.mask(text), f"key line left in {text[:60]!r}"
 
 
 def needles(masker: SecretMasker) -> dict[str, str]:
