@@ -303,3 +303,15 @@ def test_masking_from_many_threads_at_once_is_consistent() -> None:
     for t in threads:
         t.join()
     assert not failures
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=["a", " ", "\x1b", "[", "3", "m", "]", "\x07", "\\", "Z", ";", "\u200b", "\u00ad", "é"]))
+def test_the_fast_escape_stripper_removes_exactly_what_the_reference_expression_does(text: str) -> None:
+    from hydra_sandbox.masking.normalise import _REMOVABLE, normalise
+
+    expected_text = _REMOVABLE.sub("", text)
+    stripped, breaks = normalise(text)
+    assert stripped == expected_text
+    removed = [m.end() - m.start() for m in _REMOVABLE.finditer(text)]
+    assert (breaks[-1][1] if breaks else 0) == sum(removed)
