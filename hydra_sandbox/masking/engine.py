@@ -176,16 +176,27 @@ class HyperscanPrefilter:
             out.append((self._known_stream, KNOWN_BASE))
         return out
 
+    def _block_plan(self) -> list[tuple[Any, Any, _Collector]]:
+        """This thread's (database, scratch, callback) for block scans, made once: ``mask`` is called for
+        every small string an agent emits, so per-call setup counts."""
+        plan = getattr(self._local, "plan", None)
+        if plan is None:
+            plan = []
+            for db, offset in ((_rule_database(self._patterns, False), 0), (self._known_block, KNOWN_BASE)):
+                if db is not None:
+                    plan.append((db, self.scratch(db), _Collector(offset)))
+            self._local.plan = plan
+        return plan
+
     def scan(self, text: str) -> list[Hit]:
         data = _encode(text)
         hits: list[Hit] = []
-        for db, offset in ((_rule_database(self._patterns, False), 0), (self._known_block, KNOWN_BASE)):
-            if db is None:
-                continue
-            collector = _Collector(offset)
-            db.scan(data, match_event_handler=collector, scratch=self.scratch(db))
-            hits += collector.hits
-        return _char_offsets(text, data, hits, 0)
+        for db, scratch, collector in self._block_plan():
+            collector.hits = []
+            db.scan(data, match_event_handler=collector, scratch=scratch)
+            if collector.hits:
+                hits += collector.hits
+        return _char_offsets(text, data, hits, 0) if hits else hits
 
     def stream(self) -> PrefilterStream:
         return _HyperscanStream(self)
