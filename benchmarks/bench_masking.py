@@ -138,6 +138,28 @@ def mixed_log(size: int, cases: list[Case], secret_rate: float = 0.001) -> str:
     return "\n".join(out)
 
 
+def previous_log(size: int) -> str:
+    """The log the benchmark used before issue 14: five ASCII line kinds and the 13-rule test corpus."""
+    import yaml
+
+    corpus = yaml.safe_load((ROOT / "tests" / "data" / "masking_corpus.yaml").read_text())
+    secrets = [t for texts in corpus["true_positives"].values() for t in texts]
+    rng = random.Random(1)
+    lines = [
+        "2026-11-25T10:00:00Z INFO request handled path=/api/v1/items status=200 duration=12ms user=alice",
+        "    return self._session.get(url, timeout=timeout)  # token refresh happens upstream",
+        "PASSED tests/test_api.py::test_list_items[params3] in 0.02s",
+        "commit 3f786850e387550fdab836ed7e6dc881de23001b Merge pull request #42",
+        '{"type":"item.completed","item":{"type":"command_execution","command":"pytest -q","exit_code":0}}',
+    ]
+    out, n = [], 0
+    while n < size:
+        line = rng.choice(secrets) if rng.random() < 0.001 else rng.choice(lines)
+        out.append(line)
+        n += len(line) + 1
+    return "\n".join(out)[:size]
+
+
 def _load_before() -> ModuleType:
     source = subprocess.run(
         ["git", "-C", str(ROOT), "show", f"{BEFORE}:hydra_sandbox/masking.py"], check=True, capture_output=True
@@ -196,7 +218,10 @@ def throughput(cases: list[Case], size: int, workdir: Path) -> None:
     rows.append((f"before issue 14 ({BEFORE}), stream of 64 KiB chunks", *_timed(lambda: _stream(before, data))))
     _f, wall, cpu = _betterleaks_findings([log], workdir / "log-report.json")
     rows.append(("betterleaks fs on the file (Go, all cores)", wall, cpu))
-    print(f"### Throughput on a {mb:.0f} MB mixed log\n")
+    old_data = previous_log(len(data)).encode()
+    rows.append(("previous log: Hydra, stream of 64 KiB chunks", *_timed(lambda: _stream(hydra, old_data))))
+    rows.append((f"previous log: before issue 14 ({BEFORE}), stream", *_timed(lambda: _stream(before, old_data))))
+    print(f"### Throughput on a {mb:.0f} MB mixed log (and on the previous benchmark's log)\n")
     print("| measurement | MB/s (wall) | MB/s (CPU time) |\n|---|---|---|")
     for name, wall_s, cpu_s in rows:
         print(f"| {name} | {mb / wall_s:.0f} | {mb / max(cpu_s, 1e-9):.0f} |")
