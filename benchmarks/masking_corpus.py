@@ -102,7 +102,7 @@ def _gcp_service_account(g: Gen) -> tuple[str, list[str]]:
         "client_email": "ci@demo.iam.gserviceaccount.com",
         "client_id": g.s(21, "0123456789"),
     }
-    return json.dumps(doc, indent=2) + "\n", [*body[:-1], key_id]
+    return json.dumps(doc, indent=2) + "\n", body[:-1]  # the key; its id identifies it, it grants nothing
 
 
 def _google_api_key(g: Gen) -> tuple[str, list[str]]:
