@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hydra_sandbox.diffing import compute_diff
-from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.policy import Policy
-from hydra_sandbox.runtime import ContainerSpec, Mount
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.spec import ContainerSpec, Mount
+from hydra_sandbox.sandbox.workspace import discard, stage
 from hydra_sandbox.settings import load_settings
-from hydra_sandbox.workspace import discard, stage
 
 POLICY = Policy(name="bench")
 

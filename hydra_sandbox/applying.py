@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from hydra_sandbox.diffing import FileChange, RefusedWrite, compute_diff, link_inside
 from hydra_sandbox.errors import ApplyConflictError, WorkspaceError
 from hydra_sandbox.policy import Policy
-from hydra_sandbox.workspace import StagedWorkspace
+from hydra_sandbox.sandbox.workspace import StagedWorkspace
 
 
 class ApplyResult(BaseModel):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra_sandbox.errors import ImageBuildError, StoreError
-from hydra_sandbox.runtime import LABEL_ROLE, LABEL_VERSION
+from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_VERSION
 from hydra_sandbox.settings import HydraSettings, load_settings
 
 DEFAULT_BASE_IMAGE = "hydra-local/debian:bookworm"

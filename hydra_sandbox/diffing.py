@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from hydra_sandbox.policy import Policy
-from hydra_sandbox.workspace import StagedWorkspace
+from hydra_sandbox.sandbox.workspace import StagedWorkspace
 
 MAX_DIFF_BYTES = 1_000_000
 MAX_PATH_LENGTH = 4096

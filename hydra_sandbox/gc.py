@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from hydra_sandbox.runtime import LABEL_HOME, LABEL_SESSION, ContainerInfo, ContainerRuntime, NetworkInfo, VolumeInfo
+from hydra_sandbox.sandbox.runtime import ContainerRuntime
+from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_SESSION, ContainerInfo, NetworkInfo, VolumeInfo
 
 Labelled = ContainerInfo | VolumeInfo | NetworkInfo
 Remove = Callable[[Any], Awaitable[None]]

@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from hydra_sandbox.events import EVENT_TYPES, Event
 from hydra_sandbox.sandbox import ObservableSandbox
-from hydra_sandbox.supervisor import FailureCause
+from hydra_sandbox.sandbox.supervisor import FailureCause
 
 if TYPE_CHECKING:
     from hydra_sandbox.services import Services

@@ -16,8 +16,8 @@ from hydra_sandbox.diffing import compute_diff
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox import ContainerObserver, EventSink, RunRequest, RunResult
-from hydra_sandbox.supervisor import FailureCause
-from hydra_sandbox.workspace import StagedWorkspace
+from hydra_sandbox.sandbox.supervisor import FailureCause
+from hydra_sandbox.sandbox.workspace import StagedWorkspace
 
 _FAILURE_OF: dict[str, FailureCause] = {"failed": "error", "timed_out": "timeout", "cancelled": "cancelled"}
 

@@ -90,10 +90,10 @@ async def _search(client: Any) -> None:
 async def _run(root: Path, base_url: str | None, model: str | None) -> None:
     from fastmcp import Client
 
-    from hydra_sandbox.docker_runtime import DockerRuntime
     from hydra_sandbox.gc import collect_garbage
     from hydra_sandbox.mcp.app import build_server
-    from hydra_sandbox.runtime import home_label
+    from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+    from hydra_sandbox.sandbox.spec import home_label
 
     overrides: dict[str, Any] = {"data_home": root / "data"}
     if base_url:

@@ -108,10 +108,10 @@ def reindex() -> None:
 
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed.")) -> None:
     """Remove containers, volumes and networks of sessions Hydra no longer needs."""
-    from hydra_sandbox.docker_runtime import DockerRuntime
     from hydra_sandbox.gc import collect_garbage
     from hydra_sandbox.journal import Journal
-    from hydra_sandbox.runtime import home_label
+    from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+    from hydra_sandbox.sandbox.spec import home_label
 
     settings = load_settings()
     journal = Journal(settings.journal_path)

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import hydra_sandbox
 from hydra_sandbox import __version__
-from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.errors import ImageBuildError, RuntimeUnavailableError
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.images import build_agent_image, build_server_image
 from hydra_sandbox.mcp.app import build_server as _build_server
-from hydra_sandbox.runtime import home_label
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.settings import REPO_ROOT, HydraSettings
 
 if TYPE_CHECKING:

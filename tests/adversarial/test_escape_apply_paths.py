@@ -43,7 +43,7 @@ from hydra_sandbox.applying import ApplyResult, apply_changes
 from hydra_sandbox.diffing import DiffPreview, compute_diff
 from hydra_sandbox.errors import ApplyConflictError
 from hydra_sandbox.policy import Policy
-from hydra_sandbox.workspace import StagedWorkspace, hidden_paths
+from hydra_sandbox.sandbox.workspace import StagedWorkspace, hidden_paths
 
 pytestmark = pytest.mark.adversarial
 

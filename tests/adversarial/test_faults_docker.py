@@ -18,10 +18,10 @@ import docker
 import pytest
 from fastmcp import Client
 
-from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.mcp.app import build_server
-from hydra_sandbox.runtime import home_label
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.adversarial.results import record_result
@@ -116,11 +116,11 @@ async def test_eight_agents_printing_100_mb_each_keep_the_server_small_and_respo
     parsing → events), 8 at once, each printing 100 MB: the process's peak RSS grows by a bounded
     amount and the event loop keeps answering within a few hundred milliseconds."""
     from hydra_sandbox.codex_events import CodexEventParser
-    from hydra_sandbox.docker_sandbox import OutputPipeline
     from hydra_sandbox.masking import SecretMasker
     from hydra_sandbox.policy import ResourceLimits
-    from hydra_sandbox.runtime import ContainerSpec
-    from hydra_sandbox.supervisor import supervise
+    from hydra_sandbox.sandbox.orchestrator import OutputPipeline
+    from hydra_sandbox.sandbox.spec import ContainerSpec
+    from hydra_sandbox.sandbox.supervisor import supervise
 
     runtime = DockerRuntime()
     masker = SecretMasker(["hunter2-known-secret-value"])

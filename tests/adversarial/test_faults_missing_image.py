@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from hydra_sandbox.authority import OPERATOR
-from hydra_sandbox.docker_sandbox import DockerSandbox
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.orchestration.spawning import SpawnRequest
+from hydra_sandbox.sandbox.orchestrator import DockerSandbox
 from hydra_sandbox.services import open_services
 from hydra_sandbox.settings import load_settings
 from hydra_sandbox.store import InMemoryStore

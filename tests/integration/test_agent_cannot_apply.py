@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from fastmcp import Client
 
-from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.mcp.app import build_server
-from hydra_sandbox.runtime import home_label
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.mcp_calls import call

@@ -8,10 +8,10 @@ import uuid
 import docker
 import pytest
 
-from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.policy import ResourceLimits
-from hydra_sandbox.runtime import LABEL_ROLE, LABEL_SESSION, ContainerSpec
-from hydra_sandbox.supervisor import RunOutcome, supervise
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, ContainerSpec
+from hydra_sandbox.sandbox.supervisor import RunOutcome, supervise
 
 pytestmark = pytest.mark.docker
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from hydra_sandbox.codex import toml_value
-from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.images import stage_codex
-from hydra_sandbox.runtime import home_label
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings
 

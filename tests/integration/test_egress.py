@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.model_gateway import ModelGateway, model_gateway_config
-from hydra_sandbox.network import egress, plan_egress
 from hydra_sandbox.policy import NetworkPolicy
-from hydra_sandbox.runtime import LABEL_ROLE, LABEL_SESSION, ContainerSpec, Mount
-from hydra_sandbox.supervisor import supervise
+from hydra_sandbox.sandbox.backends.docker.egress import egress, plan_egress
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, ContainerSpec, Mount
+from hydra_sandbox.sandbox.supervisor import supervise
 
 pytestmark = pytest.mark.docker
 

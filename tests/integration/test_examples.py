@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.gc import collect_garbage
-from hydra_sandbox.runtime import home_label
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import REPO_ROOT, HydraSettings
 from tests.integration.test_transports_e2e import DELEGATION, server_env

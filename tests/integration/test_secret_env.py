@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from hydra_sandbox.docker_sandbox import DockerSandbox
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.policy import PolicyCatalog
 from hydra_sandbox.sandbox import RunRequest
+from hydra_sandbox.sandbox.orchestrator import DockerSandbox
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
 

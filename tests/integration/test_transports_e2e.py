@@ -23,9 +23,9 @@ import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport, StreamableHttpTransport
 
-from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.gc import collect_garbage
-from hydra_sandbox.runtime import home_label
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings
 from tests.mcp_calls import call, until

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 from hydra_sandbox.authority import OPERATOR
-from hydra_sandbox.docker_runtime import DockerRuntime
-from hydra_sandbox.docker_sandbox import DockerSandbox
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionStatus
@@ -22,7 +20,9 @@ from hydra_sandbox.orchestration.spawning import SpawnRequest
 from hydra_sandbox.policy import PolicyCatalog
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder
-from hydra_sandbox.runtime import home_label
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.orchestrator import DockerSandbox
+from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
 

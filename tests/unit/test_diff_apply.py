@@ -13,7 +13,7 @@ from hydra_sandbox.applying import apply_changes, link_inside
 from hydra_sandbox.diffing import compute_diff
 from hydra_sandbox.errors import ApplyConflictError
 from hydra_sandbox.policy import Policy
-from hydra_sandbox.workspace import StagedWorkspace, hidden_paths
+from hydra_sandbox.sandbox.workspace import StagedWorkspace, hidden_paths
 
 POLICY = Policy(name="t", directory={"deny": ["secrets/**"]})
 

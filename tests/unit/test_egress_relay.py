@@ -11,8 +11,8 @@ import pytest
 
 from hydra_sandbox import egress_relay
 from hydra_sandbox.egress_relay import ConnectRelay, ForwardRelay, Refusal, RelayStats, forbidden_address
-from hydra_sandbox.network import plan_egress
 from hydra_sandbox.policy import NetworkPolicy
+from hydra_sandbox.sandbox.backends.docker.egress import plan_egress
 
 
 class Listener:

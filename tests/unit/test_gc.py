@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hydra_sandbox.gc import collect_garbage
-from hydra_sandbox.runtime import ContainerInfo, NetworkInfo, VolumeInfo
+from hydra_sandbox.sandbox.spec import ContainerInfo, NetworkInfo, VolumeInfo
 
 
 class LabelledRuntime:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from hydra_sandbox.docker_runtime import UnsafeSpecError, container_create_kwargs
 from hydra_sandbox.policy import ResourceLimits
-from hydra_sandbox.runtime import ContainerSpec, Mount
+from hydra_sandbox.sandbox.backends.docker.runtime import UnsafeSpecError, container_create_kwargs
+from hydra_sandbox.sandbox.spec import ContainerSpec, Mount
 
 
 def spec(**kw: object) -> ContainerSpec:

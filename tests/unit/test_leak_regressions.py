@@ -9,7 +9,6 @@ from pathlib import Path
 from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.codex_events import CodexEventParser
 from hydra_sandbox.diffing import compute_diff
-from hydra_sandbox.docker_sandbox import OutputPipeline
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionStatus
@@ -20,8 +19,9 @@ from hydra_sandbox.policy import PolicyCatalog
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder
 from hydra_sandbox.sandbox import RunResult
+from hydra_sandbox.sandbox.orchestrator import OutputPipeline
+from hydra_sandbox.sandbox.workspace import StagedWorkspace
 from hydra_sandbox.settings import load_settings
-from hydra_sandbox.workspace import StagedWorkspace
 from tests.fake_sandbox import FakeRun, FakeSandbox
 
 KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1c7+9z5Pad7OejecsQ0bu3aumge8\n-----END RSA PRIVATE KEY-----"

@@ -3,7 +3,7 @@ and without a repeat (the timestamps Docker puts on every frame)."""
 
 from __future__ import annotations
 
-from hydra_sandbox.docker_runtime import _LogCursor, _stamp_ns
+from hydra_sandbox.sandbox.backends.docker.runtime import _LogCursor, _stamp_ns
 
 
 def test_docker_timestamps_with_trimmed_fractions_become_nanoseconds() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from hydra_sandbox.runtime import ContainerInfo, LogStream
-from hydra_sandbox.supervisor import supervise
+from hydra_sandbox.sandbox.spec import ContainerInfo, LogStream
+from hydra_sandbox.sandbox.supervisor import supervise
 
 
 class ScriptedRuntime:

@@ -14,7 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from hydra_sandbox.runtime import ContainerRuntime, LogStream
+from hydra_sandbox.sandbox.runtime import ContainerRuntime
+from hydra_sandbox.sandbox.spec import LogStream
 
 OutputHandler = Callable[[LogStream, bytes], Awaitable[None]]
 PID_EXHAUSTION_MARKERS = (b"Resource temporarily unavailable", b"fork: retry", b"Cannot fork")

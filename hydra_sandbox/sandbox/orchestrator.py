@@ -22,29 +22,29 @@ from hydra_sandbox.applying import ApplyResult, apply_changes
 from hydra_sandbox.codex import build_exec, build_resume
 from hydra_sandbox.codex_events import CodexEventParser
 from hydra_sandbox.diffing import DiffPreview, compute_diff
-from hydra_sandbox.docker_runtime import DockerRuntime
 from hydra_sandbox.errors import RuntimeUnavailableError, WorkspaceError
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.masking import LineMasker, SecretMasker
-from hydra_sandbox.network import ActiveEgress, egress, plan_egress
 from hydra_sandbox.policy import Policy
-from hydra_sandbox.runtime import (
+from hydra_sandbox.sandbox import ContainerObserver, EventSink, RunRequest, RunResult
+from hydra_sandbox.sandbox.backends.docker.egress import ActiveEgress, egress, plan_egress
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.runtime import ContainerRuntime
+from hydra_sandbox.sandbox.spec import (
     LABEL_HOME,
     LABEL_PARENT,
     LABEL_PROFILE,
     LABEL_ROLE,
     LABEL_SESSION,
     LABEL_VERSION,
-    ContainerRuntime,
     ContainerSpec,
     LogStream,
     Mount,
     home_label,
 )
-from hydra_sandbox.sandbox import ContainerObserver, EventSink, RunRequest, RunResult
+from hydra_sandbox.sandbox.supervisor import FailureCause, RunOutcome, supervise
+from hydra_sandbox.sandbox.workspace import StagedWorkspace, discard, mount, release, stage
 from hydra_sandbox.settings import HydraSettings
-from hydra_sandbox.supervisor import FailureCause, RunOutcome, supervise
-from hydra_sandbox.workspace import StagedWorkspace, discard, mount, release, stage
 
 log = logging.getLogger(__name__)
 

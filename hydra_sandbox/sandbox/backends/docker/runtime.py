@@ -21,7 +21,7 @@ import docker.errors
 from docker.types import Mount as DockerMount
 
 from hydra_sandbox.errors import HydraError, RuntimeUnavailableError
-from hydra_sandbox.runtime import (
+from hydra_sandbox.sandbox.spec import (
     ContainerInfo,
     ContainerSpec,
     LogStream,

@@ -1,8 +1,8 @@
-"""The seam between the AgentManager and whatever runs an agent.
+"""The seam between the AgentManager and whatever runs an agent: :class:`Sandbox` and its models.
 
-``docker_sandbox.DockerSandbox`` is the real thing (hardened container, copy-on-write workspace,
-egress control, the real Codex CLI); tests of the manager and the MCP server use a fake that
-implements the same Protocol.
+The real implementation is the backend-neutral orchestrator over a backend's runtime (hardened
+container, copy-on-write workspace, egress control, the real Codex CLI); tests of the manager and the
+MCP server use a fake that implements the same Protocol.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.policy import Policy
-from hydra_sandbox.supervisor import FailureCause
+from hydra_sandbox.sandbox.supervisor import FailureCause
 
 if TYPE_CHECKING:
     from hydra_sandbox.applying import ApplyResult

@@ -1,15 +1,14 @@
-"""The container runtime seam: what Hydra needs from Docker, as a Protocol and pydantic models.
+"""The backend-neutral description of a container (:class:`ContainerSpec`) and what a runtime
+reports about the objects it made.
 
-``docker_runtime.DockerRuntime`` implements it with docker-py (blocking calls off the event loop);
-tests use a fake. Every object Hydra creates carries :data:`LABEL_*` labels so a restarted server
-can re-attach to it and ``hydra gc`` can remove what is orphaned.
+Every object Hydra creates carries :data:`LABEL_*` labels so a restarted server can re-attach to it and
+``hydra gc`` can remove what is orphaned.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,34 +86,3 @@ class NetworkInfo(BaseModel):
 
 
 LogStream = Literal["stdout", "stderr"]
-
-
-@runtime_checkable
-class ContainerRuntime(Protocol):
-    async def create(self, spec: ContainerSpec) -> str: ...
-    async def start(self, container_id: str) -> None: ...
-    def stream_logs(self, container_id: str) -> AsyncIterator[tuple[LogStream, bytes]]:
-        """stdout/stderr chunks from the container's start, following until it exits."""
-        ...
-
-    async def wait(self, container_id: str, timeout_s: float | None = None) -> int | None:
-        """Exit code, or ``None`` when ``timeout_s`` passed first."""
-        ...
-
-    async def stop(self, container_id: str, grace_s: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace_s``."""
-        ...
-
-    async def kill(self, container_id: str) -> None: ...
-    async def inspect(self, container_id: str) -> ContainerInfo: ...
-    async def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]: ...
-    async def remove(self, container_id: str) -> None: ...
-    async def create_volume(
-        self, name: str, labels: dict[str, str], driver_opts: dict[str, str] | None = None
-    ) -> str: ...
-    async def remove_volume(self, name: str) -> None: ...
-    async def list_volumes(self, labels: dict[str, str]) -> list[VolumeInfo]: ...
-    async def create_network(self, name: str, labels: dict[str, str], internal: bool = True) -> str: ...
-    async def remove_network(self, name: str) -> None: ...
-    async def list_networks(self, labels: dict[str, str]) -> list[NetworkInfo]: ...
-    async def image_exists(self, tag: str) -> bool: ...

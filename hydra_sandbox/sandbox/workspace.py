@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from hydra_sandbox.errors import WorkspaceError
 from hydra_sandbox.hardlinks import linked_to_hidden
 from hydra_sandbox.policy import PathMatcher, Policy
-from hydra_sandbox.runtime import ContainerRuntime
+from hydra_sandbox.sandbox.runtime import ContainerRuntime
 
 FALLBACK_UID = 1000
 FALLBACK_GID = 1000

@@ -26,7 +26,7 @@ from hydra_sandbox.agent_endpoint import MCP_PORT, MCP_SOCKET_NAME
 from hydra_sandbox.egress_relay import ConnectRelay, ForwardRelay, UnixForwardRelay
 from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.policy import NetworkPolicy
-from hydra_sandbox.runtime import Mount
+from hydra_sandbox.sandbox.spec import Mount
 from hydra_sandbox.settings import load_settings
 
 EGRESS_PORT = 18080

@@ -1,0 +1,1 @@
+"""Sandbox backends: each turns the neutral sandbox seam into containers somewhere."""
