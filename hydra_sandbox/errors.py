@@ -54,6 +54,10 @@ class AccessDenied(PolicyViolation):
     that session (see :mod:`hydra_sandbox.authority`)."""
 
 
+class UnsafeSpecError(PolicyViolation):
+    """A container spec that would weaken the sandbox boundary (a root user, a capability, a host path)."""
+
+
 class WorkspaceError(HydraError):
     """A workspace could not be staged, diffed or applied."""
 

@@ -1,5 +1,11 @@
-"""The backend-neutral description of a container (:class:`ContainerSpec`) and what a runtime
-reports about the objects it made.
+"""The backend-neutral description of one agent container, and the hardening every backend inherits.
+
+A :class:`ContainerSpec` is what the orchestrator asks a backend to run. Its defaults are the hardened
+values (non-root user, read-only root, every capability dropped, no new privileges, no devices, private
+namespaces, bounded tmpfs, resource limits), and :func:`check_hardening` refuses any spec that would
+weaken them, whichever backend translates it: the rules live here, on the neutral spec, so a new
+backend cannot forget one. Backends call :func:`check_hardening` again right before they translate
+(a spec built with ``model_construct`` or ``model_copy`` skips validation).
 
 Every object Hydra creates carries :data:`LABEL_*` labels so a restarted server can re-attach to it and
 ``hydra gc`` can remove what is orphaned.
@@ -7,11 +13,14 @@ Every object Hydra creates carries :data:`LABEL_*` labels so a restarted server 
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hydra_sandbox.errors import UnsafeSpecError
 from hydra_sandbox.policy import ResourceLimits
 
 LABEL_SESSION = "hydra.session"
@@ -21,10 +30,20 @@ LABEL_VERSION = "hydra.version"
 LABEL_ROLE = "hydra.role"  # agent | proxy | workspace | codex-home | network
 LABEL_HOME = "hydra.home"  # which Hydra (data home) owns it: gc never touches another instance's objects
 
+HYDRA_NAME_PREFIX = "hydra-"
+"""Containers and networks Hydra creates are named with this prefix; an agent may share a namespace
+only with one of them (a gateway beside it), never with anything else."""
+
+FORBIDDEN_BIND_PREFIXES = (
+    "/var/run", "/run", "/proc", "/sys", "/dev", "/etc", "/boot", "/root", "/var/lib/docker",
+)  # fmt: skip
+ENGINE_SOCKETS = ("docker.sock", "containerd.sock", "podman.sock", "crio.sock")
+RESERVED_TARGETS = ("/", "/proc", "/sys", "/dev")
+TMPFS_REQUIRED = ("nosuid", "nodev")
+
 
 def home_label(data_home: object) -> str:
-    import hashlib
-
+    """The value of :data:`LABEL_HOME` for a Hydra whose data home is ``data_home``."""
     return hashlib.sha256(str(data_home).encode()).hexdigest()[:16]
 
 
@@ -37,28 +56,151 @@ class Mount(BaseModel):
     read_only: bool = False
 
 
+def _default_tmpfs() -> dict[str, str]:
+    return {"/tmp": "rw,nosuid,nodev,size=512m", "/home/agent": "rw,nosuid,nodev,size=256m"}
+
+
 class ContainerSpec(BaseModel):
-    """Everything needed to create one hardened container. Hardening is not optional here."""
+    """Everything needed to create one hardened container. Hardening is not optional here: the fields
+    that could weaken it exist only so that :func:`check_hardening` can refuse a weakened value."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image: str
+    image: str = Field(min_length=1)
     argv: list[str] = Field(min_length=1, description="Executed directly, never through a shell.")
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str = "/workspace"
-    user: str = Field(pattern=r"^[1-9][0-9]*:[0-9]+$", description="uid:gid, never root.")
+    user: str = Field(pattern=r"^[0-9]+:[0-9]+$", description="uid:gid; the uid is never 0.")
     labels: dict[str, str] = Field(default_factory=dict)
     mounts: list[Mount] = Field(default_factory=list)
-    tmpfs: dict[str, str] = Field(
-        default_factory=lambda: {
-            "/tmp": "rw,nosuid,nodev,size=512m",
-            "/home/agent": "rw,nosuid,nodev,size=256m",
-        }
-    )
-    network_mode: str = "none"
+    tmpfs: dict[str, str] = Field(default_factory=_default_tmpfs, description="target -> mount options.")
+    network_mode: str = Field(default="none", description="'none', or a Hydra gateway's or network's name.")
     limits: ResourceLimits = Field(default_factory=ResourceLimits)
     name: str | None = None
-    stdin_open: bool = False
+    read_only_root: bool = True
+    cap_drop: list[str] = Field(default_factory=lambda: ["ALL"])
+    cap_add: list[str] = Field(default_factory=list)
+    no_new_privileges: bool = True
+    privileged: bool = False
+    devices: list[str] = Field(default_factory=list)
+    pid_mode: str = Field(default="private", description="Only 'private': never the host's or another's.")
+    ipc_mode: str = Field(default="private", description="Only 'private'.")
+    seccomp: str = Field(default="runtime-default", description="Only the runtime's default profile.")
+
+    @model_validator(mode="after")
+    def _hardened(self) -> ContainerSpec:
+        check_hardening(self)
+        return self
+
+
+def _user(spec: ContainerSpec) -> None:
+    uid = spec.user.partition(":")[0]
+    if uid in {"0", "root", ""}:
+        raise UnsafeSpecError(f"container spec user: {spec.user!r} runs as root", hint="pass a non-zero uid:gid")
+
+
+def _read_only_root(spec: ContainerSpec) -> None:
+    if spec.read_only_root is not True:
+        raise UnsafeSpecError("container spec read_only_root: an agent's root filesystem is always read-only")
+
+
+def _capabilities(spec: ContainerSpec) -> None:
+    if "ALL" not in spec.cap_drop:
+        raise UnsafeSpecError(
+            f"container spec cap_drop: {spec.cap_drop!r} keeps capabilities", hint="cap_drop must hold 'ALL'"
+        )
+    if spec.cap_add:
+        raise UnsafeSpecError(
+            f"container spec cap_add: {spec.cap_add!r} adds capabilities", hint="agents get none: leave it empty"
+        )
+
+
+def _privileges(spec: ContainerSpec) -> None:
+    if spec.no_new_privileges is not True:
+        raise UnsafeSpecError("container spec no_new_privileges: must be true (no setuid escalation)")
+    if spec.privileged is not False:
+        raise UnsafeSpecError("container spec privileged: agents never run privileged")
+    if spec.devices:
+        raise UnsafeSpecError(f"container spec devices: {spec.devices!r} passes host devices; agents get none")
+    if spec.seccomp != "runtime-default":
+        raise UnsafeSpecError(
+            f"container spec seccomp: {spec.seccomp!r} replaces the runtime's default profile",
+            hint="leave it 'runtime-default'",
+        )
+
+
+def _namespaces(spec: ContainerSpec) -> None:
+    mode = spec.network_mode
+    hydra_gateway = mode.startswith("container:" + HYDRA_NAME_PREFIX)
+    if not (mode == "none" or hydra_gateway or mode.startswith(HYDRA_NAME_PREFIX)):
+        raise UnsafeSpecError(
+            f"container spec network_mode: {mode!r} shares a namespace or network Hydra does not own",
+            hint="use 'none', 'container:hydra-…' (a Hydra gateway) or a network named 'hydra-…'",
+        )
+    for field, value in (("pid_mode", spec.pid_mode), ("ipc_mode", spec.ipc_mode)):
+        if value != "private":
+            raise UnsafeSpecError(f"container spec {field}: {value!r} shares a namespace", hint="use 'private'")
+
+
+def _engine_socket(path: str) -> bool:
+    return any(name in path for name in ENGINE_SOCKETS)
+
+
+def _mounts(spec: ContainerSpec) -> None:
+    for mount in spec.mounts:
+        if _engine_socket(mount.source) or _engine_socket(mount.target):
+            raise UnsafeSpecError(
+                f"container spec mounts: {mount.source} is a container engine socket "
+                "(the Docker socket or another engine's)",
+                hint="agents never get one: it would give them the host",
+            )
+        target = mount.target.rstrip("/") or "/"
+        if not target.startswith("/") or target in RESERVED_TARGETS:
+            raise UnsafeSpecError(
+                f"container spec mounts: target {mount.target!r} is not allowed",
+                hint="mount at an absolute path other than / /proc /sys /dev",
+            )
+        if mount.type == "bind":
+            source = mount.source.rstrip("/") or "/"
+            forbidden = any(source == p or source.startswith(p + "/") for p in FORBIDDEN_BIND_PREFIXES)
+            if not source.startswith("/") or source == "/" or forbidden:
+                raise UnsafeSpecError(
+                    f"container spec mounts: binding host path {mount.source} into an agent is not allowed",
+                    hint="bind only Hydra's own session directories",
+                )
+
+
+def _tmpfs(spec: ContainerSpec) -> None:
+    for target, options in spec.tmpfs.items():
+        opts = {o.partition("=")[0] for o in options.split(",")}
+        missing = [o for o in (*TMPFS_REQUIRED, "size") if o not in opts]
+        if missing or target.rstrip("/") in {"", *RESERVED_TARGETS} or not target.startswith("/"):
+            raise UnsafeSpecError(
+                f"container spec tmpfs {target!r}: options {options!r} lack {', '.join(missing) or 'a safe target'}",
+                hint="every tmpfs is nosuid,nodev with a size=, at an absolute path other than / /proc /sys /dev",
+            )
+
+
+def _limits(spec: ContainerSpec) -> None:
+    limits = spec.limits
+    if not isinstance(limits, ResourceLimits) or min(limits.pids, limits.memory_mb, limits.cpus) <= 0:
+        raise UnsafeSpecError(
+            "container spec limits: pids, memory and cpu limits must all be set and positive",
+            hint="take them from the policy's resources",
+        )
+
+
+HARDENING_RULES: tuple[Callable[[ContainerSpec], None], ...] = (
+    _user, _read_only_root, _capabilities, _privileges, _namespaces, _mounts, _tmpfs, _limits,
+)  # fmt: skip
+"""Every rule a container spec must pass; each raises :class:`UnsafeSpecError` naming the field."""
+
+
+def check_hardening(spec: ContainerSpec) -> ContainerSpec:
+    """Refuse ``spec`` if it would weaken the sandbox boundary; return it unchanged otherwise."""
+    for rule in HARDENING_RULES:
+        rule(spec)
+    return spec
 
 
 class ContainerInfo(BaseModel):

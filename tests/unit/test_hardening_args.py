@@ -1,12 +1,14 @@
-"""Each sandbox rule, checked on the docker-py arguments without a daemon."""
+"""The neutral spec as docker-py arguments, checked without a daemon: every hardened field reaches
+Docker, and a spec that skipped validation is still refused (the rules themselves: test_spec_hardening)."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
+from hydra_sandbox.errors import UnsafeSpecError
 from hydra_sandbox.policy import ResourceLimits
-from hydra_sandbox.sandbox.backends.docker.runtime import UnsafeSpecError, container_create_kwargs
+from hydra_sandbox.sandbox.backends.docker.create_args import container_create_kwargs
 from hydra_sandbox.sandbox.spec import ContainerSpec, Mount
 
 
@@ -88,3 +90,14 @@ def test_session_bind_mounts_are_read_only_when_asked() -> None:
         spec(mounts=[Mount(type="bind", source="/srv/hydra/s1/egress", target="/run/hydra", read_only=True)])
     )
     assert kwargs["mounts"][0]["ReadOnly"] is True
+
+
+@pytest.mark.parametrize(
+    "update",
+    [{"privileged": True}, {"cap_add": ["SYS_ADMIN"]}, {"user": "0:0"}, {"network_mode": "host"}],
+    ids=["privileged", "cap_add", "root", "host-network"],
+)
+def test_a_spec_that_skipped_validation_is_still_refused(update: dict[str, object]) -> None:
+    weakened = spec().model_copy(update=update)  # model_copy does not validate
+    with pytest.raises(UnsafeSpecError):
+        container_create_kwargs(weakened)
