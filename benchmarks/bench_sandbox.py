@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hydra_sandbox.diffing import compute_diff
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.backends.docker.workspace import OverlayVolumeTransport
 from hydra_sandbox.sandbox.spec import ContainerSpec, Mount
-from hydra_sandbox.sandbox.workspace import discard, stage
+from hydra_sandbox.sandbox.workspace import StagedWorkspace, prepare_layer, remove_layer
 from hydra_sandbox.settings import load_settings
 
 POLICY = Policy(name="bench")
@@ -29,6 +30,20 @@ POLICY = Policy(name="bench")
 # by default; gc.auto=0: a commit of thousands of loose objects starts a background gc that repacks them
 # while a later step copies the tree.
 GIT = ["git", "-c", "safe.directory=*", "-c", "gc.auto=0", "-c", "user.email=b@b", "-c", "user.name=b"]
+
+
+async def stage(
+    session_id: str, repo: Path, policy: Policy, sessions: Path, runtime: DockerRuntime, labels: dict[str, str]
+) -> StagedWorkspace:
+    """What a run's staging costs: the session's layer, then its overlay volume."""
+    ws = prepare_layer(session_id, repo, policy, sessions, labels)
+    await OverlayVolumeTransport(runtime).attach(ws)
+    return ws
+
+
+async def discard(ws: StagedWorkspace, runtime: DockerRuntime) -> None:
+    await OverlayVolumeTransport(runtime).discard(ws)
+    remove_layer(ws)
 
 
 def make_repo(root: Path, files: int) -> Path:

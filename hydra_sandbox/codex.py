@@ -61,53 +61,25 @@ def config_overrides(
 _COMMON = ["--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"]
 
 
-def build_exec(
+def build_invocation(
     prompt: str,
     *,
     model: str,
+    resume_thread_id: str | None = None,
     workdir: str = "/workspace",
     base_url: str | None = None,
     api_key_env: str | None = None,
     codex_home: str = "/codex-home",
     mcp_servers: dict[str, dict[str, Any]] | None = None,
 ) -> CodexInvocation:
-    """``codex exec --json ... -m MODEL -- PROMPT`` (the container is the sandbox, so Codex's own is off)."""
-    argv = [
-        "codex",
-        "exec",
-        *_COMMON,
-        "-C",
-        workdir,
-        "-m",
-        model,
-        *config_overrides(base_url=base_url, api_key_env=api_key_env, mcp_servers=mcp_servers),
-        "--",
-        prompt,
-    ]
-    return CodexInvocation(argv=argv, env={"CODEX_HOME": codex_home})
-
-
-def build_resume(
-    thread_id: str,
-    prompt: str,
-    *,
-    model: str,
-    base_url: str | None = None,
-    api_key_env: str | None = None,
-    codex_home: str = "/codex-home",
-    mcp_servers: dict[str, dict[str, Any]] | None = None,
-) -> CodexInvocation:
-    """``codex exec resume THREAD -- PROMPT``: continues the thread kept in the session's CODEX_HOME."""
-    argv = [
-        "codex",
-        "exec",
-        "resume",
-        *_COMMON,
-        "-m",
-        model,
-        *config_overrides(base_url=base_url, api_key_env=api_key_env, mcp_servers=mcp_servers),
-        thread_id,
-        "--",
-        prompt,
-    ]
+    """``codex exec --json ... -C WORKDIR -m MODEL -- PROMPT`` for a first run, or, given
+    ``resume_thread_id``, ``codex exec resume --json ... -m MODEL THREAD -- PROMPT``, which continues the
+    thread kept in the session's CODEX_HOME (in the directory the thread started in). The container is
+    the sandbox, so Codex's own is off."""
+    if resume_thread_id is None:
+        head, thread = ["codex", "exec", *_COMMON, "-C", workdir], []
+    else:
+        head, thread = ["codex", "exec", "resume", *_COMMON], [resume_thread_id]
+    overrides = config_overrides(base_url=base_url, api_key_env=api_key_env, mcp_servers=mcp_servers)
+    argv = [*head, "-m", model, *overrides, *thread, "--", prompt]
     return CodexInvocation(argv=argv, env={"CODEX_HOME": codex_home})

@@ -29,7 +29,7 @@ class GcReport(BaseModel):
 async def collect_garbage(
     runtime: ContainerRuntime, keep_sessions: set[str], *, home: str, dry_run: bool = False
 ) -> GcReport:
-    """Remove what belongs to this Hydra (``home``: :func:`~hydra_sandbox.runtime.home_label` of its data
+    """Remove what belongs to this Hydra (``home``: :func:`~hydra_sandbox.sandbox.spec.home_label` of its data
     home) and to no session in ``keep_sessions``. Other instances' objects are never touched."""
     report = GcReport(dry_run=dry_run)
     mine = {LABEL_HOME: home}

@@ -51,16 +51,16 @@ def _default_store(settings: HydraSettings) -> ContextStore:
 
 
 def _default_sandbox(settings: HydraSettings, masker: SecretMasker, endpoint: AgentEndpoint | None) -> Sandbox:
-    from hydra_sandbox.sandbox.orchestrator import DockerSandbox
+    from hydra_sandbox.sandbox.backends import open_backend
 
-    return DockerSandbox(settings, masker, agent_endpoint=endpoint)
+    return open_backend(settings, masker, endpoint)
 
 
 def agent_endpoint_for(settings: HydraSettings) -> AgentEndpoint | None:
     """The endpoint agents may call Hydra through (not yet serving: the MCP server starts it)."""
     if not settings.agent_mcp:
         return None
-    from hydra_sandbox.sandbox.backends.docker.egress import runtime_dir
+    from hydra_sandbox.sandbox.egress import runtime_dir
 
     return AgentEndpoint(
         endpoint_socket(runtime_dir(settings.runtime_dir), settings.data_home), AgentTokens(settings.agent_tokens_dir)

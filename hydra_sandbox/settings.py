@@ -119,6 +119,10 @@ class HydraSettings(BaseSettings):
         description="Serve /metrics without the bearer token (only behind a network you trust).",
     )
     disk_warning_bytes: int = Field(default=10 * 1024**3, ge=0)
+    backend: Literal["docker"] = Field(
+        default="docker",
+        description="Where agents run: 'docker' (a Docker engine sharing this machine's filesystem).",
+    )
     agent_mcp: bool = Field(
         default=True,
         description="Give agents whose policy allows children Hydra's MCP endpoint, so they can delegate.",

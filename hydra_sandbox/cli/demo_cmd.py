@@ -92,7 +92,7 @@ async def _run(root: Path, base_url: str | None, model: str | None) -> None:
 
     from hydra_sandbox.gc import collect_garbage
     from hydra_sandbox.mcp.app import build_server
-    from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+    from hydra_sandbox.sandbox.backends import open_runtime
     from hydra_sandbox.sandbox.spec import home_label
 
     overrides: dict[str, Any] = {"data_home": root / "data"}
@@ -126,7 +126,7 @@ async def _run(root: Path, base_url: str | None, model: str | None) -> None:
                 console.print(applied["message"])
                 console.print((project / "calc.py").read_text(), markup=False)
     finally:
-        report = await collect_garbage(DockerRuntime(), set(), home=home_label(settings.data_home))
+        report = await collect_garbage(open_runtime(settings), set(), home=home_label(settings.data_home))
         console.print(f"cleaned up: {report.total} Docker object(s) removed")
 
 

@@ -110,7 +110,7 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only list what wou
     """Remove containers, volumes and networks of sessions Hydra no longer needs."""
     from hydra_sandbox.gc import collect_garbage
     from hydra_sandbox.journal import Journal
-    from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+    from hydra_sandbox.sandbox.backends import open_runtime
     from hydra_sandbox.sandbox.spec import home_label
 
     settings = load_settings()
@@ -120,7 +120,8 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only list what wou
         for status in ("queued", "starting", "running", "awaiting_approval")
         for s in journal.query_sessions(status=status, limit=100_000)
     }
-    report = asyncio.run(collect_garbage(DockerRuntime(), keep, home=home_label(settings.data_home), dry_run=dry_run))
+    runtime = open_runtime(settings)
+    report = asyncio.run(collect_garbage(runtime, keep, home=home_label(settings.data_home), dry_run=dry_run))
     verb = "would remove" if dry_run else "removed"
     console.print(
         f"{verb} {len(report.containers)} container(s), {len(report.volumes)} volume(s), "

@@ -1,10 +1,16 @@
-"""Copy-on-write workspaces: the agent sees the operator's directory through an overlay whose upper
-layer belongs to the session, so the host directory is never written while the agent runs and the
-session's changes are exactly the content of its upper layer.
+"""Copy-on-write workspaces, backend-neutral: the session's layer on Hydra's disk, and the seam that
+brings it into a container.
 
-The overlay is a Docker ``local`` volume (``type=overlay``) mounted by the daemon at container start;
-staging it costs O(1) in the size of the directory. Paths the policy hides are whiteouts
-(``mknod c 0 0``) in the upper layer, found by one walk that does not descend into hidden directories.
+The agent sees the operator's directory through an overlay whose upper layer belongs to the session, so
+the host directory is never written while the agent runs and the session's changes are exactly the
+content of its upper layer (:class:`StagedWorkspace`, read by :mod:`hydra_sandbox.diffing` and
+:mod:`hydra_sandbox.applying`). Paths the policy hides are whiteouts (``mknod c 0 0``) in the upper
+layer, found by one walk that does not descend into hidden directories.
+
+How the layer reaches a container is a backend's business (:class:`WorkspaceTransport`): the local
+Docker backend mounts it as an overlay volume (O(1) in the size of the directory); a backend without a
+shared filesystem ships the policy-filtered tree in as an archive and brings the upper layer back the
+same way, so diff and apply read the same :class:`StagedWorkspace` either way.
 
 Ownership: an unprivileged agent cannot change files owned by another uid in the lower layer. The agent
 therefore runs as the uid:gid that owns the directory (the usual case: a developer's checkout). A
@@ -19,16 +25,18 @@ import shutil
 import stat
 import time
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
 from hydra_sandbox.errors import WorkspaceError
 from hydra_sandbox.hardlinks import linked_to_hidden
 from hydra_sandbox.policy import PathMatcher, Policy
-from hydra_sandbox.sandbox.runtime import ContainerRuntime
+from hydra_sandbox.sandbox.spec import Mount
 
 FALLBACK_UID = 1000
 FALLBACK_GID = 1000
+WORKSPACE_IN_CONTAINER = "/workspace"
 _UNSAFE_MOUNT_CHARS = (",", ":", "\n")
 
 
@@ -60,13 +68,24 @@ class StagedWorkspace(BaseModel):
         text = self.hidden_file.read_text(encoding="utf-8", errors="surrogateescape")
         return set(text.split("\0") if "\0" in text else text.splitlines()) - {""}
 
-    def driver_opts(self) -> dict[str, str]:
-        lower = ":".join(str(p) for p in self.lowers)
-        return {
-            "type": "overlay",
-            "device": "overlay",
-            "o": f"lowerdir={lower},upperdir={self.upper},workdir={self.work}",
-        }
+
+@runtime_checkable
+class WorkspaceTransport(Protocol):
+    """How a backend brings a session's layer into its container and the change set back home."""
+
+    async def attach(self, ws: StagedWorkspace) -> Mount:
+        """Make the layer available to the next container (first run or resume); the mount to give it."""
+        ...
+
+    async def release(self, ws: StagedWorkspace) -> None:
+        """After the container is gone: the change set is in ``ws.upper`` on Hydra's disk when this
+        returns, and what :meth:`attach` made elsewhere is removed."""
+        ...
+
+    async def discard(self, ws: StagedWorkspace) -> None:
+        """Remove whatever :meth:`attach` made that may still exist (the layer itself is removed by
+        :func:`remove_layer`)."""
+        ...
 
 
 def _check_source(source: Path) -> Path:
@@ -74,7 +93,7 @@ def _check_source(source: Path) -> Path:
         raise WorkspaceError(f"working_dir: {source} is a symbolic link", hint="pass the real directory")
     resolved = source.resolve()
     if not resolved.is_dir():
-        raise WorkspaceError(f"working_dir: {source} is not a directory")
+        raise WorkspaceError(f"working_dir: {source} is not a directory", hint="pass an existing project directory")
     if resolved == Path("/") or resolved in {Path("/etc"), Path("/usr"), Path("/var"), Path("/root"), Path("/home")}:
         raise WorkspaceError(f"working_dir: {resolved} is a system directory", hint="pass a project directory")
     if any(ch in str(resolved) for ch in _UNSAFE_MOUNT_CHARS):
@@ -83,8 +102,6 @@ def _check_source(source: Path) -> Path:
             hint="rename the directory or work on a copy",
         )
     return resolved
-
-
 def hidden_paths(root: Path, matcher: PathMatcher) -> list[str]:
     """Workspace-relative paths to hide: denied directories whole (not descended), and every other
     entry the policy does not make visible."""
@@ -162,22 +179,24 @@ def _copy_visible(source: Path, dest: Path, matcher: PathMatcher, uid: int, gid:
             os.lchown(os.path.join(dirpath, name), uid, gid)
 
 
-async def stage(
+def prepare_layer(
     session_id: str,
     source: Path,
     policy: Policy,
     sessions_dir: Path,
-    runtime: ContainerRuntime,
     labels: dict[str, str],
     *,
     extra_lowers: list[Path] | None = None,
     agent_uid: int | None = None,
 ) -> StagedWorkspace:
-    """Create the session's upper layer, hide what the policy hides, and create the overlay volume."""
+    """Create the session's upper layer and hide what the policy hides (filesystem only, no backend)."""
     resolved = _check_source(source)
     session_dir = sessions_dir / session_id
     if (session_dir / "upper").exists():
-        raise WorkspaceError(f"session {session_id} already has a workspace layer in {session_dir}")
+        raise WorkspaceError(
+            f"session {session_id} already has a workspace layer in {session_dir}",
+            hint="resume the session, or discard its changes first",
+        )
     upper, work = session_dir / "upper", session_dir / "work"
     session_dir.mkdir(parents=True, exist_ok=True)
     upper.mkdir()
@@ -202,7 +221,7 @@ async def stage(
         _whiteout(upper, base, rel, uid, gid)
     # NUL-separated: a hidden name may hold a newline
     (session_dir / "hidden.txt").write_text("\0".join(hidden), encoding="utf-8", errors="surrogateescape")
-    ws = StagedWorkspace(
+    return StagedWorkspace(
         session_id=session_id,
         source=resolved,
         lowers=[*(extra_lowers or []), base],
@@ -216,26 +235,44 @@ async def stage(
         hidden_count=len(hidden),
         labels=labels,
     )
-    await mount(ws, runtime)
-    return ws
 
 
-async def mount(ws: StagedWorkspace, runtime: ContainerRuntime) -> None:
-    """(Re-)create the overlay volume, e.g. for a resumed run; its content is the upper layer."""
-    existing = {v.name for v in await runtime.list_volumes({"hydra.role": "workspace"})}
-    if ws.volume_name not in existing:
-        if not ws.work.exists():
-            ws.work.mkdir()
-        await runtime.create_volume(ws.volume_name, ws.labels, ws.driver_opts())
-
-
-async def release(ws: StagedWorkspace, runtime: ContainerRuntime) -> None:
-    """Remove the volume; the upper layer (the session's changes) stays for diff and apply."""
-    await runtime.remove_volume(ws.volume_name)
-
-
-async def discard(ws: StagedWorkspace, runtime: ContainerRuntime) -> None:
-    """Remove the volume and the session's layers. Never follows links inside them."""
-    await runtime.remove_volume(ws.volume_name)
+def remove_layer(ws: StagedWorkspace) -> None:
+    """Delete the session's layers from Hydra's disk. Never follows links inside them."""
     if ws.session_dir.exists():
         shutil.rmtree(ws.session_dir)
+
+
+class LayerStore:
+    """The sessions' staged workspaces, cached and kept on disk (``sessions/<id>/workspace.json``) so
+    diff, apply, resume and re-attach work after a server restart."""
+
+    def __init__(self, sessions_dir: Path) -> None:
+        self.sessions_dir = sessions_dir
+        self._cache: dict[str, StagedWorkspace] = {}
+
+    def _path(self, session_id: str) -> Path:
+        return self.sessions_dir / session_id / "workspace.json"
+
+    def exists(self, session_id: str) -> bool:
+        return session_id in self._cache or self._path(session_id).exists()
+
+    def get(self, session_id: str) -> StagedWorkspace:
+        ws = self._cache.get(session_id)
+        if ws is None:
+            path = self._path(session_id)
+            if not path.exists():
+                raise WorkspaceError(
+                    f"session {session_id} has no workspace layer",
+                    hint="it never started, or its layer was discarded",
+                )
+            ws = StagedWorkspace.model_validate_json(path.read_text())
+            self._cache[session_id] = ws
+        return ws
+
+    def save(self, ws: StagedWorkspace) -> None:
+        self._path(ws.session_id).write_text(ws.model_dump_json())
+        self._cache[ws.session_id] = ws
+
+    def forget(self, session_id: str) -> None:
+        self._cache.pop(session_id, None)

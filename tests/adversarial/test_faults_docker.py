@@ -118,7 +118,7 @@ async def test_eight_agents_printing_100_mb_each_keep_the_server_small_and_respo
     from hydra_sandbox.codex_events import CodexEventParser
     from hydra_sandbox.masking import SecretMasker
     from hydra_sandbox.policy import ResourceLimits
-    from hydra_sandbox.sandbox.orchestrator import OutputPipeline
+    from hydra_sandbox.sandbox.pipeline import OutputPipeline
     from hydra_sandbox.sandbox.spec import ContainerSpec
     from hydra_sandbox.sandbox.supervisor import supervise
 

@@ -10,7 +10,7 @@ import pytest
 from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.orchestration.spawning import SpawnRequest
-from hydra_sandbox.sandbox.orchestrator import DockerSandbox
+from hydra_sandbox.sandbox.backends.docker import docker_sandbox
 from hydra_sandbox.services import open_services
 from hydra_sandbox.settings import load_settings
 from hydra_sandbox.store import InMemoryStore
@@ -39,7 +39,7 @@ async def test_a_missing_agent_image_fails_the_session_naming_hydra_images_build
     settings = load_settings(agent_image="hydra-agent:not-built")
     workdir = tmp_path / "repo"
     workdir.mkdir()
-    sandbox = DockerSandbox(settings, SecretMasker([]), runtime=NoImages())  # type: ignore[arg-type]
+    sandbox = docker_sandbox(settings, SecretMasker([]), runtime=NoImages())  # type: ignore[arg-type]
     async with open_services(settings, sandbox=sandbox, store=InMemoryStore()) as services:
         session_id = (await services.manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session[
             "session_id"

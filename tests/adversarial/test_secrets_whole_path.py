@@ -33,7 +33,7 @@ from hydra_sandbox.codex_events import CodexEventParser
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.sandbox import RunResult
-from hydra_sandbox.sandbox.orchestrator import OutputPipeline
+from hydra_sandbox.sandbox.pipeline import OutputPipeline
 from hydra_sandbox.services import Services, known_secrets
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.adversarial.results import model_dir, scenario_recorder

@@ -15,8 +15,9 @@ from pydantic import SecretStr
 
 from hydra_sandbox.model_gateway import ModelGateway, model_gateway_config
 from hydra_sandbox.policy import NetworkPolicy
-from hydra_sandbox.sandbox.backends.docker.egress import egress, plan_egress
+from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.egress import plan_egress
 from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, ContainerSpec, Mount
 from hydra_sandbox.sandbox.supervisor import supervise
 
@@ -55,7 +56,7 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 async def in_agent(image: str, network: NetworkPolicy, model_url: str, script: str) -> str:
     session = f"t-{uuid.uuid4().hex[:8]}"
-    async with egress(plan_egress(network, model_url, session)) as active:
+    async with HostSocketEgress().serve(plan_egress(network, model_url, session)) as active:
         return await run_script(image, session, script, active.entrypoint, active.env, active.mounts)
 
 

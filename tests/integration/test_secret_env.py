@@ -14,7 +14,7 @@ from hydra_sandbox.events import EventDraft
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.policy import PolicyCatalog
 from hydra_sandbox.sandbox import RunRequest
-from hydra_sandbox.sandbox.orchestrator import DockerSandbox
+from hydra_sandbox.sandbox.backends.docker import docker_sandbox
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
 
@@ -43,7 +43,7 @@ async def test_agent_commands_cannot_read_the_model_key(
         s = load_settings(
             data_home=settings.data_home, model_base_url=model.base_url, model="test-model", model_api_key=KEY
         )
-        sandbox = DockerSandbox(s, SecretMasker([KEY]))
+        sandbox = docker_sandbox(s, SecretMasker([KEY]))
         drafts: list[EventDraft] = []
 
         async def sink(draft: EventDraft) -> None:

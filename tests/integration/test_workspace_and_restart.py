@@ -20,8 +20,8 @@ from hydra_sandbox.orchestration.spawning import SpawnRequest
 from hydra_sandbox.policy import PolicyCatalog
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder
+from hydra_sandbox.sandbox.backends.docker import docker_sandbox
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
-from hydra_sandbox.sandbox.orchestrator import DockerSandbox
 from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
@@ -34,7 +34,7 @@ EDIT = [[{"exec": "id -u; sed -i 's/a - b/a + b/' src/calc.py && echo edited"}],
 def manager_for(settings: HydraSettings) -> AgentManager:
     masker = SecretMasker()
     return AgentManager(
-        sandbox=DockerSandbox(settings, masker),
+        sandbox=docker_sandbox(settings, masker),
         recorder=Recorder(Journal(settings.journal_path), masker),
         profiles=ProfileCatalog(settings.profile_dirs),
         policies=PolicyCatalog(settings.policy_dirs),

@@ -6,7 +6,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from hydra_sandbox.codex import build_exec, build_resume, toml_value
+from hydra_sandbox.codex import build_invocation, toml_value
 from hydra_sandbox.codex_events import CodexEventParser, match_runner, unwrap_shell
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "codex"
@@ -23,21 +23,21 @@ def parse(name: str, mask=lambda s: s):  # type: ignore[no-untyped-def]
 
 def test_prompt_is_one_argv_element_after_double_dash() -> None:
     prompt = "--dangerously-do-things; rm -rf / $(whoami) `id`\nsecond line"
-    argv = build_exec(prompt, model="m").argv
+    argv = build_invocation(prompt, model="m").argv
     assert argv[-2:] == ["--", prompt]
     assert argv[:3] == ["codex", "exec", "--json"]
     assert "--dangerously-bypass-approvals-and-sandbox" in argv
 
 
 def test_resume_names_the_thread_before_the_prompt() -> None:
-    argv = build_resume("0199-thread", "continue", model="m").argv
+    argv = build_invocation("continue", model="m", resume_thread_id="0199-thread").argv
     assert argv[:3] == ["codex", "exec", "resume"]
     assert argv[-3:] == ["0199-thread", "--", "continue"]
 
 
 def test_provider_override_is_valid_toml_even_with_hostile_values() -> None:
     url = 'http://127.0.0.1:9/v1" \n[evil]\nx = "1'
-    argv = build_exec("p", model="m", base_url=url, api_key_env="OPENAI_API_KEY").argv
+    argv = build_invocation("p", model="m", base_url=url, api_key_env="OPENAI_API_KEY").argv
     value = next(a for a in argv if a.startswith("model_providers.hydra=")).split("=", 1)[1]
     parsed = tomllib.loads(f"x = {value}")
     assert parsed["x"]["base_url"] == url and parsed["x"]["wire_api"] == "responses"
@@ -107,7 +107,7 @@ def test_resumed_thread_keeps_its_id() -> None:
 
 
 def test_commands_never_inherit_secret_variables() -> None:
-    argv = build_exec("p", model="m", base_url="http://127.0.0.1:9/v1", api_key_env="MY_MODEL_CRED").argv
+    argv = build_invocation("p", model="m", base_url="http://127.0.0.1:9/v1", api_key_env="MY_MODEL_CRED").argv
     value = argv[argv.index("-c") + 1]
     assert value.startswith("shell_environment_policy.exclude=")
     excluded = tomllib.loads("x = " + value.split("=", 1)[1])["x"]

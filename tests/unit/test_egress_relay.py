@@ -12,7 +12,7 @@ import pytest
 from hydra_sandbox import egress_relay
 from hydra_sandbox.egress_relay import ConnectRelay, ForwardRelay, Refusal, RelayStats, forbidden_address
 from hydra_sandbox.policy import NetworkPolicy
-from hydra_sandbox.sandbox.backends.docker.egress import plan_egress
+from hydra_sandbox.sandbox.egress import plan_egress
 
 
 class Listener:
@@ -115,11 +115,10 @@ def test_private_loopback_and_link_local_addresses_are_forbidden(address: str, f
     assert forbidden_address(address) is forbidden
 
 
-def test_egress_plans_by_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HYDRA_RUNTIME_DIR", str(tmp_path / "run"))
+def test_egress_plans_by_mode() -> None:
     assert plan_egress(NetworkPolicy(mode="none"), "http://127.0.0.1:9/v1", "s1").relay == "none"
     local = plan_egress(NetworkPolicy(mode="model-only"), "http://127.0.0.1:9/v1", "s1")
-    assert local.socket_dir == tmp_path / "run" / "s1"
+    assert local.session_id == "s1"
     assert local.relay == "forward" and local.forward_to == ("127.0.0.1", 9)
     public = plan_egress(NetworkPolicy(mode="model-only"), "https://models.example/v1", "s1")
     assert public.relay == "connect" and public.allowed_domains == ["models.example"]

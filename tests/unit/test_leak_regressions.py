@@ -19,7 +19,7 @@ from hydra_sandbox.policy import PolicyCatalog
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder
 from hydra_sandbox.sandbox import RunResult
-from hydra_sandbox.sandbox.orchestrator import OutputPipeline
+from hydra_sandbox.sandbox.pipeline import OutputPipeline
 from hydra_sandbox.sandbox.workspace import StagedWorkspace
 from hydra_sandbox.settings import load_settings
 from tests.fake_sandbox import FakeRun, FakeSandbox

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from hydra_sandbox.policy import DirectoryPolicy, Policy, PolicyCatalog, _GlobSet, explain
+from hydra_sandbox.sandbox.workspace import StagedWorkspace, hidden_paths
 from hydra_sandbox.settings import REPO_ROOT
-from hydra_sandbox.workspace import StagedWorkspace, hidden_paths
 
 BUILTIN = PolicyCatalog([REPO_ROOT / "policies"]).load_all()[0]
 CREDENTIAL_FILES = [

@@ -151,7 +151,7 @@ def test_a_bad_log_level_names_the_variable_and_the_levels(monkeypatch: pytest.M
 
 
 def test_relay_sockets_live_in_the_runtime_dir_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from hydra_sandbox.sandbox.backends.docker.egress import runtime_dir
+    from hydra_sandbox.sandbox.egress import runtime_dir
 
     monkeypatch.setenv("HYDRA_RUNTIME_DIR", str(tmp_path / "run"))
     assert runtime_dir() == tmp_path / "run"

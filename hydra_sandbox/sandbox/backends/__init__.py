@@ -1,1 +1,45 @@
-"""Sandbox backends: each turns the neutral sandbox seam into containers somewhere."""
+"""Sandbox backends. Which one runs agents is a setting (``HYDRA_BACKEND``); :func:`open_backend` is
+the only way the rest of Hydra gets a :class:`~hydra_sandbox.sandbox.protocol.Sandbox`, so nothing
+outside this package imports a backend.
+
+A backend contributes a :class:`~hydra_sandbox.sandbox.orchestrator.Backend` (runtime, workspace
+transport, egress placement) to the one orchestrator; see the "Sandbox seam" section of
+docs/architecture.md for what a new backend implements.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hydra_sandbox.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hydra_sandbox.agent_endpoint import AgentEndpoint
+    from hydra_sandbox.masking import SecretMasker
+    from hydra_sandbox.sandbox.protocol import Sandbox
+    from hydra_sandbox.sandbox.runtime import ContainerRuntime
+    from hydra_sandbox.settings import HydraSettings
+
+BACKENDS = ("docker",)
+
+
+def _unknown(name: str) -> ConfigError:
+    return ConfigError(f"HYDRA_BACKEND: {name!r} is not a sandbox backend", hint=f"use one of {', '.join(BACKENDS)}")
+
+
+def open_backend(settings: HydraSettings, masker: SecretMasker, agent_endpoint: AgentEndpoint | None = None) -> Sandbox:
+    """The sandbox of the backend ``settings.backend`` names (imported only when chosen)."""
+    if settings.backend == "docker":
+        from hydra_sandbox.sandbox.backends.docker import docker_sandbox
+
+        return docker_sandbox(settings, masker, agent_endpoint)
+    raise _unknown(settings.backend)
+
+
+def open_runtime(settings: HydraSettings) -> ContainerRuntime:
+    """The chosen backend's container runtime alone, for maintenance outside a run (``hydra gc``)."""
+    if settings.backend == "docker":
+        from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+
+        return DockerRuntime()
+    raise _unknown(settings.backend)

@@ -1,1 +1,38 @@
-"""The Docker backend: agents in containers of a Docker engine that shares this filesystem."""
+"""The Docker backend: agents in containers of a Docker engine that shares this machine's filesystem.
+
+Docker's part of a run is the runtime (docker-py), the workspace as an overlay volume over the local
+layer, and egress relays served on this host behind a bind-mounted Unix socket. Everything else is the
+backend-neutral :class:`~hydra_sandbox.sandbox.orchestrator.SandboxOrchestrator`.
+"""
+
+from __future__ import annotations
+
+from hydra_sandbox.agent_endpoint import AgentEndpoint
+from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.backends.docker.workspace import OverlayVolumeTransport, VolumeDriverRuntime
+from hydra_sandbox.sandbox.orchestrator import Backend, SandboxOrchestrator
+from hydra_sandbox.settings import HydraSettings
+
+NAME = "docker"
+
+
+def docker_backend(runtime: VolumeDriverRuntime | None = None) -> Backend:
+    """Docker's parts; ``runtime`` defaults to the local engine (``DOCKER_HOST`` and friends)."""
+    runtime = runtime if runtime is not None else DockerRuntime()
+    return Backend(name=NAME, runtime=runtime, workspace=OverlayVolumeTransport(runtime), egress=HostSocketEgress())
+
+
+def docker_sandbox(
+    settings: HydraSettings,
+    masker: SecretMasker,
+    agent_endpoint: AgentEndpoint | None = None,
+    *,
+    runtime: VolumeDriverRuntime | None = None,
+) -> SandboxOrchestrator:
+    """The sandbox that runs agents on Docker."""
+    return SandboxOrchestrator(settings, masker, docker_backend(runtime), agent_endpoint)
+
+
+__all__ = ["DockerRuntime", "docker_backend", "docker_sandbox"]
