@@ -1,0 +1,48 @@
+"""The backend is a setting, and the rest of Hydra reaches a backend only through the factory."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import hydra_sandbox
+from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.sandbox import Sandbox
+from hydra_sandbox.sandbox.backends import open_backend, open_runtime
+from hydra_sandbox.sandbox.orchestrator import SandboxOrchestrator
+from hydra_sandbox.settings import load_settings
+
+PACKAGE = Path(hydra_sandbox.__file__).parent
+BACKEND_IMPORT = re.compile(r"^\s*(from|import)\s+hydra_sandbox\.sandbox\.backends\.\w+", re.M)
+
+
+def test_the_docker_backend_is_the_default_and_gives_the_one_orchestrator(tmp_path: Path) -> None:
+    settings = load_settings(data_home=tmp_path)
+    assert settings.backend == "docker"
+    sandbox = open_backend(settings, SecretMasker())
+    assert isinstance(sandbox, SandboxOrchestrator) and isinstance(sandbox, Sandbox)
+    assert sandbox.backend.name == "docker" and open_runtime(settings) is not None
+
+
+def test_an_unknown_backend_is_refused_naming_the_setting_and_the_choices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HYDRA_BACKEND", "kubernetes")
+    with pytest.raises(ConfigError, match="HYDRA_BACKEND"):
+        load_settings(data_home=tmp_path)
+    monkeypatch.delenv("HYDRA_BACKEND")
+    forced = load_settings(data_home=tmp_path).model_copy(update={"backend": "kubernetes"})
+    with pytest.raises(ConfigError, match="HYDRA_BACKEND: 'kubernetes'.*docker"):
+        open_backend(forced, SecretMasker())
+
+
+def test_nothing_outside_the_sandbox_package_imports_a_backend_directly() -> None:
+    offenders = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "sandbox" not in path.relative_to(PACKAGE).parts[:1] and BACKEND_IMPORT.search(path.read_text())
+    ]
+    assert offenders == [], "use hydra_sandbox.sandbox.backends.open_backend / open_runtime instead"

@@ -1,0 +1,289 @@
+"""The backend-neutral orchestrator over the in-memory runtime: a run, a resume, a re-attach after a
+restart, cancellation, the wall-clock and output limits, teardown on error and detach on shutdown,
+each counting what is left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hydra_sandbox.errors import RuntimeUnavailableError
+from hydra_sandbox.events import EventDraft
+from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.policy import NetworkPolicy, Policy, ResourceLimits
+from hydra_sandbox.sandbox import RunRequest
+from hydra_sandbox.sandbox.backends.docker import docker_backend
+from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
+from hydra_sandbox.sandbox.fake import FakeProgram, FakeRuntime
+from hydra_sandbox.sandbox.orchestrator import Backend, SandboxOrchestrator
+from hydra_sandbox.sandbox.supervisor import FailureCause
+from hydra_sandbox.settings import HydraSettings, load_settings
+
+IMAGE = "hydra-agent:fake"
+SECRET = "sk-proj-FAKEfakeFAKEfake0123456789abcdef"
+
+
+def jsonl(*items: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(i).encode() + b"\n" for i in items)
+
+
+CODEX_RUN = jsonl(
+    {"type": "thread.started", "thread_id": "thread-1"},
+    {"type": "turn.started"},
+    {"type": "item.completed", "item": {"id": "i1", "type": "agent_message", "text": f"done, key {SECRET}"}},
+    {"type": "turn.completed", "usage": {"input_tokens": 1, "output_tokens": 1}},
+)
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.started = 0
+        self.failed: list[FailureCause] = []
+
+    def container_started(self) -> None:
+        self.started += 1
+
+    def container_failed(self, cause: FailureCause) -> None:
+        self.failed.append(cause)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.drafts: list[EventDraft] = []
+
+    async def __call__(self, draft: EventDraft) -> None:
+        self.drafts.append(draft)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(d.text for d in self.drafts)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> HydraSettings:
+    return load_settings(data_home=tmp_path / "data", agent_image=IMAGE, model_base_url="http://127.0.0.1:9/v1")
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """Where the egress sockets go: a short path (a Unix socket path has at most 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="hydra-t-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "app.py").write_text("x = 1\n")
+    return root
+
+
+def orchestrator(settings: HydraSettings, runtime: FakeRuntime, run_dir: Path) -> SandboxOrchestrator:
+    """The Docker backend's parts over the in-memory runtime."""
+    parts = docker_backend(runtime)
+    backend = Backend("docker", runtime, parts.workspace, HostSocketEgress(lambda: run_dir))
+    return SandboxOrchestrator(settings, SecretMasker(), backend)
+
+
+def request(workdir: Path, **kw: Any) -> RunRequest:
+    limits = kw.pop("limits", ResourceLimits())
+    policy = Policy(name="t", network=NetworkPolicy(mode=kw.pop("network", "none")), resources=limits)
+    base: dict[str, Any] = {"session_id": "s1", "profile_id": "p", "policy": policy, "prompt": "fix it"}
+    return RunRequest(working_dir=workdir, model="m", **(base | kw))
+
+
+def left_behind(runtime: FakeRuntime) -> tuple[list[str], list[str]]:
+    return sorted(c.spec.name or c.id for c in runtime.containers.values()), sorted(runtime.volumes)
+
+
+async def wait_for(check: Callable[[], bool], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not check():
+        assert loop.time() < deadline, f"never happened: {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_run_streams_masked_events_in_order_and_removes_its_container(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN), ("stderr", b"warn\n")]), images=[IMAGE])
+    sandbox, sink, observer = orchestrator(settings, runtime, run_dir), Sink(), Observer()
+    sandbox.add_observer(observer)
+    result = await sandbox.run(request(workdir, secrets=[SECRET]), sink, asyncio.Event())
+    assert result.status == "completed" and result.thread_id == "thread-1" and not result.has_changes
+    stdout = [d.data["seq"] for d in sink.drafts if d.data["stream"] == "stdout"]
+    assert stdout == list(range(len(stdout))) and "warn" in sink.text
+    assert SECRET not in sink.text and "done, key" in sink.text
+    assert observer.started == 1 and observer.failed == []
+    assert left_behind(runtime) == ([], ["hydra-codex-s1"])  # the codex home stays for a resume
+    await sandbox.discard("s1")
+    assert left_behind(runtime) == ([], [])
+    assert not (settings.sessions_dir / "s1").exists()
+
+
+async def test_the_agent_container_is_hardened_labelled_and_sees_the_overlay_of_its_layer(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)], keeps_running=True), images=[IMAGE])
+    sandbox = orchestrator(settings, runtime, run_dir)
+    task = asyncio.create_task(sandbox.run(request(workdir, network="model-only"), Sink(), asyncio.Event()))
+    await wait_for(lambda: bool(runtime.running()), "the agent started")
+    spec = runtime.containers[runtime.running()[0]].spec
+    ws = sandbox.workspace("s1")
+    assert spec.user == f"{ws.agent_uid}:{ws.agent_gid}" and not spec.user.startswith("0:")
+    assert spec.read_only_root and spec.cap_drop == ["ALL"] and spec.network_mode == "none"
+    assert spec.labels["hydra.session"] == "s1" and spec.labels["hydra.role"] == "agent"
+    assert spec.argv[:3] == ["hydra-agent-entry", "codex", "exec"] and spec.argv[-2:] == ["--", "fix it"]
+    volume = runtime.volumes[ws.volume_name]
+    assert f"upperdir={ws.upper}" in volume.driver_opts["o"] and f"lowerdir={ws.lowers[-1]}" in volume.driver_opts["o"]
+    assert {m.target for m in spec.mounts} == {"/workspace", "/codex-home", "/run/hydra"}
+    assert (run_dir / "s1" / "egress.sock").exists()
+    runtime.exit(runtime.running()[0], 0)
+    assert (await task).status == "completed"
+    assert not (run_dir / "s1").exists(), "the egress socket directory outlived the run"
+
+
+async def test_a_resume_reuses_the_layer_and_codex_home_and_continues_the_thread(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)]), images=[IMAGE])
+    sandbox = orchestrator(settings, runtime, run_dir)
+    await sandbox.run(request(workdir), Sink(), asyncio.Event())
+    upper = sandbox.workspace("s1").upper
+    (upper / "new.py").write_text("y = 2\n")  # what the first run wrote
+    second = request(workdir, run_index=1, resume_thread_id="thread-1", prompt="go on")
+    result = await sandbox.run(second, Sink(), asyncio.Event())
+    assert result.has_changes and sandbox.workspace("s1").upper == upper
+    assert runtime.calls.count("create_volume") == 3  # workspace twice (fresh per run), codex home once
+    preview = await sandbox.diff("s1", second.policy)
+    assert [f.path for f in preview.files] == ["new.py"]
+
+
+async def test_a_restarted_server_follows_the_running_agent_after_a_detached_shutdown(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)], keeps_running=True), images=[IMAGE])
+    first = orchestrator(settings, runtime, run_dir)
+    task = asyncio.create_task(first.run(request(workdir, network="model-only"), Sink(), asyncio.Event()))
+    await wait_for(lambda: bool(runtime.running()), "the agent started")
+    task.cancel()  # the server shuts down
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (container_id,) = runtime.running()
+    assert "hydra-ws-s1" in runtime.volumes and (run_dir / "s1").is_dir(), "detach removed what it uses"
+    second, sink = orchestrator(settings, runtime, run_dir), Sink()
+    assert await second.live_sessions() == {"s1"}
+    follow = asyncio.create_task(second.follow(request(workdir, network="model-only"), sink, asyncio.Event(), 0))
+    await wait_for(lambda: "done, key" in sink.text, "the replayed log")
+    runtime.emit(container_id, "stdout", jsonl({"type": "turn.started"}))
+    runtime.exit(container_id, 0)
+    result = await follow
+    assert result.status == "completed" and result.thread_id == "thread-1"
+    assert left_behind(runtime) == ([], ["hydra-codex-s1"])
+
+
+async def test_following_a_session_whose_container_vanished_fails_it_with_the_reason(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    sandbox = orchestrator(settings, FakeRuntime(images=[IMAGE]), run_dir)
+    result = await sandbox.follow(request(workdir), Sink(), asyncio.Event(), 0)
+    assert result.status == "failed" and "vanished" in (result.reason or "")
+
+
+async def test_terminating_a_run_stops_its_container_and_tears_down(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    runtime = FakeRuntime(FakeProgram(keeps_running=True), images=[IMAGE])
+    sandbox, observer, cancel = orchestrator(settings, runtime, run_dir), Observer(), asyncio.Event()
+    sandbox.add_observer(observer)
+    task = asyncio.create_task(sandbox.run(request(workdir), Sink(), cancel))
+    await wait_for(lambda: bool(runtime.running()), "the agent started")
+    cancel.set()
+    result = await task
+    assert result.status == "cancelled" and "stop" in runtime.calls and observer.failed == ["cancelled"]
+    assert left_behind(runtime) == ([], ["hydra-codex-s1"])
+
+
+async def test_the_wall_clock_limit_stops_the_run(settings: HydraSettings, workdir: Path, run_dir: Path) -> None:
+    runtime = FakeRuntime(FakeProgram(keeps_running=True), images=[IMAGE])
+    sandbox = orchestrator(settings, runtime, run_dir)
+    result = await sandbox.run(request(workdir, limits=ResourceLimits(timeout_s=1)), Sink(), asyncio.Event())
+    assert result.status == "timed_out" and "stop" in runtime.calls
+    assert left_behind(runtime) == ([], ["hydra-codex-s1"])
+
+
+async def test_output_beyond_the_limit_is_cut_once_and_the_run_goes_on(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    noise = [("stderr", b"x" * 700 + b"\n")] * 4
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN), *noise]), images=[IMAGE])
+    sandbox, sink = orchestrator(settings, runtime, run_dir), Sink()
+    limits = ResourceLimits(max_output_bytes=len(CODEX_RUN) + 1024)
+    result = await sandbox.run(request(workdir, limits=limits), sink, asyncio.Event())
+    assert result.status == "completed" and result.output_truncated
+    assert sink.text.count("output truncated after") == 1
+
+
+async def test_an_oom_kill_fails_the_run_naming_it(settings: HydraSettings, workdir: Path, run_dir: Path) -> None:
+    runtime = FakeRuntime(FakeProgram(exit_code=137, oom_killed=True), images=[IMAGE])
+    sandbox, observer = orchestrator(settings, runtime, run_dir), Observer()
+    sandbox.add_observer(observer)
+    result = await sandbox.run(request(workdir), Sink(), asyncio.Event())
+    assert result.status == "failed" and "out of memory" in (result.reason or "") and observer.failed == ["oom"]
+
+
+@pytest.mark.parametrize("step", ["create", "start", "stream_logs"])
+async def test_a_runtime_failure_mid_run_tears_everything_down(
+    settings: HydraSettings, workdir: Path, run_dir: Path, step: str
+) -> None:
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)]), images=[IMAGE])
+    if step == "stream_logs":
+        runtime.stream_logs = broken_logs  # type: ignore[method-assign]
+    else:
+        runtime.failures[step] = RuntimeUnavailableError("Docker refused: boom")
+    sandbox, observer = orchestrator(settings, runtime, run_dir), Observer()
+    sandbox.add_observer(observer)
+    with pytest.raises(RuntimeUnavailableError, match="boom"):
+        await sandbox.run(request(workdir, network="model-only"), Sink(), asyncio.Event())
+    assert observer.failed == ["error"]
+    assert left_behind(runtime) == ([], ["hydra-codex-s1"])
+    assert "hydra-ws-s1" not in runtime.volumes and not (run_dir / "s1").exists()
+
+
+async def broken_logs(container_id: str) -> Any:
+    raise RuntimeUnavailableError("lost the output: boom")
+    yield  # pragma: no cover
+
+
+async def test_a_missing_agent_image_fails_before_anything_is_created(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    runtime = FakeRuntime()
+    sandbox = orchestrator(settings, runtime, run_dir)
+    with pytest.raises(RuntimeUnavailableError, match="hydra images build"):
+        await sandbox.run(request(workdir), Sink(), asyncio.Event())
+    assert runtime.calls == ["image_exists"] and not settings.sessions_dir.exists()
+
+
+async def test_status_names_the_backend_and_its_health(settings: HydraSettings, run_dir: Path) -> None:
+    runtime = FakeRuntime(images=[IMAGE])
+    sandbox = orchestrator(settings, runtime, run_dir)
+    assert await sandbox.status() | {"codex_version": "-"} == {
+        "backend": "docker",
+        "docker": "ok",
+        "agent_image": IMAGE,
+        "agent_image_present": True,
+        "codex_version": "-",
+    }
+    runtime.failures["image_exists"] = RuntimeUnavailableError("cannot reach the Docker daemon")
+    assert str((await sandbox.status())["docker"]).startswith("unavailable: cannot reach")
