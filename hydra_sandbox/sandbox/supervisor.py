@@ -39,6 +39,65 @@ def truncation_marker(limit: int) -> bytes:
     return f"\n[hydra: output truncated after {limit} bytes; the agent kept running]\n".encode()
 
 
+class _Pump:
+    """Hands the container's output to ``on_output`` up to ``limit`` bytes, then one marker; counts on."""
+
+    def __init__(self, limit: int, on_output: OutputHandler) -> None:
+        self.limit = limit
+        self.on_output = on_output
+        self.total = 0
+        self.truncated = False
+        self.pid_trouble = False
+
+    async def run(self, runtime: ContainerRuntime, container_id: str) -> None:
+        async for stream, chunk in runtime.stream_logs(container_id):
+            if any(m in chunk for m in PID_EXHAUSTION_MARKERS):
+                self.pid_trouble = True
+            room = self.limit - self.total
+            self.total += len(chunk)
+            if self.truncated:
+                continue
+            if len(chunk) <= room:
+                await self.on_output(stream, chunk)
+                continue
+            if room > 0:
+                await self.on_output(stream, chunk[:room])
+            self.truncated = True
+            await self.on_output("stderr", truncation_marker(self.limit))
+
+
+async def _until_end(
+    runtime: ContainerRuntime,
+    container_id: str,
+    pump_task: asyncio.Task[None],
+    cancel: asyncio.Event,
+    timeout_s: float,
+    grace_s: float,
+) -> str | None:
+    """Wait for the output to end, a cancel request or the timeout; stop the container on the latter
+    two (shielded) and say which it was. A cancelled caller (server shutdown) leaves the agent running
+    so the next server re-attaches to it; `hydra gc` removes real orphans."""
+    cancel_task = asyncio.create_task(cancel.wait())
+    try:
+        done, _pending = await asyncio.wait(
+            {pump_task, cancel_task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if pump_task in done:
+            pump_task.result()
+            return None
+        ended_by = "cancelled" if cancel_task in done else "timed_out"
+        await asyncio.shield(runtime.stop(container_id, grace_s))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(pump_task), timeout=grace_s + 5)
+        return ended_by
+    finally:
+        cancel_task.cancel()
+        if not pump_task.done():
+            pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump_task
+
+
 async def supervise(
     runtime: ContainerRuntime,
     container_id: str,
@@ -49,53 +108,9 @@ async def supervise(
     cancel: asyncio.Event | None = None,
     grace_s: float = 10.0,
 ) -> RunOutcome:
-    cancel = cancel or asyncio.Event()
-    total = 0
-    truncated = False
-    pid_trouble = False
-
-    async def pump() -> None:
-        nonlocal total, truncated, pid_trouble
-        async for stream, chunk in runtime.stream_logs(container_id):
-            if any(m in chunk for m in PID_EXHAUSTION_MARKERS):
-                pid_trouble = True
-            if truncated:
-                total += len(chunk)
-                continue
-            room = max_output_bytes - total
-            total += len(chunk)
-            if len(chunk) <= room:
-                await on_output(stream, chunk)
-                continue
-            if room > 0:
-                await on_output(stream, chunk[:room])
-            truncated = True
-            await on_output("stderr", truncation_marker(max_output_bytes))
-
-    pump_task = asyncio.create_task(pump(), name=f"pump-{container_id[:12]}")
-    cancel_task = asyncio.create_task(cancel.wait())
-    ended_by: str | None = None
-    try:
-        done, _pending = await asyncio.wait(
-            {pump_task, cancel_task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        if pump_task not in done:
-            ended_by = "cancelled" if cancel_task in done else "timed_out"
-            await asyncio.shield(runtime.stop(container_id, grace_s))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(pump_task), timeout=grace_s + 5)
-        else:
-            pump_task.result()
-    except asyncio.CancelledError:
-        # The server is shutting down (a terminate request comes through ``cancel`` instead): leave the
-        # agent running so the next server re-attaches to it; `hydra gc` removes real orphans.
-        raise
-    finally:
-        cancel_task.cancel()
-        if not pump_task.done():
-            pump_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump_task
+    pump = _Pump(max_output_bytes, on_output)
+    pump_task = asyncio.create_task(pump.run(runtime, container_id), name=f"pump-{container_id[:12]}")
+    ended_by = await _until_end(runtime, container_id, pump_task, cancel or asyncio.Event(), timeout_s, grace_s)
     exit_code = await runtime.wait(container_id, timeout_s=grace_s + 10)
     info = await runtime.inspect(container_id)
 
@@ -105,8 +120,8 @@ async def supervise(
             reason=reason,
             failure=failure,
             exit_code=exit_code,
-            output_bytes=total,
-            truncated=truncated,
+            output_bytes=pump.total,
+            truncated=pump.truncated,
         )
 
     if ended_by == "cancelled":
@@ -117,6 +132,6 @@ async def supervise(
         return outcome("failed", "out of memory (OOM killed)", "oom")
     if exit_code == 0:
         return outcome("completed")
-    if pid_trouble:
+    if pump.pid_trouble:
         return outcome("failed", f"process limit reached (exit code {exit_code})", "pids")
     return outcome("failed", f"exit code {exit_code}", "error")
