@@ -89,7 +89,7 @@ def workdir(tmp_path: Path) -> Path:
 
 def orchestrator(settings: HydraSettings, runtime: FakeRuntime, run_dir: Path) -> SandboxOrchestrator:
     """The Docker backend's parts over the in-memory runtime."""
-    parts = docker_backend(runtime)
+    parts = docker_backend(settings, runtime)
     backend = Backend("docker", runtime, parts.workspace, HostSocketEgress(lambda: run_dir))
     return SandboxOrchestrator(settings, SecretMasker(), backend)
 

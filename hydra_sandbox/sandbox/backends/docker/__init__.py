@@ -12,16 +12,19 @@ from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.backends.docker.workspace import OverlayVolumeTransport, VolumeDriverRuntime
+from hydra_sandbox.sandbox.egress import runtime_dir
 from hydra_sandbox.sandbox.orchestrator import Backend, SandboxOrchestrator
 from hydra_sandbox.settings import HydraSettings
 
 NAME = "docker"
 
 
-def docker_backend(runtime: VolumeDriverRuntime | None = None) -> Backend:
-    """Docker's parts; ``runtime`` defaults to the local engine (``DOCKER_HOST`` and friends)."""
+def docker_backend(settings: HydraSettings, runtime: VolumeDriverRuntime | None = None) -> Backend:
+    """Docker's parts for ``settings``; ``runtime`` defaults to the local engine (``DOCKER_HOST`` and
+    friends). Relay sockets go to Hydra's runtime directory."""
     runtime = runtime if runtime is not None else DockerRuntime()
-    return Backend(name=NAME, runtime=runtime, workspace=OverlayVolumeTransport(runtime), egress=HostSocketEgress())
+    egress = HostSocketEgress(runtime_dir)
+    return Backend(name=NAME, runtime=runtime, workspace=OverlayVolumeTransport(runtime), egress=egress)
 
 
 def docker_sandbox(
@@ -32,7 +35,7 @@ def docker_sandbox(
     runtime: VolumeDriverRuntime | None = None,
 ) -> SandboxOrchestrator:
     """The sandbox that runs agents on Docker."""
-    return SandboxOrchestrator(settings, masker, docker_backend(runtime), agent_endpoint)
+    return SandboxOrchestrator(settings, masker, docker_backend(settings, runtime), agent_endpoint)
 
 
 __all__ = ["DockerRuntime", "docker_backend", "docker_sandbox"]
