@@ -127,3 +127,12 @@ def test_a_secret_across_the_length_cut_of_a_tool_call_leaves_no_fragment() -> N
     parser = CodexEventParser(RUNNERS, masker.mask)
     (draft,) = parser.feed_line(json.dumps({"type": "item.completed", "item": item}))
     assert secret[:8] not in draft.data["mcp"], "a fragment of the secret survived the cut"
+
+
+def test_a_first_run_works_in_the_workspace_and_a_resume_where_its_thread_started() -> None:
+    first = build_invocation("p", model="m", workdir="/workspace").argv
+    resumed = build_invocation("p", model="m", resume_thread_id="t1", workdir="/workspace").argv
+    assert first[first.index("-C") + 1] == "/workspace"
+    assert "-C" not in resumed  # `codex exec resume` continues in the thread's own directory
+    same = [a for a in first if a not in {"-C", "/workspace"}]
+    assert same == [a for a in resumed if a not in {"resume", "t1"}]  # the rest is built once, the same
