@@ -31,8 +31,8 @@ LABEL_ROLE = "hydra.role"  # agent | proxy | workspace | codex-home | network
 LABEL_HOME = "hydra.home"  # which Hydra (data home) owns it: gc never touches another instance's objects
 
 HYDRA_NAME_PREFIX = "hydra-"
-"""Containers and networks Hydra creates are named with this prefix; an agent may share a namespace
-only with one of them (a gateway beside it), never with anything else."""
+"""Containers Hydra creates are named with this prefix; an agent may share a network namespace only with
+one of them (a gateway beside it), never with anything else."""
 
 FORBIDDEN_BIND_PREFIXES = (
     "/var/run", "/run", "/proc", "/sys", "/dev", "/etc", "/boot", "/root", "/var/lib/docker",
@@ -74,7 +74,7 @@ class ContainerSpec(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     mounts: list[Mount] = Field(default_factory=list)
     tmpfs: dict[str, str] = Field(default_factory=_default_tmpfs, description="target -> mount options.")
-    network_mode: str = Field(default="none", description="'none', or a Hydra gateway's or network's name.")
+    network_mode: str = Field(default="none", description="'none', or 'container:hydra-…' (a Hydra gateway).")
     limits: ResourceLimits = Field(default_factory=ResourceLimits)
     name: str | None = None
     read_only_root: bool = True
@@ -130,12 +130,13 @@ def _privileges(spec: ContainerSpec) -> None:
 
 
 def _namespaces(spec: ContainerSpec) -> None:
+    # A Docker network, even an internal one, reaches the host's services through its gateway address,
+    # so an agent gets no network at all, or the loopback of a Hydra gateway container beside it.
     mode = spec.network_mode
-    hydra_gateway = mode.startswith("container:" + HYDRA_NAME_PREFIX)
-    if not (mode == "none" or hydra_gateway or mode.startswith(HYDRA_NAME_PREFIX)):
+    if not (mode == "none" or mode.startswith("container:" + HYDRA_NAME_PREFIX)):
         raise UnsafeSpecError(
-            f"container spec network_mode: {mode!r} shares a namespace or network Hydra does not own",
-            hint="use 'none', 'container:hydra-…' (a Hydra gateway) or a network named 'hydra-…'",
+            f"container spec network_mode: {mode!r} is a network or a namespace Hydra does not own",
+            hint="use 'none', or 'container:hydra-…' for a Hydra gateway beside the agent",
         )
     for field, value in (("pid_mode", spec.pid_mode), ("ipc_mode", spec.ipc_mode)):
         if value != "private":

@@ -38,6 +38,7 @@ WEAKENINGS: dict[str, list[tuple[dict[str, Any], str]]] = {
     "_namespaces": [
         ({"network_mode": "host"}, "network_mode"),
         ({"network_mode": "bridge"}, "network_mode"),
+        ({"network_mode": "hydra-internal-net"}, "network_mode"),
         ({"network_mode": "container:someone-else"}, "network_mode"),
         ({"network_mode": "ns:/proc/1/ns/net"}, "network_mode"),
         ({"pid_mode": "host"}, "pid_mode"),
@@ -96,8 +97,8 @@ def test_a_weakened_spec_cannot_even_be_built(rule: str, update: dict[str, Any],
         spec(**update)
 
 
-@pytest.mark.parametrize("mode", ["none", "container:hydra-gw-s1", "hydra-net-s1"])
-def test_an_agent_may_share_only_a_hydra_owned_network(mode: str) -> None:
+@pytest.mark.parametrize("mode", ["none", "container:hydra-gw-s1"])
+def test_an_agent_gets_no_network_or_only_a_hydra_gateways_loopback(mode: str) -> None:
     assert check_hardening(spec(network_mode=mode)).network_mode == mode
 
 
