@@ -17,9 +17,9 @@ from hydra_sandbox.errors import ImageBuildError, RuntimeUnavailableError
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.images import build_agent_image, build_server_image
 from hydra_sandbox.mcp.app import build_server as _build_server
-from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.backends import open_runtime
 from hydra_sandbox.sandbox.spec import home_label
-from hydra_sandbox.settings import REPO_ROOT, HydraSettings
+from hydra_sandbox.settings import REPO_ROOT, HydraSettings, load_settings
 
 if TYPE_CHECKING:
     from fastmcp import FastMCP
@@ -37,7 +37,8 @@ def build_server(settings: HydraSettings) -> FastMCP:
 async def remove_sandboxes(data_home: Path) -> int:
     """Remove every container, volume and network of the Hydra whose data home is ``data_home`` (and
     nothing of any other Hydra); the number removed."""
-    report = await collect_garbage(DockerRuntime(), keep_sessions=set(), home=home_label(data_home))
+    runtime = open_runtime(load_settings(data_home=data_home))  # the configured backend's
+    report = await collect_garbage(runtime, keep_sessions=set(), home=home_label(data_home))
     return report.total
 
 

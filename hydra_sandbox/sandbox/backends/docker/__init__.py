@@ -21,9 +21,9 @@ NAME = "docker"
 
 def docker_backend(settings: HydraSettings, runtime: VolumeDriverRuntime | None = None) -> Backend:
     """Docker's parts for ``settings``; ``runtime`` defaults to the local engine (``DOCKER_HOST`` and
-    friends). Relay sockets go to Hydra's runtime directory."""
+    friends). Relay sockets go to the ``runtime_dir`` setting."""
     runtime = runtime if runtime is not None else DockerRuntime()
-    egress = HostSocketEgress(runtime_dir)
+    egress = HostSocketEgress(lambda: runtime_dir(settings.runtime_dir))
     return Backend(name=NAME, runtime=runtime, workspace=OverlayVolumeTransport(runtime), egress=egress)
 
 
