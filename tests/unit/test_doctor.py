@@ -23,7 +23,8 @@ def test_without_docker_or_model_every_check_still_answers(tmp_path: Path, monke
     (tmp_path / "model").mkdir()
     settings = HydraSettings(data_home=tmp_path / "data", embedding_model_dir=tmp_path / "model")
     checks = {c.name: c for c in run_checks(settings)}
-    assert list(checks) == ["docker", "agent image", "codex", "chroma", "embedding model", "model key", "masking", "npm"]
+    expected = ["docker", "agent image", "codex", "chroma", "embedding model", "model key", "masking", "npm"]
+    assert list(checks) == expected
     assert checks["masking"].ok and "hyperscan" in checks["masking"].detail
     assert not checks["docker"].ok and checks["docker"].detail.startswith("daemon not reachable")
     for name in ("agent image", "codex"):
