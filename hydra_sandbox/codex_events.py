@@ -17,6 +17,8 @@ from hydra_sandbox.events import EventDraft
 
 MAX_OUTPUT = 16_000
 MAX_RAW = 2_000
+_JSON_START = frozenset('{["-0123456789tfnIN')
+"""Characters a JSON text can start with (``I``/``N``: Python's json accepts Infinity and NaN)."""
 _DECISION = re.compile(r"^\s*(?:decision|decided|we decided|i decided)\s*[:\-]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
 _PYTEST = re.compile(r"(?:(\d+) failed)?[, ]*(?:(\d+) passed)?.* in [\d.]+s")
 
@@ -68,20 +70,25 @@ class CodexEventParser:
         self.thread_id: str | None = None
         self.usage: dict[str, int] = {}
 
-    def _error(self, text: str, raw: str) -> EventDraft:
-        raw_text, _ = _truncate(self.mask(raw), MAX_RAW)
-        return EventDraft(type="error", text=self.mask(text), data={"raw": raw_text})
+    def _error(self, text: str, raw: str, *, masked: bool = False) -> EventDraft:
+        """An error event for ``raw``; ``masked``: ``raw`` has been masked already (and ``text`` is ours)."""
+        raw_text, _ = _truncate(raw if masked else self.mask(raw), MAX_RAW)
+        return EventDraft(type="error", text=text if masked else self.mask(text), data={"raw": raw_text})
 
-    def feed_line(self, line: str) -> list[EventDraft]:
+    def feed_line(self, line: str, *, masked: bool = False) -> list[EventDraft]:
+        """Events for one line of Codex's JSONL. ``masked``: the line has been masked whole already (a
+        line that is not JSON then becomes an error event without masking it again)."""
         line = line.strip()
         if not line:
             return []
+        if line[0] not in _JSON_START:  # most of a flood of plain text: no JSON decoder needed
+            return [self._error("unparsable output line from codex", line, masked=masked)]
         try:
             obj = json.loads(line)
         except json.JSONDecodeError:
-            return [self._error("unparsable output line from codex", line)]
+            return [self._error("unparsable output line from codex", line, masked=masked)]
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-            return [self._error("codex output line without a type", line)]
+            return [self._error("codex output line without a type", line, masked=masked)]
         kind = obj["type"]
         if kind == "thread.started":
             self.thread_id = str(obj.get("thread_id") or "") or None

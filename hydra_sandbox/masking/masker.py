@@ -160,8 +160,9 @@ class LineMasker:
 
     _OPEN = re.compile(r"-----BEGIN[A-Z0-9 ]{0,40} PRIVATE KEY")
     _CLOSE = re.compile(r"-----END[A-Z0-9 ]{0,40} PRIVATE KEY")
-    _BODY = re.compile(r"[ \t\"']*[A-Za-z0-9+/=]{16,100}(?:\\n)?[\"',+ \t]*\r?")
-    _MORE_BODY = re.compile(r"[ \t\"']*[A-Za-z0-9+/=]{1,100}(?:\\n)?[\"',+ \t]*\r?")
+    # possessive: a long base64 line fails at once instead of backtracking through every length
+    _BODY = re.compile(r"[ \t\"']*+[A-Za-z0-9+/=]{16,100}+(?:\\n)?[\"',+ \t]*+\r?")
+    _MORE_BODY = re.compile(r"[ \t\"']*+[A-Za-z0-9+/=]{1,100}+(?:\\n)?[\"',+ \t]*+\r?")
 
     def __init__(self, masker: SecretMasker) -> None:
         self._masker = masker
@@ -193,6 +194,29 @@ class LineMasker:
             self._hold(line)
             return self._release()
         return [self._masker.mask(line)]
+
+    def feed_lines(self, lines: Sequence[str]) -> list[str]:
+        """Masked lines ready to emit, for a run of complete lines: lines that cannot start or continue a
+        key block are masked together in one call (one prefilter pass for the run instead of one per
+        line); the others go through :meth:`feed_line` in order."""
+        out: list[str] = []
+        run: list[str] = []
+        for line in lines:
+            if not self._held and not self._OPEN.search(line) and not self._BODY.fullmatch(line):
+                run.append(line)
+                continue
+            if run:
+                out += self._mask_run(run)
+                run = []
+            out += self.feed_line(line)
+        if run:
+            out += self._mask_run(run)
+        return out
+
+    def _mask_run(self, run: list[str]) -> list[str]:
+        if len(run) == 1:
+            return [self._masker.mask(run[0])]
+        return self._masker.mask("\n".join(run)).split("\n")
 
     def _hold(self, line: str) -> None:
         self._held.append(line)

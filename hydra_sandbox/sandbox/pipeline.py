@@ -45,7 +45,7 @@ class OutputPipeline:
         for stream in ("stdout", "stderr"):
             await self._lines(stream, self._decoders[stream].decode(b"", final=True), final=True)  # type: ignore[arg-type]
         for line in self._stdout_text.flush():
-            await self._parse(line)
+            await self._parse(line, masked=True)
         for line in self._stderr.flush():
             await self._emit_stderr(line)
         for draft in self._parser.finish():
@@ -60,24 +60,31 @@ class OutputPipeline:
             lines.append(rest[:MAX_LINE] + " [hydra: line cut]")
             rest = rest[MAX_LINE:]
         self._partial[stream] = rest
+        lines = [line for line in lines if line.strip()]
+        if stream == "stderr":
+            for masked in self._stderr.feed_lines(lines):
+                await self._emit_stderr(masked)
+            return
+        text_run: list[str] = []
         for line in lines:
-            if not line.strip():
+            if not line.lstrip().startswith("{"):
+                text_run.append(line)
                 continue
-            if stream == "stdout":
-                await self._stdout_line(line)
+            await self._text_lines(text_run)
+            text_run = []
+            if self._stdout_text.holding:
+                await self._text_lines([line])
             else:
-                for masked in self._stderr.feed_line(line):
-                    await self._emit_stderr(masked)
+                await self._parse(line)
+        await self._text_lines(text_run)
 
-    async def _stdout_line(self, line: str) -> None:
-        if self._stdout_text.holding or not line.lstrip().startswith("{"):
-            for masked in self._stdout_text.feed_line(line):
-                await self._parse(masked)
-        else:
-            await self._parse(line)
+    async def _text_lines(self, lines: list[str]) -> None:
+        """stdout lines that are not JSON objects: masked (in one call for a run of them) before parsing."""
+        for masked in self._stdout_text.feed_lines(lines) if lines else ():
+            await self._parse(masked, masked=True)
 
-    async def _parse(self, line: str) -> None:
-        for draft in self._parser.feed_line(line):
+    async def _parse(self, line: str, *, masked: bool = False) -> None:
+        for draft in self._parser.feed_line(line, masked=masked):
             await self._emit("stdout", draft)
 
     async def _emit_stderr(self, line: str) -> None:
@@ -88,4 +95,6 @@ class OutputPipeline:
     async def _emit(self, stream: LogStream, draft: EventDraft) -> None:
         seq = self._seq[stream]
         self._seq[stream] += 1
-        await self._sink(draft.model_copy(update={"data": {**draft.data, "seq": seq, "stream": stream}}))
+        # the draft is this pipeline's own (the parser keeps none): numbered in place, not copied
+        draft.data = {**draft.data, "seq": seq, "stream": stream}
+        await self._sink(draft)

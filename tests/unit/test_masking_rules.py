@@ -285,6 +285,38 @@ def test_a_partial_private_key_leaves_no_key_line_through_mask_and_line_masker(
         assert result.startswith("$ cat key.pem") and result.endswith("$ echo done")
 
 
+@pytest.mark.parametrize("view", ["head", "tail", "sed", "whole"])
+def test_a_run_of_lines_masked_together_equals_masking_them_one_by_one(masker: SecretMasker, view: str) -> None:
+    pem, _body = _pem("RSA PRIVATE KEY")
+    lines = pem.splitlines()
+    shown = {"head": lines[:5], "tail": lines[-4:], "sed": lines[3:7], "whole": lines}[view]
+    plain = [f"log line {n} with {t}" for n, (_r, t) in enumerate(SECRETS) if "\n" not in t]
+    text_lines = ["$ cat key.pem", *plain[:3], *shown, "$ echo done", *plain[3:]]
+    one_by_one, together = LineMasker(masker), LineMasker(masker)
+    expected = [m for line in text_lines for m in one_by_one.feed_line(line)] + one_by_one.flush()
+    got = together.feed_lines(text_lines[:4]) + together.feed_lines(text_lines[4:]) + together.flush()
+    assert got == expected
+    assert sum("[MASKED:" in line for line in got) >= len(plain) // 2  # the run holds real secrets
+
+
+def test_a_flood_of_base64_lines_is_masked_in_one_call_per_run() -> None:
+    masker = SecretMasker([KNOWN])
+    calls: list[str] = []
+    real = masker.mask
+    masker.mask = lambda text: calls.append(text) or real(text)  # type: ignore[method-assign]
+    flood = [base64.b64encode(bytes([n % 251]) * 90).decode() for n in range(500)]  # 120-character lines
+    out = LineMasker(masker).feed_lines([*flood, f"token {KNOWN}", *flood])
+    assert len(out) == 1001 and KNOWN not in "\n".join(out)
+    assert len(calls) == 1
+
+
+def test_a_long_base64_line_is_not_taken_for_key_material_without_backtracking() -> None:
+    # the key-body test used to backtrack through every length of a long base64 run, once per line
+    line_masker = LineMasker(SecretMasker([KNOWN]))
+    assert not line_masker._BODY.fullmatch("A" * 10_000)
+    assert line_masker.feed_lines(["A1b2" * 30]) == ["A1b2" * 30]
+
+
 def test_masking_from_many_threads_at_once_is_consistent() -> None:
     masker = SecretMasker([KNOWN])
     texts = [t for _r, t in SECRETS] + [KNOWN]
