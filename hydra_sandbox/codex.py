@@ -39,8 +39,8 @@ def toml_value(value: Any) -> str:
 def config_overrides(
     *, base_url: str | None, api_key_env: str | None, mcp_servers: dict[str, dict[str, Any]] | None = None
 ) -> list[str]:
-    # Commands the agent runs never see secrets from the container's environment (the model key is
-    # there for Codex itself): Codex drops these names from every command's environment.
+    # No key or token is in the container (the gateways add them outside); Codex still drops these
+    # names from every command's environment, as a second line should anything secret-looking be set.
     hidden = sorted({*SECRET_ENV_PATTERNS, *([api_key_env] if api_key_env else [])})
     args: list[str] = ["-c", f"shell_environment_policy.exclude={toml_value(hidden)}"]
     if base_url:

@@ -345,7 +345,12 @@ class ConnectRelay(SocketService):
             raise Refusal(400, "malformed", f"host {exc}", shown(authority)) from None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        host, port, literal = self._target(await read_head(reader))
+        await self.tunnel(await read_head(reader), reader, writer)
+
+    async def tunnel(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one CONNECT request whose ``head`` was already read, by this relay or by the model gateway
+        in front of it (allowlist mode: one socket serves the model API and CONNECT to allowed names)."""
+        host, port, literal = self._target(head)
         target = f"{host}:{port}"
         trusted = (host, port) in self.trusted
         if not trusted:

@@ -129,6 +129,7 @@ class Peer:
         self._in = _Callbacks(response)
         self._head_bytes = 0
         self._upgraded = False
+        self.after_upgrade = b""  # bytes that followed a CONNECT or Upgrade head in the same read
         self.idle_since = 0.0
 
     async def next(self, timeout_s: float) -> Event:
@@ -148,8 +149,10 @@ class Peer:
             raise WireError(400, "data after a CONNECT or Upgrade request")
         try:
             self._in.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgraded = True  # CONNECT or Upgrade: its head is queued, and refused by the caller
+        except httptools.HttpParserUpgrade as exc:
+            self._upgraded = True  # CONNECT or Upgrade: its head is queued; the caller refuses or tunnels it
+            parsed = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self.after_upgrade += data[parsed:]
         except httptools.HttpParserError as exc:
             raise WireError(400, f"malformed HTTP/1.1 ({exc})") from None
         # Bytes read while a head is unfinished (a pipelined read may count a little of the previous

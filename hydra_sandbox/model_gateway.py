@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 
-from hydra_sandbox.egress_relay import CONNECT_TIMEOUT_S, Refusal, SocketService
+from hydra_sandbox.egress_relay import CONNECT_TIMEOUT_S, ConnectRelay, Refusal, SocketService
 from hydra_sandbox.gateway_config import GatewayConfig, mcp_gateway_config, model_gateway_config
 from hydra_sandbox.http_wire import END, LAST_CHUNK, Head, Peer, WireError, chunk, head_bytes, reason
 from hydra_sandbox.model_usage import TokenUsage, UsageReader
@@ -113,10 +113,18 @@ class ModelGateway(SocketService):
     name = "model gateway"
     answers_http = True
 
-    def __init__(self, socket_path: Path, config: GatewayConfig, on_usage: UsageCallback | None = None) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        config: GatewayConfig,
+        on_usage: UsageCallback | None = None,
+        *,
+        tunnel: ConnectRelay | None = None,
+    ) -> None:
         super().__init__(socket_path, idle_s=config.idle_s, total_s=config.total_s)
         self.config = config
         self.on_usage = on_usage
+        self.tunnel = tunnel
         self.stopped: str | None = None
         self.requests = 0
         self._idle: list[Peer] = []
@@ -157,6 +165,9 @@ class ModelGateway(SocketService):
                     return
                 if not isinstance(event, Head):
                     raise _Reply(400, "malformed", "expected a request")
+                if event.method == "CONNECT" and self.tunnel is not None:
+                    await self._tunnel(agent, event, self.tunnel)
+                    return
                 async with asyncio.timeout(self.config.total_s):
                     await self._exchange(agent, event, progress)
             except TimeoutError:
@@ -173,6 +184,13 @@ class ModelGateway(SocketService):
             served += 1
             if not agent.usable:
                 return
+
+    async def _tunnel(self, agent: Peer, request: Head, relay: ConnectRelay) -> None:
+        """Hand a CONNECT request to ``relay`` (allowlist mode), which applies its own rules to it."""
+        if agent.after_upgrade:  # the parser stops at the head: whatever followed it is here
+            raise _Reply(400, "malformed", "data was sent after CONNECT before the tunnel was established")
+        head = b"CONNECT " + request.target + b" HTTP/1.1\r\n\r\n"
+        await relay.tunnel(head, agent.reader, agent.writer)
 
     def _refuse(self, agent: Peer, reply: _Reply, responded: bool) -> None:
         self.stats.refuse(self.name, Refusal(reply.status, reply.kind, reply.message))

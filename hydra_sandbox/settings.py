@@ -68,7 +68,7 @@ class HydraSettings(BaseSettings):
     model_base_url: str | None = Field(
         default=None, description="OpenAI-compatible Responses API endpoint, e.g. http://127.0.0.1:8080/v1."
     )
-    model_api_key: SecretStr | None = Field(default=None, description="API key given to agents.")
+    model_api_key: SecretStr | None = Field(default=None, description="Model API key, added by the gateway.")
     openai_api_key: SecretStr | None = Field(
         default=None,
         validation_alias="OPENAI_API_KEY",

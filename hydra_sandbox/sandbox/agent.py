@@ -3,10 +3,10 @@ labels and mounts, the policy's limits, as a hardened :class:`~hydra_sandbox.san
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict
 
 from hydra_sandbox import __version__
-from hydra_sandbox.agent_endpoint import MCP_PORT, TOKEN_ENV
+from hydra_sandbox.agent_endpoint import MCP_PORT
 from hydra_sandbox.codex import build_invocation
 from hydra_sandbox.sandbox.egress import ActiveEgress
 from hydra_sandbox.sandbox.protocol import RunRequest
@@ -29,7 +29,6 @@ AGENT_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTEST_ADDOPTS": "-p no:cacheprovider",
 }
-API_KEY_ENV = "OPENAI_API_KEY"
 
 
 def session_labels(request: RunRequest, role: str, home: str) -> dict[str, str]:
@@ -60,32 +59,26 @@ class AgentContainer(BaseModel):
     agent_gid: int
     labels: dict[str, str]
     egress: ActiveEgress
-    model_api_key: SecretStr | None = None
-    mcp_token: str | None = Field(default=None, repr=False)
+    delegate: bool = False
 
 
 def agent_spec(request: RunRequest, agent: AgentContainer) -> ContainerSpec:
-    """The hardened spec of the container that runs Codex for ``request``."""
-    api_key_env = API_KEY_ENV if agent.model_api_key else None
+    """The hardened spec of the container that runs Codex for ``request``. It holds no secret: the
+    model key and the agent's Hydra token are added by the gateways outside (``sandbox/gateways.py``),
+    so Codex's provider needs no key and its MCP entry no bearer token."""
     mcp_servers = None
-    if agent.mcp_token is not None:
-        url = f"http://127.0.0.1:{MCP_PORT}/mcp"
-        mcp_servers = {"hydra": {"url": url, "bearer_token_env_var": TOKEN_ENV}}
+    if agent.delegate:
+        mcp_servers = {"hydra": {"url": f"http://127.0.0.1:{MCP_PORT}/mcp"}}
     invocation = build_invocation(
         request.prompt,
         model=request.model,
         resume_thread_id=request.resume_thread_id,
         workdir=agent.workspace.target,
         base_url=agent.egress.model_base_url,
-        api_key_env=api_key_env,
         codex_home=CODEX_HOME,
         mcp_servers=mcp_servers,
     )
     env = {**invocation.env, **agent.egress.env, **AGENT_ENV}
-    if agent.mcp_token is not None:
-        env[TOKEN_ENV] = agent.mcp_token
-    if agent.model_api_key:
-        env[API_KEY_ENV] = agent.model_api_key.get_secret_value()
     return ContainerSpec(
         image=agent.image,
         argv=[*agent.egress.entrypoint, *invocation.argv],

@@ -1,11 +1,15 @@
 """Egress, backend-neutral: what a session's network policy allows (:func:`plan_egress`), and the seam
-through which a backend places the relays that enforce it (:class:`EgressPlacement`).
+through which a backend places the gateways that enforce it (:class:`EgressPlacement`).
 
 An agent never gets a route out. In every mode its container has a loopback interface and nothing else;
-``model-only`` and ``allowlist`` give it exactly one way out, a relay of Hydra's
-(:mod:`hydra_sandbox.egress_relay`) that applies the plan's rules. Where that relay runs is the
-backend's choice: the local Docker backend serves it on Hydra's host behind a Unix socket bind-mounted
-into the container; a remote backend would run it in a gateway beside the agent.
+``model-only`` and ``allowlist`` give it exactly one way out, Hydra's model gateway
+(:mod:`hydra_sandbox.model_gateway`), which serves the model API only and adds the model key itself
+(in ``allowlist`` mode it also tunnels ``CONNECT`` to the policy's names through
+:class:`~hydra_sandbox.egress_relay.ConnectRelay`). No key or token enters the sandbox
+(:class:`GatewaySecrets` stay with the gateways). Where the gateways run is the backend's choice: the
+local Docker backend serves them on Hydra's host behind Unix sockets bind-mounted into the container; a
+remote backend would run them beside the agent. Both build them with
+:func:`hydra_sandbox.sandbox.gateways.session_gateways`.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.model_gateway import UsageCallback
 from hydra_sandbox.policy import NetworkPolicy
 from hydra_sandbox.sandbox.spec import Mount
 from hydra_sandbox.settings import load_settings
@@ -28,13 +33,16 @@ DEFAULT_MODEL_URL = "https://api.openai.com/v1"
 
 
 class EgressPlan(BaseModel):
-    """The rules of one session's egress, independent of where the relay runs."""
+    """The rules of one session's egress, independent of where the gateway runs.
+
+    ``relay="gateway"``: the agent reaches its model through the model gateway (plain HTTP inside the
+    sandbox; the gateway adds the key and speaks TLS to an https model). In ``allowlist`` mode the same
+    socket also tunnels ``CONNECT`` to ``allowed_domains`` (the policy's, never the model's own host)."""
 
     session_id: str
     mode: Literal["none", "model-only", "allowlist"]
-    relay: Literal["none", "forward", "connect"] = "none"
+    relay: Literal["none", "gateway"] = "none"
     model_url: str
-    forward_to: tuple[str, int] | None = None
     allowed_domains: list[str] = Field(default_factory=list)
 
 
@@ -48,14 +56,29 @@ class ActiveEgress(BaseModel):
     entrypoint: list[str] = Field(default_factory=list)
 
 
+class GatewaySecrets(BaseModel):
+    """What only the gateways hold, never the sandbox: the model key and the agent's Hydra token."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_key: SecretStr | None = None
+    mcp_token: SecretStr | None = None
+
+
 @runtime_checkable
 class EgressPlacement(Protocol):
-    """Where a backend runs a session's relays (and the relay to Hydra's agent MCP endpoint)."""
+    """Where a backend runs a session's gateways (the model gateway, the one to Hydra's agent MCP
+    endpoint). Every backend builds them with :func:`hydra_sandbox.sandbox.gateways.session_gateways`."""
 
     def serve(
-        self, plan: EgressPlan, mcp_target: Path | None = None
+        self,
+        plan: EgressPlan,
+        mcp_target: Path | None = None,
+        *,
+        secrets: GatewaySecrets | None = None,
+        on_usage: UsageCallback | None = None,
     ) -> contextlib.AbstractAsyncContextManager[ActiveEgress]:
-        """Serve the relays for the duration of a run. A cancelled run (server shutdown) leaves what
+        """Serve the gateways for the duration of a run. A cancelled run (server shutdown) leaves what
         the still-running agent needs in place, so the next server can serve it again."""
         ...
 
@@ -85,14 +108,10 @@ def runtime_dir(base: Path | None = None) -> Path:
 def plan_egress(network: NetworkPolicy, model_base_url: str | None, session_id: str) -> EgressPlan:
     """The egress rules of ``session_id`` under ``network``, for the model at ``model_base_url``."""
     model_url = model_base_url or DEFAULT_MODEL_URL
-    scheme, host, port = model_endpoint(model_url)
+    model_endpoint(model_url)
     if network.mode == "none":
         return EgressPlan(session_id=session_id, mode="none", model_url=model_url)
-    if network.mode == "model-only" and scheme == "http":
-        return EgressPlan(
-            session_id=session_id, mode="model-only", relay="forward", model_url=model_url, forward_to=(host, port)
-        )
-    domains = [host] if network.mode == "model-only" else [host, *network.allow_domains]
+    domains = list(network.allow_domains) if network.mode == "allowlist" else []
     return EgressPlan(
-        session_id=session_id, mode=network.mode, relay="connect", model_url=model_url, allowed_domains=domains
+        session_id=session_id, mode=network.mode, relay="gateway", model_url=model_url, allowed_domains=domains
     )

@@ -22,15 +22,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from hydra_sandbox.agent_endpoint import AgentEndpoint
 from hydra_sandbox.applying import ApplyResult, apply_changes
 from hydra_sandbox.codex_events import CodexEventParser
 from hydra_sandbox.diffing import DiffPreview, compute_diff
 from hydra_sandbox.errors import RuntimeUnavailableError, WorkspaceError
 from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.model_credentials import find_model_key
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox.agent import AgentContainer, agent_spec, codex_home_volume, session_labels
-from hydra_sandbox.sandbox.egress import ActiveEgress, EgressPlacement, plan_egress
+from hydra_sandbox.sandbox.egress import ActiveEgress, EgressPlacement, GatewaySecrets, plan_egress
 from hydra_sandbox.sandbox.pipeline import OutputPipeline
 from hydra_sandbox.sandbox.protocol import ContainerObserver, EventSink, RunRequest, RunResult
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
@@ -146,7 +149,8 @@ class SandboxOrchestrator:
         mcp_target = self._mcp_target(request)
         detached = False
         try:
-            async with self.backend.egress.serve(plan, mcp_target) as active:
+            secrets = self._secrets(request, delegate=mcp_target is not None)
+            async with self.backend.egress.serve(plan, mcp_target, secrets=secrets) as active:
                 if run.container_id is None:
                     await self._launch(run, active, delegate=mcp_target is not None)
                 outcome = await self._supervise(run, cancel)
@@ -171,8 +175,7 @@ class SandboxOrchestrator:
             agent_gid=run.ws.agent_gid,
             labels=session_labels(request, "agent", self._home),
             egress=active,
-            model_api_key=self.settings.model_api_key,
-            mcp_token=self._issue_token(request) if delegate else None,
+            delegate=delegate,
         )
         run.container_id = await self.runtime.create(agent_spec(request, agent))
         await self.runtime.start(run.container_id)
@@ -191,11 +194,22 @@ class SandboxOrchestrator:
             return None
         return endpoint.socket_path
 
-    def _issue_token(self, request: RunRequest) -> str:
-        assert self.agent_endpoint is not None
-        token = self.agent_endpoint.tokens.issue(request.session_id)
-        self.masker.add_secret(token)
-        return token
+    def _secrets(self, request: RunRequest, *, delegate: bool) -> GatewaySecrets:
+        """What the gateways add on the host side: the model key (first source found, read per run so a
+        rotated key is picked up) and, for a run that may delegate, a fresh agent token (also on a
+        re-attach: the container never held the old one)."""
+        found = find_model_key(self.settings)
+        token = None
+        if delegate:
+            assert self.agent_endpoint is not None
+            token = self.agent_endpoint.tokens.issue(request.session_id)
+            self.masker.add_secret(token)
+        if found is not None:
+            self.masker.add_secret(found.key.get_secret_value())
+        return GatewaySecrets(
+            model_key=found.key if found is not None else None,
+            mcp_token=SecretStr(token) if token is not None else None,
+        )
 
     async def _supervise(self, run: _Run, cancel: asyncio.Event) -> RunOutcome:
         assert run.container_id is not None

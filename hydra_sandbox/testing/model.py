@@ -2,7 +2,8 @@
 
 It is not a language model: each ``POST /v1/responses`` gets the next turn of the script as
 server-sent events, enough to drive the real Codex CLI through commands, MCP tool calls, replies and
-failures. Every request body is kept for assertions (``model.requests``), and ``model.report()`` says
+failures. Every request body is kept for assertions (``model.requests``, with each one's Authorization
+header in ``model.authorizations``), and ``model.report()`` says
 how far each conversation got and what the script could not answer.
 
 In-process: ``async with ScriptedModel(script) as model: model.base_url``. As its own process (or
@@ -60,6 +61,7 @@ class ScriptedModel:
         self.host = host
         self.port = port
         self.requests: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []  # the Authorization header of each /responses request
         self.state = ScriptState(compiled)
         self._server: asyncio.Server | None = None
         self._answered = 0
@@ -116,6 +118,7 @@ class ScriptedModel:
         body = await reader.readexactly(length) if length else b""
         route = path.split("?", 1)[0].rstrip("/")
         if method == "POST" and route.endswith("/responses"):
+            self.authorizations.append(headers.get("authorization"))
             await self._responses(writer, body)
         elif method == "GET" and route.endswith("/models"):
             await self._respond(writer, 200, {"object": "list", "data": []})

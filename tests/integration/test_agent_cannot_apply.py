@@ -1,9 +1,9 @@
 """Issue 12's first "done when": an agent inside a sandbox (the real Codex CLI, driven by the scripted
 model, reaching Hydra through the agent endpoint in its container) spawns a child that rewrites the
 host's Makefile, waits for it, then calls apply_diff and discard_diff on the child: both through its
-MCP client, and again from a process of its own that digs the agent token out of /proc and speaks MCP
-to the endpoint directly. Every attempt is refused, the child's diff stays pending, and the host
-directory is byte-for-byte what it was."""
+MCP client, and again from a process of its own that looks for the agent token in /proc (it is not
+there: the gateway outside adds it) and speaks MCP to the relay directly. Every attempt is refused, the
+child's diff stays pending, and the host directory is byte-for-byte what it was."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.docker
 MODEL_DIR = Path.home() / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v2" / "onnx"
 RESULT = "{{result_session_id}}"
 
-# A process in the agent's container: the token from any readable /proc/*/environ, then MCP over the
-# relay at 127.0.0.1:18081 with it: find the child, apply its diff, discard it.
+# A process in the agent's container: the token from any readable /proc/*/environ (there is none), then
+# MCP over the relay at 127.0.0.1:18081: find the child, apply its diff, discard it.
 HOSTILE = r"""python3 - <<'PY'
 import json, os, urllib.error, urllib.request
 token = None
@@ -155,9 +155,10 @@ async def _attempts(client: Client, repo: Path, before: dict[str, tuple[int, byt
     assert not [e for e in timeline if "hydra.apply_diff" in e["text"] or "hydra.discard_diff" in e["text"]]
     hostile = "\n".join(e["text"] for e in timeline if "HOSTILE" in e["text"])
     assert "HOSTILE apply_diff" in hostile and "HOSTILE discard_diff" in hostile, json.dumps(timeline)[-4000:]
-    for tool in ("apply_diff", "discard_diff"):  # with the token (readable in /proc here) Hydra refuses it
+    assert "HOSTILE token not readable" in hostile, hostile  # no HYDRA_AGENT_TOKEN in any /proc/*/environ
+    for tool in ("apply_diff", "discard_diff"):  # the gateway speaks for this agent: Hydra refuses the call
         answer = hostile.split(f"HOSTILE {tool}", 1)[1].split("HOSTILE", 1)[0]
-        assert _refused(answer) if "HOSTILE token found" in hostile else "HTTP 401" in answer, f"{tool}: {answer}"
+        assert _refused(answer), f"{tool}: {answer}"
 
     diff = await call(client, "get_diff", session_id=child["session_id"])
     assert "Makefile" in {f["path"] for f in diff["files"]}, "the child's diff would have changed the host"

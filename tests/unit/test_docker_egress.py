@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from hydra_sandbox.policy import NetworkPolicy
 from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
-from hydra_sandbox.sandbox.egress import plan_egress
+from hydra_sandbox.sandbox.egress import GatewaySecrets, plan_egress
 
 MODEL = "http://127.0.0.1:9/v1"
 
@@ -31,7 +32,7 @@ async def test_no_network_and_no_delegation_gives_the_agent_nothing(run_dir: Pat
         assert active.network_mode == "none" and not (run_dir / "s1").exists()
 
 
-async def test_model_only_over_http_forwards_through_one_read_only_socket_directory(run_dir: Path) -> None:
+async def test_model_only_is_served_by_the_gateway_through_one_read_only_socket_directory(run_dir: Path) -> None:
     plan = plan_egress(NetworkPolicy(mode="model-only"), MODEL, "s1")
     async with HostSocketEgress(lambda: run_dir).serve(plan) as active:
         (mount,) = active.mounts
@@ -45,8 +46,10 @@ async def test_model_only_over_http_forwards_through_one_read_only_socket_direct
 async def test_an_allowlist_proxies_every_client_and_exempts_only_hydras_own_relays(run_dir: Path) -> None:
     plan = plan_egress(NetworkPolicy(mode="allowlist", allow_domains=["pkg.example"]), MODEL, "s1")
     mcp = run_dir / "endpoint.sock"
-    async with HostSocketEgress(lambda: run_dir).serve(plan, mcp) as active:
+    secrets = GatewaySecrets(mcp_token=SecretStr("agent-token-xyz"))
+    async with HostSocketEgress(lambda: run_dir).serve(plan, mcp, secrets=secrets) as active:
         assert active.env["HTTPS_PROXY"] == active.env["http_proxy"] == "http://127.0.0.1:18080"
+        assert "agent-token-xyz" not in str(active.env) and "HYDRA_AGENT_TOKEN" not in active.env
         assert active.env["NO_PROXY"] == "127.0.0.1,localhost"
         assert active.env["HYDRA_MCP_SOCKET"] == "/run/hydra/hydra-mcp.sock"
         assert (run_dir / "s1" / "hydra-mcp.sock").is_socket()

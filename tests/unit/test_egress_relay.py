@@ -115,15 +115,16 @@ def test_private_loopback_and_link_local_addresses_are_forbidden(address: str, f
     assert forbidden_address(address) is forbidden
 
 
-def test_egress_plans_by_mode() -> None:
+def test_egress_plans_by_mode_send_the_model_through_the_gateway_for_http_and_https() -> None:
     assert plan_egress(NetworkPolicy(mode="none"), "http://127.0.0.1:9/v1", "s1").relay == "none"
     local = plan_egress(NetworkPolicy(mode="model-only"), "http://127.0.0.1:9/v1", "s1")
     assert local.session_id == "s1"
-    assert local.relay == "forward" and local.forward_to == ("127.0.0.1", 9)
+    assert local.relay == "gateway" and local.allowed_domains == []
     public = plan_egress(NetworkPolicy(mode="model-only"), "https://models.example/v1", "s1")
-    assert public.relay == "connect" and public.allowed_domains == ["models.example"]
+    assert public.relay == "gateway" and public.allowed_domains == []
     allow = plan_egress(NetworkPolicy(mode="allowlist", allow_domains=["pkg.example"]), None, "s1")
-    assert allow.relay == "connect" and "pkg.example" in allow.allowed_domains
+    # the model's own host is not tunnelled: the model goes through the gateway only
+    assert allow.relay == "gateway" and allow.allowed_domains == ["pkg.example"]
 
 
 class Holder:

@@ -1,0 +1,143 @@
+"""A run's gateways, wired by the orchestrator over the in-memory runtime (no Docker): the agent's
+container is given sockets and ports only, never the model key nor its Hydra token, while what comes
+out of those sockets reaches the model with the key and Hydra's agent endpoint with the token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from hydra_sandbox.agent_endpoint import AgentTokens
+from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.policy import DelegationLimits, NetworkPolicy, Policy
+from hydra_sandbox.sandbox import RunRequest
+from hydra_sandbox.sandbox.backends.docker import docker_backend
+from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
+from hydra_sandbox.sandbox.egress import GatewaySecrets, plan_egress
+from hydra_sandbox.sandbox.fake import FakeProgram, FakeRuntime
+from hydra_sandbox.sandbox.gateways import session_gateways
+from hydra_sandbox.sandbox.orchestrator import Backend, SandboxOrchestrator
+from hydra_sandbox.sandbox.spec import ContainerSpec
+from hydra_sandbox.settings import load_settings
+from tests.unit.test_model_gateway import Upstream, ask, request
+
+IMAGE = "hydra-agent:fake"
+KEY = "sk-proj-WIRINGwiringWIRING0123456789abcdef"
+RUN = b'{"type": "thread.started", "thread_id": "t"}\n'
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="hydra-t-"))  # short: Unix socket paths have at most 108 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Endpoint:
+    """Stands in for the agent endpoint: serving, a socket, real token storage."""
+
+    def __init__(self, socket_path: Path, tokens: AgentTokens) -> None:
+        self.socket_path, self.tokens, self.serving = socket_path, tokens, True
+
+
+def _request(workdir: Path, mode: str, **network: Any) -> RunRequest:
+    policy = Policy(
+        name="t", network=NetworkPolicy(mode=mode, **network), delegation=DelegationLimits(max_depth=1)
+    )
+    return RunRequest(session_id="s1", profile_id="p", policy=policy, prompt="go", working_dir=workdir, model="m")
+
+
+def _secret_free(spec: ContainerSpec, *secrets: str) -> None:
+    seen = json.dumps({"env": spec.env, "argv": spec.argv, "mounts": [m.model_dump() for m in spec.mounts]})
+    for secret in secrets:
+        assert secret not in seen
+    assert "OPENAI_API_KEY" not in spec.env and "HYDRA_AGENT_TOKEN" not in spec.env
+    assert "bearer_token_env_var" not in seen and "env_key" not in seen
+
+
+async def test_a_delegating_run_holds_no_key_nor_token_and_its_sockets_add_both_on_the_host(
+    tmp_path: Path, run_dir: Path
+) -> None:
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    tokens = AgentTokens(tmp_path / "tokens")
+    async with Upstream() as model, Upstream(unix=run_dir / "endpoint.sock") as endpoint:
+        settings = load_settings(
+            data_home=tmp_path / "data", agent_image=IMAGE, model_base_url=model.url, model_api_key=KEY
+        )
+        runtime = FakeRuntime(FakeProgram(output=[("stdout", RUN)], keeps_running=True), images=[IMAGE])
+        egress = HostSocketEgress(lambda: run_dir)
+        backend = Backend("docker", runtime, docker_backend(settings, runtime).workspace, egress)
+        agent_endpoint: Any = Endpoint(run_dir / "endpoint.sock", tokens)
+        sandbox = SandboxOrchestrator(settings, SecretMasker(), backend, agent_endpoint)
+        task = asyncio.create_task(sandbox.run(_request(workdir, "model-only"), _sink, asyncio.Event()))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not runtime.running():
+            assert loop.time() < deadline, "the agent never started"
+            await asyncio.sleep(0.01)
+        cid = runtime.running()[0]
+        spec = runtime.containers[cid].spec
+        token_files = list((tmp_path / "tokens").iterdir())
+        assert len(token_files) == 1 and token_files[0].read_text() == "s1"
+        model_answer = await ask(run_dir / "s1" / "egress.sock", request(extra="authorization: Bearer mine\r\n"))
+        mcp_request = request(target="/mcp").replace(b"host: 127.0.0.1:18080", b"host: 127.0.0.1:18081")
+        mcp_answer = await ask(run_dir / "s1" / "hydra-mcp.sock", mcp_request)
+        runtime.exit(cid, 0)
+        assert (await task).status == "completed"
+    assert model_answer.status == 200 and mcp_answer.status == 200
+    assert model.seen[0].header("authorization") == [f"Bearer {KEY}"]
+    (bearer,) = endpoint.seen[0].header("authorization")
+    token = bearer.removeprefix("Bearer ")
+    _secret_free(spec, KEY, token)
+    assert spec.env["HYDRA_MCP_SOCKET"] == "/run/hydra/hydra-mcp.sock"
+    assert "model_providers.hydra=" in " ".join(spec.argv) and "http://127.0.0.1:18080/v1" in " ".join(spec.argv)
+    assert tokens.session_for(token) is None, "the run's token outlived the run"
+
+
+async def _sink(_draft: object) -> None:
+    return None
+
+
+async def test_an_https_model_is_reached_through_the_gateway_in_plain_http_without_a_proxy(run_dir: Path) -> None:
+    plan = plan_egress(NetworkPolicy(mode="model-only"), "https://models.example/v1", "s1")
+    async with HostSocketEgress(lambda: run_dir).serve(plan, secrets=GatewaySecrets(model_key=SecretStr(KEY))) as a:
+        assert a.model_base_url == "http://127.0.0.1:18080/v1"
+        assert not {"HTTPS_PROXY", "https_proxy", "HTTP_PROXY"} & set(a.env)
+        assert KEY not in json.dumps(a.model_dump(mode="json"))
+
+
+async def test_allowlist_mode_tunnels_connect_on_the_model_socket_to_listed_public_names_only(
+    tmp_path: Path, run_dir: Path
+) -> None:
+    async with Upstream() as model:
+        network = NetworkPolicy(mode="allowlist", allow_domains=["localhost", "pkg.example"])
+        plan = plan_egress(network, model.url, "s1")
+        async with HostSocketEgress(lambda: run_dir).serve(plan, secrets=GatewaySecrets(model_key=SecretStr(KEY))) as a:
+            sock = run_dir / "s1" / "egress.sock"
+            assert a.env["HTTPS_PROXY"] == "http://127.0.0.1:18080" and a.env["NO_PROXY"] == "127.0.0.1,localhost"
+            ok = await ask(sock, request())
+            refused = [
+                await ask(sock, f"CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n\r\n".encode())
+                for target in ("not-listed.example:443", f"localhost:{model.port}", "localhost:443", "127.0.0.1:443")
+            ]
+    assert ok.status == 200 and model.seen[0].header("authorization") == [f"Bearer {KEY}"]
+    # unlisted; a port other than 443 (the model's own port is not trusted here); a listed name that
+    # resolves to loopback; an IP literal: each refused before any byte reached the model server
+    assert [r.status for r in refused] == [403, 403, 403, 403]
+    assert len(model.seen) == 1 and model.connections == 1
+
+
+def test_a_delegating_run_without_a_token_is_refused_before_anything_is_served(tmp_path: Path) -> None:
+    plan = plan_egress(NetworkPolicy(mode="none"), None, "s1")
+    with pytest.raises(ConfigError, match="session s1.*token"):
+        session_gateways(plan, tmp_path, GatewaySecrets(), mcp_target=tmp_path / "endpoint.sock")
