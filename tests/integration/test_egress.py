@@ -139,7 +139,10 @@ async def test_allowlist_proxy_refuses_unlisted_names_ip_literals_private_target
     agent_image: str, runtime_dir: Path, host_ip: str
 ) -> None:
     async with Listener("0.0.0.0") as target:
-        curl = "curl -s -o /dev/null -w '%{{http_connect}} ' --max-time 5 -x http://127.0.0.1:18080 https://{}/ ; "
+        # --noproxy '': through the proxy even for localhost (NO_PROXY exempts the container's loopback,
+        # where Codex's model URL and Hydra's MCP relay are)
+        proxy = "--noproxy '' -x http://127.0.0.1:18080"
+        curl = "curl -s -o /dev/null -w '%{{http_connect}} ' --max-time 5 " + proxy + " https://{}/ ; "
         script = (
             curl.format(f"not-listed.invalid:{target.port}")
             + curl.format(f"{host_ip}:{target.port}")
