@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from hydra_sandbox.events import EVENT_TYPES, Event
 from hydra_sandbox.sandbox import ObservableSandbox
+from hydra_sandbox.sandbox.budget import BUDGET_EVENT, USAGE_EVENT
 from hydra_sandbox.sandbox.supervisor import FailureCause
 
 if TYPE_CHECKING:
@@ -68,6 +69,17 @@ class HydraMetrics:
             ["tool"],
             registry=self.registry,
         )
+        self.model_tokens = Counter(
+            "hydra_model_tokens",
+            "Model tokens used through the model gateways, by kind (input, output); per session in the journal.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.model_budgets_spent = Counter(
+            "hydra_model_budgets_spent", "Sessions stopped by their max_model_tokens budget.", registry=self.registry
+        )
+        for kind in ("input", "output"):
+            self.model_tokens.labels(kind)
         for event_type in EVENT_TYPES:
             self.events_recorded.labels(event_type)
         for cause in get_args(FailureCause):
@@ -97,6 +109,14 @@ class HydraMetrics:
 
     def record_event(self, event: Event) -> None:
         self.events_recorded.labels(event.type).inc()
+        gateway = event.data.get("gateway")
+        if gateway == USAGE_EVENT and isinstance(usage := event.data.get("model_usage"), dict):
+            for kind in ("input", "output"):
+                tokens = usage.get(f"{kind}_tokens")
+                if isinstance(tokens, int) and tokens > 0:
+                    self.model_tokens.labels(kind).inc(tokens)
+        elif gateway == BUDGET_EVENT:
+            self.model_budgets_spent.inc()
 
     def container_started(self) -> None:
         self.container_starts.inc()

@@ -86,6 +86,13 @@ class ResourceLimits(_Strict):
     pids: int = Field(default=256, ge=16, le=65536, description="Maximum processes and threads.")
     timeout_s: int = Field(default=1800, ge=1, le=86400, description="Wall-clock limit of one run.")
     max_output_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="Output kept per run.")
+    max_model_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**12,
+        description="Model tokens (input + output, as the model reports them) a session may use through the "
+        "gateway; past it further model requests are refused and the run fails. None: no limit.",
+    )
 
 
 class DelegationLimits(_Strict):
@@ -260,7 +267,7 @@ def narrow(parent: Policy, request: PolicyRequest | None, *, name: str | None = 
 
 
 def _narrow_numbers(section: str, parent: BaseModel, request: Mapping[str, float | int]) -> dict[str, float | int]:
-    fields = {k for k, v in type(parent).model_fields.items() if v.annotation in (int, float)}
+    fields = {k for k, v in type(parent).model_fields.items() if v.annotation in (int, float, int | None)}
     out: dict[str, float | int] = {}
     for key, value in request.items():
         if key not in fields:
@@ -268,7 +275,7 @@ def _narrow_numbers(section: str, parent: BaseModel, request: Mapping[str, float
                 f"{field_path((section, key))}: unknown field", hint="valid: " + ", ".join(sorted(fields))
             )
         current = getattr(parent, key)
-        if value > current:
+        if current is not None and value > current:  # None: the parent has no limit, any value narrows
             raise PolicyViolation(
                 f"{section}.{key}: {shown(value)} is wider than the parent's {current}",
                 hint=f"ask for at most {current}",

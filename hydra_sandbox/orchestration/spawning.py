@@ -33,6 +33,7 @@ class SpawnFlags(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=128)
     timeout_s: int | None = Field(default=None, ge=1, le=86400, description="Narrows the policy's timeout.")
     max_output_bytes: int | None = Field(default=None, ge=1024)
+    max_model_tokens: int | None = Field(default=None, ge=1, le=10**12, description="Narrows the model token budget.")
 
 
 class SpawnPolicy(PolicyRequest):
@@ -156,6 +157,8 @@ def _resolve_policy(
         resources["timeout_s"] = request.flags.timeout_s
     if request.flags and request.flags.max_output_bytes is not None:
         resources["max_output_bytes"] = request.flags.max_output_bytes
+    if request.flags and request.flags.max_model_tokens is not None:
+        resources["max_model_tokens"] = request.flags.max_model_tokens
     if wanted.resources:
         resources.update(wanted.resources)
     narrowing = PolicyRequest(
@@ -169,7 +172,11 @@ def _resolve_policy(
 
 def _clamp(wanted: dict[str, Any], limit: dict[str, Any]) -> dict[str, float | int]:
     """A named policy's numbers, capped at what the parent allows (a child never gets more)."""
-    return {k: min(v, limit[k]) for k, v in wanted.items() if isinstance(v, int | float) and k in limit}
+    return {
+        k: v if limit[k] is None else min(v, limit[k])
+        for k, v in wanted.items()
+        if isinstance(v, int | float) and k in limit
+    }
 
 
 def checked_working_dir(given: str) -> Path:

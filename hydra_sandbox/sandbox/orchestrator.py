@@ -33,6 +33,7 @@ from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.model_credentials import find_model_key
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox.agent import AgentContainer, agent_spec, codex_home_volume, session_labels
+from hydra_sandbox.sandbox.budget import ModelBudget
 from hydra_sandbox.sandbox.egress import ActiveEgress, EgressPlacement, GatewaySecrets, plan_egress
 from hydra_sandbox.sandbox.pipeline import OutputPipeline
 from hydra_sandbox.sandbox.protocol import ContainerObserver, EventSink, RunRequest, RunResult
@@ -82,6 +83,7 @@ class SandboxOrchestrator:
         self.layers = LayerStore(settings.sessions_dir)
         self._home = home_label(settings.data_home)
         self._observers: list[ContainerObserver] = []
+        self._model_tokens: dict[str, int] = {}  # model tokens used per session, as the gateways reported
 
     def add_observer(self, observer: ContainerObserver) -> None:
         """Report container starts and failed runs to ``observer`` from now on."""
@@ -147,10 +149,16 @@ class SandboxOrchestrator:
         run = _Run(request, ws, parser, OutputPipeline(self.masker, parser, sink), container_id)
         plan = plan_egress(request.policy.network, self.settings.model_base_url, request.session_id)
         mcp_target = self._mcp_target(request)
+        budget = ModelBudget(
+            request.session_id,
+            request.policy.resources.max_model_tokens,
+            sink,
+            self._model_tokens.get(request.session_id, 0),
+        )
         detached = False
         try:
             secrets = self._secrets(request, delegate=mcp_target is not None)
-            async with self.backend.egress.serve(plan, mcp_target, secrets=secrets) as active:
+            async with self.backend.egress.serve(plan, mcp_target, secrets=secrets, on_usage=budget) as active:
                 if run.container_id is None:
                     await self._launch(run, active, delegate=mcp_target is not None)
                 outcome = await self._supervise(run, cancel)
@@ -161,8 +169,11 @@ class SandboxOrchestrator:
             self._failed("error")  # counted, then the manager fails the session with the reason
             raise
         finally:
+            self._model_tokens[request.session_id] = budget.used
             if not detached:
                 await asyncio.shield(self._teardown(run))
+        if budget.spent is not None:  # Codex fails on the refusal; the reason is the budget, whatever it exits with
+            outcome = outcome.model_copy(update={"status": "failed", "reason": budget.spent, "failure": "budget"})
         return await self._result(request, outcome, parser)
 
     async def _launch(self, run: _Run, active: ActiveEgress, *, delegate: bool) -> None:

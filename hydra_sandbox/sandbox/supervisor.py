@@ -22,7 +22,7 @@ PID_EXHAUSTION_MARKERS = (b"Resource temporarily unavailable", b"fork: retry", b
 
 
 OutcomeStatus = Literal["completed", "failed", "timed_out", "cancelled"]
-FailureCause = Literal["timeout", "oom", "pids", "error", "cancelled"]
+FailureCause = Literal["timeout", "oom", "pids", "error", "cancelled", "budget"]
 """Why a container run did not complete; a small fixed set, so it can label a metric."""
 
 

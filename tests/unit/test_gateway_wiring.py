@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from hydra_sandbox.agent_endpoint import AgentTokens
 from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.events import EventDraft
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.policy import DelegationLimits, NetworkPolicy, Policy
 from hydra_sandbox.sandbox import RunRequest
@@ -141,3 +142,42 @@ def test_a_delegating_run_without_a_token_is_refused_before_anything_is_served(t
     plan = plan_egress(NetworkPolicy(mode="none"), None, "s1")
     with pytest.raises(ConfigError, match="session s1.*token"):
         session_gateways(plan, tmp_path, GatewaySecrets(), mcp_target=tmp_path / "endpoint.sock")
+
+
+async def test_past_its_token_budget_a_run_is_refused_further_model_requests_and_fails_with_the_reason(
+    tmp_path: Path, run_dir: Path
+) -> None:
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    drafts: list[EventDraft] = []
+
+    async def sink(draft: EventDraft) -> None:
+        drafts.append(draft)
+
+    async with Upstream() as model:  # every answer reports 3 input + 4 output tokens
+        settings = load_settings(data_home=tmp_path / "data", agent_image=IMAGE, model_base_url=model.url)
+        runtime = FakeRuntime(FakeProgram(output=[("stdout", RUN)], keeps_running=True), images=[IMAGE])
+        egress = HostSocketEgress(lambda: run_dir)
+        backend = Backend("docker", runtime, docker_backend(settings, runtime).workspace, egress)
+        sandbox = SandboxOrchestrator(settings, SecretMasker(), backend)
+        run = _request(workdir, "model-only")
+        limits = run.policy.resources.model_copy(update={"max_model_tokens": 10})
+        run = run.model_copy(update={"policy": run.policy.model_copy(update={"resources": limits})})
+        task = asyncio.create_task(sandbox.run(run, sink, asyncio.Event()))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not runtime.running():
+            assert loop.time() < deadline, "the agent never started"
+            await asyncio.sleep(0.01)
+        sock = run_dir / "s1" / "egress.sock"
+        answers = [await ask(sock, request()) for _ in range(3)]
+        runtime.exit(runtime.running()[0], 1)  # Codex ends on the refusal
+        result = await task
+    assert [a.status for a in answers] == [200, 200, 429] and len(model.seen) == 2  # the third never left
+    assert "max_model_tokens is 10" in answers[2].error
+    assert result.status == "failed" and result.reason is not None and "used 14 tokens" in result.reason
+    usage = [d for d in drafts if d.data.get("gateway") == "model_usage"]
+    assert [d.data["session_tokens"] for d in usage] == [7, 14] and usage[0].type == "status"
+    assert usage[0].data["model_usage"]["input_tokens"] == 3 and usage[0].data["max_model_tokens"] == 10
+    (spent,) = [d for d in drafts if d.data.get("gateway") == "model_budget_spent"]
+    assert spent.type == "error" and "max_model_tokens is 10" in spent.text

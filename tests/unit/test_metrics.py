@@ -18,6 +18,7 @@ from fastmcp.server.auth.auth import AccessToken, TokenVerifier
 from starlette.testclient import TestClient
 
 from hydra_sandbox.agent_endpoint import AgentTokens
+from hydra_sandbox.events import Event, EventDraft, SessionRef
 from hydra_sandbox.mcp.auth import AgentTokenVerifier, HydraTokenVerifier
 from hydra_sandbox.metrics import HydraMetrics
 from hydra_sandbox.settings import HydraSettings, load_settings
@@ -260,3 +261,16 @@ class OperatorOrAgent(TokenVerifier):
 
     async def verify_token(self, token: str) -> AccessToken | None:
         return await self.operator.verify_token(token) or await self.agent.verify_token(token)
+
+
+def test_model_tokens_and_spent_budgets_are_counted_from_the_gateways_events() -> None:
+    metrics = HydraMetrics()
+    usage = {"input_tokens": 30, "output_tokens": 12, "total_tokens": 42}
+    for counter, (gateway, data) in enumerate(
+        [("model_usage", {"model_usage": usage}), ("model_usage", {"model_usage": usage}), ("model_budget_spent", {})]
+    ):
+        draft = EventDraft(type="status", text="x", data={"gateway": gateway, **data})
+        metrics.record_event(Event.from_draft(draft, SessionRef(session_id="s-0123456789ab"), counter))
+    assert value(metrics, "hydra_model_tokens_total", kind="input") == 60
+    assert value(metrics, "hydra_model_tokens_total", kind="output") == 24
+    assert value(metrics, "hydra_model_budgets_spent_total") == 1

@@ -164,6 +164,17 @@ def test_fewer_resources_are_accepted() -> None:
     assert child.resources.cpus == PARENT.resources.cpus
 
 
+def test_a_model_token_budget_narrows_like_every_other_limit() -> None:
+    budgeted = narrow(PARENT, PolicyRequest(resources={"max_model_tokens": 1000}))  # from no limit: any
+    assert PARENT.resources.max_model_tokens is None and budgeted.resources.max_model_tokens == 1000
+    assert narrow(budgeted, PolicyRequest(resources={"max_model_tokens": 10})).resources.max_model_tokens == 10
+    assert narrow(budgeted, None).resources.max_model_tokens == 1000  # a child inherits it
+    with pytest.raises(PolicyViolation, match=r"resources.max_model_tokens: 2000 is wider than the parent's 1000"):
+        narrow(budgeted, PolicyRequest(resources={"max_model_tokens": 2000}))
+    with pytest.raises(ConfigError, match="max_model_tokens: Input should be greater than or equal to 1"):
+        narrow(PARENT, PolicyRequest(resources={"max_model_tokens": 0}))
+
+
 def test_unknown_resource_field_lists_valid_fields() -> None:
     with pytest.raises(PolicyViolation, match=r"resources.gpus: unknown field.*memory_mb"):
         narrow(PARENT, PolicyRequest(resources={"gpus": 1}))

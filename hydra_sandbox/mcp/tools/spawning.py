@@ -26,7 +26,7 @@ async def spawn_agent(
     goalset: Annotated[list[str] | None, Field(description="Extra goals appended to the profile's.")] = None,
     inputs: Annotated[dict[str, Any] | None, Field(description="Named values given to the agent.")] = None,
     flags: Annotated[
-        SpawnFlags | None, Field(description="Per-run options: model, timeout_s, max_output_bytes.")
+        SpawnFlags | None, Field(description="Per-run options: model, timeout_s, max_output_bytes, max_model_tokens.")
     ] = None,
     policy: Annotated[
         SpawnPolicy | None,
