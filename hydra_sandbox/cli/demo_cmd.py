@@ -20,6 +20,7 @@ import typer
 from rich.markup import escape
 
 from hydra_sandbox.cli.output import console
+from hydra_sandbox.model_credentials import find_model_key
 from hydra_sandbox.settings import load_settings
 
 PROJECT = {
@@ -141,11 +142,13 @@ def demo(keep: bool = typer.Option(False, help="Keep the demo directory (project
     for name, text in PROJECT.items():
         (project / name).write_text(text)
     settings = load_settings()
-    real = settings.model_api_key is not None or settings.model_base_url is not None
+    key = find_model_key(settings)
+    real = key is not None or settings.model_base_url is not None
 
     async def main() -> None:
         if real:
-            console.print("[bold]model:[/] the configured model (HYDRA_MODEL_API_KEY / HYDRA_MODEL_BASE_URL)")
+            source = f"key from {key.source}" if key is not None else "no key"
+            console.print(f"[bold]model:[/] the configured model ({source}; HYDRA_MODEL_BASE_URL to change it)")
             await _run(root, None, None)
             return
         script = Script.model_validate(DEMO_SCRIPT)

@@ -158,7 +158,7 @@ class SessionRuns:
 
         try:
             result = await self.sandbox.run(request, sink, cancel)
-        except WorkspaceError as exc:
+        except (WorkspaceError, ConfigError) as exc:  # e.g. no model key: the session fails with the reason
             result = RunResult(status="failed", reason=str(exc))
         finally:
             self.running -= 1

@@ -28,9 +28,9 @@ from hydra_sandbox.agent_endpoint import AgentEndpoint
 from hydra_sandbox.applying import ApplyResult, apply_changes
 from hydra_sandbox.codex_events import CodexEventParser
 from hydra_sandbox.diffing import DiffPreview, compute_diff
-from hydra_sandbox.errors import RuntimeUnavailableError, WorkspaceError
+from hydra_sandbox.errors import ConfigError, RuntimeUnavailableError, WorkspaceError
 from hydra_sandbox.masking import SecretMasker
-from hydra_sandbox.model_credentials import find_model_key
+from hydra_sandbox.model_credentials import describe_model_key, find_model_key
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox.agent import AgentContainer, agent_spec, codex_home_volume, session_labels
 from hydra_sandbox.sandbox.budget import ModelBudget
@@ -110,7 +110,17 @@ class SandboxOrchestrator:
             raise RuntimeUnavailableError(
                 f"agent image {self.settings.agent_image} is missing", hint="run `hydra images build`"
             )
+        self._check_model_key(request)
         return await self._drive(request, await self._stage(request), sink, cancel, container_id=None)
+
+    def _check_model_key(self, request: RunRequest) -> None:
+        """Refuse a run bound for the default model API with no key (e.g. only a ChatGPT sign-in, which
+        Hydra does not use) before anything starts, instead of as an agent failing on a 401."""
+        if request.policy.network.mode == "none" or self.settings.model_base_url is not None:
+            return
+        if find_model_key(self.settings) is None:
+            report = describe_model_key(self.settings)
+            raise ConfigError(f"session {request.session_id}: no model API key: {report.detail}", hint=report.fix)
 
     async def follow(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int) -> RunResult:
         """Re-attach after a restart: replay the container's log (the recorder drops what it has) and

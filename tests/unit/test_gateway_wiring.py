@@ -181,3 +181,21 @@ async def test_past_its_token_budget_a_run_is_refused_further_model_requests_and
     assert usage[0].data["model_usage"]["input_tokens"] == 3 and usage[0].data["max_model_tokens"] == 10
     (spent,) = [d for d in drafts if d.data.get("gateway") == "model_budget_spent"]
     assert spent.type == "error" and "max_model_tokens is 10" in spent.text
+
+
+async def test_a_chatgpt_sign_in_without_a_key_refuses_the_run_before_anything_starts(
+    tmp_path: Path, run_dir: Path
+) -> None:
+    codex_home = tmp_path / "codex"
+    codex_home.mkdir()
+    (codex_home / "auth.json").write_text(json.dumps({"tokens": {"access_token": "chatgpt-access-xyz"}}))
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    settings = load_settings(data_home=tmp_path / "data", agent_image=IMAGE, codex_home=codex_home)
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", RUN)]), images=[IMAGE])
+    backend = Backend("docker", runtime, docker_backend(settings, runtime).workspace, HostSocketEgress(lambda: run_dir))
+    sandbox = SandboxOrchestrator(settings, SecretMasker(), backend)
+    refusal = r"session s1: no model API key: .*ChatGPT sign-in.*codex login --with-api-key"
+    with pytest.raises(ConfigError, match=refusal):
+        await sandbox.run(_request(workdir, "model-only"), _sink, asyncio.Event())
+    assert runtime.containers == {} and not (settings.sessions_dir / "s1").exists()
