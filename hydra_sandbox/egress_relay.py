@@ -2,15 +2,17 @@
 
 Relays, all bounded in connections, time and state, and all refusing everything they were not told:
 
-* :class:`ForwardRelay` pipes every connection to one fixed ``host:port``;
-* :class:`UnixForwardRelay` pipes every connection to one Unix socket;
-* :class:`ConnectRelay` speaks HTTP ``CONNECT`` only: the agent's ``HTTPS_PROXY``. It accepts a target
-  whose name (a plain LDH name, see :mod:`hydra_sandbox.egress_rules`) and port are allowed, resolves
-  it once, refuses it when any address is loopback, private, link-local, multicast or reserved (or an
-  IPv6 address carrying such an IPv4), unless it is the configured model endpoint, and then connects to
-  the very address it checked, so a DNS answer cannot change between check and use.
+* :class:`ForwardRelay` pipes every connection to one fixed ``host:port`` (no longer on any run's path:
+  the model is served by the gateway; kept as the simplest :class:`SocketService`);
+* :class:`ConnectRelay` speaks HTTP ``CONNECT`` only: the agent's ``HTTPS_PROXY`` in ``allowlist`` mode,
+  reached through the model gateway's socket (:meth:`ConnectRelay.tunnel`). It accepts a target whose
+  name (a plain LDH name, see :mod:`hydra_sandbox.egress_rules`) and port are allowed, resolves it once,
+  refuses it when any address is loopback, private, link-local, multicast or reserved (or an IPv6
+  address carrying such an IPv4), unless it is ``trusted``, and then connects to the very address it
+  checked, so a DNS answer cannot change between check and use.
 
-The model endpoint itself is served by :mod:`hydra_sandbox.model_gateway`, which speaks HTTP.
+The model endpoint and Hydra's agent MCP endpoint are served by :mod:`hydra_sandbox.model_gateway`,
+which speaks HTTP and adds their credentials on the host side.
 
 Every malformed or refused request is answered (an HTTP status and one line saying why) and logged once;
 a flood is counted, not kept: :class:`RelayStats` holds counters and a short list of recent refusals.
@@ -41,7 +43,6 @@ __all__ = [
     "Refusal",
     "RelayStats",
     "SocketService",
-    "UnixForwardRelay",
     "forbidden_address",
 ]
 
@@ -252,20 +253,6 @@ class ForwardRelay(SocketService):
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S)
-        await self._pipe_to((reader, writer), upstream)
-
-
-class UnixForwardRelay(SocketService):
-    """Every connection goes to one Unix socket on the host."""
-
-    name = "unix relay"
-
-    def __init__(self, socket_path: Path, target: Path, **timeouts: float) -> None:
-        super().__init__(socket_path, **timeouts)
-        self.target = target
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream = await asyncio.wait_for(asyncio.open_unix_connection(str(self.target)), CONNECT_TIMEOUT_S)
         await self._pipe_to((reader, writer), upstream)
 
 
