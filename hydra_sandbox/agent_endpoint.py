@@ -3,14 +3,14 @@
 An agent container has no network. When its policy allows children (``delegation.max_depth > 0``),
 Hydra bind-mounts a per-session Unix socket into it (next to the egress socket) and gives Codex an
 ``[mcp_servers.hydra]`` entry pointing at ``127.0.0.1:MCP_PORT``, which ``hydra-agent-entry`` relays
-to that socket. The socket leads to :class:`AgentEndpoint`: Hydra's own MCP server over streamable
+to that socket. A gateway on that socket (:func:`hydra_sandbox.sandbox.gateways.session_gateways`)
+adds the run's token and forwards to :class:`AgentEndpoint`: Hydra's own MCP server over streamable
 HTTP on a private Unix socket, sharing the running server's services, and accepting only agent
-tokens.
+tokens. The token never enters the container.
 
-Each run gets a fresh random token (:class:`AgentTokens`). Only its SHA-256 is stored, as a file named
-after the hash that holds the session id, so a restarted server still recognises the token of an
-agent it re-attaches to. A token is valid for its own session and the sessions below it, and is
-revoked when the session stops running.
+Each run gets a fresh random token (:class:`AgentTokens`; a re-attach after a restart issues another).
+Only its SHA-256 is stored, as a file named after the hash that holds the session id. A token is valid
+for its own session and the sessions below it, and is revoked when the session stops running.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 MCP_PORT = 18081
 MCP_SOCKET_NAME = "hydra-mcp.sock"
-TOKEN_ENV = "HYDRA_AGENT_TOKEN"
 
 
 def _digest(token: str) -> str:
