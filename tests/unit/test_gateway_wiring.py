@@ -199,3 +199,11 @@ async def test_a_chatgpt_sign_in_without_a_key_refuses_the_run_before_anything_s
     with pytest.raises(ConfigError, match=refusal):
         await sandbox.run(_request(workdir, "model-only"), _sink, asyncio.Event())
     assert runtime.containers == {} and not (settings.sessions_dir / "s1").exists()
+
+
+async def test_bytes_sent_after_a_connect_head_before_the_tunnel_exists_are_refused(run_dir: Path) -> None:
+    plan = plan_egress(NetworkPolicy(mode="allowlist", allow_domains=["pkg.example"]), None, "s1")
+    async with HostSocketEgress(lambda: run_dir).serve(plan):
+        raw = b"CONNECT pkg.example:443 HTTP/1.1\r\nhost: pkg.example:443\r\n\r\n\x16\x03\x01early"
+        answer = await ask(run_dir / "s1" / "egress.sock", raw)
+    assert answer.status == 400 and "before the tunnel" in answer.error
