@@ -139,7 +139,9 @@ def _order(mode: str) -> int:
 def assert_not_wider(child: Policy, base: Policy) -> None:
     """A spawned session's policy only narrows the policy it started from."""
     for field, limit in base.resources.model_dump().items():
-        assert getattr(child.resources, field) <= limit, f"resources.{field} widened"
+        value = getattr(child.resources, field)
+        if limit is not None:  # None: no limit (max_model_tokens), which any value narrows
+            assert value is not None and value <= limit, f"resources.{field} widened"
     for field in ("max_depth", "max_children"):
         assert getattr(child.delegation, field) <= getattr(base.delegation, field), f"delegation.{field} widened"
     assert _order(child.network.mode) <= _order(base.network.mode), "network.mode widened"
