@@ -9,13 +9,14 @@ when they point inside the workspace. Nothing is ever committed to git.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-import tempfile
-from pathlib import Path
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
+from hydra_sandbox.beneath import Tree, is_link_error, split_relative, temp_name
 from hydra_sandbox.diffing import FileChange, RefusedWrite, compute_diff, link_inside
 from hydra_sandbox.errors import ApplyConflictError, WorkspaceError
 from hydra_sandbox.policy import Policy
@@ -32,54 +33,95 @@ class ApplyResult(BaseModel):
     refused: list[RefusedWrite] = Field(default_factory=list)
 
 
-def _host_path(root: Path, rel: str) -> Path:
-    """``root/rel`` after checking that no existing directory on the way is a symbolic link."""
-    current = root
-    parts = rel.split("/")
-    if any(p in {"", ".", ".."} for p in parts):
-        raise WorkspaceError(f"{rel!r} is not a plain relative path")
-    for part in parts[:-1]:
-        current = current / part
-        if current.is_symlink():
+def _check_host_dirs(host: Tree, rel: str) -> None:
+    """Refuse ``rel`` when an existing directory on its way on the host is a link or not a directory."""
+    parts = split_relative(rel)
+    for i in range(1, len(parts)):
+        sub = "/".join(parts[:i])
+        st = host.lstat(sub)
+        if st is None:
+            return  # missing from here on: created by apply, without following anything
+        if stat.S_ISLNK(st.st_mode):
             raise ApplyConflictError(
-                f"{rel}: {current} on the host is a symbolic link; Hydra never writes through links"
+                f"{rel}: {host.root / sub} on the host is a symbolic link; Hydra never writes through links"
             )
-        if current.exists() and not current.is_dir():
-            raise ApplyConflictError(f"{rel}: {current} on the host is not a directory")
-    return current / parts[-1]
+        if not stat.S_ISDIR(st.st_mode):
+            raise ApplyConflictError(f"{rel}: {host.root / sub} on the host is not a directory")
 
 
-def _changed_since(path: Path, since_ns: int) -> bool:
+def _changed_since(host: Tree, rel: str, since_ns: int) -> bool:
+    st = host.lstat(rel)
+    return st is not None and (st.st_mtime_ns > since_ns or st.st_ctime_ns > since_ns)
+
+
+def _dir_modes(upper: Tree) -> Callable[[str], int]:
+    """The mode of a directory apply creates on the host: the agent's, never group- or world-writable."""
+
+    def mode_of(rel: str) -> int:
+        st = upper.lstat(rel)
+        return stat.S_IMODE(st.st_mode) & 0o755 if st is not None and stat.S_ISDIR(st.st_mode) else 0o755
+
+    return mode_of
+
+
+def _write_file(upper: Tree, host: Tree, rel: str) -> None:
+    """Copy the upper layer's regular file ``rel`` to the host atomically, without setuid/setgid/sticky."""
+    parent, _, name = rel.rpartition("/")
+    dir_fd = host.make_dirs(parent, _dir_modes(upper))
+    tmp = temp_name(".hydra-apply-")
     try:
-        st = path.lstat()
+        with os.fdopen(upper.open(rel, os.O_RDONLY | os.O_NONBLOCK), "rb") as src:
+            st = os.fstat(src.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ApplyConflictError(f"{rel}: no longer a regular file in the session's layer; nothing written")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            with os.fdopen(os.open(tmp, flags, 0o600, dir_fd=dir_fd), "wb") as dst:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    dst.write(block)
+                dst.flush()
+                os.chmod(dst.fileno(), stat.S_IMODE(st.st_mode) & 0o777)
+                os.fsync(dst.fileno())
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    finally:
+        os.close(dir_fd)
+
+
+def _write_link(upper: Tree, host: Tree, rel: str, link_target: str) -> None:
+    parent, _, name = rel.rpartition("/")
+    dir_fd = host.make_dirs(parent, _dir_modes(upper))
+    tmp = temp_name(".hydra-link-")
+    try:
+        os.symlink(link_target, tmp, dir_fd=dir_fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    finally:
+        os.close(dir_fd)
+
+
+def _delete(host: Tree, rel: str) -> bool:
+    """Remove the host file or link ``rel`` (never a directory); whether something was removed."""
+    parent, _, name = rel.rpartition("/")
+    try:
+        dir_fd = host.open_dir(parent)
     except FileNotFoundError:
         return False
-    return st.st_mtime_ns > since_ns or st.st_ctime_ns > since_ns
-
-
-def _write_file(source: Path, target: Path, mode: int) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd_in = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-    fd_out, tmp = tempfile.mkstemp(dir=target.parent, prefix=".hydra-apply-")
     try:
-        with os.fdopen(fd_in, "rb") as src, os.fdopen(fd_out, "wb") as dst:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                dst.write(block)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.chmod(tmp, mode & 0o777)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_link(link_target: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".hydra-link-{os.getpid()}-{target.name}"
-    os.symlink(link_target, tmp)
-    os.replace(tmp, target)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+            return True
+        return False
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(dir_fd)
 
 
 def apply_changes(ws: StagedWorkspace, policy: Policy, *, confirm: bool) -> ApplyResult:
@@ -94,10 +136,17 @@ def apply_changes(ws: StagedWorkspace, policy: Policy, *, confirm: bool) -> Appl
             deleted=[f.path for f in preview.files if f.status == "deleted"],
             message="nothing written: call again with confirm=true to apply these changes",
         )
-    plan: list[tuple[FileChange, Path, str | None]] = []
+    with Tree(ws.source) as host, Tree(ws.upper) as upper:
+        return _apply(ws, preview.files, refused, host, upper)
+
+
+def _apply(
+    ws: StagedWorkspace, files: list[FileChange], refused: list[RefusedWrite], host: Tree, upper: Tree
+) -> ApplyResult:
+    plan: list[tuple[FileChange, str | None]] = []
     conflicts: list[str] = []
     blocked: list[str] = []
-    for change in preview.files:
+    for change in files:
         link: str | None = None
         if change.status == "symlink":
             link = link_inside(change.path, change.symlink_target or "")
@@ -109,13 +158,14 @@ def apply_changes(ws: StagedWorkspace, policy: Policy, *, confirm: bool) -> Appl
                     )
                 )
                 continue
-        target = _host_path(ws.source, change.path)
+        _check_host_dirs(host, change.path)
         for rel in filter(None, [change.path, change.old_path]):
-            if _changed_since(ws.source / rel, ws.started_at_ns):
+            if _changed_since(host, rel, ws.started_at_ns):
                 conflicts.append(rel)
-        if change.status != "deleted" and target.is_dir() and not target.is_symlink():
+        there = host.lstat(change.path)
+        if change.status != "deleted" and there is not None and stat.S_ISDIR(there.st_mode):
             blocked.append(change.path)  # a file or link in place of a host directory
-        plan.append((change, target, link))
+        plan.append((change, link))
     if blocked:
         raise ApplyConflictError(
             f"session {ws.session_id}: the agent replaced {len(blocked)} host directorie(s) with a file or link: "
@@ -130,28 +180,42 @@ def apply_changes(ws: StagedWorkspace, policy: Policy, *, confirm: bool) -> Appl
             hint="discard the diff, or resume the session so the agent works on the new files",
         )
     result = ApplyResult(session_id=ws.session_id, applied=True, refused=refused, message="")
-    for change, target, link in plan:
-        if change.status == "deleted":
-            if target.is_symlink() or target.is_file():
-                target.unlink()
-                result.deleted.append(change.path)
-            continue
-        if change.status == "symlink":
-            assert link is not None
-            _write_link(link, target)
-            result.links.append(change.path)
-            continue
-        source = ws.upper / change.path
-        mode = stat.S_IMODE(os.lstat(source).st_mode)
-        _write_file(source, target, mode)
-        result.written.append(change.path)
-        if change.status == "renamed" and change.old_path:
-            old = _host_path(ws.source, change.old_path)
-            if old.is_file() or old.is_symlink():
-                old.unlink()
-                result.deleted.append(change.old_path)
+    for change, link in plan:
+        try:
+            _apply_one(change, link, host, upper, result)
+        except OSError as exc:
+            if not is_link_error(exc):
+                raise WorkspaceError(
+                    f"session {ws.session_id}: writing {change.path} on the host failed ({exc.strerror}); "
+                    f"{len(result.written)} file(s) were already written",
+                    hint="check the host directory (space, permissions, other writers), then apply again",
+                ) from exc
+            raise ApplyConflictError(
+                f"session {ws.session_id}: {change.path}: a directory on its way on the host became a symbolic "
+                f"link or a file while applying; Hydra never writes through links ({len(result.written)} file(s) "
+                "were already written)",
+                hint="check the host directory, then apply again or discard the diff",
+            ) from None
     result.message = (
         f"applied {len(result.written)} written, {len(result.deleted)} deleted, "
         f"{len(result.links)} link(s); {len(refused)} refused"
     )
     return result
+
+
+def _apply_one(change: FileChange, link: str | None, host: Tree, upper: Tree, result: ApplyResult) -> None:
+    if change.status == "deleted":
+        if _delete(host, change.path):
+            result.deleted.append(change.path)
+        return
+    if change.status == "symlink":
+        assert link is not None
+        _write_link(upper, host, change.path, link)
+        result.links.append(change.path)
+        return
+    _write_file(upper, host, change.path)
+    result.written.append(change.path)
+    if change.status == "renamed" and change.old_path:
+        _check_host_dirs(host, change.old_path)
+        if _delete(host, change.old_path):
+            result.deleted.append(change.old_path)

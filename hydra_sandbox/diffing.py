@@ -1,24 +1,30 @@
 """The preview of a session's changes, read from its overlay upper layer.
 
-Nothing here follows a symbolic link: entries are read with ``lstat``/``readlink`` and files are opened
-with ``O_NOFOLLOW``. Overlay whiteouts (character device 0/0) are deletions, except the ones Hydra
-placed to hide paths; opaque directories (``trusted.overlay.opaque=y``) replace what was below them.
+Nothing here follows a symbolic link in any component: every layer is read through a
+:class:`~hydra_sandbox.beneath.Tree` (``openat2`` with ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS``, or a
+walk of directory descriptors with ``O_NOFOLLOW``). Overlay whiteouts (character device 0/0) are
+deletions, except the ones Hydra placed to hide paths; opaque directories (``trusted.overlay.opaque=y``)
+replace what was below them.
 Writes the policy does not allow, links that leave the workspace and paths too long to apply are dropped
 from the changes and listed in ``refused``, so the preview shows exactly what ``apply`` would write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import errno
 import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from hydra_sandbox.beneath import Tree, is_link_error
+from hydra_sandbox.errors import WorkspaceError
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox.workspace import StagedWorkspace
 
@@ -64,71 +70,77 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _is_opaque(path: Path) -> bool:
-    try:
-        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
-    except OSError:
-        return False
+def _is_opaque(tree: Tree, rel_dir: str) -> bool:
+    return tree.getxattr(rel_dir, "trusted.overlay.opaque") == b"y"
 
 
 class LowerView:
-    """What the agent saw before its changes: the lower layers, top first, with their whiteouts."""
+    """What the agent saw before its changes: the lower layers, top first, with their whiteouts. Every
+    entry is reached through a :class:`~hydra_sandbox.beneath.Tree`, never through a link."""
 
-    def __init__(self, lowers: list[Path]) -> None:
+    def __init__(self, lowers: list[Tree]) -> None:
         self.lowers = lowers
 
-    def lstat(self, rel: str) -> tuple[Path, os.stat_result] | None:
+    def lstat(self, rel: str) -> tuple[Tree, os.stat_result] | None:
         parts = rel.split("/")
         for layer in self.lowers:
             blocked = False
             for i in range(1, len(parts)):
-                try:
-                    st = os.lstat(layer.joinpath(*parts[:i]))
-                except OSError:
+                st = layer.lstat("/".join(parts[:i]))
+                if st is None:
                     continue
                 if _is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
                     blocked = True
                     break
             if blocked:
                 return None
-            path = layer.joinpath(*parts)
-            try:
-                st = os.lstat(path)
-            except OSError:
-                if layer != self.lowers[-1] and _is_opaque(path.parent):
+            found = layer.lstat(rel)
+            if found is None:
+                if layer is not self.lowers[-1] and _is_opaque(layer, rel.rpartition("/")[0]):
                     return None
                 continue
-            return None if _is_whiteout(st) else (path, st)
+            return None if _is_whiteout(found) else (layer, found)
         return None
 
     def walk_files(self, rel_dir: str) -> Iterator[str]:
         """Every non-directory entry below ``rel_dir`` in the lower view."""
         seen: set[str] = set()
         for layer in self.lowers:
-            top = layer / rel_dir
-            if not top.is_dir() or top.is_symlink():
+            top = layer.lstat(rel_dir)
+            if top is None or not stat.S_ISDIR(top.st_mode):
                 continue
-            for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-                rel_base = os.path.relpath(dirpath, layer)
-                for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-                    rel = f"{rel_base}/{name}"
-                    if rel not in seen and self.lstat(rel) is not None:
-                        seen.add(rel)
-                        yield rel
+            for parent, name, st in layer.walk(rel_dir):
+                rel = f"{parent}/{name}"
+                if not stat.S_ISDIR(st.st_mode) and rel not in seen and self.lstat(rel) is not None:
+                    seen.add(rel)
+                    yield rel
 
 
-def _read(path: Path, limit: int | None = None) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+def _changed(tree: Tree, rel: str, exc: OSError) -> WorkspaceError:
+    return WorkspaceError(
+        f"{rel}: the layer {tree.root} changed while it was being read ({exc.strerror}); "
+        "nothing outside the layer was read",
+        hint="take the diff again once the session that owns that layer has finished",
+    )
+
+
+def _read(tree: Tree, rel: str, limit: int | None = None) -> bytes:
     try:
-        with os.fdopen(fd, "rb") as fh:
-            return fh.read() if limit is None else fh.read(limit)
-    except BaseException:
+        return tree.read(rel, limit)
+    except OSError as exc:
+        if is_link_error(exc) or exc.errno in (errno.ENOENT, errno.EINVAL):
+            raise _changed(tree, rel, exc) from None
         raise
 
 
-def _digest(path: Path) -> str:
+def _digest(tree: Tree, rel: str) -> str:
     digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fd = tree.open(rel, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if is_link_error(exc) or exc.errno == errno.ENOENT:
+            raise _changed(tree, rel, exc) from None
+        raise
     with os.fdopen(fd, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
@@ -174,31 +186,46 @@ def _bad_name(rel: str) -> str | None:
 _TOO_LONG = f"path longer than {MAX_PATH_LENGTH} bytes on the host; nothing below it is applied"
 
 
-def _upper_entries(ws: StagedWorkspace) -> Iterator[tuple[str, os.stat_result | None]]:
+def _upper_entries(ws: StagedWorkspace, upper: Tree) -> Iterator[tuple[str, os.stat_result | None]]:
     """Every entry of the upper layer, relative to it. A directory whose entries could not be named in
     one system call, here or in the host directory, comes as ``rel + "/"`` with no stat and is not
-    descended: the agent can nest directories past PATH_MAX, which would otherwise crash the walk."""
+    descended: the agent can nest directories past PATH_MAX, which would otherwise crash the walk.
+    An opaque directory also comes as ``rel + "/"`` (with its stat), and is descended."""
     prefix = max(len(os.fsencode(ws.upper)), len(os.fsencode(ws.source)))
-    for dirpath, dirnames, filenames in os.walk(ws.upper, followlinks=False):
-        rel_base = os.path.relpath(dirpath, ws.upper)
-        if rel_base != "." and prefix + len(os.fsencode(rel_base)) + 2 + _NAME_MAX >= MAX_PATH_LENGTH:
-            dirnames[:] = []
+    stack = [""]
+    while stack:
+        rel_base = stack.pop()
+        if rel_base and prefix + len(os.fsencode(rel_base)) + 2 + _NAME_MAX >= MAX_PATH_LENGTH:
             yield rel_base + "/", None
             continue
-        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
-            rel = name if rel_base == "." else f"{rel_base}/{name}"
-            yield rel, os.lstat(os.path.join(dirpath, name))
-        for name in sorted(dirnames):
-            full = Path(dirpath) / name
-            rel = name if rel_base == "." else f"{rel_base}/{name}"
-            if not full.is_symlink() and _is_opaque(full):
-                yield rel + "/", os.lstat(full)
+        subdirs = []
+        for name, st in upper.scandir(rel_base):
+            rel = f"{rel_base}/{name}" if rel_base else name
+            if not stat.S_ISDIR(st.st_mode):
+                yield rel, st
+                continue
+            subdirs.append(rel)
+            if _is_opaque(upper, rel):
+                yield rel + "/", st
+        stack.extend(reversed(subdirs))
 
 
 def compute_diff(ws: StagedWorkspace, policy: Policy, *, mask: Callable[[str], str] = lambda s: s) -> DiffPreview:
-    """The preview of what ``apply`` would write, with every path and line passed through ``mask``."""
+    """The preview of what ``apply`` would write, with every path and line passed through ``mask``.
+
+    Every layer is read through a :class:`~hydra_sandbox.beneath.Tree`: a live ancestor layer whose
+    directory becomes a link while it is read makes the diff fail with :class:`WorkspaceError`, never
+    read through the link."""
+    with contextlib.ExitStack() as stack:
+        upper = stack.enter_context(Tree(ws.upper))
+        lower = LowerView([stack.enter_context(Tree(layer)) for layer in ws.lowers])
+        return _compute(ws, upper, lower, policy, mask)
+
+
+def _compute(
+    ws: StagedWorkspace, upper: Tree, lower: LowerView, policy: Policy, mask: Callable[[str], str]
+) -> DiffPreview:
     matcher = policy.matcher
-    lower = LowerView(ws.lowers)
     ours = ws.hidden()
     raw: list[FileChange] = []
     refused: list[RefusedWrite] = []
@@ -213,14 +240,14 @@ def compute_diff(ws: StagedWorkspace, policy: Policy, *, mask: Callable[[str], s
         raw.append(change)
         contents[change.path] = (before, after)
 
-    for rel, st in _upper_entries(ws):
+    for rel, st in _upper_entries(ws, upper):
         if st is None:
             refused.append(RefusedWrite(path=mask(rel), reason=_TOO_LONG))
             continue
         if rel.endswith("/"):  # an opaque directory: everything below it in the lower view is gone
             rel_dir = rel[:-1]
             for gone in lower.walk_files(rel_dir):
-                if not os.path.lexists(ws.upper / gone):
+                if upper.lstat(gone) is None:
                     consider(FileChange(path=gone, status="deleted"), _safe_read(lower, gone), None)
             continue
         if _is_whiteout(st):
@@ -235,11 +262,10 @@ def compute_diff(ws: StagedWorkspace, policy: Policy, *, mask: Callable[[str], s
             else:
                 consider(FileChange(path=rel, status="deleted"), _safe_read(lower, rel), None)
             continue
-        path = ws.upper / rel
         below = lower.lstat(rel)
         if stat.S_ISLNK(st.st_mode):
-            target = os.readlink(path)
-            if below is not None and stat.S_ISLNK(below[1].st_mode) and os.readlink(below[0]) == target:
+            target = upper.readlink(rel)
+            if below is not None and stat.S_ISLNK(below[1].st_mode) and _readlink(below[0], rel) == target:
                 continue
             if link_inside(rel, target) is None:
                 refused.append(
@@ -253,28 +279,35 @@ def compute_diff(ws: StagedWorkspace, policy: Policy, *, mask: Callable[[str], s
             continue
         new_mode = oct(stat.S_IMODE(st.st_mode))
         if below is None or not stat.S_ISREG(below[1].st_mode):
-            consider(FileChange(path=rel, status="added", new_mode=new_mode), None, _read(path, MAX_DIFF_BYTES))
+            consider(FileChange(path=rel, status="added", new_mode=new_mode), None, _read(upper, rel, MAX_DIFF_BYTES))
             continue
         old_mode = oct(stat.S_IMODE(below[1].st_mode))
-        same = below[1].st_size == st.st_size and _digest(below[0]) == _digest(path)
+        same = below[1].st_size == st.st_size and _digest(below[0], rel) == _digest(upper, rel)
         if same and old_mode == new_mode:
             continue
         status: FileStatus = "mode_changed" if same else "modified"
         consider(
             FileChange(path=rel, status=status, old_mode=old_mode, new_mode=new_mode),
-            _read(below[0], MAX_DIFF_BYTES),
-            _read(path, MAX_DIFF_BYTES),
+            _read(below[0], rel, MAX_DIFF_BYTES),
+            _read(upper, rel, MAX_DIFF_BYTES),
         )
 
     files = _detect_renames(raw, contents)
     return _render(ws.session_id, files, contents, refused, mask)
 
 
+def _readlink(tree: Tree, rel: str) -> str | None:
+    try:
+        return tree.readlink(rel)
+    except OSError:
+        return None
+
+
 def _safe_read(lower: LowerView, rel: str) -> bytes | None:
     found = lower.lstat(rel)
     if found is None or not stat.S_ISREG(found[1].st_mode):
         return None
-    return _read(found[0], MAX_DIFF_BYTES)
+    return _read(found[0], rel, MAX_DIFF_BYTES)
 
 
 def _detect_renames(

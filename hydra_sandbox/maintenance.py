@@ -6,7 +6,9 @@ Export format (JSON Lines, UTF-8): one object per line, either
 ``{"kind": "event", "event": {...}}`` (an :class:`~hydra_sandbox.events.Event`). Sessions come first,
 then events in journal order. Events in the journal are already masked, so an export holds no secret the
 journal does not. Import is idempotent: records whose id is already present are skipped, so importing the
-same file twice changes nothing. The indexer picks imported events up like any other.
+same file twice changes nothing. The indexer picks imported events up like any other. The export is
+written to a fresh 0600 file beside ``out`` (created ``O_EXCL | O_NOFOLLOW``: a link planted at that name
+is never written through) and renamed over it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -86,7 +88,7 @@ def export_jsonl(journal: Journal, out: Path, session_id: str | None = None) -> 
     tmp = out.with_name(out.name + ".partial")
     written = 0
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
+        with _create_private(tmp) as fh:
             sessions = journal.all_sessions()
             for record in sessions:
                 if session_id is None or record["session_id"] == session_id:
@@ -106,6 +108,14 @@ def export_jsonl(journal: Journal, out: Path, session_id: str | None = None) -> 
             hint="check that the directory exists, is writable and has space",
         ) from exc
     return written
+
+
+def _create_private(tmp: Path) -> TextIO:
+    """``tmp`` created afresh, 0600, never through a link planted at its name (a stale one is removed)."""
+    if tmp.is_symlink() or tmp.is_file():
+        tmp.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(tmp, flags, 0o600), "w", encoding="utf-8")
 
 
 def import_jsonl(journal: Journal, path: Path) -> ImportReport:

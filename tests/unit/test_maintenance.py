@@ -120,3 +120,14 @@ def test_disk_usage_of_a_server_index_is_unknown(tmp_path: Path) -> None:
     settings = HydraSettings(data_home=tmp_path / "nothing-yet", chroma_url="http://127.0.0.1:8000")
     usage = disk_usage(settings)
     assert usage.index_bytes is None and usage.total_bytes == 0 and not usage.warning
+
+
+def test_export_never_writes_through_a_link_planted_at_its_temporary_name(journal: Journal, tmp_path: Path) -> None:
+    fill(journal)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    out = tmp_path / "export.jsonl"
+    (tmp_path / "export.jsonl.partial").symlink_to(victim)
+    assert export_jsonl(journal, out) == 4
+    assert victim.read_text() == "keep me\n"
+    assert not out.is_symlink() and out.stat().st_mode & 0o777 == 0o600
