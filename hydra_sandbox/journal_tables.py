@@ -64,6 +64,14 @@ class SessionTables:
             ).fetchall()
         return [(datetime.fromtimestamp(ts, UTC), sid, set(json.loads(paths))) for ts, sid, paths in rows]
 
+    def applied_anywhere_since(self, since: datetime) -> list[tuple[datetime, str, str, set[str]]]:
+        """Every apply at or after ``since``: (when, root, session id, paths written), oldest first."""
+        with self._guard("read the apply ledger") as conn:
+            rows = conn.execute(
+                "SELECT ts, root, session_id, paths FROM applied WHERE ts >= ? ORDER BY ts", (epoch(since),)
+            ).fetchall()
+        return [(datetime.fromtimestamp(ts, UTC), root, sid, set(json.loads(paths))) for ts, root, sid, paths in rows]
+
     # -- sessions -----------------------------------------------------------------------------
 
     def save_session(

@@ -1,7 +1,9 @@
 """Review and approval of a finished session's changes: the diff, the apply rules of its (stored)
 profile, the conflict ledger, and apply / discard.
 
-The ledger lives in the journal (:meth:`~hydra_sandbox.journal.Journal.record_applied`), so a restarted
+Applies hold a lock on their working directory that also excludes every overlapping one (``/p`` and
+``/p/sub``), so the second waits and then checks its conflicts against what the first wrote. The ledger
+lives in the journal (:meth:`~hydra_sandbox.journal.Journal.record_applied`), so a restarted
 server still refuses a diff whose files another session applied after it started.
 """
 
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 from hydra_sandbox.errors import ApplyConflictError, PolicyViolation, WorkspaceError
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.lifecycle import ACTIVE, DiffState, SessionRecord, SessionStatus
+from hydra_sandbox.orchestration.path_locks import PathLocks, overlaps, paths_under
 from hydra_sandbox.orchestration.registry import SessionRegistry
 from hydra_sandbox.orchestration.runs import SessionRuns
 
@@ -33,7 +36,7 @@ class Approval:
         self._registry = registry
         self._sandbox = runs.sandbox
         self._journal = registry.journal
-        self._apply_locks: dict[Path, asyncio.Lock] = {}
+        self._apply_locks = PathLocks()
 
     async def diff(self, record: SessionRecord) -> DiffPreview:
         require_reviewable(record)
@@ -49,7 +52,7 @@ class Approval:
             return await self._sandbox.apply(record.session_id, record.policy, confirm=False)
         self.check_rules(record)
         root = record.working_dir
-        async with self._apply_locks.setdefault(root, asyncio.Lock()):
+        async with self._apply_locks.hold(root):  # /p and /p/sub wait for each other
             preview = await self._sandbox.diff(record.session_id, record.policy)
             mine = {f.path for f in preview.files} | {f.old_path for f in preview.files if f.old_path}
             await self._refuse_conflicts(record, mine)
@@ -83,13 +86,19 @@ class Approval:
         return record
 
     async def _refuse_conflicts(self, record: SessionRecord, mine: set[str]) -> None:
+        """Refuse when another session applied any of ``mine`` after this one started, under this working
+        directory or an overlapping one (its paths are compared as host paths)."""
         started = record.started_at or record.created_at
-        ledger = await asyncio.to_thread(self._journal.applied_since, str(record.working_dir), started)
-        for _when, other, paths in ledger:
-            clash = mine & paths
-            if other != record.session_id and clash:
+        root = record.working_dir
+        ledger = await asyncio.to_thread(self._journal.applied_anywhere_since, started)
+        for _when, other_root, other, paths in ledger:
+            if other == record.session_id or not overlaps(root, Path(other_root)):
+                continue
+            clash = mine & paths_under(root, Path(other_root), paths)
+            if clash:
+                where = "" if Path(other_root) == root else f" in {other_root}"
                 raise ApplyConflictError(
-                    f"session {record.session_id}: {len(clash)} file(s) were applied by session {other} after "
+                    f"session {record.session_id}: {len(clash)} file(s) were applied by session {other}{where} after "
                     f"this session started: {', '.join(sorted(clash)[:10])}",
                     hint="discard this diff, or resume the session so it works on the new files",
                 )
