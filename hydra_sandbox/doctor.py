@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.errors import HydraError
 from hydra_sandbox.model_credentials import describe_model_key
+from hydra_sandbox.private_data import exposed
 from hydra_sandbox.settings import HydraSettings
 
 Probe = Callable[[], "str | tuple[bool, str]"]
@@ -171,10 +172,25 @@ def _masking(settings: HydraSettings) -> Check:
     )
 
 
+def _private_data(settings: HydraSettings) -> Check:
+    home = settings.data_home
+    loose = exposed([home, settings.sessions_dir, settings.journal_path, settings.effective_chroma_path])
+    if not loose:
+        detail = f"{home} is private (0700, journal 0600)" if home.exists() else f"{home} is created 0700 at start"
+        return Check(name="data home", ok=True, detail=detail)
+    return Check(
+        name="data home",
+        ok=False,
+        detail="open to other users: " + ", ".join(loose),
+        fix=f"chmod 700 {home} (Hydra also tightens it when it starts), and chmod 600 {settings.journal_path}",
+    )
+
+
 def run_checks(settings: HydraSettings) -> list[Check]:
     return [
         *_docker_checks(settings),
         _store(settings),
+        _private_data(settings),
         _check("embedding model", lambda: _model(settings.embedding_model_dir), fix="run `hydra embeddings install`"),
         _model_key(settings),
         _masking(settings),

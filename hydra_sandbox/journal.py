@@ -25,6 +25,7 @@ from pathlib import Path
 from hydra_sandbox.errors import StoreError
 from hydra_sandbox.events import Event, EventDraft, SessionRef
 from hydra_sandbox.journal_tables import SessionTables, epoch
+from hydra_sandbox.private_data import private_dir, private_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -86,7 +87,8 @@ class Journal(SessionTables):
         self._pending_lock = threading.Lock()
         self._pending: list[_Pending] = []
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent, tighten=False)  # a data home is tightened by whoever owns it
+            private_file(self.path)
             self._conn = sqlite3.connect(
                 self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )

@@ -13,6 +13,7 @@ from types import TracebackType
 from pydantic import BaseModel
 
 from hydra_sandbox.errors import HydraError
+from hydra_sandbox.private_data import private_dir
 
 
 class ServerInfo(BaseModel):
@@ -44,7 +45,7 @@ class ServerLock:
         self._fd: int | None = None
 
     def __enter__(self) -> ServerLock:
-        self.data_home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_home)
         fd = os.open(self.data_home / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -16,6 +16,7 @@ from hydra_sandbox.journal import Journal
 from hydra_sandbox.masking import MaskingRule, SecretMasker, load_rules
 from hydra_sandbox.orchestration.manager import AgentManager
 from hydra_sandbox.policy import PolicyCatalog
+from hydra_sandbox.private_data import private_dir
 from hydra_sandbox.profiles import ProfileCatalog
 from hydra_sandbox.recorder import Recorder
 from hydra_sandbox.sandbox import Sandbox
@@ -79,7 +80,8 @@ async def open_services(
     sandbox: Sandbox | None = None,
     store: ContextStore | None = None,
 ) -> AsyncIterator[Services]:
-    settings.data_home.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_home)
+    private_dir(settings.sessions_dir)
     journal = Journal(settings.journal_path)
     masker = SecretMasker(known_secrets(settings), rules=masking_rules(settings))
     store = store if store is not None else _default_store(settings)

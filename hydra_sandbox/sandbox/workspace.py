@@ -15,7 +15,9 @@ same way, so diff and apply read the same :class:`StagedWorkspace` either way.
 Ownership: an unprivileged agent cannot change files owned by another uid in the lower layer. The agent
 therefore runs as the uid:gid that owns the directory (the usual case: a developer's checkout). A
 root-owned directory cannot be handed to a non-root agent that way, so it is copied once into the
-session (visible files only, owned by :data:`FALLBACK_UID`); ``mode`` says which path was taken.
+session (visible files only, owned by :data:`FALLBACK_UID`, except entries other users could not read:
+those stay root's with their mode, so a 0600 file stays unreadable to the agent); ``mode`` says which
+path was taken.
 """
 
 from __future__ import annotations
@@ -174,9 +176,17 @@ def _copy_visible(source: Path, dest: Path, matcher: PathMatcher, uid: int, gid:
 
     shutil.copytree(source, dest, symlinks=True, ignore=ignore)
     for dirpath, dirnames, filenames in os.walk(dest):
-        os.chown(dirpath, uid, gid)
-        for name in dirnames + filenames:
-            os.lchown(os.path.join(dirpath, name), uid, gid)
+        for path in [dirpath] + [os.path.join(dirpath, name) for name in dirnames + filenames]:
+            if _open_to_others(os.lstat(path)):
+                os.lchown(path, uid, gid)
+            # else: kept root's, with its own mode (copytree copies it): 0600 stays unreadable to the agent
+
+
+def _open_to_others(st: os.stat_result) -> bool:
+    """Whether any local user could read this entry of the root-owned source: only such entries are
+    handed to the agent's uid in the copy."""
+    need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(st.st_mode) else 0)
+    return stat.S_ISLNK(st.st_mode) or st.st_mode & need == need
 
 
 def prepare_layer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -23,7 +24,17 @@ def test_without_docker_or_model_every_check_still_answers(tmp_path: Path, monke
     (tmp_path / "model").mkdir()
     settings = HydraSettings(data_home=tmp_path / "data", embedding_model_dir=tmp_path / "model")
     checks = {c.name: c for c in run_checks(settings)}
-    expected = ["docker", "agent image", "codex", "chroma", "embedding model", "model key", "masking", "npm"]
+    expected = [
+        "docker",
+        "agent image",
+        "codex",
+        "chroma",
+        "data home",
+        "embedding model",
+        "model key",
+        "masking",
+        "npm",
+    ]
     assert list(checks) == expected
     assert checks["masking"].ok and "hyperscan" in checks["masking"].detail
     assert not checks["docker"].ok and checks["docker"].detail.startswith("daemon not reachable")
@@ -59,3 +70,17 @@ def test_a_probe_answers_ok_wrong_or_failed() -> None:
 
     hydra = _check("x", refused, fix="generic")
     assert (hydra.detail, hydra.fix) == ("bad value", "set HYDRA_X")
+
+
+def test_doctor_names_a_data_home_and_journal_open_to_other_users(tmp_path: Path) -> None:
+    from hydra_sandbox.doctor import _private_data
+    from hydra_sandbox.journal import Journal
+
+    settings = HydraSettings(data_home=tmp_path / "data")
+    Journal(settings.journal_path).close()
+    assert _private_data(settings).ok
+    os.chmod(settings.data_home, 0o755)
+    os.chmod(settings.journal_path, 0o644)
+    check = _private_data(settings)
+    assert not check.ok and "0o755" in check.detail and "journal.sqlite3 (0o644)" in check.detail
+    assert check.fix is not None and "chmod 700" in check.fix
