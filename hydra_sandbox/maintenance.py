@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from hydra_sandbox.beneath import Tree
 from hydra_sandbox.errors import StoreError
 from hydra_sandbox.events import Event
 from hydra_sandbox.journal import Journal
@@ -174,16 +176,11 @@ def prune(journal: Journal, store: ContextStore, older_than: timedelta) -> int:
 
 
 def _tree_bytes(path: Path) -> int:
+    """Bytes of the non-directory entries below ``path``, walked without following any link."""
     if path.is_file():
         return path.stat().st_size
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += (Path(root) / name).lstat().st_size
-            except OSError:
-                continue  # removed while walking
-    return total
+    with Tree(path) as tree:
+        return sum(st.st_size for _dir, _name, st in tree.walk() if not stat.S_ISDIR(st.st_mode))
 
 
 def disk_usage(settings: HydraSettings) -> DiskUsage:

@@ -248,7 +248,14 @@ def prepare_layer(
 
 
 def remove_layer(ws: StagedWorkspace) -> None:
-    """Delete the session's layers from Hydra's disk. Never follows links inside them."""
+    """Delete the session's layers from Hydra's disk. Never follows links inside them: ``rmtree`` walks
+    directory descriptors (``avoids_symlink_attacks``), so a directory swapped for a link meanwhile is
+    unlinked, not entered; where that walk is missing, nothing is removed."""
+    if not shutil.rmtree.avoids_symlink_attacks:
+        raise WorkspaceError(
+            f"session {ws.session_id}: this platform's rmtree can follow links, so {ws.session_dir} is kept",
+            hint="remove the directory by hand",
+        )
     if ws.session_dir.exists():
         shutil.rmtree(ws.session_dir)
 

@@ -210,3 +210,26 @@ def test_a_host_directory_swapped_for_a_link_during_apply_is_never_written_throu
     assert list(outside.iterdir()) == [], "apply wrote through a link into the outside directory"
     assert raw == 0, f"{raw} applies failed with a bare OSError instead of a WorkspaceError"
     assert applied > 0
+
+
+def test_removing_a_layer_never_enters_a_link_to_a_host_directory(tmp_path: Path) -> None:
+    from hydra_sandbox.sandbox.workspace import remove_layer
+
+    ws, _parent, outside = _layered_ws(tmp_path)
+    (ws.upper / "d" / "escape").symlink_to(outside)
+    (ws.upper / "to-outside").symlink_to(outside)
+    remove_layer(ws)
+    assert not ws.session_dir.exists()
+    assert (outside / "f").read_text() == SECRET + "\n"
+
+
+def test_disk_usage_counts_a_layer_without_following_its_links(tmp_path: Path) -> None:
+    from hydra_sandbox.maintenance import _tree_bytes
+
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "blob").write_bytes(b"x" * 100_000)
+    layer = tmp_path / "layer"
+    (layer / "d").mkdir(parents=True)
+    (layer / "d" / "f").write_bytes(b"y" * 10)
+    (layer / "link").symlink_to(tmp_path / "big")
+    assert 10 <= _tree_bytes(layer) < 100_000  # the file and at most the link itself, never what it names
