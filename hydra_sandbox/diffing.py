@@ -217,9 +217,18 @@ def compute_diff(ws: StagedWorkspace, policy: Policy, *, mask: Callable[[str], s
     directory becomes a link while it is read makes the diff fail with :class:`WorkspaceError`, never
     read through the link."""
     with contextlib.ExitStack() as stack:
-        upper = stack.enter_context(Tree(ws.upper))
-        lower = LowerView([stack.enter_context(Tree(layer)) for layer in ws.lowers])
-        return _compute(ws, upper, lower, policy, mask)
+        try:
+            upper = stack.enter_context(Tree(ws.upper))
+        except FileNotFoundError:
+            raise WorkspaceError(
+                f"session {ws.session_id}: its layer {ws.upper} no longer exists",
+                hint="its diff was discarded or the session folder removed; there is nothing to review",
+            ) from None
+        lowers = []
+        for layer in ws.lowers:
+            with contextlib.suppress(FileNotFoundError):  # a discarded ancestor's layer shows nothing
+                lowers.append(stack.enter_context(Tree(layer)))
+        return _compute(ws, upper, LowerView(lowers), policy, mask)
 
 
 def _compute(

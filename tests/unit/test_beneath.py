@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -233,3 +234,13 @@ def test_disk_usage_counts_a_layer_without_following_its_links(tmp_path: Path) -
     (layer / "d" / "f").write_bytes(b"y" * 10)
     (layer / "link").symlink_to(tmp_path / "big")
     assert 10 <= _tree_bytes(layer) < 100_000  # the file and at most the link itself, never what it names
+
+
+def test_a_discarded_ancestor_layer_reads_as_empty_and_a_missing_layer_is_named(tmp_path: Path) -> None:
+    ws, parent_upper, _outside = _layered_ws(tmp_path)
+    shutil.rmtree(parent_upper)
+    preview = compute_diff(ws, POLICY)
+    assert [(f.path, f.status) for f in preview.files] == [("d/f", "added")]
+    shutil.rmtree(ws.upper)
+    with pytest.raises(WorkspaceError, match=r"s-000000000001: its layer .* no longer exists"):
+        compute_diff(ws, POLICY)
