@@ -165,7 +165,7 @@ class SandboxOrchestrator:
             sink,
             self._model_tokens.get(request.session_id, 0),
         )
-        detached = False
+        detached = failed = False
         try:
             secrets = self._secrets(request, delegate=mcp_target is not None)
             async with self.backend.egress.serve(plan, mcp_target, secrets=secrets, on_usage=budget) as active:
@@ -177,18 +177,30 @@ class SandboxOrchestrator:
             raise
         except Exception:
             self._failed("error")  # counted, then the manager fails the session with the reason
+            failed = True
             raise
         finally:
             self._model_tokens[request.session_id] = budget.used
             if not detached:
                 await asyncio.shield(self._teardown(run))
+            if failed:  # the session fails: its Codex transcripts go with the container
+                await asyncio.shield(self._drop_codex_home(request.session_id))
         if budget.spent is not None:  # Codex fails on the refusal; the reason is the budget, whatever it exits with
             outcome = outcome.model_copy(update={"status": "failed", "reason": budget.spent, "failure": "budget"})
-        return await self._result(request, outcome, parser)
+        result = await self._result(request, outcome, parser)
+        if not (result.status == "completed" and result.has_changes and not request.read_only):
+            await self._drop_codex_home(request.session_id)  # nothing left to review: the session has ended
+        return result
 
     async def _launch(self, run: _Run, active: ActiveEgress, *, delegate: bool) -> None:
+        if not await self._ensure_codex_home(run.request) and run.request.resume_thread_id:
+            log.warning(
+                "session %s: its Codex home was removed when the session ended; the resume starts a new "
+                "Codex thread on the same workspace",
+                run.request.session_id,
+            )
+            run.request = run.request.model_copy(update={"resume_thread_id": None})
         request = run.request
-        await self._ensure_codex_home(request)
         agent = AgentContainer(
             image=self.settings.agent_image,
             workspace=await self.backend.workspace.attach(run.ws),
@@ -202,11 +214,20 @@ class SandboxOrchestrator:
         await self.runtime.start(run.container_id)
         self._started()
 
-    async def _ensure_codex_home(self, request: RunRequest) -> None:
+    async def _ensure_codex_home(self, request: RunRequest) -> bool:
+        """Create the session's Codex home unless it exists; whether it existed (a thread to resume)."""
         name = codex_home_volume(request.session_id)
         existing = {v.name for v in await self.runtime.list_volumes({LABEL_SESSION: request.session_id})}
         if name not in existing:
             await self.runtime.create_volume(name, session_labels(request, "codex-home", self._home))
+        return name in existing
+
+    async def _drop_codex_home(self, session_id: str) -> None:
+        """Remove the session's Codex home: its raw transcripts (``rollout-*.jsonl``, history) are unmasked
+        and must not outlive the session. Kept only while a diff awaits review (a resume continues the
+        thread); apply, discard, the end of a run with nothing to review, and ``hydra gc`` remove it."""
+        with contextlib.suppress(RuntimeUnavailableError):
+            await self.runtime.remove_volume(codex_home_volume(session_id))
 
     def _mcp_target(self, request: RunRequest) -> Path | None:
         """The agent MCP endpoint's socket when this run may delegate and the endpoint is up."""
@@ -278,15 +299,17 @@ class SandboxOrchestrator:
 
     async def apply(self, session_id: str, policy: Policy, *, confirm: bool) -> ApplyResult:
         ws = self.workspace(session_id)
-        return await asyncio.to_thread(apply_changes, ws, policy, confirm=confirm)
+        result = await asyncio.to_thread(apply_changes, ws, policy, confirm=confirm)
+        if confirm:
+            await self._drop_codex_home(session_id)
+        return result
 
     async def discard(self, session_id: str) -> None:
         ws = self.workspace(session_id)
         await self.backend.workspace.discard(ws)
         await asyncio.to_thread(remove_layer, ws)
         self.layers.forget(session_id)
-        with contextlib.suppress(RuntimeUnavailableError):
-            await self.runtime.remove_volume(codex_home_volume(session_id))
+        await self._drop_codex_home(session_id)
 
     # -- health ------------------------------------------------------------------------------
 

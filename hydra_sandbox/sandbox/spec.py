@@ -44,6 +44,7 @@ RESERVED_TARGETS = ("/", "/proc", "/sys", "/dev")
 TMPFS_REQUIRED = ("nosuid", "nodev", "noexec")
 TMPFS_OVERRIDES = ("suid", "dev", "exec")
 NO_CORE_DUMPS = (0, 0)
+LOG_MIN_BYTES, LOG_MAX_BYTES = 1 << 20, 1 << 30
 
 
 def home_label(data_home: object) -> str:
@@ -99,6 +100,12 @@ class ContainerSpec(BaseModel):
     ulimits: dict[str, tuple[int, int]] = Field(
         default_factory=_default_ulimits, description="name -> (soft, hard); core is always (0, 0)."
     )
+
+    @property
+    def log_max_bytes(self) -> int:
+        """What the engine may keep of the container's raw output on disk (the output limit twice over,
+        at least 1 MiB, at most 1 GiB); the log goes when the container is removed."""
+        return min(max(2 * self.limits.max_output_bytes, LOG_MIN_BYTES), LOG_MAX_BYTES)
 
     @model_validator(mode="after")
     def _hardened(self) -> ContainerSpec:

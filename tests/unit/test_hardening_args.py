@@ -121,3 +121,16 @@ def test_a_spec_that_skipped_validation_is_still_refused(update: dict[str, objec
     weakened = spec().model_copy(update=update)  # model_copy does not validate
     with pytest.raises(UnsafeSpecError):
         container_create_kwargs(weakened)
+
+
+def test_the_engine_log_is_json_file_capped_at_twice_the_output_limit() -> None:
+    limits = ResourceLimits(cpus=1, memory_mb=512, pids=64, max_output_bytes=8 << 20)
+    config = container_create_kwargs(spec(limits=limits))["log_config"]
+    assert config["Type"] == "json-file"
+    assert int(config["Config"]["max-size"]) * int(config["Config"]["max-file"]) == 16 << 20
+
+
+def test_the_engine_log_cap_has_a_floor_and_a_ceiling() -> None:
+    small = spec(limits=ResourceLimits(max_output_bytes=1024)).log_max_bytes
+    huge = spec(limits=ResourceLimits(max_output_bytes=10 << 30)).log_max_bytes
+    assert small == 1 << 20 and huge == 1 << 30

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from docker.types import LogConfig, Ulimit
 from docker.types import Mount as DockerMount
-from docker.types import Ulimit
 
 from hydra_sandbox.errors import UnsafeSpecError
 from hydra_sandbox.sandbox.seccomp import PROFILE_NAME, seccomp_profile_json
@@ -46,6 +46,15 @@ def _security_opt(spec: ContainerSpec) -> list[str]:
     return opts + (["no-new-privileges:true"] if spec.no_new_privileges else [])
 
 
+LOG_FILES = 2
+
+
+def _log_config(spec: ContainerSpec) -> LogConfig:
+    """json-file, rotated: at most ``spec.log_max_bytes`` of raw output on disk, deleted with the container."""
+    size = max(spec.log_max_bytes // LOG_FILES, 1)
+    return LogConfig(type="json-file", config={"max-size": str(size), "max-file": str(LOG_FILES)})
+
+
 def container_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     """docker-py ``containers.create`` arguments for ``spec``; refuses a spec that is not hardened."""
     check_hardening(spec)
@@ -77,6 +86,7 @@ def container_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "network_mode": spec.network_mode,
         "ipc_mode": spec.ipc_mode,
         "mounts": _mounts(spec),
+        "log_config": _log_config(spec),
         "init": True,
         "oom_kill_disable": False,
     }
