@@ -32,6 +32,7 @@ from hydra_sandbox.errors import ConfigError, RuntimeUnavailableError, Workspace
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.model_credentials import describe_model_key, find_model_key
 from hydra_sandbox.policy import Policy
+from hydra_sandbox.sandbox import quota
 from hydra_sandbox.sandbox.agent import AgentContainer, agent_spec, codex_home_volume, session_labels
 from hydra_sandbox.sandbox.budget import ModelBudget
 from hydra_sandbox.sandbox.egress import ActiveEgress, EgressPlacement, GatewaySecrets, plan_egress
@@ -103,6 +104,13 @@ class SandboxOrchestrator:
         """The session's staged workspace (its change set); a :class:`WorkspaceError` when it has none."""
         return self.layers.get(session_id)
 
+    async def _layer(self, session_id: str) -> StagedWorkspace:
+        """:meth:`workspace`, with its quota filesystem mounted (it is unmounted when the session ends)."""
+        ws = self.workspace(session_id)
+        if ws.quota_mb:
+            await asyncio.to_thread(quota.ensure_mounted, ws.session_dir)
+        return ws
+
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event) -> RunResult:
@@ -129,13 +137,13 @@ class SandboxOrchestrator:
         running = [c for c in containers if c.status == "running"]
         if not running:
             return RunResult(status="failed", reason="its container vanished while the server was down")
-        ws = self.workspace(request.session_id)
+        ws = await self._layer(request.session_id)
         return await self._drive(request, ws, sink, cancel, container_id=running[0].id)
 
     async def _stage(self, request: RunRequest) -> StagedWorkspace:
         if self.layers.exists(request.session_id):
-            return self.layers.get(request.session_id)  # a resumed run: the same layer
-        lowers = [self.layers.get(s).upper for s in request.layer_sessions]
+            return await self._layer(request.session_id)  # a resumed run: the same layer
+        lowers = [(await self._layer(s)).upper for s in request.layer_sessions]
         ws = await asyncio.to_thread(
             prepare_layer,
             request.session_id,
@@ -184,12 +192,12 @@ class SandboxOrchestrator:
             if not detached:
                 await asyncio.shield(self._teardown(run))
             if failed:  # the session fails: its Codex transcripts go with the container
-                await asyncio.shield(self._drop_codex_home(request.session_id))
+                await asyncio.shield(self._session_ended(request.session_id))
         if budget.spent is not None:  # Codex fails on the refusal; the reason is the budget, whatever it exits with
             outcome = outcome.model_copy(update={"status": "failed", "reason": budget.spent, "failure": "budget"})
         result = await self._result(request, outcome, parser)
         if not (result.status == "completed" and result.has_changes and not request.read_only):
-            await self._drop_codex_home(request.session_id)  # nothing left to review: the session has ended
+            await self._session_ended(request.session_id)  # nothing left to review
         return result
 
     async def _launch(self, run: _Run, active: ActiveEgress, *, delegate: bool) -> None:
@@ -221,6 +229,14 @@ class SandboxOrchestrator:
         if name not in existing:
             await self.runtime.create_volume(name, session_labels(request, "codex-home", self._home))
         return name in existing
+
+    async def _session_ended(self, session_id: str) -> None:
+        """Release what only a live or reviewable session needs: its Codex home and its quota mount."""
+        await self._drop_codex_home(session_id)
+        with contextlib.suppress(WorkspaceError):
+            ws = self.workspace(session_id)
+            if ws.quota_mb:
+                await asyncio.to_thread(quota.release_quota_layer, ws.session_dir)
 
     async def _drop_codex_home(self, session_id: str) -> None:
         """Remove the session's Codex home: its raw transcripts (``rollout-*.jsonl``, history) are unmasked
@@ -264,6 +280,10 @@ class SandboxOrchestrator:
             on_output=run.pipeline.feed,
             cancel=cancel,
         )
+        if run.ws.quota_mb and await asyncio.to_thread(quota.layer_full, run.ws.session_dir):
+            said = f"disk quota of {run.ws.quota_mb} MB reached: the agent's writes failed with ENOSPC"
+            await run.pipeline.feed("stderr", f"\n[hydra: {said}]\n".encode())
+            outcome = outcome.model_copy(update={"reason": f"{outcome.reason}; {said}" if outcome.reason else said})
         await run.pipeline.close()
         return outcome
 
@@ -294,14 +314,14 @@ class SandboxOrchestrator:
     # -- reviewing ---------------------------------------------------------------------------
 
     async def diff(self, session_id: str, policy: Policy) -> DiffPreview:
-        ws = self.workspace(session_id)
+        ws = await self._layer(session_id)
         return await asyncio.to_thread(compute_diff, ws, policy, mask=self.masker.mask)
 
     async def apply(self, session_id: str, policy: Policy, *, confirm: bool) -> ApplyResult:
-        ws = self.workspace(session_id)
+        ws = await self._layer(session_id)
         result = await asyncio.to_thread(apply_changes, ws, policy, confirm=confirm)
         if confirm:
-            await self._drop_codex_home(session_id)
+            await self._session_ended(session_id)
         return result
 
     async def discard(self, session_id: str) -> None:
