@@ -217,6 +217,7 @@ class SandboxOrchestrator:
             labels=session_labels(request, "agent", self._home),
             egress=active,
             delegate=delegate,
+            runtime=self.settings.agent_runtime,
         )
         run.container_id = await self.runtime.create(agent_spec(request, agent))
         await self.runtime.start(run.container_id)

@@ -97,6 +97,11 @@ class ContainerSpec(BaseModel):
     seccomp: str = Field(
         default=SECCOMP_PROFILE, description="Only Hydra's own profile (hydra_sandbox.sandbox.seccomp)."
     )
+    runtime: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        description="The engine's OCI runtime by name (e.g. runsc for gVisor); None: the engine's default.",
+    )
     ulimits: dict[str, tuple[int, int]] = Field(
         default_factory=_default_ulimits, description="name -> (soft, hard); core is always (0, 0)."
     )

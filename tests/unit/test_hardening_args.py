@@ -134,3 +134,14 @@ def test_the_engine_log_cap_has_a_floor_and_a_ceiling() -> None:
     small = spec(limits=ResourceLimits(max_output_bytes=1024)).log_max_bytes
     huge = spec(limits=ResourceLimits(max_output_bytes=10 << 30)).log_max_bytes
     assert small == 1 << 20 and huge == 1 << 30
+
+
+def test_agents_run_under_the_engines_default_runtime_unless_one_is_named() -> None:
+    assert "runtime" not in container_create_kwargs(spec())
+    assert container_create_kwargs(spec(runtime="runsc"))["runtime"] == "runsc"
+
+
+@pytest.mark.parametrize("name", ["", "runsc --debug", "../runc", "-x"])
+def test_a_runtime_name_is_a_plain_name(name: str) -> None:
+    with pytest.raises(ValidationError, match="runtime"):
+        spec(runtime=name)

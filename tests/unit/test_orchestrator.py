@@ -148,6 +148,7 @@ async def test_the_agent_container_is_hardened_labelled_and_sees_the_overlay_of_
     assert f"upperdir={ws.upper}" in volume.driver_opts["o"] and f"lowerdir={ws.lowers[-1]}" in volume.driver_opts["o"]
     assert {m.target for m in spec.mounts} == {"/workspace", "/codex-home", "/run/hydra"}
     assert (run_dir / "s1" / "egress.sock").exists()
+    assert spec.runtime is None  # the engine's default runtime unless HYDRA_AGENT_RUNTIME names one
     runtime.exit(runtime.running()[0], 0)
     assert (await task).status == "completed"
     assert not (run_dir / "s1").exists(), "the egress socket directory outlived the run"
@@ -320,3 +321,19 @@ async def test_status_names_the_backend_and_its_health(settings: HydraSettings, 
     }
     runtime.failures["image_exists"] = RuntimeUnavailableError("cannot reach the Docker daemon")
     assert str((await sandbox.status())["docker"]).startswith("unavailable: cannot reach")
+
+
+async def test_the_agent_runtime_setting_reaches_the_agent_container(
+    tmp_path: Path, workdir: Path, run_dir: Path
+) -> None:
+    settings = load_settings(
+        data_home=tmp_path / "data", agent_image=IMAGE, model_base_url="http://127.0.0.1:9/v1", agent_runtime="runsc"
+    )
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)], keeps_running=True), images=[IMAGE])
+    sandbox = orchestrator(settings, runtime, run_dir)
+    task = asyncio.create_task(sandbox.run(request(workdir), Sink(), asyncio.Event()))
+    await wait_for(lambda: bool(runtime.running()), "the agent started")
+    (container_id,) = runtime.running()
+    assert runtime.containers[container_id].spec.runtime == "runsc"
+    runtime.exit(container_id, 0)
+    assert (await task).status == "completed"

@@ -90,4 +90,6 @@ def container_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "init": True,
         "oom_kill_disable": False,
     }
+    if spec.runtime is not None:
+        kwargs["runtime"] = spec.runtime  # registered with the daemon (e.g. runsc); refused by Docker if not
     return kwargs
