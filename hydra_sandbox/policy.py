@@ -93,6 +93,9 @@ class ResourceLimits(_Strict):
         description="Model tokens (input + output, as the model reports them) a session may use through the "
         "gateway; past it further model requests are refused and the run fails. None: no limit.",
     )
+    disk_mb: int | None = Field(
+        default=None, ge=16, le=1_048_576, description="Quota of the writable workspace layer (MB); none if unset."
+    )
 
 
 class DelegationLimits(_Strict):

@@ -63,6 +63,11 @@ class HydraSettings(BaseSettings):
     )
     agent_image: str = Field(default=f"hydra-agent:codex-{CODEX_VERSION}", description="Agent image tag.")
     base_image: str | None = Field(default=None, description="Base image for builds; unset builds one.")
+    agent_runtime: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        description="OCI runtime for agent containers as the engine names it, e.g. runsc (gVisor); unset: its default.",
+    )
     codex_version: str = CODEX_VERSION
     model: str = Field(default="gpt-5-codex", description="Model name passed to Codex.")
     model_base_url: str | None = Field(

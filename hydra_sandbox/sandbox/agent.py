@@ -60,6 +60,7 @@ class AgentContainer(BaseModel):
     labels: dict[str, str]
     egress: ActiveEgress
     delegate: bool = False
+    runtime: str | None = None
 
 
 def agent_spec(request: RunRequest, agent: AgentContainer) -> ContainerSpec:
@@ -94,4 +95,5 @@ def agent_spec(request: RunRequest, agent: AgentContainer) -> ContainerSpec:
         network_mode=agent.egress.network_mode,
         limits=request.policy.resources,
         name=f"hydra-{request.session_id}-{request.run_index}",
+        runtime=agent.runtime,
     )

@@ -32,6 +32,7 @@ from hydra_sandbox.errors import ConfigError, RuntimeUnavailableError, Workspace
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.model_credentials import describe_model_key, find_model_key
 from hydra_sandbox.policy import Policy
+from hydra_sandbox.sandbox import quota
 from hydra_sandbox.sandbox.agent import AgentContainer, agent_spec, codex_home_volume, session_labels
 from hydra_sandbox.sandbox.budget import ModelBudget
 from hydra_sandbox.sandbox.egress import ActiveEgress, EgressPlacement, GatewaySecrets, plan_egress
@@ -103,6 +104,13 @@ class SandboxOrchestrator:
         """The session's staged workspace (its change set); a :class:`WorkspaceError` when it has none."""
         return self.layers.get(session_id)
 
+    async def _layer(self, session_id: str) -> StagedWorkspace:
+        """:meth:`workspace`, with its quota filesystem mounted (it is unmounted when the session ends)."""
+        ws = self.workspace(session_id)
+        if ws.quota_mb:
+            await asyncio.to_thread(quota.ensure_mounted, ws.session_dir)
+        return ws
+
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event) -> RunResult:
@@ -129,13 +137,13 @@ class SandboxOrchestrator:
         running = [c for c in containers if c.status == "running"]
         if not running:
             return RunResult(status="failed", reason="its container vanished while the server was down")
-        ws = self.workspace(request.session_id)
+        ws = await self._layer(request.session_id)
         return await self._drive(request, ws, sink, cancel, container_id=running[0].id)
 
     async def _stage(self, request: RunRequest) -> StagedWorkspace:
         if self.layers.exists(request.session_id):
-            return self.layers.get(request.session_id)  # a resumed run: the same layer
-        lowers = [self.layers.get(s).upper for s in request.layer_sessions]
+            return await self._layer(request.session_id)  # a resumed run: the same layer
+        lowers = [(await self._layer(s)).upper for s in request.layer_sessions]
         ws = await asyncio.to_thread(
             prepare_layer,
             request.session_id,
@@ -165,7 +173,7 @@ class SandboxOrchestrator:
             sink,
             self._model_tokens.get(request.session_id, 0),
         )
-        detached = False
+        detached = failed = False
         try:
             secrets = self._secrets(request, delegate=mcp_target is not None)
             async with self.backend.egress.serve(plan, mcp_target, secrets=secrets, on_usage=budget) as active:
@@ -177,18 +185,30 @@ class SandboxOrchestrator:
             raise
         except Exception:
             self._failed("error")  # counted, then the manager fails the session with the reason
+            failed = True
             raise
         finally:
             self._model_tokens[request.session_id] = budget.used
             if not detached:
                 await asyncio.shield(self._teardown(run))
+            if failed:  # the session fails: its Codex transcripts go with the container
+                await asyncio.shield(self._session_ended(request.session_id))
         if budget.spent is not None:  # Codex fails on the refusal; the reason is the budget, whatever it exits with
             outcome = outcome.model_copy(update={"status": "failed", "reason": budget.spent, "failure": "budget"})
-        return await self._result(request, outcome, parser)
+        result = await self._result(request, outcome, parser)
+        if not (result.status == "completed" and result.has_changes and not request.read_only):
+            await self._session_ended(request.session_id)  # nothing left to review
+        return result
 
     async def _launch(self, run: _Run, active: ActiveEgress, *, delegate: bool) -> None:
+        if not await self._ensure_codex_home(run.request) and run.request.resume_thread_id:
+            log.warning(
+                "session %s: its Codex home was removed when the session ended; the resume starts a new "
+                "Codex thread on the same workspace",
+                run.request.session_id,
+            )
+            run.request = run.request.model_copy(update={"resume_thread_id": None})
         request = run.request
-        await self._ensure_codex_home(request)
         agent = AgentContainer(
             image=self.settings.agent_image,
             workspace=await self.backend.workspace.attach(run.ws),
@@ -197,16 +217,34 @@ class SandboxOrchestrator:
             labels=session_labels(request, "agent", self._home),
             egress=active,
             delegate=delegate,
+            runtime=self.settings.agent_runtime,
         )
         run.container_id = await self.runtime.create(agent_spec(request, agent))
         await self.runtime.start(run.container_id)
         self._started()
 
-    async def _ensure_codex_home(self, request: RunRequest) -> None:
+    async def _ensure_codex_home(self, request: RunRequest) -> bool:
+        """Create the session's Codex home unless it exists; whether it existed (a thread to resume)."""
         name = codex_home_volume(request.session_id)
         existing = {v.name for v in await self.runtime.list_volumes({LABEL_SESSION: request.session_id})}
         if name not in existing:
             await self.runtime.create_volume(name, session_labels(request, "codex-home", self._home))
+        return name in existing
+
+    async def _session_ended(self, session_id: str) -> None:
+        """Release what only a live or reviewable session needs: its Codex home and its quota mount."""
+        await self._drop_codex_home(session_id)
+        with contextlib.suppress(WorkspaceError):
+            ws = self.workspace(session_id)
+            if ws.quota_mb:
+                await asyncio.to_thread(quota.release_quota_layer, ws.session_dir)
+
+    async def _drop_codex_home(self, session_id: str) -> None:
+        """Remove the session's Codex home: its raw transcripts (``rollout-*.jsonl``, history) are unmasked
+        and must not outlive the session. Kept only while a diff awaits review (a resume continues the
+        thread); apply, discard, the end of a run with nothing to review, and ``hydra gc`` remove it."""
+        with contextlib.suppress(RuntimeUnavailableError):
+            await self.runtime.remove_volume(codex_home_volume(session_id))
 
     def _mcp_target(self, request: RunRequest) -> Path | None:
         """The agent MCP endpoint's socket when this run may delegate and the endpoint is up."""
@@ -243,6 +281,10 @@ class SandboxOrchestrator:
             on_output=run.pipeline.feed,
             cancel=cancel,
         )
+        if run.ws.quota_mb and await asyncio.to_thread(quota.layer_full, run.ws.session_dir):
+            said = f"disk quota of {run.ws.quota_mb} MB reached: the agent's writes failed with ENOSPC"
+            await run.pipeline.feed("stderr", f"\n[hydra: {said}]\n".encode())
+            outcome = outcome.model_copy(update={"reason": f"{outcome.reason}; {said}" if outcome.reason else said})
         await run.pipeline.close()
         return outcome
 
@@ -273,20 +315,22 @@ class SandboxOrchestrator:
     # -- reviewing ---------------------------------------------------------------------------
 
     async def diff(self, session_id: str, policy: Policy) -> DiffPreview:
-        ws = self.workspace(session_id)
+        ws = await self._layer(session_id)
         return await asyncio.to_thread(compute_diff, ws, policy, mask=self.masker.mask)
 
     async def apply(self, session_id: str, policy: Policy, *, confirm: bool) -> ApplyResult:
-        ws = self.workspace(session_id)
-        return await asyncio.to_thread(apply_changes, ws, policy, confirm=confirm)
+        ws = await self._layer(session_id)
+        result = await asyncio.to_thread(apply_changes, ws, policy, confirm=confirm)
+        if confirm:
+            await self._session_ended(session_id)
+        return result
 
     async def discard(self, session_id: str) -> None:
         ws = self.workspace(session_id)
         await self.backend.workspace.discard(ws)
         await asyncio.to_thread(remove_layer, ws)
         self.layers.forget(session_id)
-        with contextlib.suppress(RuntimeUnavailableError):
-            await self.runtime.remove_volume(codex_home_volume(session_id))
+        await self._drop_codex_home(session_id)
 
     # -- health ------------------------------------------------------------------------------
 

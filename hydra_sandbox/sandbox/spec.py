@@ -1,11 +1,12 @@
 """The backend-neutral description of one agent container, and the hardening every backend inherits.
 
 A :class:`ContainerSpec` is what the orchestrator asks a backend to run. Its defaults are the hardened
-values (non-root user, read-only root, every capability dropped, no new privileges, no devices, private
-namespaces, bounded tmpfs, resource limits), and :func:`check_hardening` refuses any spec that would
-weaken them, whichever backend translates it: the rules live here, on the neutral spec, so a new
-backend cannot forget one. Backends call :func:`check_hardening` again right before they translate
-(a spec built with ``model_construct`` or ``model_copy`` skips validation).
+values (non-root user, read-only root, every capability dropped, no new privileges, Hydra's own seccomp
+profile, no core dumps, no devices, private namespaces, bounded noexec tmpfs, resource limits), and
+:func:`check_hardening` refuses any spec that would weaken them, whichever backend translates it: the
+rules live here, on the neutral spec, so a new backend cannot forget one. Backends call
+:func:`check_hardening` again right before they translate (a spec built with ``model_construct`` or
+``model_copy`` skips validation).
 
 Every object Hydra creates carries :data:`LABEL_*` labels so a restarted server can re-attach to it and
 ``hydra gc`` can remove what is orphaned.
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hydra_sandbox.errors import UnsafeSpecError
 from hydra_sandbox.policy import ResourceLimits
+from hydra_sandbox.sandbox.seccomp import PROFILE_NAME as SECCOMP_PROFILE
 
 LABEL_SESSION = "hydra.session"
 LABEL_PROFILE = "hydra.profile"
@@ -39,7 +41,10 @@ FORBIDDEN_BIND_PREFIXES = (
 )  # fmt: skip
 ENGINE_SOCKETS = ("docker.sock", "containerd.sock", "podman.sock", "crio.sock")
 RESERVED_TARGETS = ("/", "/proc", "/sys", "/dev")
-TMPFS_REQUIRED = ("nosuid", "nodev")
+TMPFS_REQUIRED = ("nosuid", "nodev", "noexec")
+TMPFS_OVERRIDES = ("suid", "dev", "exec")
+NO_CORE_DUMPS = (0, 0)
+LOG_MIN_BYTES, LOG_MAX_BYTES = 1 << 20, 1 << 30
 
 
 def home_label(data_home: object) -> str:
@@ -57,7 +62,11 @@ class Mount(BaseModel):
 
 
 def _default_tmpfs() -> dict[str, str]:
-    return {"/tmp": "rw,nosuid,nodev,size=512m", "/home/agent": "rw,nosuid,nodev,size=256m"}
+    return {"/tmp": "rw,nosuid,nodev,noexec,size=512m", "/home/agent": "rw,nosuid,nodev,noexec,size=256m"}
+
+
+def _default_ulimits() -> dict[str, tuple[int, int]]:
+    return {"core": NO_CORE_DUMPS}
 
 
 class ContainerSpec(BaseModel):
@@ -85,7 +94,23 @@ class ContainerSpec(BaseModel):
     devices: list[str] = Field(default_factory=list)
     pid_mode: str = Field(default="private", description="Only 'private': never the host's or another's.")
     ipc_mode: str = Field(default="private", description="Only 'private'.")
-    seccomp: str = Field(default="runtime-default", description="Only the runtime's default profile.")
+    seccomp: str = Field(
+        default=SECCOMP_PROFILE, description="Only Hydra's own profile (hydra_sandbox.sandbox.seccomp)."
+    )
+    runtime: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        description="The engine's OCI runtime by name (e.g. runsc for gVisor); None: the engine's default.",
+    )
+    ulimits: dict[str, tuple[int, int]] = Field(
+        default_factory=_default_ulimits, description="name -> (soft, hard); core is always (0, 0)."
+    )
+
+    @property
+    def log_max_bytes(self) -> int:
+        """What the engine may keep of the container's raw output on disk (the output limit twice over,
+        at least 1 MiB, at most 1 GiB); the log goes when the container is removed."""
+        return min(max(2 * self.limits.max_output_bytes, LOG_MIN_BYTES), LOG_MAX_BYTES)
 
     @model_validator(mode="after")
     def _hardened(self) -> ContainerSpec:
@@ -122,10 +147,19 @@ def _privileges(spec: ContainerSpec) -> None:
         raise UnsafeSpecError("container spec privileged: agents never run privileged")
     if spec.devices:
         raise UnsafeSpecError(f"container spec devices: {spec.devices!r} passes host devices; agents get none")
-    if spec.seccomp != "runtime-default":
+    if spec.seccomp != SECCOMP_PROFILE:
         raise UnsafeSpecError(
-            f"container spec seccomp: {spec.seccomp!r} replaces the runtime's default profile",
-            hint="leave it 'runtime-default'",
+            f"container spec seccomp: {spec.seccomp!r} is not Hydra's own profile",
+            hint=f"leave it {SECCOMP_PROFILE!r} (no io_uring, ptrace, mounts, namespaces, ...)",
+        )
+
+
+def _core_dumps(spec: ContainerSpec) -> None:
+    core = spec.ulimits.get("core") if isinstance(spec.ulimits, dict) else None
+    if core is None or tuple(core) != NO_CORE_DUMPS:
+        raise UnsafeSpecError(
+            f"container spec ulimits: core is {core!r}; an agent may not write core dumps (memory with secrets)",
+            hint="keep core at (0, 0): a hard limit of 0 the agent cannot raise",
         )
 
 
@@ -175,10 +209,12 @@ def _tmpfs(spec: ContainerSpec) -> None:
     for target, options in spec.tmpfs.items():
         opts = {o.partition("=")[0] for o in options.split(",")}
         missing = [o for o in (*TMPFS_REQUIRED, "size") if o not in opts]
+        missing += [f"not {o}" for o in TMPFS_OVERRIDES if o in opts]  # a later 'exec' undoes 'noexec'
         if missing or target.rstrip("/") in {"", *RESERVED_TARGETS} or not target.startswith("/"):
             raise UnsafeSpecError(
                 f"container spec tmpfs {target!r}: options {options!r} lack {', '.join(missing) or 'a safe target'}",
-                hint="every tmpfs is nosuid,nodev with a size=, at an absolute path other than / /proc /sys /dev",
+                hint="every tmpfs is nosuid,nodev,noexec (never suid, dev or exec) with a size=, "
+                "at an absolute path other than / /proc /sys /dev",
             )
 
 
@@ -192,7 +228,7 @@ def _limits(spec: ContainerSpec) -> None:
 
 
 HARDENING_RULES: tuple[Callable[[ContainerSpec], None], ...] = (
-    _user, _read_only_root, _capabilities, _privileges, _namespaces, _mounts, _tmpfs, _limits,
+    _user, _read_only_root, _capabilities, _privileges, _core_dumps, _namespaces, _mounts, _tmpfs, _limits,
 )  # fmt: skip
 """Every rule a container spec must pass; each raises :class:`UnsafeSpecError` naming the field."""
 

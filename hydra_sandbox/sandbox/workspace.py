@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from hydra_sandbox.errors import WorkspaceError
 from hydra_sandbox.hardlinks import linked_to_hidden
 from hydra_sandbox.policy import PathMatcher, Policy
+from hydra_sandbox.sandbox import quota
 from hydra_sandbox.sandbox.spec import Mount
 
 FALLBACK_UID = 1000
@@ -55,10 +56,11 @@ class StagedWorkspace(BaseModel):
     started_at_ns: int
     hidden_count: int = 0
     labels: dict[str, str] = Field(default_factory=dict)
+    quota_mb: int | None = Field(default=None, description="The layer's disk quota (its own filesystem), if any.")
 
     @property
     def session_dir(self) -> Path:
-        return self.upper.parent
+        return self.upper.parent.parent if self.quota_mb else self.upper.parent
 
     @property
     def hidden_file(self) -> Path:
@@ -199,16 +201,19 @@ def prepare_layer(
     extra_lowers: list[Path] | None = None,
     agent_uid: int | None = None,
 ) -> StagedWorkspace:
-    """Create the session's upper layer and hide what the policy hides (filesystem only, no backend)."""
+    """Create the session's upper layer and hide what the policy hides (filesystem only, no backend); with
+    ``policy.resources.disk_mb`` the layer lives on a filesystem of that size (:mod:`.quota`)."""
     resolved = _check_source(source)
     session_dir = sessions_dir / session_id
-    if (session_dir / "upper").exists():
+    if (session_dir / "upper").exists() or quota.image_path(session_dir).exists():
         raise WorkspaceError(
             f"session {session_id} already has a workspace layer in {session_dir}",
             hint="resume the session, or discard its changes first",
         )
-    upper, work = session_dir / "upper", session_dir / "work"
     session_dir.mkdir(parents=True, exist_ok=True)
+    disk_mb = policy.resources.disk_mb
+    layer_root = quota.create_quota_layer(session_dir, disk_mb) if disk_mb else session_dir
+    upper, work = layer_root / "upper", layer_root / "work"
     upper.mkdir()
     work.mkdir()
     owner = resolved.stat()
@@ -244,6 +249,7 @@ def prepare_layer(
         started_at_ns=time.time_ns(),
         hidden_count=len(hidden),
         labels=labels,
+        quota_mb=disk_mb,
     )
 
 
@@ -257,6 +263,7 @@ def remove_layer(ws: StagedWorkspace) -> None:
             hint="remove the directory by hand",
         )
     if ws.session_dir.exists():
+        quota.release_quota_layer(ws.session_dir)  # never rmtree through a mounted filesystem
         shutil.rmtree(ws.session_dir)
 
 

@@ -191,7 +191,7 @@ def attempts_at(level: int, parent: Any, others: dict[str, str], outside_dir: Pa
             _with_policy(level, network=NetworkPolicy(mode=pol.network.mode, allow_domains=domains)),
         )
     for key, value in pol.resources.model_dump().items():
-        if value is None:  # no limit (max_model_tokens): nothing is wider; its narrowing is in test_policy
+        if value is None:  # no limit (max_model_tokens, disk_mb): nothing is wider; its narrowing is in test_policy
             continue
         bigger = value + (0.5 if isinstance(value, float) else 1)
         add(

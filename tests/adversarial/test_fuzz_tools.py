@@ -140,7 +140,7 @@ def assert_not_wider(child: Policy, base: Policy) -> None:
     """A spawned session's policy only narrows the policy it started from."""
     for field, limit in base.resources.model_dump().items():
         value = getattr(child.resources, field)
-        if limit is not None:  # None: no limit (max_model_tokens), which any value narrows
+        if limit is not None:  # None: no limit (max_model_tokens, disk_mb), which any value narrows
             assert value is not None and value <= limit, f"resources.{field} widened"
     for field in ("max_depth", "max_children"):
         assert getattr(child.delegation, field) <= getattr(base.delegation, field), f"delegation.{field} widened"
@@ -198,7 +198,9 @@ GLOBS = st.one_of(
     st.text(max_size=12),
 )
 GLOB_LISTS = st.lists(GLOBS, max_size=5)
-RESOURCE_KEYS = st.sampled_from(["cpus", "memory_mb", "pids", "timeout_s", "max_output_bytes", "gpus", "privileged"])
+RESOURCE_KEYS = st.sampled_from(
+    ["cpus", "memory_mb", "pids", "timeout_s", "max_output_bytes", "disk_mb", "gpus", "privileged"]
+)
 WIDENING_POLICY = st.fixed_dictionaries(
     {},
     optional={

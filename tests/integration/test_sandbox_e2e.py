@@ -56,7 +56,8 @@ async def test_spawn_wait_diff_apply_search_with_a_reviewer_child(
         await _round_trip(repo, e2e_settings)
     finally:
         report = await collect_garbage(DockerRuntime(), keep_sessions=set(), home=home_label(e2e_settings.data_home))
-    assert report.volumes, "the sessions' CODEX_HOME volumes outlive the run (for resume) until gc"
+    codex_homes = [v for v in report.volumes if v.startswith("hydra-codex-")]
+    assert not codex_homes, "a CODEX_HOME volume (raw Codex transcripts) outlived its session"
 
 
 async def _round_trip(repo: Path, e2e_settings: HydraSettings) -> None:

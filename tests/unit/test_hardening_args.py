@@ -3,12 +3,15 @@ Docker, and a spec that skipped validation is still refused (the rules themselve
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
 from hydra_sandbox.errors import UnsafeSpecError
 from hydra_sandbox.policy import ResourceLimits
 from hydra_sandbox.sandbox.backends.docker.create_args import container_create_kwargs
+from hydra_sandbox.sandbox.seccomp import seccomp_profile
 from hydra_sandbox.sandbox.spec import ContainerSpec, Mount
 
 
@@ -37,15 +40,25 @@ def test_every_capability_is_dropped_and_none_added() -> None:
 def test_no_new_privileges_and_not_privileged() -> None:
     kwargs = container_create_kwargs(spec())
     assert "no-new-privileges:true" in kwargs["security_opt"]
-    assert not any("seccomp" in opt for opt in kwargs["security_opt"])  # the default profile stays on
     assert kwargs["privileged"] is False and kwargs["devices"] == []
+
+
+def test_hydras_own_seccomp_profile_is_passed_as_its_json_text() -> None:
+    kwargs = container_create_kwargs(spec())
+    profiles = [opt.removeprefix("seccomp=") for opt in kwargs["security_opt"] if opt.startswith("seccomp=")]
+    assert len(profiles) == 1 and json.loads(profiles[0]) == seccomp_profile()
+
+
+def test_core_dumps_have_a_hard_limit_of_zero() -> None:
+    (core,) = [u for u in container_create_kwargs(spec())["ulimits"] if u["Name"] == "core"]
+    assert core["Soft"] == core["Hard"] == 0
 
 
 def test_root_filesystem_is_read_only_with_tmpfs_for_tmp_and_home() -> None:
     kwargs = container_create_kwargs(spec())
     assert kwargs["read_only"] is True
     assert set(kwargs["tmpfs"]) == {"/tmp", "/home/agent"}
-    assert all("nosuid" in opts for opts in kwargs["tmpfs"].values())
+    assert all({"nosuid", "nodev", "noexec"} <= set(opts.split(",")) for opts in kwargs["tmpfs"].values())
 
 
 def test_limits_come_from_the_policy_with_swap_equal_to_memory() -> None:
@@ -94,10 +107,41 @@ def test_session_bind_mounts_are_read_only_when_asked() -> None:
 
 @pytest.mark.parametrize(
     "update",
-    [{"privileged": True}, {"cap_add": ["SYS_ADMIN"]}, {"user": "0:0"}, {"network_mode": "host"}],
-    ids=["privileged", "cap_add", "root", "host-network"],
+    [
+        {"privileged": True},
+        {"cap_add": ["SYS_ADMIN"]},
+        {"user": "0:0"},
+        {"network_mode": "host"},
+        {"seccomp": "unconfined"},
+        {"ulimits": {"core": (0, -1)}},
+    ],
+    ids=["privileged", "cap_add", "root", "host-network", "seccomp", "core"],
 )
 def test_a_spec_that_skipped_validation_is_still_refused(update: dict[str, object]) -> None:
     weakened = spec().model_copy(update=update)  # model_copy does not validate
     with pytest.raises(UnsafeSpecError):
         container_create_kwargs(weakened)
+
+
+def test_the_engine_log_is_json_file_capped_at_twice_the_output_limit() -> None:
+    limits = ResourceLimits(cpus=1, memory_mb=512, pids=64, max_output_bytes=8 << 20)
+    config = container_create_kwargs(spec(limits=limits))["log_config"]
+    assert config["Type"] == "json-file"
+    assert int(config["Config"]["max-size"]) * int(config["Config"]["max-file"]) == 16 << 20
+
+
+def test_the_engine_log_cap_has_a_floor_and_a_ceiling() -> None:
+    small = spec(limits=ResourceLimits(max_output_bytes=1024)).log_max_bytes
+    huge = spec(limits=ResourceLimits(max_output_bytes=10 << 30)).log_max_bytes
+    assert small == 1 << 20 and huge == 1 << 30
+
+
+def test_agents_run_under_the_engines_default_runtime_unless_one_is_named() -> None:
+    assert "runtime" not in container_create_kwargs(spec())
+    assert container_create_kwargs(spec(runtime="runsc"))["runtime"] == "runsc"
+
+
+@pytest.mark.parametrize("name", ["", "runsc --debug", "../runc", "-x"])
+def test_a_runtime_name_is_a_plain_name(name: str) -> None:
+    with pytest.raises(ValidationError, match="runtime"):
+        spec(runtime=name)

@@ -125,7 +125,7 @@ async def test_a_run_streams_masked_events_in_order_and_removes_its_container(
     assert stdout == list(range(len(stdout))) and "warn" in sink.text
     assert SECRET not in sink.text and "done, key" in sink.text
     assert observer.started == 1 and observer.failed == []
-    assert left_behind(runtime) == ([], ["hydra-codex-s1"])  # the codex home stays for a resume
+    assert left_behind(runtime) == ([], [])  # nothing to review: the raw Codex transcripts went with the run
     await sandbox.discard("s1")
     assert left_behind(runtime) == ([], [])
     assert not (settings.sessions_dir / "s1").exists()
@@ -148,25 +148,55 @@ async def test_the_agent_container_is_hardened_labelled_and_sees_the_overlay_of_
     assert f"upperdir={ws.upper}" in volume.driver_opts["o"] and f"lowerdir={ws.lowers[-1]}" in volume.driver_opts["o"]
     assert {m.target for m in spec.mounts} == {"/workspace", "/codex-home", "/run/hydra"}
     assert (run_dir / "s1" / "egress.sock").exists()
+    assert spec.runtime is None  # the engine's default runtime unless HYDRA_AGENT_RUNTIME names one
     runtime.exit(runtime.running()[0], 0)
     assert (await task).status == "completed"
     assert not (run_dir / "s1").exists(), "the egress socket directory outlived the run"
 
 
+async def run_to_end(sandbox: SandboxOrchestrator, runtime: FakeRuntime, req: RunRequest, write: str = "") -> Any:
+    """Run ``req`` with a program that waits; write ``write`` into the layer while it runs; return
+    (result, the agent's argv)."""
+    task = asyncio.create_task(sandbox.run(req, Sink(), asyncio.Event()))
+    await wait_for(lambda: bool(runtime.running()), "the agent started")
+    (container_id,) = runtime.running()
+    argv = runtime.containers[container_id].spec.argv
+    if write:
+        (sandbox.workspace(req.session_id).upper / write).write_text("y = 2\n")
+    runtime.exit(container_id, 0)
+    return await task, argv
+
+
 async def test_a_resume_reuses_the_layer_and_codex_home_and_continues_the_thread(
     settings: HydraSettings, workdir: Path, run_dir: Path
 ) -> None:
-    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)]), images=[IMAGE])
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)], keeps_running=True), images=[IMAGE])
     sandbox = orchestrator(settings, runtime, run_dir)
-    await sandbox.run(request(workdir), Sink(), asyncio.Event())
+    first, _argv = await run_to_end(sandbox, runtime, request(workdir), write="new.py")
+    assert first.has_changes and "hydra-codex-s1" in runtime.volumes  # kept while the diff awaits review
     upper = sandbox.workspace("s1").upper
-    (upper / "new.py").write_text("y = 2\n")  # what the first run wrote
     second = request(workdir, run_index=1, resume_thread_id="thread-1", prompt="go on")
-    result = await sandbox.run(second, Sink(), asyncio.Event())
+    result, argv = await run_to_end(sandbox, runtime, second)
     assert result.has_changes and sandbox.workspace("s1").upper == upper
+    assert argv[argv.index("exec") + 1] == "resume" and "thread-1" in argv
     assert runtime.calls.count("create_volume") == 3  # workspace twice (fresh per run), codex home once
     preview = await sandbox.diff("s1", second.policy)
     assert [f.path for f in preview.files] == ["new.py"]
+    await sandbox.apply("s1", second.policy, confirm=True)
+    assert "hydra-codex-s1" not in runtime.volumes, "the Codex transcripts outlived the applied session"
+
+
+async def test_a_resume_after_the_session_ended_starts_a_new_thread_on_the_same_layer(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)], keeps_running=True), images=[IMAGE])
+    sandbox = orchestrator(settings, runtime, run_dir)
+    first, _argv = await run_to_end(sandbox, runtime, request(workdir))
+    assert not first.has_changes and "hydra-codex-s1" not in runtime.volumes
+    second = request(workdir, run_index=1, resume_thread_id="thread-1", prompt="go on")
+    result, argv = await run_to_end(sandbox, runtime, second, write="later.py")
+    assert result.status == "completed" and result.has_changes
+    assert "resume" not in argv and "thread-1" not in argv and argv[-1] == "go on"
 
 
 async def test_a_restarted_server_follows_the_running_agent_after_a_detached_shutdown(
@@ -189,7 +219,7 @@ async def test_a_restarted_server_follows_the_running_agent_after_a_detached_shu
     runtime.exit(container_id, 0)
     result = await follow
     assert result.status == "completed" and result.thread_id == "thread-1"
-    assert left_behind(runtime) == ([], ["hydra-codex-s1"])
+    assert left_behind(runtime) == ([], [])  # the re-attached run ended the session: its Codex home is gone
 
 
 async def test_following_a_session_whose_container_vanished_fails_it_with_the_reason(
@@ -211,7 +241,7 @@ async def test_terminating_a_run_stops_its_container_and_tears_down(
     cancel.set()
     result = await task
     assert result.status == "cancelled" and "stop" in runtime.calls and observer.failed == ["cancelled"]
-    assert left_behind(runtime) == ([], ["hydra-codex-s1"])
+    assert left_behind(runtime) == ([], [])  # the run ended the session: no Codex transcripts left
 
 
 async def test_the_wall_clock_limit_stops_the_run(settings: HydraSettings, workdir: Path, run_dir: Path) -> None:
@@ -219,19 +249,23 @@ async def test_the_wall_clock_limit_stops_the_run(settings: HydraSettings, workd
     sandbox = orchestrator(settings, runtime, run_dir)
     result = await sandbox.run(request(workdir, limits=ResourceLimits(timeout_s=1)), Sink(), asyncio.Event())
     assert result.status == "timed_out" and "stop" in runtime.calls
-    assert left_behind(runtime) == ([], ["hydra-codex-s1"])
+    assert left_behind(runtime) == ([], [])  # the run ended the session: no Codex transcripts left
 
 
-async def test_output_beyond_the_limit_is_cut_once_and_the_run_goes_on(
+async def test_output_beyond_the_limit_is_cut_once_and_the_agent_is_stopped(
     settings: HydraSettings, workdir: Path, run_dir: Path
 ) -> None:
     noise = [("stderr", b"x" * 700 + b"\n")] * 4
-    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN), *noise]), images=[IMAGE])
-    sandbox, sink = orchestrator(settings, runtime, run_dir), Sink()
+    program = FakeProgram(output=[("stdout", CODEX_RUN), *noise], keeps_running=True)
+    runtime = FakeRuntime(program, images=[IMAGE])
+    sandbox, sink, observer = orchestrator(settings, runtime, run_dir), Sink(), Observer()
+    sandbox.add_observer(observer)
     limits = ResourceLimits(max_output_bytes=len(CODEX_RUN) + 1024)
     result = await sandbox.run(request(workdir, limits=limits), sink, asyncio.Event())
-    assert result.status == "completed" and result.output_truncated
+    assert result.status == "failed" and result.output_truncated and "stop" in runtime.calls
+    assert "output limit" in (result.reason or "") and observer.failed == ["output"]
     assert sink.text.count("output truncated after") == 1
+    assert left_behind(runtime) == ([], [])
 
 
 async def test_an_oom_kill_fails_the_run_naming_it(settings: HydraSettings, workdir: Path, run_dir: Path) -> None:
@@ -256,7 +290,7 @@ async def test_a_runtime_failure_mid_run_tears_everything_down(
     with pytest.raises(RuntimeUnavailableError, match="boom"):
         await sandbox.run(request(workdir, network="model-only"), Sink(), asyncio.Event())
     assert observer.failed == ["error"]
-    assert left_behind(runtime) == ([], ["hydra-codex-s1"])
+    assert left_behind(runtime) == ([], [])  # the run ended the session: no Codex transcripts left
     assert "hydra-ws-s1" not in runtime.volumes and not (run_dir / "s1").exists()
 
 
@@ -287,3 +321,19 @@ async def test_status_names_the_backend_and_its_health(settings: HydraSettings, 
     }
     runtime.failures["image_exists"] = RuntimeUnavailableError("cannot reach the Docker daemon")
     assert str((await sandbox.status())["docker"]).startswith("unavailable: cannot reach")
+
+
+async def test_the_agent_runtime_setting_reaches_the_agent_container(
+    tmp_path: Path, workdir: Path, run_dir: Path
+) -> None:
+    settings = load_settings(
+        data_home=tmp_path / "data", agent_image=IMAGE, model_base_url="http://127.0.0.1:9/v1", agent_runtime="runsc"
+    )
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)], keeps_running=True), images=[IMAGE])
+    sandbox = orchestrator(settings, runtime, run_dir)
+    task = asyncio.create_task(sandbox.run(request(workdir), Sink(), asyncio.Event()))
+    await wait_for(lambda: bool(runtime.running()), "the agent started")
+    (container_id,) = runtime.running()
+    assert runtime.containers[container_id].spec.runtime == "runsc"
+    runtime.exit(container_id, 0)
+    assert (await task).status == "completed"

@@ -34,6 +34,15 @@ WEAKENINGS: dict[str, list[tuple[dict[str, Any], str]]] = {
         ({"privileged": True}, "privileged"),
         ({"devices": ["/dev/kvm"]}, "devices"),
         ({"seccomp": "unconfined"}, "seccomp"),
+        ({"seccomp": "runtime-default"}, "seccomp"),
+        ({"seccomp": ""}, "seccomp"),
+    ],
+    "_core_dumps": [
+        ({"ulimits": {}}, "core"),
+        ({"ulimits": {"core": (0, -1)}}, "core"),
+        ({"ulimits": {"core": (0, 1 << 30)}}, "core"),
+        ({"ulimits": {"core": (1 << 20, 1 << 20)}}, "core"),
+        ({"ulimits": {"nofile": (1024, 1024)}}, "core"),
     ],
     "_namespaces": [
         ({"network_mode": "host"}, "network_mode"),
@@ -60,7 +69,11 @@ WEAKENINGS: dict[str, list[tuple[dict[str, Any], str]]] = {
     "_tmpfs": [
         ({"tmpfs": {"/tmp": "rw,nodev,size=1m"}}, "nosuid"),
         ({"tmpfs": {"/tmp": "rw,nosuid,size=1m"}}, "nodev"),
-        ({"tmpfs": {"/tmp": "rw,nosuid,nodev"}}, "size"),
+        ({"tmpfs": {"/tmp": "rw,nosuid,nodev,noexec"}}, "size"),
+        ({"tmpfs": {"/tmp": "rw,nosuid,nodev,size=1m"}}, "noexec"),
+        ({"tmpfs": {"/home/agent": "rw,exec,nosuid,nodev,size=1m"}}, "noexec"),
+        ({"tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,exec,size=1m"}}, "not exec"),
+        ({"tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,suid,size=1m"}}, "not suid"),
         ({"tmpfs": {"/dev": "rw,nosuid,nodev,size=1m"}}, "tmpfs"),
     ],
     "_limits": [
@@ -80,8 +93,8 @@ def test_the_defaults_are_the_hardened_values() -> None:
     assert s.read_only_root and s.no_new_privileges and not s.privileged
     assert s.cap_drop == ["ALL"] and s.cap_add == [] and s.devices == []
     assert s.network_mode == "none" and s.pid_mode == s.ipc_mode == "private"
-    assert s.seccomp == "runtime-default"
-    assert all("nosuid" in o and "nodev" in o and "size=" in o for o in s.tmpfs.values())
+    assert s.seccomp == "hydra" and s.ulimits["core"] == (0, 0)
+    assert all({"nosuid", "nodev", "noexec"} <= set(o.split(",")) and "size=" in o for o in s.tmpfs.values())
 
 
 @pytest.mark.parametrize(("rule", "update", "word"), CASES, ids=[f"{r}-{i}" for i, (r, _u, _w) in enumerate(CASES)])

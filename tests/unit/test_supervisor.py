@@ -49,6 +49,15 @@ async def test_output_beyond_the_limit_is_truncated_once_with_a_marker() -> None
     assert data.startswith(b"x" * 600 + b"y" * 400) and b"z" not in data
 
 
+async def test_an_agent_printing_past_its_output_limit_is_stopped_and_the_run_fails_saying_so() -> None:
+    runtime = ScriptedRuntime([b"x" * 600, b"y" * 600], hang=True)  # would write on until stopped
+    outcome, seen = await run(runtime, max_output_bytes=1000, timeout_s=30)
+    assert runtime.stopped.is_set(), "the agent was left writing past its output limit"
+    assert outcome.status == "failed" and outcome.failure == "output"  # type: ignore[attr-defined]
+    assert "output limit of 1000 bytes" in outcome.reason and "stopped" in outcome.reason  # type: ignore[attr-defined,operator]
+    assert b"".join(seen).count(b"the agent was stopped") == 1
+
+
 async def test_wall_clock_limit_stops_the_container() -> None:
     runtime = ScriptedRuntime([b"working"], hang=True)
     outcome, _ = await run(runtime, timeout_s=0.2)

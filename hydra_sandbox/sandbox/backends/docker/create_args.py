@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from docker.types import LogConfig, Ulimit
 from docker.types import Mount as DockerMount
 
+from hydra_sandbox.errors import UnsafeSpecError
+from hydra_sandbox.sandbox.seccomp import PROFILE_NAME, seccomp_profile_json
 from hydra_sandbox.sandbox.spec import ContainerSpec, check_hardening
 
 
@@ -36,6 +39,22 @@ def _mounts(spec: ContainerSpec) -> list[DockerMount]:
     ]
 
 
+def _security_opt(spec: ContainerSpec) -> list[str]:
+    if spec.seccomp != PROFILE_NAME:  # check_hardening refuses it first; never fall back to another profile
+        raise UnsafeSpecError(f"container spec seccomp: {spec.seccomp!r} has no Docker translation")
+    opts = [f"seccomp={seccomp_profile_json()}"]  # Docker takes the profile's JSON text itself
+    return opts + (["no-new-privileges:true"] if spec.no_new_privileges else [])
+
+
+LOG_FILES = 2
+
+
+def _log_config(spec: ContainerSpec) -> LogConfig:
+    """json-file, rotated: at most ``spec.log_max_bytes`` of raw output on disk, deleted with the container."""
+    size = max(spec.log_max_bytes // LOG_FILES, 1)
+    return LogConfig(type="json-file", config={"max-size": str(size), "max-file": str(LOG_FILES)})
+
+
 def container_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     """docker-py ``containers.create`` arguments for ``spec``; refuses a spec that is not hardened."""
     check_hardening(spec)
@@ -56,7 +75,8 @@ def container_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "tmpfs": _tmpfs(spec),
         "cap_drop": list(spec.cap_drop),
         "cap_add": list(spec.cap_add),
-        "security_opt": ["no-new-privileges:true"] if spec.no_new_privileges else [],
+        "security_opt": _security_opt(spec),
+        "ulimits": [Ulimit(name=name, soft=soft, hard=hard) for name, (soft, hard) in spec.ulimits.items()],
         "privileged": spec.privileged,
         "devices": list(spec.devices),
         "pids_limit": spec.limits.pids,
@@ -66,7 +86,10 @@ def container_create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
         "network_mode": spec.network_mode,
         "ipc_mode": spec.ipc_mode,
         "mounts": _mounts(spec),
+        "log_config": _log_config(spec),
         "init": True,
         "oom_kill_disable": False,
     }
+    if spec.runtime is not None:
+        kwargs["runtime"] = spec.runtime  # registered with the daemon (e.g. runsc); refused by Docker if not
     return kwargs
