@@ -10,9 +10,16 @@ Metadata layout (Chroma only takes scalar values):
   as plain keys (absent when unset);
 - ``ts``: the event time as a float Unix timestamp, so ``since``/``until`` are numeric range filters
   (``timestamp`` keeps the exact ISO 8601 value for display);
-- one boolean key per tag, ``tag:<name>: True``, so a tag filter is an exact ``$and`` of equality
-  clauses evaluated by Chroma (no post-filtering, limits stay correct);
-- ``tags``, ``related_files``, ``related_sessions``, ``data``: JSON strings used to rebuild hits.
+- ``tags``: ONE array field (absent when there are none), so a tag filter is a ``$contains`` clause
+  evaluated by Chroma (no post-filtering, limits stay correct). Indexes written before this layout held
+  one boolean key per tag (``tag:<name>: True``; about 10,000 of them in one event broke embedded
+  Chroma for good); a tag filter also matches that legacy key, so old indexes keep answering, and
+  ``hydra reindex`` rewrites them in the new layout;
+- ``related_files``, ``related_sessions``, ``data``: JSON strings used to rebuild hits.
+
+Every event is checked against the index limits first (:func:`hydra_sandbox.limits.index_problem`):
+a batch holding one the index must not take raises :class:`~hydra_sandbox.errors.UnindexableEventError`
+before anything is written, and the indexer sets that event aside.
 
 Only one process may open an embedded Chroma directory (a second opener can hang or corrupt it,
 chroma-core/chroma issue 7040); ChromaStore takes an exclusive lock file in the directory and fails
@@ -38,7 +45,7 @@ from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.errors import HydraError, StoreError
 from hydra_sandbox.events import Event, as_utc
 from hydra_sandbox.settings import HydraSettings
-from hydra_sandbox.store import SUMMARY_TYPE, SearchFilters, SearchHit, check_summary
+from hydra_sandbox.store import SUMMARY_TYPE, SearchFilters, SearchHit, check_indexable, check_summary
 
 EVENTS_COLLECTION = "hydra_events"
 SUMMARIES_COLLECTION = "hydra_summaries"
@@ -46,15 +53,14 @@ LOCK_FILE = "hydra-chroma.lock"
 _PLAIN_KEYS = ("profile_id", "parent_session_id", "relationship")
 
 
-def flatten_metadata(event: Event) -> dict[str, str | int | float | bool]:
-    """The scalar-only metadata Chroma stores for ``event`` (see the module docstring)."""
-    meta: dict[str, str | int | float | bool] = {
+def flatten_metadata(event: Event) -> dict[str, str | int | float | bool | list[str]]:
+    """The metadata Chroma stores for ``event`` (see the module docstring)."""
+    meta: dict[str, str | int | float | bool | list[str]] = {
         "session_id": event.session_id,
         "type": event.type,
         "counter": event.counter,
         "ts": as_utc(event.timestamp).timestamp(),
         "timestamp": as_utc(event.timestamp).isoformat(),
-        "tags": json.dumps(event.tags),
         "related_files": json.dumps(event.related_files),
         "related_sessions": json.dumps(event.related_sessions),
         "data": json.dumps(event.data, default=str, sort_keys=True),
@@ -63,9 +69,16 @@ def flatten_metadata(event: Event) -> dict[str, str | int | float | bool]:
         value = getattr(event, key)
         if value is not None:
             meta[key] = value
-    for tag in event.tags:
-        meta[f"tag:{tag}"] = True
+    if event.tags:
+        meta["tags"] = list(event.tags)
     return meta
+
+
+def _tags(value: Any) -> list[str]:
+    """The ``tags`` field: an array, or the JSON string of the legacy layout."""
+    if isinstance(value, list):
+        return [str(t) for t in value]
+    return [str(t) for t in json.loads(value)] if isinstance(value, str) else []
 
 
 def unflatten_metadata(meta: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +86,7 @@ def unflatten_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "counter": int(meta["counter"]),
         "timestamp": meta.get("timestamp") or datetime.fromtimestamp(float(meta["ts"]), UTC).isoformat(),
-        "tags": json.loads(meta.get("tags", "[]")),
+        "tags": _tags(meta.get("tags")),
         "related_files": json.loads(meta.get("related_files", "[]")),
         "related_sessions": json.loads(meta.get("related_sessions", "[]")),
         "data": json.loads(meta.get("data", "{}")),
@@ -97,7 +110,7 @@ def build_where(filters: SearchFilters | None) -> dict[str, Any] | None:
     ):
         if value is not None:
             clauses.append({key: value})
-    clauses.extend({f"tag:{tag}": True} for tag in filters.tags)
+    clauses.extend({"$or": [{"tags": {"$contains": tag}}, {f"tag:{tag}": True}]} for tag in filters.tags)
     if filters.since is not None:
         clauses.append({"ts": {"$gte": as_utc(filters.since).timestamp()}})
     if filters.until is not None:
@@ -250,6 +263,7 @@ class ChromaStore:
     def record_events(self, events: Sequence[Event]) -> None:
         if not events:
             return
+        check_indexable(events)
         latest: dict[str, Event] = {e.id: e for e in events}  # Chroma rejects duplicate ids in one call
         events_col, summaries_col = self._collections()
         vectors = self._embedding.embed_excerpts([e.text for e in latest.values()])

@@ -35,6 +35,11 @@ class ConfigError(HydraError):
     exit_code = 2
 
 
+class LimitExceededError(ConfigError):
+    """An argument or a stored structure is over one of Hydra's limits (:mod:`hydra_sandbox.limits`):
+    the message names the argument, the limit and what was given."""
+
+
 class ProfileNotFoundError(ConfigError):
     """A profile id that no profile directory defines."""
 
@@ -96,6 +101,18 @@ class StoreError(HydraError):
     """The journal or the search index failed."""
 
     exit_code = 8
+
+
+class UnindexableEventError(StoreError):
+    """An event the index must not take (over an index limit); the indexer sets it aside, no retry."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        self.event_id = event_id
+        self.reason = reason
+        super().__init__(
+            f"event {event_id} cannot be indexed: {reason}",
+            hint="it stays in the journal; the indexer sets it aside and goes on",
+        )
 
 
 class EmbeddingModelMissingError(StoreError):

@@ -5,6 +5,16 @@ journal's ``meta`` table. For each batch it upserts the events into the store by
 advances the cursor. If the store fails (Chroma down, disk full), it retries the same batch with
 exponential backoff (tenacity) until it succeeds or the indexer is stopped; the journal is untouched, so
 nothing is lost, and because writes are upserts by id a batch written twice is still indexed once.
+
+One bad event must not stop the rest (an outage must not lose any), so an event is **set aside** (noted
+in the journal's ``set_aside`` table with its reason, shown in ``hydra://status`` and the metrics,
+tried again by ``hydra reindex``) when:
+
+- it is over an index limit (:func:`hydra_sandbox.limits.index_problem`, or the store raised
+  :class:`~hydra_sandbox.errors.UnindexableEventError` for it): at once, no retry;
+- a batch failed ``isolate_after`` times in a row and, written one event at a time, the store took
+  other events of it but failed on this one. If it takes none, that is an outage: nothing is set aside
+  and the batch is retried.
 """
 
 from __future__ import annotations
@@ -16,8 +26,10 @@ from collections.abc import Callable
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
-from hydra_sandbox.errors import StoreError
+from hydra_sandbox.errors import StoreError, UnindexableEventError
+from hydra_sandbox.events import Event
 from hydra_sandbox.journal import Journal
+from hydra_sandbox.limits import index_problem
 from hydra_sandbox.store import ContextStore
 
 log = logging.getLogger(__name__)
@@ -37,12 +49,14 @@ class Indexer:
         *,
         poll_interval_s: float = 0.5,
         max_backoff_s: float = 5.0,
+        isolate_after: int = 3,
     ) -> None:
         self.journal = journal
         self.store = store
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.max_backoff_s = max_backoff_s
+        self.isolate_after = isolate_after
         self._work = threading.Lock()  # one batch at a time, whoever runs it
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -59,6 +73,10 @@ class Indexer:
     def lag(self) -> int:
         """Journal events not yet in the index."""
         return self.journal.count_after(self.cursor())
+
+    def set_aside_count(self) -> int:
+        """Journal events the index would not take (see the module docstring)."""
+        return self.journal.count_set_aside()
 
     # -- one batch ------------------------------------------------------------------------------
 
@@ -107,10 +125,64 @@ class Indexer:
             before_sleep=self._note_failure,
             reraise=True,
         )
-        retrying(self.store.record_events, events)
+        seqs = {event.id: seq for seq, event in batch}
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > self.isolate_after:
+                self._write_one_by_one(events, seqs)
+            else:
+                self._write(events, seqs)
+
+        retrying(attempt)
         self.last_error = None  # a later failure is news again
         self.journal.set_meta(CURSOR_KEY, str(batch[-1][0]))
         return len(events)
+
+    # -- writing, setting aside -----------------------------------------------------------------
+
+    def _set_aside(self, event_id: str, seq: int, reason: str) -> None:
+        log.warning("indexer: event %s set aside: %s", event_id, reason)
+        self.journal.set_aside(event_id, seq, reason)
+
+    def _write(self, events: list[Event], seqs: dict[str, int]) -> None:
+        """Write ``events``; those over an index limit are set aside and the rest written."""
+        pending = []
+        for event in events:
+            problem = index_problem(event)
+            if problem is None:
+                pending.append(event)
+            else:
+                self._set_aside(event.id, seqs[event.id], problem)
+        while pending:
+            try:
+                self.store.record_events(pending)
+                return
+            except UnindexableEventError as exc:
+                self._set_aside(exc.event_id, seqs.get(exc.event_id, 0), exc.reason)
+                left = [e for e in pending if e.id != exc.event_id]
+                if len(left) == len(pending):  # the store named an event it was not given
+                    raise
+                pending = left
+
+    def _write_one_by_one(self, events: list[Event], seqs: dict[str, int]) -> None:
+        """After repeated failures: the events the store fails on alone, while it takes others, are set
+        aside. If it takes none, the last error is raised (an outage: retry the batch later)."""
+        failed: list[tuple[Event, BaseException]] = []
+        for event in events:
+            try:
+                self._write([event], seqs)
+            except Exception as exc:  # any store failure; sorted out below
+                failed.append((event, exc))
+        if not failed:
+            return
+        if len(failed) == len(events):
+            raise failed[-1][1]
+        for event, error in failed:
+            reason = f"the index failed on it alone while taking other events: {type(error).__name__}: {error}"
+            self._set_aside(event.id, seqs[event.id], reason)
 
     # -- foreground -----------------------------------------------------------------------------
 
@@ -140,11 +212,13 @@ class Indexer:
                 )
 
     def reindex(self, progress: ProgressCallback | None = None) -> int:
-        """Empty the store and rebuild it from the whole journal; returns the events indexed."""
+        """Empty the store and rebuild it from the whole journal; returns the journal events gone
+        through (:meth:`set_aside_count` of them were set aside). The set-aside list starts afresh."""
         with self._work:
             total = self.journal.count()
             self.store.reset()
             self.journal.set_meta(CURSOR_KEY, "0")
+            self.journal.clear_set_aside()
             done, seq = 0, 0
             if progress:
                 progress(0, total)
@@ -152,7 +226,12 @@ class Indexer:
                 batch = self.journal.read_after(seq, self.batch_size)
                 if not batch:
                     break
-                self.store.record_events([event for _, event in batch])
+                events = [event for _, event in batch]
+                seqs = {event.id: s for s, event in batch}
+                try:
+                    self._write(events, seqs)
+                except Exception:  # one event may be the cause: find it, set it aside, go on
+                    self._write_one_by_one(events, seqs)
                 seq = batch[-1][0]
                 self.journal.set_meta(CURSOR_KEY, str(seq))
                 done += len(batch)

@@ -9,8 +9,8 @@ transaction, so they stay gapless even with several processes writing (SQLite se
 
 Every event row has a global sequence number (``seq``, an ``AUTOINCREMENT`` rowid that is never reused,
 not even after :meth:`Journal.delete_before`); the indexer follows it with :meth:`Journal.read_after`
-and keeps its cursor in the small ``meta`` table. The session table and the apply ledger live in the
-same file; their methods are in :mod:`hydra_sandbox.journal_tables`.
+and keeps its cursor in the small ``meta`` table. The session table, the apply ledger and the
+indexer's set-aside list live in the same file; their methods are in :mod:`hydra_sandbox.journal_tables`.
 """
 
 from __future__ import annotations
@@ -61,6 +61,12 @@ CREATE TABLE IF NOT EXISTS applied (
     paths TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS applied_root ON applied (root, ts);
+CREATE TABLE IF NOT EXISTS set_aside (
+    event_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    ts REAL NOT NULL
+);
 """
 
 
@@ -249,6 +255,32 @@ class Journal(SessionTables):
                 (session_id, since, -1 if limit is None else limit),
             ).fetchall()
         return [Event.model_validate_json(r[0]) for r in rows]
+
+    def page(self, session_id: str, since: int, limit: int, max_bytes: int) -> tuple[list[Event], bool]:
+        """At most ``limit`` events of a session from counter ``since`` on, ending early once their
+        stored JSON passes ``max_bytes`` (one event at least); and whether more follow."""
+        with self._guard(f"read events of session {session_id}") as conn:
+            cursor = conn.execute(
+                "SELECT body FROM events WHERE session_id = ? AND counter >= ? ORDER BY counter LIMIT ?",
+                (session_id, since, limit + 1),
+            )
+            bodies: list[str] = []
+            size = 0
+            for (body,) in cursor:
+                if len(bodies) == limit or (bodies and size + len(body) > max_bytes):
+                    return [Event.model_validate_json(b) for b in bodies], True
+                bodies.append(body)
+                size += len(body)
+        return [Event.model_validate_json(b) for b in bodies], False
+
+    def latest(self, session_id: str, type_: str) -> Event | None:
+        """A session's last event of type ``type_``."""
+        with self._guard(f"read the last {type_} of session {session_id}") as conn:
+            row = conn.execute(
+                "SELECT body FROM events WHERE session_id = ? AND type = ? ORDER BY counter DESC LIMIT 1",
+                (session_id, type_),
+            ).fetchone()
+        return Event.model_validate_json(row[0]) if row else None
 
     def get(self, event_id: str) -> Event | None:
         with self._guard(f"read event {event_id}") as conn:

@@ -4,6 +4,8 @@ them in the same SQLite file, under the same lock; its schema creates both table
 - ``sessions``: one row per session record, its data as JSON, its columns queryable.
 - ``applied``: which session wrote which paths under which working directory, and when, so that
   ``apply_diff`` refuses a diff whose files another session applied after it started, across restarts.
+- ``set_aside``: events the indexer could not put into the search index, with the reason (a dead-letter
+  list: they stay in the journal, ``hydra reindex`` tries them again).
 """
 
 from __future__ import annotations
@@ -71,6 +73,37 @@ class SessionTables:
                 "SELECT ts, root, session_id, paths FROM applied WHERE ts >= ? ORDER BY ts", (epoch(since),)
             ).fetchall()
         return [(datetime.fromtimestamp(ts, UTC), root, sid, set(json.loads(paths))) for ts, root, sid, paths in rows]
+
+    # -- events the index would not take -------------------------------------------------------
+
+    def set_aside(self, event_id: str, seq: int, reason: str) -> None:
+        """Note that the indexer skipped event ``event_id`` (journal sequence ``seq``) and why."""
+        with self._write(f"set aside event {event_id}") as conn:
+            conn.execute(
+                "INSERT INTO set_aside (event_id, seq, reason, ts) VALUES (?, ?, ?, ?) ON CONFLICT(event_id)"
+                " DO UPDATE SET seq = excluded.seq, reason = excluded.reason, ts = excluded.ts",
+                (event_id, seq, reason[:2000], datetime.now(UTC).timestamp()),
+            )
+
+    def set_aside_events(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest events set aside: event id, journal sequence, reason, when."""
+        with self._guard("read the set-aside events") as conn:
+            rows = conn.execute(
+                "SELECT event_id, seq, reason, ts FROM set_aside ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [
+            {"event_id": e, "seq": q, "reason": r, "at": datetime.fromtimestamp(t, UTC).isoformat()}
+            for e, q, r, t in rows
+        ]
+
+    def count_set_aside(self) -> int:
+        with self._guard("count the set-aside events") as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM set_aside").fetchone()[0])
+
+    def clear_set_aside(self) -> None:
+        """Forget every set-aside event (before a reindex tries them all again)."""
+        with self._write("clear the set-aside events") as conn:
+            conn.execute("DELETE FROM set_aside")
 
     # -- sessions -----------------------------------------------------------------------------
 

@@ -154,10 +154,14 @@ class _ScrapeTimeCollector(Collector):
         queue.add_metric([], services.manager.queue_length())
         lag = GaugeMetricFamily("hydra_index_lag_events", "Journal events not yet copied into the search index.")
         lag.add_metric([], services.indexer.lag())
+        aside = GaugeMetricFamily(
+            "hydra_index_set_aside_events", "Journal events the search index would not take (see hydra://status)."
+        )
+        aside.add_metric([], services.indexer.set_aside_count())
         hits = CounterMetricFamily(
             "hydra_masking_hits", "Secrets masked, by the rule that matched them.", labels=["rule"]
         )
         tally = dict.fromkeys(services.masker.rule_names, 0) | services.masker.hits
         for rule, count in sorted(tally.items()):
             hits.add_metric([rule], count)
-        return [sessions, queue, lag, hits]
+        return [sessions, queue, lag, aside, hits]

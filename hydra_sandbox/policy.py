@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from hydra_sandbox.egress_rules import policy_domain
 from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation, shown
 from hydra_sandbox.hardlinks import is_multiply_linked, linked_to_hidden
+from hydra_sandbox.limits import MAX_GLOB_CHARS, MAX_GLOBS, check_count
 from hydra_sandbox.protected import PROTECTED_HIDDEN, PROTECTED_READ_ONLY
 from hydra_sandbox.yaml_dirs import YamlDirectories, fresh, load_each
 from hydra_sandbox.yaml_models import field_path, load_yaml_model, validate_data
@@ -38,6 +39,8 @@ def _check_glob(value: str) -> str:
     parts = value.replace("\\", "/").split("/")
     if ".." in parts:
         raise ValueError(f"{shown(value)} escapes the workspace with '..'; globs stay inside the workspace root")
+    if len(value) > MAX_GLOB_CHARS:
+        raise ValueError(f"a glob of {len(value)} characters; the limit is {MAX_GLOB_CHARS}")
     try:  # compiled now, so a bad glob is refused where it is written, not when an agent starts
         _GlobSet([value])
     except (ValueError, re.error) as exc:
@@ -124,6 +127,14 @@ class PolicyRequest(_Strict):
     network: NetworkPolicy | None = None
     resources: dict[str, float | int] | None = None
     delegation: dict[str, int] | None = None
+
+    @field_validator("directory")
+    @classmethod
+    def _bounded_globs(cls, value: DirectoryPolicy | None) -> DirectoryPolicy | None:
+        if value is not None:
+            for name in ("allow", "deny", "read_only"):
+                check_count(f"policy.directory.{name}", getattr(value, name), MAX_GLOBS, "globs")
+        return value
 
 
 class _GlobSet:

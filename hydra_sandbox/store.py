@@ -20,8 +20,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hydra_sandbox.errors import StoreError
+from hydra_sandbox.errors import StoreError, UnindexableEventError
 from hydra_sandbox.events import Event, as_utc
+from hydra_sandbox.limits import index_problem
 
 SUMMARY_TYPE = "summary"
 
@@ -58,7 +59,8 @@ class ContextStore(Protocol):
     """A searchable index of events. Implementations: ChromaStore, InMemoryStore."""
 
     def record_events(self, events: Sequence[Event]) -> None:
-        """Upsert events by id (summaries into the summaries collection)."""
+        """Upsert events by id (summaries into the summaries collection). Raises UnindexableEventError,
+        writing nothing, if one of them is over an index limit (:func:`hydra_sandbox.limits.index_problem`)."""
 
     def record_event(self, event: Event) -> None: ...
 
@@ -105,6 +107,14 @@ def check_summary(session_id: str, summary: Event) -> None:
         )
 
 
+def check_indexable(events: Sequence[Event]) -> None:
+    """Raise UnindexableEventError for the first event over an index limit (before any write)."""
+    for event in events:
+        problem = index_problem(event)
+        if problem is not None:
+            raise UnindexableEventError(event.id, problem)
+
+
 def matches(event: Event, filters: SearchFilters | None) -> bool:
     """Whether ``event`` passes ``filters`` (the reference semantics every store follows)."""
     if filters is None:
@@ -140,6 +150,7 @@ class InMemoryStore:
         return self._summaries if event.type == SUMMARY_TYPE else self._events
 
     def record_events(self, events: Sequence[Event]) -> None:
+        check_indexable(events)
         with self._lock:
             for event in events:
                 # an id keeps one place even if its type changed between writes

@@ -43,10 +43,18 @@ def search(
     profile: str | None = typer.Option(None, help="Only this profile."),
     event_type: str | None = typer.Option(None, "--type", help="Only this event type (command, test, ...)."),
     limit: int = typer.Option(10, min=1, max=100),
+    tag: list[str] = typer.Option([], "--tag", help="Only events with this tag (repeat: all of them)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Semantic search over everything recorded (through the running server when there is one)."""
-    args = {"query": query, "session_id": session, "profile_id": profile, "event_type": event_type, "limit": limit}
+    args = {
+        "query": query,
+        "session_id": session,
+        "profile_id": profile,
+        "event_type": event_type,
+        "limit": limit,
+        "tags": tag or None,
+    }
     result = server_call("search_context", {k: v for k, v in args.items() if v is not None})
     hits = result["hits"]
     if as_json:

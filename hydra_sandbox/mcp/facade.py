@@ -109,6 +109,21 @@ class Facade:
         self.session(session_id)
         return await self._manager.events(session_id, since=since, limit=limit)
 
+    async def page(self, session_id: str, since: int, limit: int) -> dict[str, Any]:
+        """A bounded page of events: ``events``, ``next_since`` (the cursor) and ``more``."""
+        self.session(session_id)
+        events, more = await self._manager.events_page(session_id, since, limit)
+        next_since = events[-1].counter + 1 if events else since
+        return {"events": event_dicts(events), "next_since": next_since, "more": more}
+
+    async def last_events(self, session_id: str, count: int) -> list[Event]:
+        self.session(session_id)
+        return await self._manager.last_events(session_id, count)
+
+    async def latest_summary(self, session_id: str) -> Event | None:
+        self.session(session_id)
+        return await self._manager.latest_event(session_id, "summary")
+
     async def wait(
         self, session_id: str, timeout_s: float, report: Callable[[int, str], Awaitable[None]] | None
     ) -> SessionRecord:
@@ -176,7 +191,12 @@ class Facade:
         return {
             "version": __version__,
             "runtime": await services.sandbox.status(),
-            "store": {"documents": store_count, "index_lag": await asyncio.to_thread(services.indexer.lag)},
+            "store": {
+                "documents": store_count,
+                "index_lag": await asyncio.to_thread(services.indexer.lag),
+                "set_aside": await asyncio.to_thread(services.indexer.set_aside_count),
+                "set_aside_latest": await asyncio.to_thread(services.journal.set_aside_events, 5),
+            },
             "journal": {"events": await asyncio.to_thread(services.journal.count)},
             "disk": (await asyncio.to_thread(disk_usage, services.settings)).model_dump(mode="json"),
             "queue_length": self._manager.queue_length(),

@@ -3,13 +3,15 @@ Refusals are errors like the tools' (turned into messages by the middleware)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastmcp.dependencies import Depends
 
-from hydra_sandbox.mcp.facade import Facade, bound_facade, event_dicts
+from hydra_sandbox.limits import MAX_PAGE_EVENTS
+from hydra_sandbox.mcp.facade import Facade, bound_facade
 
 
 async def profiles_resource(hydra: Facade = Depends(bound_facade)) -> str:
@@ -24,10 +26,17 @@ async def policies_resource(hydra: Facade = Depends(bound_facade)) -> str:
 
 
 async def session_resource(session_id: str, hydra: Facade = Depends(bound_facade)) -> str:
-    """A session's metadata and timeline."""
+    """A session's metadata and the first page of its timeline (``tail_logs`` from ``timeline_next_since``
+    reads the rest)."""
     record = hydra.session(session_id)
-    timeline = event_dicts(await hydra.events(session_id))
-    return json.dumps({"session": hydra.view(record), "timeline": timeline}, indent=2)
+    page = await hydra.page(session_id, 0, MAX_PAGE_EVENTS)
+    body = {
+        "session": hydra.view(record),
+        "timeline": page["events"],
+        "timeline_next_since": page["next_since"],
+        "timeline_more": page["more"],
+    }
+    return await asyncio.to_thread(json.dumps, body, indent=2)
 
 
 async def checklist_resource(session_id: str, hydra: Facade = Depends(bound_facade)) -> str:

@@ -18,6 +18,7 @@ from hydra_sandbox.authority import Action, Agent, Principal, authorize, namespa
 from hydra_sandbox.errors import ConfigError, HydraError
 from hydra_sandbox.events import Event, EventDraft, SessionRef
 from hydra_sandbox.lifecycle import ACTIVE, SessionRecord, SessionStatus
+from hydra_sandbox.limits import MAX_NOTE_CHARS, MAX_PAGE_BYTES, check_chars, check_tags
 from hydra_sandbox.orchestration.approval import Approval
 from hydra_sandbox.orchestration.registry import SessionRegistry
 from hydra_sandbox.orchestration.runs import SessionRuns
@@ -158,6 +159,22 @@ class AgentManager:
         """A session's recorded events (read in a worker thread). Authorize the session first."""
         return await asyncio.to_thread(self.journal.events, session_id, since, limit)
 
+    async def events_page(self, session_id: str, since: int, limit: int) -> tuple[list[Event], bool]:
+        """A bounded page of a session's events (see :meth:`Journal.page`) and whether more follow."""
+        return await asyncio.to_thread(self.journal.page, session_id, since, limit, MAX_PAGE_BYTES)
+
+    async def last_events(self, session_id: str, count: int) -> list[Event]:
+        """A session's last ``count`` events, without reading the others."""
+
+        def read() -> list[Event]:
+            last = self.journal.last_counter(session_id)
+            return [] if last is None else self.journal.events(session_id, max(0, last - count + 1), count)
+
+        return await asyncio.to_thread(read)
+
+    async def latest_event(self, session_id: str, type_: str) -> Event | None:
+        return await asyncio.to_thread(self.journal.latest, session_id, type_)
+
     # -- spawn -------------------------------------------------------------------------------
 
     async def spawn(self, request: SpawnRequest, principal: Principal) -> SpawnResult:
@@ -268,6 +285,8 @@ class AgentManager:
     ) -> Event:
         """A note in the record: of the host (the operator naming no session), else of a session."""
         authorize(principal, Action.NOTE)
+        check_chars("log_context.note", note, MAX_NOTE_CHARS)
+        check_tags("log_context.tags", tags or [])
         draft = EventDraft(type="note", text=note, tags=tags or [])
         if session_id is None and isinstance(principal, Agent):
             session_id = principal.session_id

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hydra_sandbox.authority import Action, Agent, SessionTree, authorize
 from hydra_sandbox.errors import AccessDenied, ConfigError, PolicyViolation, shown
 from hydra_sandbox.events import Event
 from hydra_sandbox.lifecycle import SessionRecord, SessionStatus
+from hydra_sandbox.limits import MAX_GOAL_CHARS, MAX_GOALS, MAX_PROMPT_CHARS, check_structure
 from hydra_sandbox.policy import Policy, PolicyRequest, child_of, narrow
 from hydra_sandbox.profiles import Profile, ProfileOverrides, apply_overrides, render_prompt
 
@@ -46,8 +47,8 @@ class SpawnRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     profile_id: str = "default"
-    custom_prompt: str | None = Field(default=None, max_length=100_000)
-    goalset: list[str] | None = None
+    custom_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    goalset: list[Annotated[str, Field(max_length=MAX_GOAL_CHARS)]] | None = Field(default=None, max_length=MAX_GOALS)
     inputs: dict[str, Any] | None = None
     working_dir: str
     flags: SpawnFlags | None = None
@@ -55,6 +56,13 @@ class SpawnRequest(BaseModel):
     parent_session_id: str | None = None
     relationship: str | None = Field(default=None, max_length=64)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("inputs")
+    @classmethod
+    def _bounded_inputs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_structure("inputs", value)
+        return value
 
 
 class SpawnResult(BaseModel):

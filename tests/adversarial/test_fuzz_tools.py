@@ -321,7 +321,7 @@ def param_strategies(remote: Remote) -> dict[str, dict[str, st.SearchStrategy[An
         "log_context": {
             "note": TEXT | st.just("n" * 100_001),
             "session_id": maybe_session,
-            "tags": st.none() | st.lists(TEXT, max_size=5),
+            "tags": st.none() | st.lists(TEXT, max_size=5) | st.just([f"t{i}" for i in range(10_000)]),
         },
         "search_context": {
             "query": TEXT | st.just("q" * 10_001),
@@ -330,6 +330,7 @@ def param_strategies(remote: Remote) -> dict[str, dict[str, st.SearchStrategy[An
             "event_type": st.none() | st.sampled_from(["command", "note", "gossip"]) | TEXT,
             "since": st.none() | DATES,
             "limit": LIMITS,
+            "tags": st.none() | st.lists(TEXT, max_size=5) | st.just(["t"] * 33),
         },
         "get_diff": {"session_id": session},
         "apply_diff": {"session_id": session, "confirm": st.booleans() | JUNK},

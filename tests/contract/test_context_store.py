@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from hydra_sandbox.chroma_store import ChromaStore, build_where
+from hydra_sandbox.chroma_store import ChromaStore, build_where, flatten_metadata
 from hydra_sandbox.embeddings import MiniLMEmbedding
-from hydra_sandbox.errors import StoreError
+from hydra_sandbox.errors import StoreError, UnindexableEventError
 from hydra_sandbox.events import Event, EventDraft, SessionRef
+from hydra_sandbox.limits import MAX_INDEX_TAGS
 from hydra_sandbox.store import ContextStore, SearchFilters, hit_metadata
 
 T0 = datetime(2026, 1, 10, 12, 0, 0, 123456, tzinfo=UTC)
@@ -188,7 +189,80 @@ def test_where_clause_encodes_every_filter_for_chroma() -> None:
     since = T0 - timedelta(days=1)
     where = build_where(SearchFilters(session_id="s", tags=["a", "b"], since=since))
     assert where == {
-        "$and": [{"session_id": "s"}, {"tag:a": True}, {"tag:b": True}, {"ts": {"$gte": since.timestamp()}}]
+        "$and": [
+            {"session_id": "s"},
+            {"$or": [{"tags": {"$contains": "a"}}, {"tag:a": True}]},
+            {"$or": [{"tags": {"$contains": "b"}}, {"tag:b": True}]},
+            {"ts": {"$gte": since.timestamp()}},
+        ]
     }
     assert build_where(SearchFilters(event_type="note")) == {"type": "note"}
     assert build_where(SearchFilters()) is None and build_where(None) is None
+
+
+def test_an_event_with_ten_thousand_tags_is_refused_and_the_store_keeps_working(context_store: ContextStore) -> None:
+    # about 10,000 distinct tags in one event once broke embedded Chroma for good ("Error in compaction")
+    flood = make("flood", 1, "a note with very many tags", "note", tags=[f"t{i}" for i in range(10_000)])
+    with pytest.raises(UnindexableEventError) as info:
+        context_store.record_events([make("flood", 0, "a fine note", "note"), flood])
+    assert info.value.event_id == "flood:1" and "10000 tags" in str(info.value)
+    assert context_store.query_by_session("flood") == []  # nothing of the refused batch was written
+    context_store.record_events(CORPUS)
+    assert ids(context_store.semantic_search("docker build", SearchFilters(tags=["docker"]))) == ["alpha:0"]
+
+
+def test_an_event_with_as_many_tags_as_the_index_takes_is_found_by_any_of_them(context_store: ContextStore) -> None:
+    many = make("many", 0, "tagged to the limit", "note", tags=[f"label-{i}" for i in range(MAX_INDEX_TAGS)])
+    context_store.record_events([many, *CORPUS])
+    last = f"label-{MAX_INDEX_TAGS - 1}"
+    assert ids(context_store.semantic_search("tagged", SearchFilters(tags=["label-0", last]))) == ["many:0"]
+    assert context_store.query_by_session("many")[0].metadata["tags"] == many.tags
+
+
+def test_chroma_keeps_all_tags_of_an_event_in_one_metadata_field() -> None:
+    meta = flatten_metadata(CORPUS[0])
+    assert meta["tags"] == ["build", "docker"]
+    assert [key for key in meta if key.startswith("tag")] == ["tags"]
+    assert "tags" not in flatten_metadata(CORPUS[4])  # Chroma refuses empty arrays
+
+
+def test_an_index_written_with_one_key_per_tag_still_answers_tag_filters(
+    tmp_path: Path, embedding: MiniLMEmbedding
+) -> None:
+    store = ChromaStore.embedded(tmp_path / "chroma", embedding)
+    try:
+        store.record_events(CORPUS)
+        events_col, _ = store._collections()
+        legacy = {"session_id": "old", "type": "note", "counter": 0, "ts": T0.timestamp(), "tags": '["legacy"]'}
+        legacy["tag:legacy"] = True
+        events_col.upsert(
+            ids=["old:0"], documents=["an old note"], metadatas=[legacy], embeddings=embedding.embed(["an old note"])
+        )
+        hits = store.semantic_search("old note", SearchFilters(tags=["legacy"]))
+        assert ids(hits) == ["old:0"] and hits[0].metadata["tags"] == ["legacy"]
+    finally:
+        store.close()
+
+
+def test_reindex_over_a_journal_with_a_ten_thousand_tag_note_leaves_embedded_chroma_writable(
+    tmp_path: Path, embedding: MiniLMEmbedding
+) -> None:
+    from hydra_sandbox.indexer import Indexer
+    from hydra_sandbox.journal import Journal
+
+    journal = Journal(tmp_path / "journal.sqlite3")
+    store = ChromaStore.embedded(tmp_path / "chroma", embedding)
+    try:
+        ref = SessionRef(session_id="s")
+        journal.append(ref, EventDraft(type="note", text="before the flood"))
+        flood = journal.append(ref, EventDraft(type="note", text="flood", tags=[f"t{i}" for i in range(10_000)]))
+        journal.append(ref, EventDraft(type="note", text="after the flood", tags=["calm"]))
+        indexer = Indexer(journal, store)
+        assert indexer.reindex() == 3 and indexer.set_aside_count() == 1
+        journal.append(ref, EventDraft(type="note", text="much later", tags=["calm"]))
+        assert indexer.catch_up(timeout_s=30) == 1
+        hits = store.semantic_search("note", SearchFilters(tags=["calm"]))
+        assert sorted(ids(hits)) == ["s:2", "s:3"] and flood.id not in ids(store.query_by_session("s"))
+    finally:
+        store.close()
+        journal.close()

@@ -80,12 +80,13 @@ def test_cursor_survives_restart_so_nothing_is_reindexed(journal: Journal) -> No
 def test_outage_loses_nothing_and_cursor_waits_for_success(journal: Journal) -> None:
     store = FlakyStore()
     store.down.set()
-    indexer = Indexer(journal, store, batch_size=4, poll_interval_s=0.01, max_backoff_s=0.05)
+    indexer = Indexer(journal, store, batch_size=4, poll_interval_s=0.01, max_backoff_s=0.05, isolate_after=1)
     indexer.start()
     try:
         append(journal, 10)
         indexer.notify()
-        wait_until(lambda: store.failed_calls >= 3)
+        wait_until(lambda: store.failed_calls >= 12)  # past isolate_after: one by one, all failing
+        assert indexer.set_aside_count() == 0  # an outage sets nothing aside
         assert indexer.cursor() == 0 and indexer.lag() == 10
         assert indexer.failures >= 2 and isinstance(indexer.last_error, ConnectionError)
         store.down.clear()
@@ -179,3 +180,66 @@ def test_a_failure_that_repeats_is_logged_once_until_indexing_works_again(
         finally:
             store.down.clear()
             indexer.stop()
+
+
+class PoisonedStore(InMemoryStore):
+    """An InMemoryStore that fails on every write holding one given event id (and only then)."""
+
+    def __init__(self, poison: str) -> None:
+        super().__init__()
+        self.poison = poison
+        self.failed_calls = 0
+
+    def record_events(self, events: Sequence[Event]) -> None:
+        if any(e.id == self.poison for e in events):
+            self.failed_calls += 1
+            raise RuntimeError("Error in compaction")
+        super().record_events(events)
+
+
+def flood_note(journal: Journal, session: str = "s") -> Event:
+    """A note with 10,000 distinct tags (once, one such note broke embedded Chroma for good)."""
+    draft = EventDraft(type="note", text="flood", tags=[f"t{i}" for i in range(10_000)])
+    return journal.append(SessionRef(session_id=session), draft)
+
+
+def test_an_event_over_an_index_limit_is_set_aside_at_once_with_its_reason(journal: Journal) -> None:
+    append(journal, 3)
+    flood = flood_note(journal)
+    append(journal, 3, session="after")
+    store = FlakyStore()
+    indexer = Indexer(journal, store, batch_size=4)
+    assert indexer.catch_up(timeout_s=5) == 7
+    assert store.count() == 6 and flood.id not in store.writes and indexer.lag() == 0
+    [entry] = journal.set_aside_events()
+    assert entry["event_id"] == flood.id and "10000 tags" in entry["reason"]
+    assert indexer.set_aside_count() == 1
+
+
+def test_an_event_the_store_keeps_failing_on_is_set_aside_and_the_rest_goes_on(journal: Journal) -> None:
+    events = append(journal, 6)
+    store = PoisonedStore(events[2].id)
+    indexer = Indexer(journal, store, batch_size=4, poll_interval_s=0.01, max_backoff_s=0.01, isolate_after=2)
+    indexer.start()
+    try:
+        indexer.notify()
+        wait_until(lambda: indexer.lag() == 0)
+    finally:
+        indexer.stop()
+    assert store.count() == 5 and store.failed_calls == 2 + 1  # the batch twice, then the event alone
+    [entry] = journal.set_aside_events()
+    assert entry["event_id"] == events[2].id and "Error in compaction" in entry["reason"]
+
+
+def test_reindex_sets_aside_what_the_index_refuses_and_rebuilds_the_rest(journal: Journal) -> None:
+    append(journal, 4)
+    flood = flood_note(journal)
+    poisoned = append(journal, 1, session="p")[0]
+    store = PoisonedStore(poisoned.id)
+    assert Indexer(journal, store, batch_size=3).reindex() == 6
+    assert store.count() == 4
+    assert {e["event_id"] for e in journal.set_aside_events()} == {flood.id, poisoned.id}
+    store.poison = "nothing"
+    indexer = Indexer(journal, store)
+    assert indexer.reindex() == 6 and store.count() == 5  # a reindex tries them all again
+    assert [e["event_id"] for e in journal.set_aside_events()] == [flood.id]

@@ -10,15 +10,18 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from hydra_sandbox.events import EVENT_TYPES
+from hydra_sandbox.limits import MAX_NOTE_CHARS, MAX_QUERY_CHARS, MAX_TAG_CHARS, MAX_TAGS, check_tags
 from hydra_sandbox.mcp.facade import Facade, bound_facade
 from hydra_sandbox.mcp.tools.spec import READ_ONLY, ToolSpec
 from hydra_sandbox.store import SearchFilters
 
 
 async def log_context(
-    note: Annotated[str, Field(min_length=1, max_length=100_000)],
+    note: Annotated[str, Field(min_length=1, max_length=MAX_NOTE_CHARS)],
     session_id: str | None = None,
-    tags: list[str] | None = None,
+    tags: Annotated[
+        list[str] | None, Field(description=f"At most {MAX_TAGS} tags of 1 to {MAX_TAG_CHARS} characters.")
+    ] = None,
     hydra: Facade = Depends(bound_facade),
 ) -> dict[str, Any]:
     """Record a host's own note (a decision, a hint for later) into the searchable record."""
@@ -27,16 +30,20 @@ async def log_context(
 
 
 async def search_context(
-    query: Annotated[str, Field(min_length=1, max_length=10_000)],
+    query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)],
     session_id: str | None = None,
     profile_id: str | None = None,
     event_type: Annotated[str | None, Field(description=f"One of: {', '.join(EVENT_TYPES)}")] = None,
     since: Annotated[datetime | None, Field(description="ISO 8601 time, e.g. 2026-11-18T00:00:00Z")] = None,
     limit: Annotated[int, Field(ge=1, le=100)] = 10,
+    tags: Annotated[list[str] | None, Field(description="Only events carrying every one of these tags.")] = None,
     hydra: Facade = Depends(bound_facade),
 ) -> dict[str, Any]:
     """Semantic search over everything recorded (commands, messages, diffs, tests, notes, summaries)."""
-    filters = SearchFilters(session_id=session_id, profile_id=profile_id, event_type=event_type, since=since)
+    check_tags("search_context.tags", tags or [])
+    filters = SearchFilters(
+        session_id=session_id, profile_id=profile_id, event_type=event_type, since=since, tags=tags or []
+    )
     return await hydra.search(query, filters, limit)
 
 

@@ -9,6 +9,7 @@ from fastmcp.dependencies import Depends
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from hydra_sandbox.limits import MAX_LIST_LIMIT, MAX_PAGE_EVENTS, MAX_PROMPT_CHARS
 from hydra_sandbox.mcp.facade import Facade, bound_facade, event_dicts
 from hydra_sandbox.mcp.tools.spec import READ_ONLY, ToolSpec
 
@@ -20,7 +21,7 @@ async def list_sessions(
     ] = None,
     profile_id: str | None = None,
     parent_session_id: str | None = None,
-    limit: Annotated[int, Field(ge=1, le=1000)] = 50,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT)] = 50,
     hydra: Facade = Depends(bound_facade),
 ) -> dict[str, Any]:
     """Sessions, newest first, filtered by status, profile or parent."""
@@ -46,27 +47,25 @@ async def wait_session(
         "status": record.status.value,
         "finished": not record.active,
         "session": hydra.view(record),
-        "last_events": event_dicts((await hydra.events(session_id))[-10:]),
+        "last_events": event_dicts(await hydra.last_events(session_id, 10)),
     }
 
 
 async def tail_logs(
     session_id: str,
     since: Annotated[int, Field(ge=0, description="First event counter to return.")] = 0,
-    limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE_EVENTS)] = 100,
     hydra: Facade = Depends(bound_facade),
 ) -> dict[str, Any]:
-    """Masked events of a session from counter `since` on, for hosts that poll."""
-    events = await hydra.events(session_id, since=since, limit=limit)
-    next_since = events[-1].counter + 1 if events else since
-    return {"session_id": session_id, "events": event_dicts(events), "next_since": next_since}
+    """Masked events of a session from counter `since` on, for hosts that poll: one bounded page (at most
+    `limit` events and about 1 MiB); `next_since` is the cursor for the next page, `more` says one is ready."""
+    return {"session_id": session_id, **await hydra.page(session_id, since, limit)}
 
 
 async def summarize_session(session_id: str, hydra: Facade = Depends(bound_facade)) -> dict[str, Any]:
     """Structured summary, narrative and checklist status of a session."""
     record = hydra.session(session_id)
-    summaries = [e for e in await hydra.events(session_id) if e.type == "summary"]
-    latest = summaries[-1] if summaries else None
+    latest = await hydra.latest_summary(session_id)
     return {
         "session": hydra.view(record),
         "narrative": latest.text if latest else "no summary yet",
@@ -80,7 +79,11 @@ async def terminate_session(session_id: str, reason: str, hydra: Facade = Depend
     return {"session_id": session_id, "status": record.status.value}
 
 
-async def resume_session(session_id: str, prompt: str, hydra: Facade = Depends(bound_facade)) -> dict[str, Any]:
+async def resume_session(
+    session_id: str,
+    prompt: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)],
+    hydra: Facade = Depends(bound_facade),
+) -> dict[str, Any]:
     """Continue a finished session's Codex thread with a new prompt, in a new run."""
     record = await hydra.resume(session_id, prompt)
     return {"session_id": session_id, "status": record.status.value}
