@@ -17,6 +17,7 @@ from collections.abc import Callable
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from hydra_sandbox.errors import StoreError
+from hydra_sandbox.index_state import SessionStateIndex
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.store import ContextStore
 
@@ -40,6 +41,7 @@ class Indexer:
     ) -> None:
         self.journal = journal
         self.store = store
+        self._state = SessionStateIndex(journal)
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.max_backoff_s = max_backoff_s
@@ -86,7 +88,7 @@ class Indexer:
         batch = self.journal.read_after(cursor, self.batch_size)
         if not batch:
             return 0
-        events = [event for _, event in batch]
+        events = self._state.documents([event for _, event in batch])
 
         def stopped(state: RetryCallState) -> bool:
             if deadline is None:  # the background thread: retry until stop()
@@ -146,13 +148,14 @@ class Indexer:
             self.store.reset()
             self.journal.set_meta(CURSOR_KEY, "0")
             done, seq = 0, 0
+            self._state = SessionStateIndex(self.journal)  # statuses are derived again from the start
             if progress:
                 progress(0, total)
             while True:
                 batch = self.journal.read_after(seq, self.batch_size)
                 if not batch:
                     break
-                self.store.record_events([event for _, event in batch])
+                self.store.record_events(self._state.documents([event for _, event in batch]))
                 seq = batch[-1][0]
                 self.journal.set_meta(CURSOR_KEY, str(seq))
                 done += len(batch)
