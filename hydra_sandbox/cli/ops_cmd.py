@@ -42,11 +42,31 @@ def search(
     session: str | None = typer.Option(None, help="Only this session."),
     profile: str | None = typer.Option(None, help="Only this profile."),
     event_type: str | None = typer.Option(None, "--type", help="Only this event type (command, test, ...)."),
+    parent: str | None = typer.Option(None, help="Only direct children of this session."),
+    root: str | None = typer.Option(None, help="Only the delegation tree under this top-level session."),
+    subtree: str | None = typer.Option(None, help="Only this session and its descendants."),
+    status: str | None = typer.Option(None, help="Only sessions in this status (summaries: current status)."),
+    depth: int | None = typer.Option(None, min=0, help="Only sessions at this delegation depth (0: top)."),
+    since: str | None = typer.Option(None, help="From this ISO 8601 time, e.g. 2026-11-18T00:00:00Z."),
+    until: str | None = typer.Option(None, help="Up to this ISO 8601 time."),
     limit: int = typer.Option(10, min=1, max=100),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Semantic search over everything recorded (through the running server when there is one)."""
-    args = {"query": query, "session_id": session, "profile_id": profile, "event_type": event_type, "limit": limit}
+    args = {
+        "query": query,
+        "session_id": session,
+        "profile_id": profile,
+        "event_type": event_type,
+        "parent_session_id": parent,
+        "root_session_id": root,
+        "subtree_of": subtree,
+        "session_status": status,
+        "depth": depth,
+        "since": since,
+        "until": until,
+        "limit": limit,
+    }
     result = server_call("search_context", {k: v for k, v in args.items() if v is not None})
     hits = result["hits"]
     if as_json:
