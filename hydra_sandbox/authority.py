@@ -142,6 +142,7 @@ COMPONENTS: tuple[Component, ...] = (
     Component(_R, "hydra://policies", Action.CATALOG, "every policy"),
     Component(_R, "hydra://sessions/{session_id}", Action.READ, _SUBTREE),
     Component(_R, "hydra://checklists/{session_id}", Action.READ, _SUBTREE),
+    Component(_R, "hydra://sessions/{session_id}/tree", Action.READ, _SUBTREE),
     Component(_R, "hydra://status", Action.STATUS, "-"),
     Component(_P, "additional_agent", Action.PROMPT, "-"),
     Component(_P, PROFILE_PROMPTS, Action.PROMPT, "-"),

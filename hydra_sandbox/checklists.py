@@ -60,10 +60,15 @@ def rule_matches(template: ChecklistItemTemplate, event: Event) -> bool:
         return (
             event.type == "command"
             and data.get("exit_code") == 0
+            and data.get("test_verdict") in (None, "passed")
             and bool(_regex(rule.pattern).search(str(data.get("command", ""))))
         )
     if isinstance(rule, FileChangedRule):
-        return event.type == "diff" and any(_glob(rule.glob).match_file(f) for f in event.related_files)
+        return (
+            event.type == "diff"
+            and event.data.get("change_set") is True
+            and any(_glob(rule.glob).match_file(f) for f in event.related_files)
+        )
     if isinstance(rule, DecisionStatedRule):
         return event.type == "decision" and bool(_regex(rule.pattern).search(event.text))
     if isinstance(rule, MessageMatchesRule):

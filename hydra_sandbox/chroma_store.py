@@ -6,8 +6,9 @@ downloading default is never used and a Chroma server needs no model.
 
 Metadata layout (Chroma only takes scalar values):
 
-- ``session_id``, ``type``, ``counter``, ``profile_id``, ``parent_session_id``, ``relationship``
-  as plain keys (absent when unset);
+- ``session_id``, ``type``, ``counter`` and the session state (``profile_id``, ``parent_session_id``,
+  ``relationship``, ``root_session_id``, ``depth``, ``session_status``; on summaries ``checklist_done``,
+  ``checklist_total``, ``checklist_complete``) as plain keys (absent when unset);
 - ``ts``: the event time as a float Unix timestamp, so ``since``/``until`` are numeric range filters
   (``timestamp`` keeps the exact ISO 8601 value for display);
 - ``tags``: ONE array field (absent when there are none), so a tag filter is a ``$contains`` clause
@@ -45,12 +46,21 @@ from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.errors import HydraError, StoreError
 from hydra_sandbox.events import Event, as_utc
 from hydra_sandbox.settings import HydraSettings
-from hydra_sandbox.store import SUMMARY_TYPE, SearchFilters, SearchHit, check_indexable, check_summary
+from hydra_sandbox.store import (
+    STATE_KEYS,
+    SUMMARY_TYPE,
+    SearchFilters,
+    SearchHit,
+    check_indexable,
+    check_summary,
+    checklist_counts,
+)
 
 EVENTS_COLLECTION = "hydra_events"
 SUMMARIES_COLLECTION = "hydra_summaries"
 LOCK_FILE = "hydra-chroma.lock"
-_PLAIN_KEYS = ("profile_id", "parent_session_id", "relationship")
+_PLAIN_KEYS = STATE_KEYS
+_CHECKLIST_KEYS = ("checklist_done", "checklist_total", "checklist_complete")
 
 
 def flatten_metadata(event: Event) -> dict[str, str | int | float | bool | list[str]]:
@@ -69,6 +79,7 @@ def flatten_metadata(event: Event) -> dict[str, str | int | float | bool | list[
         value = getattr(event, key)
         if value is not None:
             meta[key] = value
+    meta.update(checklist_counts(event))
     if event.tags:
         meta["tags"] = list(event.tags)
     return meta
@@ -91,7 +102,7 @@ def unflatten_metadata(meta: dict[str, Any]) -> dict[str, Any]:
         "related_sessions": json.loads(meta.get("related_sessions", "[]")),
         "data": json.loads(meta.get("data", "{}")),
     }
-    for key in _PLAIN_KEYS:
+    for key in (*_PLAIN_KEYS, *_CHECKLIST_KEYS):
         if meta.get(key) is not None:
             out[key] = meta[key]
     return out
@@ -107,9 +118,14 @@ def build_where(filters: SearchFilters | None) -> dict[str, Any] | None:
         ("profile_id", filters.profile_id),
         ("type", filters.event_type),
         ("parent_session_id", filters.parent_session_id),
+        ("root_session_id", filters.root_session_id),
+        ("session_status", filters.session_status),
+        ("depth", filters.depth),
     ):
         if value is not None:
             clauses.append({key: value})
+    if filters.session_ids is not None:
+        clauses.append({"session_id": {"$in": list(filters.session_ids) or [""]}})
     clauses.extend({"$or": [{"tags": {"$contains": tag}}, {f"tag:{tag}": True}]} for tag in filters.tags)
     if filters.since is not None:
         clauses.append({"ts": {"$gte": as_utc(filters.since).timestamp()}})

@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hydra_sandbox.events import EventDraft
+from hydra_sandbox.test_verdicts import TestVerdict, failure_reported, judge
 
 MAX_OUTPUT = 16_000
 MAX_RAW = 2_000
 _JSON_START = frozenset('{["-0123456789tfnIN')
 """Characters a JSON text can start with (``I``/``N``: Python's json accepts Infinity and NaN)."""
 _DECISION = re.compile(r"^\s*(?:decision|decided|we decided|i decided)\s*[:\-]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
-_PYTEST = re.compile(r"(?:(\d+) failed)?[, ]*(?:(\d+) passed)?.* in [\d.]+s")
 
 
 def unwrap_shell(command: str) -> str:
@@ -48,19 +48,31 @@ def match_runner(command: str, runners: Sequence[str]) -> str | None:
     return None
 
 
-def _test_counts(output: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for name in ("passed", "failed", "errors", "error", "skipped"):
-        found = re.findall(rf"(\d+) {name}\b", output)
-        if found:
-            counts["errors" if name == "error" else name] = int(found[-1])
-    return counts
-
-
 def _truncate(text: str, limit: int) -> tuple[str, bool]:
     if len(text) <= limit:
         return text, False
     return text[:limit] + f"\n[hydra: {len(text) - limit} more characters not shown]", True
+
+
+def _test_event(runner: str, command: str, exit_code: object, verdict: TestVerdict) -> EventDraft:
+    """A ``test`` event: the verdict, and whether it came from the runner's summary or the exit code."""
+    how = "from the exit code" if verdict.source == "exit_code" else "per " + "+".join(verdict.formats) + " summary"
+    label = verdict.verdict.replace("_", " ")
+    return EventDraft(
+        type="test",
+        text=f"{runner} {label} ({how}): {command}",
+        tags=[verdict.verdict],
+        data={
+            "runner": runner,
+            "passed": verdict.passed,
+            "verdict": verdict.verdict,
+            "verdict_source": verdict.source,
+            "formats": verdict.formats,
+            "exit_code": exit_code,
+            "command": command,
+            "counts": verdict.counts,
+        },
+    )
 
 
 class CodexEventParser:
@@ -141,8 +153,11 @@ class CodexEventParser:
         kind = item.get("type")
         if kind == "command_execution":
             command = self.mask(str(item.get("command", "")))
-            output, truncated = _truncate(self.mask(str(item.get("aggregated_output") or "")), MAX_OUTPUT)
+            full_output = self.mask(str(item.get("aggregated_output") or ""))
+            output, truncated = _truncate(full_output, MAX_OUTPUT)
             exit_code = item.get("exit_code")
+            runner = match_runner(command, self.test_runners)
+            verdict = judge(full_output, exit_code) if runner is not None else failure_reported(full_output)
             data = {
                 "command": unwrap_shell(command),
                 "raw_command": command,
@@ -152,26 +167,12 @@ class CodexEventParser:
                 "output_truncated": truncated,
                 "output_chars": len(str(item.get("aggregated_output") or "")),
             }
+            if verdict is not None:
+                data["test_verdict"] = verdict.verdict
             events = [EventDraft(type="command", text=f"$ {unwrap_shell(command)}\n{output}".strip(), data=data)]
-            runner = match_runner(command, self.test_runners)
-            if runner is not None:
-                passed = exit_code == 0
-                counts = _test_counts(output)
-                verdict = "passed" if passed else "failed"
-                events.append(
-                    EventDraft(
-                        type="test",
-                        text=f"{runner} {verdict}: {unwrap_shell(command)}",
-                        tags=[verdict],
-                        data={
-                            "runner": runner,
-                            "passed": passed,
-                            "exit_code": exit_code,
-                            "command": data["command"],
-                            "counts": counts,
-                        },
-                    )
-                )
+            if verdict is not None:
+                name = runner or "+".join(verdict.formats)
+                events.append(_test_event(name, unwrap_shell(command), exit_code, verdict))
             return events
         if kind == "agent_message":
             text = self.mask(str(item.get("text", "")))

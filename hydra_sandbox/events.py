@@ -60,6 +60,8 @@ class SessionRef(BaseModel):
     profile_id: str | None = None
     parent_session_id: str | None = None
     relationship: str | None = None
+    root_session_id: str | None = Field(default=None, description="The top of the session's delegation tree.")
+    depth: int | None = Field(default=None, ge=0, description="0 for a session the host spawned.")
 
 
 class Event(EventDraft):
@@ -71,6 +73,13 @@ class Event(EventDraft):
     profile_id: str | None = None
     parent_session_id: str | None = None
     relationship: str | None = None
+    root_session_id: str | None = None
+    depth: int | None = None
+    session_status: str | None = Field(
+        default=None,
+        description="Set by the indexer on the copy it indexes, never journaled: the session's status as of "
+        "this event; on summaries, kept current by each later status change.",
+    )
 
     @classmethod
     def from_draft(cls, draft: EventDraft, ref: SessionRef, counter: int) -> Event:

@@ -28,6 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from hydra_sandbox.errors import StoreError, UnindexableEventError
 from hydra_sandbox.events import Event
+from hydra_sandbox.index_state import SessionStateIndex
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.limits import index_problem
 from hydra_sandbox.store import ContextStore
@@ -53,6 +54,7 @@ class Indexer:
     ) -> None:
         self.journal = journal
         self.store = store
+        self._state = SessionStateIndex(journal)
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.max_backoff_s = max_backoff_s
@@ -104,7 +106,7 @@ class Indexer:
         batch = self.journal.read_after(cursor, self.batch_size)
         if not batch:
             return 0
-        events = [event for _, event in batch]
+        events = self._state.documents([event for _, event in batch])
 
         def stopped(state: RetryCallState) -> bool:
             if deadline is None:  # the background thread: retry until stop()
@@ -220,13 +222,14 @@ class Indexer:
             self.journal.set_meta(CURSOR_KEY, "0")
             self.journal.clear_set_aside()
             done, seq = 0, 0
+            self._state = SessionStateIndex(self.journal)  # statuses are derived again from the start
             if progress:
                 progress(0, total)
             while True:
                 batch = self.journal.read_after(seq, self.batch_size)
                 if not batch:
                     break
-                events = [event for _, event in batch]
+                events = self._state.documents([event for _, event in batch])
                 seqs = {event.id: s for s, event in batch}
                 try:
                     self._write(events, seqs)

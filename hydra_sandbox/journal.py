@@ -273,12 +273,25 @@ class Journal(SessionTables):
                 size += len(body)
         return [Event.model_validate_json(b) for b in bodies], False
 
-    def latest(self, session_id: str, type_: str) -> Event | None:
-        """A session's last event of type ``type_``."""
-        with self._guard(f"read the last {type_} of session {session_id}") as conn:
+    def events_of_type(self, session_id: str, event_type: str, limit: int = 1000) -> list[Event]:
+        """The session's events of one type, in counter order (at most ``limit``)."""
+        with self._guard(f"read {event_type} events of session {session_id}") as conn:
+            rows = conn.execute(
+                "SELECT body FROM events WHERE session_id = ? AND type = ? ORDER BY counter LIMIT ?",
+                (session_id, event_type, limit),
+            ).fetchall()
+        return [Event.model_validate_json(r[0]) for r in rows]
+
+    def latest_event(self, session_id: str, event_type: str, *, before: int | None = None) -> Event | None:
+        """The session's last event of ``event_type`` (with ``counter < before`` when given); for
+        ``status``, the last one that changed the status (it has ``data.to``)."""
+        changed = " AND json_extract(body, '$.data.to') IS NOT NULL" if event_type == "status" else ""
+        with self._guard(f"read the last {event_type} event of session {session_id}") as conn:
             row = conn.execute(
-                "SELECT body FROM events WHERE session_id = ? AND type = ? ORDER BY counter DESC LIMIT 1",
-                (session_id, type_),
+                "SELECT body FROM events WHERE session_id = ? AND type = ? AND counter < ?"
+                + changed
+                + " ORDER BY counter DESC LIMIT 1",
+                (session_id, event_type, 2**62 if before is None else before),
             ).fetchone()
         return Event.model_validate_json(row[0]) if row else None
 

@@ -100,6 +100,9 @@ class SessionRecord(BaseModel):
     diff_state: DiffState = DiffState.NONE
     children: list[str] = Field(default_factory=list)
     checklist: dict[str, Any] = Field(default_factory=dict)
+    files_changed: list[str] = Field(
+        default_factory=list, description="The session's change set (what the diff preview shows) after its last run."
+    )
 
     @property
     def active(self) -> bool:
@@ -128,5 +131,6 @@ class SessionRecord(BaseModel):
                 "runs",
                 "diff_state",
                 "children",
+                "files_changed",
             },
         )

@@ -7,7 +7,9 @@ events never duplicates them. Events of type ``summary`` live in a separate summ
 
 ``SearchHit.metadata`` has the same shape for every implementation: ``counter`` (int), ``timestamp``
 (ISO 8601 string), ``tags``, ``related_files``, ``related_sessions`` (lists of str), ``data`` (dict)
-and, when set, ``profile_id``, ``parent_session_id`` and ``relationship``.
+and, when set, the session state: ``profile_id``, ``parent_session_id``, ``relationship``,
+``root_session_id``, ``depth``, ``session_status``; summaries also carry ``checklist_done``,
+``checklist_total`` and ``checklist_complete``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ class SearchFilters(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     parent_session_id: str | None = None
+    root_session_id: str | None = Field(default=None, description="Events of every session under this root.")
+    session_ids: list[str] | None = Field(
+        default=None, description="Events of these sessions only (a subtree, as the facade expands it)."
+    )
+    session_status: str | None = Field(default=None, description="The session's status as of the event.")
+    depth: int | None = Field(default=None, ge=0)
 
 
 class SearchHit(BaseModel):
@@ -91,11 +99,27 @@ def hit_metadata(event: Event) -> dict[str, Any]:
         "related_sessions": list(event.related_sessions),
         "data": dict(event.data),
     }
-    for key in ("profile_id", "parent_session_id", "relationship"):
+    for key in STATE_KEYS:
         value = getattr(event, key)
         if value is not None:
             meta[key] = value
+    meta.update(checklist_counts(event))
     return meta
+
+
+STATE_KEYS = ("profile_id", "parent_session_id", "relationship", "root_session_id", "depth", "session_status")
+"""The session state a document carries as plain metadata (absent when unset)."""
+
+
+def checklist_counts(event: Event) -> dict[str, int | bool]:
+    """On a summary: ``checklist_done``, ``checklist_total`` and ``checklist_complete``; else nothing."""
+    checklist = event.data.get("checklist") if event.type == SUMMARY_TYPE else None
+    items = checklist.get("items") if isinstance(checklist, dict) else None
+    if not isinstance(items, list):
+        return {}
+    done = sum(1 for item in items if isinstance(item, dict) and item.get("done") is True)
+    complete = bool(items) and done == len(items)
+    return {"checklist_done": done, "checklist_total": len(items), "checklist_complete": complete}
 
 
 def check_summary(session_id: str, summary: Event) -> None:
@@ -125,6 +149,10 @@ def matches(event: Event, filters: SearchFilters | None) -> bool:
         and (filters.profile_id is None or event.profile_id == filters.profile_id)
         and (filters.event_type is None or event.type == filters.event_type)
         and (filters.parent_session_id is None or event.parent_session_id == filters.parent_session_id)
+        and (filters.root_session_id is None or event.root_session_id == filters.root_session_id)
+        and (filters.session_ids is None or event.session_id in filters.session_ids)
+        and (filters.session_status is None or event.session_status == filters.session_status)
+        and (filters.depth is None or event.depth == filters.depth)
         and all(tag in event.tags for tag in filters.tags)
         and (filters.since is None or ts >= as_utc(filters.since))
         and (filters.until is None or ts <= as_utc(filters.until))

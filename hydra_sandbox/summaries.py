@@ -23,6 +23,7 @@ class SummaryBuilder:
         self._counts: Counter[str] = Counter()
         self._commands: list[str] = []
         self._files: list[str] = []
+        self._files_total: int | None = None
         self._tests = {"passed": 0, "failed": 0}
         self._tokens = {"input": 0, "output": 0}
         self._since_last = 0
@@ -38,6 +39,9 @@ class SummaryBuilder:
         self._since_last += 1
         if event.type == "command":
             self._commands.append(str(event.data.get("command", ""))[:200])
+        elif event.type == "diff" and event.data.get("change_set"):
+            self._files = list(event.related_files)  # the workspace's change set replaces what the agent said
+            self._files_total = int(event.data.get("files_total", len(self._files)))
         elif event.type == "diff":
             for path in event.related_files:
                 if path not in self._files:
@@ -50,6 +54,10 @@ class SummaryBuilder:
         if isinstance(usage, dict):
             self._tokens["input"] = max(self._tokens["input"], int(usage.get("input_tokens", 0) or 0))
             self._tokens["output"] = max(self._tokens["output"], int(usage.get("output_tokens", 0) or 0))
+
+    @property
+    def _files_changed_total(self) -> int:
+        return max(self._files_total or 0, len(self._files))
 
     def due(self, now: float) -> bool:
         if self._since_last == 0:
@@ -65,13 +73,13 @@ class SummaryBuilder:
             "commands": self._commands[-MAX_LISTED:],
             "commands_total": len(self._commands),
             "files_changed": self._files[:MAX_LISTED],
-            "files_changed_total": len(self._files),
+            "files_changed_total": self._files_changed_total,
             "tests": dict(self._tests),
             "checklist": state.model_dump(mode="json") if state else None,
             "tokens": dict(self._tokens),
         }
         parts = [f"Session {self.session_id}" + (f" ended {outcome}." if final and outcome else " so far:")]
-        parts.append(f"{len(self._commands)} command(s) run, {len(self._files)} file(s) changed")
+        parts.append(f"{len(self._commands)} command(s) run, {self._files_changed_total} file(s) changed")
         if self._tests["passed"] or self._tests["failed"]:
             parts.append(f"tests passed {self._tests['passed']} time(s), failed {self._tests['failed']} time(s)")
         if state:

@@ -166,8 +166,8 @@ class FakeSandbox:
         return script.result
 
     def _changes(self, session_id: str) -> list[str]:
-        request = next(r for r in self.requests if r.session_id == session_id)
-        return self._run_for(request).changes
+        request = next((r for r in self.requests if r.session_id == session_id), None)
+        return (self._run_for(request) if request is not None else self.default).changes
 
     async def diff(self, session_id: str, policy: Policy) -> Any:
         ws = self.workspaces.get(session_id)

@@ -58,14 +58,16 @@ async def _watch(client: Any, session_id: str) -> dict[str, Any]:
         waiting = asyncio.create_task(
             client.call_tool("wait_session", {"session_id": session_id, "timeout_s": 600}, progress_handler=progress)
         )
-        while not waiting.done():
+        while True:
+            finished = waiting.done()  # one more read after the end shows the last events too
             tail = await _call(client, "tail_logs", session_id=session_id, since=seen)
             for event in tail["events"]:
-                if event["type"] in {"command", "test", "decision", "checklist"}:
+                if event["type"] in {"command", "test", "decision", "checklist", "diff"}:
                     console.print(f"  [cyan]{event['type']:<9}[/] {event['text'][:110]}".replace("\n", " ⏎ "))
             seen = tail["next_since"]
+            if finished and not tail["events"]:
+                return dict((await waiting).structured_content or {})
             await asyncio.sleep(0.3)
-        return dict((await waiting).structured_content or {})
 
 
 async def _search(client: Any) -> None:
@@ -115,10 +117,18 @@ async def _run(root: Path, base_url: str | None, model: str | None) -> None:
             console.rule("[bold]3. review the diff (nothing is written yet)")
             diff = await _call(client, "get_diff", session_id=session_id)
             console.print(diff["unified"] or "(no changes)", markup=False, highlight=False)
-            console.rule("[bold]4. checklist")
+            console.rule("[bold]4. checklist and summary")
             for item in finished["session"].get("checklist", {}).get("items", []):
                 mark = "[green]✓[/]" if item["done"] else "[red]✗[/]"
                 console.print(f"  {mark} {item['id']}: {item['description']}")
+            summary = (await _call(client, "summarize_session", session_id=session_id))["summary"]
+            tests, files = summary.get("tests", {}), summary.get("files_changed", [])
+            console.print(
+                f"  tests: passed {tests.get('passed', 0)} time(s), failed {tests.get('failed', 0)} time(s); "
+                f"files changed: {summary.get('files_changed_total', 0)} ({', '.join(files)})",
+                markup=False,
+                highlight=False,
+            )
             console.rule("[bold]5. semantic search over the record")
             await _search(client)
             if diff["files"]:

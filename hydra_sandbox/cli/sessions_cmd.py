@@ -1,4 +1,4 @@
-"""``hydra sessions list|show|logs|diff|apply|discard|terminate``."""
+"""``hydra sessions list|show|tree|logs|diff|apply|discard|terminate``."""
 
 from __future__ import annotations
 
@@ -95,6 +95,23 @@ def show(session_id: str, as_json: bool = typer.Option(False, "--json", help=JSO
             f"  [{'green' if item['done'] else 'red'}]{'✓' if item['done'] else '✗'}[/] {item['id']}: "
             f"{item['description']}"
         )
+
+
+@app.command("tree")
+def tree(session_id: str, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """A session and its delegation tree: status, test verdicts, checklist and changed files of each."""
+    from hydra_sandbox.session_tree import build_tree, render_lines
+
+    journal = _journal()
+    _session(journal, session_id)
+    node = build_tree(session_id, journal.load_session, journal)
+    if node is None:  # removed between the two reads
+        raise SessionNotFoundError(f"session {session_id!r} not found", hint="`hydra sessions list` shows them")
+    if as_json:
+        print_json(node.model_dump(mode="json"))
+        return
+    for line in render_lines(node):
+        typer.echo(line)
 
 
 def _line(event: Event) -> str:

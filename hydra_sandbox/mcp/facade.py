@@ -16,13 +16,14 @@ from hydra_sandbox import __version__
 from hydra_sandbox.authority import Action, Agent, Principal, authorize, visible
 from hydra_sandbox.errors import ConfigError, HydraError, shown
 from hydra_sandbox.events import EVENT_TYPES, Event
-from hydra_sandbox.lifecycle import SessionRecord
+from hydra_sandbox.lifecycle import SessionRecord, SessionStatus
 from hydra_sandbox.maintenance import disk_usage
 from hydra_sandbox.orchestration.manager import HOST_SESSION
 from hydra_sandbox.orchestration.spawning import SpawnRequest
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.profiles import Profile
 from hydra_sandbox.services import Services
+from hydra_sandbox.session_tree import MAX_NODES, build_tree
 from hydra_sandbox.store import SearchFilters
 
 _bound: ContextVar[Facade | None] = ContextVar("hydra_facade", default=None)
@@ -105,6 +106,34 @@ class Facade:
         checklist = self._manager.recorder.checklist(session_id)
         return checklist.state().model_dump(mode="json") if checklist else {}
 
+    def subtree(self, session_id: str) -> list[str]:
+        """The session and its descendants (breadth first, at most the tree's size limit)."""
+        out, queue = [self.session(session_id).session_id], [session_id]
+        while queue and len(out) < MAX_NODES:
+            record = self._manager.sessions.find(queue.pop(0))
+            for child in record.children if record else []:
+                if child not in out:
+                    out.append(child)
+                    queue.append(child)
+        return out[:MAX_NODES]
+
+    async def tree(self, session_id: str) -> dict[str, Any]:
+        self.session(session_id)
+        sessions = self._manager.sessions
+
+        def load(sid: str) -> dict[str, Any] | None:
+            record = sessions.find(sid)
+            if record is None:
+                return None
+            view = record.model_dump(mode="json", exclude={"profile", "policy", "prompt"})
+            checklist = self._manager.recorder.checklist(sid)
+            if checklist is not None:
+                view["checklist"] = checklist.state().model_dump(mode="json")
+            return view
+
+        node = await asyncio.to_thread(build_tree, session_id, load, self.services.journal)
+        return node.model_dump(mode="json") if node else {}
+
     async def events(self, session_id: str, since: int = 0, limit: int | None = None) -> list[Event]:
         self.session(session_id)
         return await self._manager.events(session_id, since=since, limit=limit)
@@ -149,9 +178,14 @@ class Facade:
     async def log_context(self, note: str, session_id: str | None, tags: list[str] | None) -> Event:
         return await self._manager.log_context(note, session_id, tags, self.principal)
 
-    async def search(self, query: str, filters: SearchFilters, limit: int) -> dict[str, Any]:
-        """Semantic search; an agent gets hits from its own subtree only."""
+    async def search(
+        self, query: str, filters: SearchFilters, limit: int, subtree_of: str | None = None
+    ) -> dict[str, Any]:
+        """Semantic search; an agent gets hits from its own subtree only. ``subtree_of`` narrows to a
+        session and its descendants (expanded here into ``filters.session_ids``)."""
         authorize(self.principal, Action.SEARCH)
+        if subtree_of is not None:
+            filters = filters.model_copy(update={"session_ids": self.subtree(subtree_of)})
         if filters.event_type is not None and filters.event_type not in EVENT_TYPES:
             raise HydraError(
                 f"event_type: {shown(filters.event_type)} is not an event type",
@@ -159,6 +193,14 @@ class Facade:
             )
         if filters.session_id is not None and filters.session_id != HOST_SESSION:
             self.session(filters.session_id)
+        for named in (filters.root_session_id, filters.parent_session_id):
+            if named is not None:
+                self.session(named)
+        if filters.session_status is not None and filters.session_status not in {s.value for s in SessionStatus}:
+            raise HydraError(
+                f"session_status: {shown(filters.session_status)} is not a session status",
+                hint="valid: " + ", ".join(s.value for s in SessionStatus),
+            )
         hits = await asyncio.to_thread(self.services.store.semantic_search, query, filters, limit)
         if isinstance(self.principal, Agent):
             tree = self._manager.sessions

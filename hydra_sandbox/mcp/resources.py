@@ -44,6 +44,11 @@ async def checklist_resource(session_id: str, hydra: Facade = Depends(bound_faca
     return json.dumps(hydra.checklist(session_id), indent=2)
 
 
+async def tree_resource(session_id: str, hydra: Facade = Depends(bound_facade)) -> str:
+    """A session and its delegation tree: each node's status, test verdicts, checklist and changed files."""
+    return json.dumps(await hydra.tree(session_id), indent=2)
+
+
 async def status_resource(hydra: Facade = Depends(bound_facade)) -> str:
     """Health: Docker, images, Codex version, store, queue, running sessions, disk."""
     return json.dumps(await hydra.status(), indent=2, default=str)
@@ -60,6 +65,7 @@ RESOURCES = (
     ResourceSpec("hydra://policies", policies_resource),
     ResourceSpec("hydra://sessions/{session_id}", session_resource),
     ResourceSpec("hydra://checklists/{session_id}", checklist_resource),
+    ResourceSpec("hydra://sessions/{session_id}/tree", tree_resource),
     ResourceSpec("hydra://status", status_resource),
 )
 """Every resource. Who may read each: :mod:`hydra_sandbox.authority`."""

@@ -173,7 +173,7 @@ class AgentManager:
         return await asyncio.to_thread(read)
 
     async def latest_event(self, session_id: str, type_: str) -> Event | None:
-        return await asyncio.to_thread(self.journal.latest, session_id, type_)
+        return await asyncio.to_thread(self.journal.latest_event, session_id, type_)
 
     # -- spawn -------------------------------------------------------------------------------
 

@@ -6,20 +6,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from hydra_sandbox.errors import ConfigError, WorkspaceError
+from hydra_sandbox.errors import ConfigError, HydraError, WorkspaceError
 from hydra_sandbox.events import Event, EventDraft, SessionRef, utcnow
 from hydra_sandbox.lifecycle import ACTIVE, DiffState, SessionRecord, SessionStatus, check_transition
 from hydra_sandbox.orchestration.registry import SessionRegistry
 from hydra_sandbox.recorder import Recorder
 from hydra_sandbox.sandbox import RunRequest, RunResult, Sandbox
 
+MAX_CHANGE_SET = 200
 
-def session_ref(record: SessionRecord) -> SessionRef:
+
+def session_ref(record: SessionRecord, root_session_id: str | None = None) -> SessionRef:
     return SessionRef(
         session_id=record.session_id,
         profile_id=record.profile_id,
         parent_session_id=record.parent_session_id,
         relationship=record.relationship,
+        root_session_id=root_session_id or record.session_id,
+        depth=record.depth,
     )
 
 
@@ -47,12 +51,17 @@ class SessionRuns:
 
     # -- recording ---------------------------------------------------------------------------
 
+    def ref(self, record: SessionRecord) -> SessionRef:
+        """Who the session's events belong to, with its place in the delegation tree."""
+        ancestors = self.registry.ancestors(record.session_id)
+        return session_ref(record, ancestors[-1] if ancestors else record.session_id)
+
     async def record(self, record: SessionRecord, draft: EventDraft) -> Event | None:
-        return await self.recorder.record(session_ref(record), draft)
+        return await self.recorder.record(self.ref(record), draft)
 
     async def track(self, record: SessionRecord) -> None:
         """Follow the session's checklist and summary, from its stored profile."""
-        await self.recorder.track(session_ref(record), record.profile)
+        await self.recorder.track(self.ref(record), record.profile)
 
     async def persist(self, record: SessionRecord) -> None:
         checklist = self.recorder.checklist(record.session_id)
@@ -202,8 +211,36 @@ class SessionRuns:
                 record.diff_state = DiffState.PENDING
         else:
             target = SessionStatus(result.status)
-        await self.recorder.finalize(session_ref(record), outcome=target.value)
+        await self.record_change_set(record)
+        await self.recorder.finalize(self.ref(record), outcome=target.value)
         await self.transition(record, target, reason=result.reason)
+
+    async def record_change_set(self, record: SessionRecord) -> None:
+        """Record what the run changed, read from its workspace (the same change set the diff preview
+        shows), as a ``diff`` event: summaries, the ``file_changed`` rule and the session view count
+        files from it, not from what the agent said it wrote. No workspace: nothing is recorded."""
+        try:
+            preview = await self.sandbox.diff(record.session_id, record.policy)
+        except HydraError:
+            return
+        files = sorted({f.path for f in preview.files})
+        record.files_changed = files[:MAX_CHANGE_SET]
+        shown = ", ".join(files[:10]) + (", …" if len(files) > 10 else "")
+        await self.record(
+            record,
+            EventDraft(
+                type="diff",
+                text=f"change set: {len(files)} file(s) changed" + (f": {shown}" if files else ""),
+                related_files=files[:MAX_CHANGE_SET],
+                tags=["change-set"],
+                data={
+                    "change_set": True,
+                    "files": files[:MAX_CHANGE_SET],
+                    "files_total": len(files),
+                    "refused": len(preview.refused),
+                },
+            ),
+        )
 
     # -- control -----------------------------------------------------------------------------
 

@@ -18,8 +18,10 @@ def test_checklist_items_are_proved_by_matching_events_only() -> None:
     profiles = ProfileCatalog([REPO_ROOT / "profiles"])
     checklist = Checklist.from_profile(profiles.get("data_migration"))
     assert checklist.observe(make("s", 0, "test", passed=False)) == []
-    assert checklist.observe(make("s", 1, "diff", files=["src/app.py"])) == []
-    done = checklist.observe(make("s", 2, "diff", files=["db/migrations/0002_add.py"]))
+    assert checklist.observe(make("s", 1, "diff", files=["src/app.py"], change_set=True)) == []
+    # what the agent says it wrote proves nothing; the session's change set does
+    assert checklist.observe(make("s", 2, "diff", files=["db/migrations/0002_add.py"])) == []
+    done = checklist.observe(make("s", 2, "diff", files=["db/migrations/0002_add.py"], change_set=True))
     assert [i.id for i in done] == ["migration_written"] and done[0].proved_by == "s:2"
     assert [i.id for i in checklist.observe(make("s", 3, "test", passed=True))] == ["tests_passed"]
     assert [i.id for i in checklist.observe(make("s", 4, "decision", "Rollback drops the column"))] == [
