@@ -75,7 +75,9 @@ async def run(client: Client, working_dir: str, task: str, apply: bool) -> int:
     if not apply:
         print("not applied; run again with --apply, or `hydra sessions apply " + coder_id + "`")
         return 0
-    applied = await client.call_tool("apply_diff", {"session_id": coder_id, "confirm": True}, raise_on_error=False)
+    applied = await client.call_tool(
+        "apply_diff", {"session_id": coder_id, "confirm": True, "digest": diff["digest"]}, raise_on_error=False
+    )
     if applied.is_error:
         print("apply refused: " + " ".join(getattr(b, "text", "") for b in applied.content))
         return 2

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pydantic import BaseModel, Field
 
 from hydra_sandbox.beneath import Tree, is_link_error, split_relative, temp_name
-from hydra_sandbox.diffing import FileChange, RefusedWrite, compute_diff, link_inside
-from hydra_sandbox.errors import ApplyConflictError, WorkspaceError
+from hydra_sandbox.diffing import DiffPreview, FileChange, RefusedWrite, compute_diff, link_inside
+from hydra_sandbox.errors import ApplyConflictError, PolicyViolation, WorkspaceError
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox.workspace import StagedWorkspace
 
@@ -31,6 +31,26 @@ class ApplyResult(BaseModel):
     deleted: list[str] = Field(default_factory=list)
     links: list[str] = Field(default_factory=list)
     refused: list[RefusedWrite] = Field(default_factory=list)
+    digest: str = Field(default="", description="Of the change set this call saw (see get_diff).")
+    masked_files: list[str] = Field(default_factory=list)
+
+
+def check_reviewed(session_id: str, preview: DiffPreview, digest: str | None, acknowledge_masked: bool) -> None:
+    """Refuse a change set other than the reviewed one, and masked spans nobody acknowledged."""
+    if digest is not None and digest != preview.digest:
+        raise ApplyConflictError(
+            f"session {session_id}: digest: the change set is not the one reviewed ({digest} was given, "
+            f"it is now {preview.digest}); nothing was written",
+            hint="call get_diff again, review what changed, and pass its digest",
+        )
+    if preview.masked_files and not acknowledge_masked:
+        hidden = sum(f.masked_lines for f in preview.files)
+        raise PolicyViolation(
+            f"session {session_id}: {len(preview.masked_files)} file(s) hold {hidden} line(s) that masking hid "
+            f"from the preview: {', '.join(preview.masked_files[:10])}; nothing was written",
+            hint="read those files in the session's layer yourself; pass acknowledge_masked=true to apply them "
+            "as they are, or discard the diff",
+        )
 
 
 def _check_host_dirs(host: Tree, rel: str) -> None:
@@ -124,8 +144,18 @@ def _delete(host: Tree, rel: str) -> bool:
         os.close(dir_fd)
 
 
-def apply_changes(ws: StagedWorkspace, policy: Policy, *, confirm: bool) -> ApplyResult:
-    preview = compute_diff(ws, policy)
+def apply_changes(
+    ws: StagedWorkspace,
+    policy: Policy,
+    *,
+    confirm: bool,
+    digest: str | None = None,
+    acknowledge_masked: bool = False,
+    detect: Callable[[str], str] = lambda s: s,
+) -> ApplyResult:
+    """Write the change set. With ``digest``, only the change set of that digest (the preview the
+    operator read); files with spans ``detect`` masks only with ``acknowledge_masked``."""
+    preview = compute_diff(ws, policy, detect=detect)
     refused = list(preview.refused)
     if not confirm:
         return ApplyResult(
@@ -134,10 +164,14 @@ def apply_changes(ws: StagedWorkspace, policy: Policy, *, confirm: bool) -> Appl
             refused=refused,
             written=[f.path for f in preview.files if f.status != "deleted"],
             deleted=[f.path for f in preview.files if f.status == "deleted"],
-            message="nothing written: call again with confirm=true to apply these changes",
+            digest=preview.digest,
+            masked_files=preview.masked_files,
+            message="nothing written: call again with confirm=true and this digest to apply these changes",
         )
+    check_reviewed(ws.session_id, preview, digest, acknowledge_masked)
     with Tree(ws.source) as host, Tree(ws.upper) as upper:
-        return _apply(ws, preview.files, refused, host, upper)
+        result = _apply(ws, preview.files, refused, host, upper)
+    return result.model_copy(update={"digest": preview.digest, "masked_files": preview.masked_files})
 
 
 def _apply(

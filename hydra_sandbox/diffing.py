@@ -12,58 +12,34 @@ from the changes and listed in ``refused``, so the preview shows exactly what ``
 from __future__ import annotations
 
 import contextlib
-import difflib
 import errno
 import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
-from typing import Literal
-
-from pydantic import BaseModel, Field
 
 from hydra_sandbox.beneath import Tree, is_link_error
+from hydra_sandbox.changeset import change_set_digest, link_refusal, size_refusal
 from hydra_sandbox.errors import WorkspaceError
 from hydra_sandbox.policy import Policy
+from hydra_sandbox.preview import (
+    MAX_DIFF_BYTES,
+    DiffPreview,
+    DiffStats,
+    FileChange,
+    FileStatus,
+    RefusedWrite,
+    detect_renames,
+    render,
+)
 from hydra_sandbox.sandbox.workspace import StagedWorkspace
 
-MAX_DIFF_BYTES = 1_000_000
+__all__ = ["DiffPreview", "DiffStats", "FileChange", "RefusedWrite", "compute_diff", "link_inside"]
+
 MAX_PATH_LENGTH = 4096
 _NAME_MAX = 255
 AGENT_ROOT = PurePosixPath("/workspace")
-FileStatus = Literal["added", "modified", "deleted", "renamed", "symlink", "mode_changed"]
-
-
-class FileChange(BaseModel):
-    path: str
-    status: FileStatus
-    old_path: str | None = None
-    binary: bool = False
-    symlink_target: str | None = None
-    old_mode: str | None = None
-    new_mode: str | None = None
-    additions: int = 0
-    deletions: int = 0
-
-
-class RefusedWrite(BaseModel):
-    path: str
-    reason: str
-
-
-class DiffStats(BaseModel):
-    files_changed: int = 0
-    insertions: int = 0
-    deletions: int = 0
-
-
-class DiffPreview(BaseModel):
-    session_id: str
-    files: list[FileChange] = Field(default_factory=list)
-    unified: str = ""
-    stats: DiffStats = Field(default_factory=DiffStats)
-    refused: list[RefusedWrite] = Field(default_factory=list)
 
 
 def _is_whiteout(st: os.stat_result) -> bool:
@@ -147,15 +123,6 @@ def _digest(tree: Tree, rel: str) -> str:
     return digest.hexdigest()
 
 
-def _text(data: bytes) -> list[str] | None:
-    if b"\0" in data[:8192]:
-        return None
-    try:
-        return data.decode("utf-8").splitlines(keepends=True)
-    except UnicodeDecodeError:
-        return None
-
-
 def link_inside(rel: str, target: str) -> str | None:
     """The link target rewritten relative to the link, or ``None`` when it leaves the workspace."""
     link_dir = PurePosixPath(rel).parent
@@ -210,8 +177,16 @@ def _upper_entries(ws: StagedWorkspace, upper: Tree) -> Iterator[tuple[str, os.s
         stack.extend(reversed(subdirs))
 
 
-def compute_diff(ws: StagedWorkspace, policy: Policy, *, mask: Callable[[str], str] = lambda s: s) -> DiffPreview:
-    """The preview of what ``apply`` would write, with every path and line passed through ``mask``.
+def compute_diff(
+    ws: StagedWorkspace,
+    policy: Policy,
+    *,
+    mask: Callable[[str], str] = lambda s: s,
+    detect: Callable[[str], str] | None = None,
+) -> DiffPreview:
+    """The preview of what ``apply`` would write, against the host's files (never a parent's layer: a
+    child's file carrying its parent's unapplied edits shows them), with every path and line passed
+    through ``mask``; ``detect`` (default: ``mask``) finds the spans masking hides.
 
     Every layer is read through a :class:`~hydra_sandbox.beneath.Tree`: a live ancestor layer whose
     directory becomes a link while it is read makes the diff fail with :class:`WorkspaceError`, never
@@ -228,12 +203,20 @@ def compute_diff(ws: StagedWorkspace, policy: Policy, *, mask: Callable[[str], s
         for layer in ws.lowers:
             with contextlib.suppress(FileNotFoundError):  # a discarded ancestor's layer shows nothing
                 lowers.append(stack.enter_context(Tree(layer)))
-        return _compute(ws, upper, LowerView(lowers), policy, mask)
+        host = lowers[-1:] if ws.lowers and lowers and lowers[-1].root == ws.lowers[-1] else []
+        seen = LowerView(lowers) if len(lowers) > len(host) else None
+        return _compute(ws, upper, LowerView(host), seen, policy, (mask, detect or mask))
 
 
 def _compute(
-    ws: StagedWorkspace, upper: Tree, lower: LowerView, policy: Policy, mask: Callable[[str], str]
+    ws: StagedWorkspace,
+    upper: Tree,
+    lower: LowerView,
+    seen: LowerView | None,
+    policy: Policy,
+    masks: tuple[Callable[[str], str], Callable[[str], str]],
 ) -> DiffPreview:
+    mask = masks[0]
     matcher = policy.matcher
     ours = ws.hidden()
     raw: list[FileChange] = []
@@ -246,6 +229,8 @@ def _compute(
         if reason is not None:
             refused.append(RefusedWrite(path=mask(change.path if not bad else repr(change.path)), reason=reason))
             return
+        if seen is not None:
+            change.includes_parent_changes = _inherited(seen, lower, change.path)
         raw.append(change)
         contents[change.path] = (before, after)
 
@@ -281,28 +266,77 @@ def _compute(
                     RefusedWrite(path=mask(rel), reason=f"symbolic link to {mask(target)} points outside the workspace")
                 )
                 continue
+            why = link_refusal(rel, target, lower.lowers[0] if lower.lowers else None, matcher)
+            if why is not None:
+                refused.append(RefusedWrite(path=mask(rel), reason=f"symbolic link to {mask(target)} {why}"))
+                continue
             consider(FileChange(path=rel, status="symlink", symlink_target=mask(target)), None, None)
             continue
         if not stat.S_ISREG(st.st_mode):
             refused.append(RefusedWrite(path=mask(rel), reason="not a regular file, directory or link"))
             continue
         new_mode = oct(stat.S_IMODE(st.st_mode))
-        if below is None or not stat.S_ISREG(below[1].st_mode):
-            consider(FileChange(path=rel, status="added", new_mode=new_mode), None, _read(upper, rel, MAX_DIFF_BYTES))
-            continue
-        old_mode = oct(stat.S_IMODE(below[1].st_mode))
-        same = below[1].st_size == st.st_size and _digest(below[0], rel) == _digest(upper, rel)
+        old_mode = oct(stat.S_IMODE(below[1].st_mode)) if below and stat.S_ISREG(below[1].st_mode) else None
+        same = below is not None and old_mode is not None and _same(below, upper, rel, st)
         if same and old_mode == new_mode:
             continue
-        status: FileStatus = "mode_changed" if same else "modified"
-        consider(
-            FileChange(path=rel, status=status, old_mode=old_mode, new_mode=new_mode),
-            _read(below[0], rel, MAX_DIFF_BYTES),
-            _read(upper, rel, MAX_DIFF_BYTES),
+        too_big = size_refusal(st.st_size, policy)
+        if too_big is not None:
+            refused.append(RefusedWrite(path=mask(rel), reason=too_big))
+            continue
+        change = FileChange(
+            path=rel,
+            status="added",
+            new_mode=new_mode,
+            size=st.st_size,
+            disk_bytes=st.st_blocks * 512,
+            truncated=st.st_size > MAX_DIFF_BYTES,
         )
+        if below is None or old_mode is None:
+            consider(change, None, _read(upper, rel, MAX_DIFF_BYTES))
+            continue
+        status: FileStatus = "mode_changed" if same else "modified"
+        change = change.model_copy(update={"status": status, "old_mode": old_mode, "old_size": below[1].st_size})
+        consider(change, _read(below[0], rel, MAX_DIFF_BYTES), _read(upper, rel, MAX_DIFF_BYTES))
 
-    files = _detect_renames(raw, contents)
-    return _render(ws.session_id, files, contents, refused, mask)
+    files = detect_renames(raw, contents)
+    digest = change_set_digest(_digest_entries(upper, lower, files))
+    preview = render(ws.session_id, files, contents, refused, mask, masks[1])
+    return preview.model_copy(update={"digest": digest})
+
+
+def _same(below: tuple[Tree, os.stat_result], upper: Tree, rel: str, st: os.stat_result) -> bool:
+    return below[1].st_size == st.st_size and _digest(below[0], rel) == _digest(upper, rel)
+
+
+def _entry(tree: Tree | None, rel: str) -> str:
+    """What is at ``rel`` in ``tree``, for the digest: nothing, a link and its target, or a file."""
+    st = tree.lstat(rel) if tree is not None else None
+    if tree is None or st is None:
+        return "-"
+    if stat.S_ISLNK(st.st_mode):
+        return "link:" + tree.readlink(rel)
+    if stat.S_ISREG(st.st_mode):
+        return f"file:{stat.S_IMODE(st.st_mode):o}:{_digest(tree, rel)}"
+    return f"other:{stat.S_IFMT(st.st_mode):o}"
+
+
+def _digest_entries(upper: Tree, lower: LowerView, files: list[FileChange]) -> Iterator[tuple[str, ...]]:
+    for change in files:
+        below = lower.lstat(change.path)
+        written = "-" if change.status == "deleted" else _entry(upper, change.path)
+        yield change.status, change.path, change.old_path or "", written, _entry(below and below[0], change.path)
+        if change.old_path:
+            old = lower.lstat(change.old_path)
+            yield "renamed-from", change.old_path, "", "-", _entry(old and old[0], change.old_path)
+
+
+def _inherited(seen: LowerView, lower: LowerView, rel: str) -> bool:
+    """A parent session changed ``rel`` and that change is not on the host."""
+    found, host = seen.lstat(rel), lower.lstat(rel)
+    if found is None or host is None:
+        return (found is None) != (host is None)
+    return found[0] is not host[0] and _entry(found[0], rel) != _entry(host[0], rel)
 
 
 def _readlink(tree: Tree, rel: str) -> str | None:
@@ -318,82 +352,3 @@ def _safe_read(lower: LowerView, rel: str) -> bytes | None:
         return None
     return _read(found[0], rel, MAX_DIFF_BYTES)
 
-
-def _detect_renames(
-    changes: list[FileChange], contents: dict[str, tuple[bytes | None, bytes | None]]
-) -> list[FileChange]:
-    deleted = {contents[c.path][0]: c for c in changes if c.status == "deleted" and contents[c.path][0]}
-    out, used = [], set()
-    for change in changes:
-        if change.status == "added":
-            after = contents[change.path][1]
-            old = deleted.get(after) if after else None
-            if old is not None and old.path not in used:
-                used.add(old.path)
-                out.append(change.model_copy(update={"status": "renamed", "old_path": old.path}))
-                contents[change.path] = (after, after)
-                continue
-        out.append(change)
-    return [c for c in out if not (c.status == "deleted" and c.path in used)]
-
-
-def _render(
-    session_id: str,
-    files: list[FileChange],
-    contents: dict[str, tuple[bytes | None, bytes | None]],
-    refused: list[RefusedWrite],
-    mask: Callable[[str], str],
-) -> DiffPreview:
-    chunks: list[str] = []
-    rendered: list[FileChange] = []
-    insertions = deletions = 0
-    for change in sorted(files, key=lambda c: c.path):
-        before, after = contents.get(change.path, (None, None))
-        name = mask(change.path)
-        old_name = mask(change.old_path) if change.old_path else name
-        header = f"diff --hydra a/{old_name} b/{name}\n"
-        if change.status == "symlink":
-            chunks.append(header + f"symbolic link -> {change.symlink_target}\n")
-            rendered.append(change.model_copy(update={"path": name}))
-            continue
-        if change.status == "mode_changed":
-            chunks.append(header + f"old mode {change.old_mode}\nnew mode {change.new_mode}\n")
-            rendered.append(change.model_copy(update={"path": name}))
-            continue
-        old_lines = _text(before) if before is not None else []
-        new_lines = _text(after) if after is not None else []
-        if old_lines is None or new_lines is None:
-            chunks.append(header + "Binary files differ\n")
-            rendered.append(
-                change.model_copy(update={"path": name, "old_path": change.old_path and old_name, "binary": True})
-            )
-            continue
-        adds = dels = 0
-        body = []
-        for line in difflib.unified_diff(
-            old_lines,
-            new_lines,
-            "/dev/null" if change.status == "added" else f"a/{old_name}",
-            "/dev/null" if change.status == "deleted" else f"b/{name}",
-        ):
-            if line.startswith("+") and not line.startswith("+++"):
-                adds += 1
-            elif line.startswith("-") and not line.startswith("---"):
-                dels += 1
-            body.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
-        insertions += adds
-        deletions += dels
-        # masked as one text: a private key block spans lines, and no single line of it looks secret
-        chunks.append(header + mask("".join(body)))
-        rendered.append(
-            change.model_copy(
-                update={"path": name, "old_path": change.old_path and old_name, "additions": adds, "deletions": dels}
-            )
-        )
-    return DiffPreview(
-        session_id=session_id,
-        files=rendered,
-        unified="".join(chunks),
-        stats=DiffStats(files_changed=len(rendered), insertions=insertions, deletions=deletions),
-        refused=refused,
-    )

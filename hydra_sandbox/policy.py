@@ -99,6 +99,9 @@ class ResourceLimits(_Strict):
     disk_mb: int | None = Field(
         default=None, ge=16, le=1_048_576, description="Quota of the writable workspace layer (MB); none if unset."
     )
+    max_apply_file_mb: int = Field(
+        default=100, ge=1, le=1048576, description="Largest file apply writes (MiB); larger ones are refused."
+    )
 
 
 class DelegationLimits(_Strict):

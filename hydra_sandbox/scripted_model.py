@@ -33,6 +33,7 @@ class McpCall(BaseModel):
     namespace: str = "mcp__hydra"
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    save: str | None = Field(default=None, description="Name the JSON result for later {{ name.field }}.")
 
 
 class ScriptItem(BaseModel):
@@ -55,7 +56,8 @@ class ScriptItem(BaseModel):
             return RunStep(run=self.exec, yield_ms=self.yield_ms or None)
         if self.mcp_call is not None:
             server = self.mcp_call.namespace.removeprefix("mcp__")
-            return CallStep(call=ToolCall(server=server, tool=self.mcp_call.name, arguments=self.mcp_call.arguments))
+            call = ToolCall(server=server, tool=self.mcp_call.name, arguments=self.mcp_call.arguments)
+            return CallStep(call=call, save=self.mcp_call.save)
         return ReplyStep(reply=self.message or "")
 
 
@@ -87,7 +89,9 @@ def _route(name: str, match: str | None, turns: list[list[ScriptItem]]) -> Compi
         if turn and turn[0].error_status is not None:
             compiled.append(Turn(where, failure=Failure(status=turn[0].error_status)))
         else:
-            compiled.append(Turn(where, items=tuple(item.step() for item in turn)))
+            steps = tuple(item.step() for item in turn)
+            save = getattr(steps[0], "save", None) if len(steps) == 1 else None  # a saved call is its turn alone
+            compiled.append(Turn(where, items=steps, save=save))
     return CompiledRoute(
         name=name, match=match, turns=tuple(compiled), progress="shared", match_in="request", exhausted_reply="done"
     )

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from hydra_sandbox.diffing import compute_diff
+from hydra_sandbox.errors import ApplyConflictError
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox import ContainerObserver, EventSink, RunRequest, RunResult
@@ -32,6 +33,11 @@ class FakePreview(BaseModel):
     files: list[FakeFileChange]
     unified: str = ""
     refused: list[dict[str, str]] = []
+    digest: str = ""
+
+
+def fake_digest(changes: list[str]) -> str:
+    return "fake:" + "\0".join(changes)
 
 
 class FakeApplyResult(BaseModel):
@@ -88,6 +94,7 @@ class FakeSandbox:
         self.started: list[str] = []
         self.requests: list[RunRequest] = []
         self.applied: list[str] = []
+        self.apply_terms: list[tuple[str, str | None, bool]] = []
         self.discarded: list[str] = []
         self.live: set[str] = set()
         self.follow_calls: list[tuple[str, int]] = []
@@ -173,11 +180,25 @@ class FakeSandbox:
         ws = self.workspaces.get(session_id)
         if ws is not None:
             return compute_diff(ws, policy, mask=self.mask)
-        return FakePreview(files=[FakeFileChange(path=p) for p in self._changes(session_id)])
+        changes = self._changes(session_id)
+        return FakePreview(files=[FakeFileChange(path=p) for p in changes], digest=fake_digest(changes))
 
-    async def apply(self, session_id: str, policy: Policy, *, confirm: bool) -> Any:
+    async def apply(
+        self,
+        session_id: str,
+        policy: Policy,
+        *,
+        confirm: bool,
+        digest: str | None = None,
+        acknowledge_masked: bool = False,
+    ) -> Any:
+        self.apply_terms.append((session_id, digest, acknowledge_masked))
         if not confirm:
             return FakeApplyResult(applied=False, written=[])
+        ws = self.workspaces.get(session_id)
+        expected = compute_diff(ws, policy).digest if ws is not None else fake_digest(self._changes(session_id))
+        if digest != expected:
+            raise ApplyConflictError(f"session {session_id}: digest: the change set is not the one reviewed")
         self.applied.append(session_id)
         return FakeApplyResult(applied=True, written=self._changes(session_id))
 

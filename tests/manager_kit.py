@@ -7,7 +7,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hydra_sandbox.authority import OPERATOR
+from hydra_sandbox.applying import ApplyResult
+from hydra_sandbox.authority import OPERATOR, Principal
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionStatus
 from hydra_sandbox.masking import SecretMasker
@@ -53,3 +54,9 @@ async def finish(manager: AgentManager, session_id: str) -> SessionStatus:
     record = await manager.wait(session_id, 10, principal=OPERATOR)
     assert not record.active, f"session still {record.status}"
     return record.status
+
+
+async def apply_reviewed(manager: AgentManager, session_id: str, principal: Principal = OPERATOR) -> ApplyResult:
+    """``apply(confirm=True)`` with the digest of the preview taken now, as an operator who read it."""
+    digest = (await manager.diff(session_id, OPERATOR)).digest
+    return await manager.apply(session_id, True, principal, digest=digest)

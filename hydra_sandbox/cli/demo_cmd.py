@@ -19,7 +19,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from hydra_sandbox.cli.output import console
+from hydra_sandbox.cli.output import console, shown, visible
 from hydra_sandbox.model_credentials import find_model_key
 from hydra_sandbox.settings import load_settings
 
@@ -63,7 +63,8 @@ async def _watch(client: Any, session_id: str) -> dict[str, Any]:
             tail = await _call(client, "tail_logs", session_id=session_id, since=seen)
             for event in tail["events"]:
                 if event["type"] in {"command", "test", "decision", "checklist", "diff"}:
-                    console.print(f"  [cyan]{event['type']:<9}[/] {event['text'][:110]}".replace("\n", " ⏎ "))
+                    text = shown(event["text"][:110].replace("\n", " ⏎ "))
+                    console.print(f"  [cyan]{shown(event['type']):<9}[/] {text}")
             seen = tail["next_since"]
             if finished and not tail["events"]:
                 return dict((await waiting).structured_content or {})
@@ -87,7 +88,8 @@ async def _search(client: Any) -> None:
             break
         await asyncio.sleep(0.2)
     for hit in hits:
-        console.print(f"  {hit['distance']:.3f}  {hit['type']:<9} {hit['text'][:100]}".replace("\n", " ⏎ "))
+        text = shown(hit["text"][:100].replace("\n", " ⏎ "))
+        console.print(f"  {hit['distance']:.3f}  {shown(hit['type']):<9} {text}")
 
 
 async def _run(root: Path, base_url: str | None, model: str | None) -> None:
@@ -116,16 +118,16 @@ async def _run(root: Path, base_url: str | None, model: str | None) -> None:
             console.print(f"session ended: [bold]{finished['status']}[/]")
             console.rule("[bold]3. review the diff (nothing is written yet)")
             diff = await _call(client, "get_diff", session_id=session_id)
-            console.print(diff["unified"] or "(no changes)", markup=False, highlight=False)
+            console.print(visible(diff["unified"]) or "(no changes)", markup=False, highlight=False)
             console.rule("[bold]4. checklist and summary")
             for item in finished["session"].get("checklist", {}).get("items", []):
                 mark = "[green]✓[/]" if item["done"] else "[red]✗[/]"
-                console.print(f"  {mark} {item['id']}: {item['description']}")
+                console.print(f"  {mark} {shown(item['id'])}: {shown(item['description'])}")
             summary = (await _call(client, "summarize_session", session_id=session_id))["summary"]
             tests, files = summary.get("tests", {}), summary.get("files_changed", [])
             console.print(
                 f"  tests: passed {tests.get('passed', 0)} time(s), failed {tests.get('failed', 0)} time(s); "
-                f"files changed: {summary.get('files_changed_total', 0)} ({', '.join(files)})",
+                f"files changed: {summary.get('files_changed_total', 0)} ({visible(', '.join(files))})",
                 markup=False,
                 highlight=False,
             )
@@ -133,8 +135,10 @@ async def _run(root: Path, base_url: str | None, model: str | None) -> None:
             await _search(client)
             if diff["files"]:
                 console.rule("[bold]6. apply the diff to the demo project")
-                applied = await _call(client, "apply_diff", session_id=session_id, confirm=True)
-                console.print(applied["message"])
+                applied = await _call(
+                    client, "apply_diff", session_id=session_id, confirm=True, digest=diff["digest"]
+                )
+                console.print(visible(applied["message"]), markup=False)
                 console.print((project / "calc.py").read_text(), markup=False)
     finally:
         report = await collect_garbage(open_runtime(settings), set(), home=home_label(settings.data_home))

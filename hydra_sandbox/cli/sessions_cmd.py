@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import typer
 
-from hydra_sandbox.cli.output import JSON_HELP, console, print_json, print_table
+from hydra_sandbox.cli.output import JSON_HELP, console, print_json, print_table, shown, visible
 from hydra_sandbox.cli.remote import server_call
 from hydra_sandbox.errors import SessionNotFoundError
 from hydra_sandbox.events import Event
@@ -89,11 +90,11 @@ def show(session_id: str, as_json: bool = typer.Option(False, "--json", help=JSO
         "created_at",
         "finished_at",
     ):
-        console.print(f"[bold]{key}[/]: {data.get(key)}", markup=True)
+        console.print(f"[bold]{key}[/]: {shown(data.get(key))}", markup=True)
     for item in (data.get("checklist") or {}).get("items", []):
         console.print(
-            f"  [{'green' if item['done'] else 'red'}]{'✓' if item['done'] else '✗'}[/] {item['id']}: "
-            f"{item['description']}"
+            f"  [{'green' if item['done'] else 'red'}]{'✓' if item['done'] else '✗'}[/] {shown(item['id'])}: "
+            f"{shown(item['description'])}"
         )
 
 
@@ -116,8 +117,8 @@ def tree(session_id: str, as_json: bool = typer.Option(False, "--json", help=JSO
 
 def _line(event: Event) -> str:
     colour = COLOURS.get(event.type, "white")
-    text = event.text.replace("\n", " ⏎ ")[:200]
-    return f"[dim]{event.counter:>4}[/] [{colour}]{event.type:<9}[/] {text}"
+    text = shown(event.text.replace("\n", " ⏎ ")[:200])
+    return f"[dim]{event.counter:>4}[/] [{colour}]{shown(event.type):<9}[/] {text}"
 
 
 @app.command("logs")
@@ -153,31 +154,48 @@ def diff(session_id: str, as_json: bool = typer.Option(False, "--json", help=JSO
     if as_json:
         print_json(preview)
         return
-    console.print(preview["unified"] or "(no changes)", markup=False, highlight=False)
+    _print_preview(preview)
+
+
+def _print_preview(preview: dict[str, Any]) -> None:
+    console.print(visible(preview["unified"]) or "(no changes)", markup=False, highlight=False)
     for refused in preview["refused"]:
-        console.print(f"[red]refused[/] {refused['path']}: {refused['reason']}")
+        console.print(f"[red]refused[/] {shown(refused['path'])}: {shown(refused['reason'])}")
     stats = preview["stats"]
     console.print(f"{stats['files_changed']} file(s), +{stats['insertions']} -{stats['deletions']}")
+    for name in preview.get("masked_files", []):
+        console.print(f"[yellow]masked[/] {shown(name)}: lines hidden here (apply needs --acknowledge-masked)")
+    console.print(f"digest {shown(preview['digest'])}")
 
 
 @app.command("apply")
-def apply(session_id: str, yes: bool = typer.Option(False, "--yes", help="Apply without asking.")) -> None:
-    """Write a session's allowed changes to its working directory."""
+def apply(
+    session_id: str,
+    yes: bool = typer.Option(False, "--yes", help="Apply without asking."),
+    digest: str | None = typer.Option(None, help="The digest `hydra sessions diff` printed; else shown first."),
+    acknowledge_masked: bool = typer.Option(False, help="Apply files whose lines masking hid from the preview."),
+) -> None:
+    """Write a session's reviewed changes to its working directory (only the change set of the digest)."""
+    if digest is None:
+        preview = server_call("get_diff", {"session_id": session_id})
+        _print_preview(preview)
+        digest = str(preview["digest"])
     if not yes and not typer.confirm(f"Apply the changes of {session_id} to its working directory?"):
         raise typer.Exit(1)
-    result = server_call("apply_diff", {"session_id": session_id, "confirm": True})
-    console.print(result["message"])
+    arguments = {"session_id": session_id, "confirm": True, "digest": digest, "acknowledge_masked": acknowledge_masked}
+    result = server_call("apply_diff", arguments)
+    console.print(visible(result["message"]), markup=False)
     for refused in result["refused"]:
-        console.print(f"[red]refused[/] {refused['path']}: {refused['reason']}")
+        console.print(f"[red]refused[/] {shown(refused['path'])}: {shown(refused['reason'])}")
 
 
 @app.command("discard")
 def discard(session_id: str) -> None:
     """Throw a session's changes away."""
-    console.print(server_call("discard_diff", {"session_id": session_id}))
+    console.print(visible(server_call("discard_diff", {"session_id": session_id})), markup=False)
 
 
 @app.command("terminate")
 def terminate(session_id: str, reason: str = typer.Option("terminated from the CLI", help="Recorded reason.")) -> None:
     """Stop a queued or running session."""
-    console.print(server_call("terminate_session", {"session_id": session_id, "reason": reason}))
+    console.print(visible(server_call("terminate_session", {"session_id": session_id, "reason": reason})), markup=False)

@@ -214,8 +214,12 @@ class Facade:
         preview = await self._manager.diff(session_id, self.principal)
         return preview.model_dump(mode="json")  # type: ignore[no-any-return]
 
-    async def apply(self, session_id: str, confirm: bool) -> dict[str, Any]:
-        result = await self._manager.apply(session_id, confirm, self.principal)
+    async def apply(
+        self, session_id: str, confirm: bool, digest: str | None = None, acknowledge_masked: bool = False
+    ) -> dict[str, Any]:
+        result = await self._manager.apply(
+            session_id, confirm, self.principal, digest=digest, acknowledge_masked=acknowledge_masked
+        )
         return result.model_dump(mode="json")  # type: ignore[no-any-return]
 
     async def discard(self, session_id: str) -> SessionRecord:

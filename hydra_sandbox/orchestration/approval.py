@@ -42,7 +42,11 @@ class Approval:
         require_reviewable(record)
         return await self._sandbox.diff(record.session_id, record.policy)
 
-    async def apply(self, record: SessionRecord, confirm: bool) -> ApplyResult:
+    async def apply(
+        self, record: SessionRecord, confirm: bool, digest: str | None = None, acknowledge_masked: bool = False
+    ) -> ApplyResult:
+        """Write the reviewed change set: ``digest`` (from get_diff) is required with ``confirm``, and
+        apply refuses any other change set; files with masked spans need ``acknowledge_masked``."""
         require_reviewable(record)
         if record.read_only:
             raise PolicyViolation(
@@ -50,13 +54,21 @@ class Approval:
             )
         if not confirm:
             return await self._sandbox.apply(record.session_id, record.policy, confirm=False)
+        if not digest:
+            raise WorkspaceError(
+                f"apply_diff: digest: missing for session {record.session_id}; apply writes only a change set "
+                "that was reviewed",
+                hint="call get_diff, review it, and pass its digest with confirm=true",
+            )
         self.check_rules(record)
         root = record.working_dir
         async with self._apply_locks.hold(root):  # /p and /p/sub wait for each other
             preview = await self._sandbox.diff(record.session_id, record.policy)
             mine = {f.path for f in preview.files} | {f.old_path for f in preview.files if f.old_path}
             await self._refuse_conflicts(record, mine)
-            result = await self._sandbox.apply(record.session_id, record.policy, confirm=True)
+            result = await self._sandbox.apply(
+                record.session_id, record.policy, confirm=True, digest=digest, acknowledge_masked=acknowledge_masked
+            )
             await asyncio.to_thread(
                 self._journal.record_applied, str(root), record.session_id, datetime.now(UTC), sorted(mine)
             )

@@ -304,9 +304,17 @@ class AgentManager:
     async def diff(self, session_id: str, principal: Principal) -> DiffPreview:
         return await self.approval.diff(self.get(session_id, principal))
 
-    async def apply(self, session_id: str, confirm: bool, principal: Principal) -> ApplyResult:
+    async def apply(
+        self,
+        session_id: str,
+        confirm: bool,
+        principal: Principal,
+        *,
+        digest: str | None = None,
+        acknowledge_masked: bool = False,
+    ) -> ApplyResult:
         record = self._session(session_id, principal, Action.APPLY)
-        return await self.approval.apply(record, confirm)
+        return await self.approval.apply(record, confirm, digest, acknowledge_masked)
 
     async def discard(self, session_id: str, principal: Principal) -> SessionRecord:
         record = self._session(session_id, principal, Action.DISCARD)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,9 +319,27 @@ class SandboxOrchestrator:
         ws = await self._layer(session_id)
         return await asyncio.to_thread(compute_diff, ws, policy, mask=self.masker.mask)
 
-    async def apply(self, session_id: str, policy: Policy, *, confirm: bool) -> ApplyResult:
+    async def apply(
+        self,
+        session_id: str,
+        policy: Policy,
+        *,
+        confirm: bool,
+        digest: str | None = None,
+        acknowledge_masked: bool = False,
+    ) -> ApplyResult:
         ws = await self._layer(session_id)
-        result = await asyncio.to_thread(apply_changes, ws, policy, confirm=confirm)
+        result = await asyncio.to_thread(
+            functools.partial(
+                apply_changes,
+                ws,
+                policy,
+                confirm=confirm,
+                digest=digest,
+                acknowledge_masked=acknowledge_masked,
+                detect=self.masker.mask,
+            )
+        )
         if confirm:
             await self._session_ended(session_id)
         return result

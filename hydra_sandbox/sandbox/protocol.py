@@ -85,7 +85,18 @@ class Sandbox(Protocol):
 
     async def diff(self, session_id: str, policy: Policy) -> DiffPreview: ...
 
-    async def apply(self, session_id: str, policy: Policy, *, confirm: bool) -> ApplyResult: ...
+    async def apply(
+        self,
+        session_id: str,
+        policy: Policy,
+        *,
+        confirm: bool,
+        digest: str | None = None,
+        acknowledge_masked: bool = False,
+    ) -> ApplyResult:
+        """Write the change set (only the one of ``digest`` when given); masked spans need
+        ``acknowledge_masked``."""
+        ...
 
     async def discard(self, session_id: str) -> None: ...
 

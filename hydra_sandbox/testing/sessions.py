@@ -112,10 +112,20 @@ class AgentSession:
         """``{item id: done}`` for the session's checklist now."""
         return (await self.outcome()).checklist_done()
 
-    async def apply(self) -> ApplyResult:
-        """Write the session's allowed changes to its working directory (``apply_diff(confirm=true)``)."""
+    async def apply(self, digest: str | None = None, *, acknowledge_masked: bool = False) -> ApplyResult:
+        """Write the session's allowed changes to its working directory (``apply_diff(confirm=true)``):
+        the change set of ``digest`` (from :meth:`diff`), or of the preview taken now when it is None."""
+        if digest is None:
+            digest = (await self.diff()).digest
         return ApplyResult.model_validate(
-            await call_tool(self.client, "apply_diff", session_id=self.session_id, confirm=True)
+            await call_tool(
+                self.client,
+                "apply_diff",
+                session_id=self.session_id,
+                confirm=True,
+                digest=digest,
+                acknowledge_masked=acknowledge_masked,
+            )
         )
 
     async def discard(self) -> dict[str, Any]:

@@ -38,7 +38,8 @@ name: deep
 description: Root of the adversarial chain.
 directory: {allow: ["src/**", "docs/**"], deny: ["**/*.pem"]}
 network: {mode: model-only, allow_domains: [pypi.org, files.pythonhosted.org, example.org]}
-resources: {cpus: 4.0, memory_mb: 8192, pids: 1024, timeout_s: 7200, max_output_bytes: 104857600}
+resources: {cpus: 4.0, memory_mb: 8192, pids: 1024, timeout_s: 7200, max_output_bytes: 104857600,
+  max_apply_file_mb: 400}
 delegation: {max_depth: 3, max_children: 6}
 """
 WIDE_POLICY = """
@@ -46,7 +47,8 @@ name: wide
 description: Wider than the chain in every field.
 directory: {allow: ["**"]}
 network: {mode: allowlist, allow_domains: [evil.example]}
-resources: {cpus: 64.0, memory_mb: 262144, pids: 65536, timeout_s: 86400, max_output_bytes: 1073741824}
+resources: {cpus: 64.0, memory_mb: 262144, pids: 65536, timeout_s: 86400, max_output_bytes: 1073741824,
+  max_apply_file_mb: 1048576}
 delegation: {max_depth: 16, max_children: 256}
 """
 PROFILE = """
@@ -64,19 +66,40 @@ LEVELS: list[dict[str, Any]] = [
     {
         "allow": ["src/**"],
         "network": ("model-only", ["pypi.org", "files.pythonhosted.org"]),
-        "resources": {"cpus": 3.0, "memory_mb": 4096, "pids": 512, "timeout_s": 3600, "max_output_bytes": 41943040},
+        "resources": {
+            "cpus": 3.0,
+            "memory_mb": 4096,
+            "pids": 512,
+            "timeout_s": 3600,
+            "max_output_bytes": 41943040,
+            "max_apply_file_mb": 300,
+        },
         "delegation": {"max_depth": 2, "max_children": 4},
     },
     {
         "allow": ["src/pkg/**"],
         "network": ("model-only", ["pypi.org"]),
-        "resources": {"cpus": 2.0, "memory_mb": 2048, "pids": 256, "timeout_s": 1800, "max_output_bytes": 20971520},
+        "resources": {
+            "cpus": 2.0,
+            "memory_mb": 2048,
+            "pids": 256,
+            "timeout_s": 1800,
+            "max_output_bytes": 20971520,
+            "max_apply_file_mb": 200,
+        },
         "delegation": {"max_depth": 1, "max_children": 2},
     },
     {
         "allow": ["src/pkg/core/**"],
         "network": ("none", []),
-        "resources": {"cpus": 1.0, "memory_mb": 1024, "pids": 128, "timeout_s": 900, "max_output_bytes": 10485760},
+        "resources": {
+            "cpus": 1.0,
+            "memory_mb": 1024,
+            "pids": 128,
+            "timeout_s": 900,
+            "max_output_bytes": 10485760,
+            "max_apply_file_mb": 100,
+        },
         "delegation": {"max_depth": 0, "max_children": 1},
     },
 ]

@@ -339,7 +339,12 @@ def param_strategies(remote: Remote) -> dict[str, dict[str, st.SearchStrategy[An
             "tags": st.none() | st.lists(TEXT, max_size=5) | st.just(["t"] * 33),
         },
         "get_diff": {"session_id": session},
-        "apply_diff": {"session_id": session, "confirm": st.booleans() | JUNK},
+        "apply_diff": {
+            "session_id": session,
+            "confirm": st.booleans() | JUNK,
+            "digest": st.none() | TEXT | st.just("sha256:" + "0" * 64),
+            "acknowledge_masked": st.booleans() | JUNK,
+        },
         "discard_diff": {"session_id": session},
     }
 

@@ -26,8 +26,8 @@ MODEL_DIR = Path.home() / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v
 SID = "{{session_id}}"
 
 
-def hydra_call(name: str, **arguments: Any) -> list[dict[str, Any]]:
-    return [{"mcp_call": {"name": name, "arguments": arguments}}]
+def hydra_call(name: str, save: str | None = None, **arguments: Any) -> list[dict[str, Any]]:
+    return [{"mcp_call": {"name": name, "arguments": arguments, "save": save}}]
 
 
 def script(repo: Path) -> dict[str, Any]:
@@ -38,8 +38,8 @@ def script(repo: Path) -> dict[str, Any]:
                 "turns": [
                     hydra_call("spawn_agent", working_dir=str(repo), custom_prompt="CHILD-WORKER-8R: fix add()"),
                     hydra_call("wait_session", session_id=SID, timeout_s=240),
-                    hydra_call("get_diff", session_id=SID),
-                    hydra_call("apply_diff", session_id=SID, confirm=True),
+                    hydra_call("get_diff", save="diff", session_id=SID),
+                    hydra_call("apply_diff", session_id=SID, confirm=True, digest="{{diff.digest}}"),
                     [{"message": "Delegated the fix to a Hydra agent, reviewed its diff and applied it."}],
                 ],
             },

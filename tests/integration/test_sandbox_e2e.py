@@ -112,7 +112,8 @@ async def _round_trip(repo: Path, e2e_settings: HydraSettings) -> None:
             items = {i["id"]: i["done"] for i in reviewed["session"]["checklist"]["items"]}
             assert items == {"tests_run": True, "approved": True}, "the reviewer did not see its parent's change"
 
-            applied = await call(client, "apply_diff", session_id=session_id, confirm=True)
+            digest = (await call(client, "get_diff", session_id=session_id))["digest"]
+            applied = await call(client, "apply_diff", session_id=session_id, confirm=True, digest=digest)
             assert applied["applied"] is True
             assert (repo / "src" / "calc.py").read_text().endswith("a + b\n")
             assert (repo / "NOTES.md").read_text() == "notes\n"

@@ -136,7 +136,10 @@ async def _delegation_round_trip(client: Client, repo: Path) -> None:
     assert len(children) == 1, "exactly one child: the wider one must have been refused"
     reviewer = children[0]
     assert reviewer["profile_id"] == "code_reviewer" and reviewer["depth"] == 1
-    refused = await client.call_tool("apply_diff", {"session_id": coder, "confirm": True}, raise_on_error=False)
+    digest = (await call(client, "get_diff", session_id=coder))["digest"]
+    refused = await client.call_tool(
+        "apply_diff", {"session_id": coder, "confirm": True, "digest": digest}, raise_on_error=False
+    )
     reviewed = await call(client, "wait_session", session_id=reviewer["session_id"], timeout_s=240)
     assert reviewed["status"] == "completed", json.dumps(reviewed)[:2000]
     items = {i["id"]: i["done"] for i in reviewed["session"]["checklist"]["items"]}
@@ -144,7 +147,7 @@ async def _delegation_round_trip(client: Client, repo: Path) -> None:
     if refused.is_error:  # the review_approved rule held while the review was still running
         assert "review_approved" in str(refused.content)
         assert (repo / "src" / "calc.py").read_text().endswith("a - b\n")
-        applied = await call(client, "apply_diff", session_id=coder, confirm=True)
+        applied = await call(client, "apply_diff", session_id=coder, confirm=True, digest=digest)
         assert applied["applied"] is True
     assert (repo / "src" / "calc.py").read_text().endswith("a + b\n")
 

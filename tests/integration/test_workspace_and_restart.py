@@ -70,7 +70,7 @@ async def test_non_root_agent_can_edit_existing_files(
             assert "edited" in events and ("1234" if owner == "user" else "1000") in events
             diff = await manager.diff(session_id, principal=OPERATOR)
             assert [f.path for f in diff.files] == ["src/calc.py"]
-            await manager.apply(session_id, confirm=True, principal=OPERATOR)
+            await manager.apply(session_id, True, OPERATOR, digest=diff.digest)
             assert (repo / "src" / "calc.py").read_text().endswith("a + b\n")
             assert os.stat(repo / "src" / "calc.py").st_uid == (1234 if owner == "user" else 0) or owner == "user"
         finally:

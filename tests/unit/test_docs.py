@@ -31,17 +31,18 @@ async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         yield hydra.client
 
 
-def _fill(value: Any, working_dir: str, session_id: str | None) -> Any:
+def _fill(value: Any, known: dict[str, str]) -> Any:
+    """``<working_dir>``, ``<session_id>`` and ``<digest>`` (of the last get_diff) filled in."""
     if isinstance(value, str):
-        value = value.replace("<working_dir>", working_dir)
-        if "<session_id>" in value:
-            assert session_id, "an example uses <session_id> before any example returned one"
-            value = value.replace("<session_id>", session_id)
+        for name in ("working_dir", "session_id", "digest"):
+            if f"<{name}>" in value:
+                assert name in known, f"an example uses <{name}> before any example returned one"
+                value = value.replace(f"<{name}>", known[name])
         return value
     if isinstance(value, dict):
-        return {k: _fill(v, working_dir, session_id) for k, v in value.items()}
+        return {k: _fill(v, known) for k, v in value.items()}
     if isinstance(value, list):
-        return [_fill(v, working_dir, session_id) for v in value]
+        return [_fill(v, known) for v in value]
     return value
 
 
@@ -51,9 +52,9 @@ async def test_every_tool_call_example_in_the_catalog_runs_as_documented(client:
     (workdir / "app.py").write_text("x = 1\n")
     examples = tool_examples(CATALOG.read_text())
     assert len(examples) >= 12
-    session_id: str | None = None
+    known = {"working_dir": str(workdir)}
     for example in examples:
-        args = _fill(example["arguments"], str(workdir), session_id)
+        args = _fill(example["arguments"], known)
         if example["tool"] == "apply_diff" or example["tool"] == "get_diff":
             await client.call_tool("wait_session", {"session_id": args["session_id"], "timeout_s": 30})
         result = await client.call_tool(example["tool"], args, raise_on_error=False)
@@ -64,7 +65,9 @@ async def test_every_tool_call_example_in_the_catalog_runs_as_documented(client:
         assert not result.is_error, (example, text)
         structured = result.structured_content or {}
         if example["tool"] == "spawn_agent":
-            session_id = structured["session_id"]
+            known["session_id"] = structured["session_id"]
+        if example["tool"] == "get_diff":
+            known["digest"] = structured["digest"]
 
 
 async def test_the_catalog_names_every_tool_argument_resource_and_prompt(client: Client) -> None:

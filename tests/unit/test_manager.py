@@ -25,7 +25,7 @@ from hydra_sandbox.orchestration.spawning import SpawnFlags, SpawnPolicy, SpawnR
 from hydra_sandbox.policy import DirectoryPolicy, NetworkPolicy
 from hydra_sandbox.sandbox import RunResult
 from tests.fake_sandbox import FakeRun, FakeSandbox, command, message, ran_tests
-from tests.manager_kit import finish, manager_over, wait_until
+from tests.manager_kit import apply_reviewed, finish, manager_over, wait_until
 
 SECRET = "sk-proj-TESTSECRETabcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -225,7 +225,7 @@ async def test_apply_requires_a_passing_review_child(
     ).session["session_id"]
     await finish(manager, coder)
     with pytest.raises(PolicyViolation, match="apply refused by rule 'review_passed'"):
-        await manager.apply(coder, confirm=True, principal=OPERATOR)
+        await apply_reviewed(manager, coder)
     sandbox.script(
         "REJECT-ME",
         FakeRun(drafts=[message("VERDICT: REQUEST_CHANGES")], result=RunResult(status="completed"), changes=[]),
@@ -243,7 +243,7 @@ async def test_apply_requires_a_passing_review_child(
     ).session
     await finish(manager, bad["session_id"])
     with pytest.raises(PolicyViolation, match="review_passed"):
-        await manager.apply(coder, confirm=True, principal=OPERATOR)
+        await apply_reviewed(manager, coder)
     sandbox.script(
         "APPROVE-ME",
         FakeRun(
@@ -264,7 +264,7 @@ async def test_apply_requires_a_passing_review_child(
         )
     ).session
     assert await finish(manager, good["session_id"]) == SessionStatus.COMPLETED
-    await manager.apply(coder, confirm=True, principal=OPERATOR)
+    await apply_reviewed(manager, coder)
     assert sandbox.applied == [coder]
     assert manager.get(coder, principal=OPERATOR).status == SessionStatus.COMPLETED
 
@@ -294,6 +294,19 @@ async def test_apply_without_confirm_writes_nothing(manager: AgentManager, sandb
     assert manager.get(session_id, principal=OPERATOR).status == SessionStatus.AWAITING_APPROVAL
 
 
+async def test_apply_needs_the_digest_of_the_reviewed_preview(
+    manager: AgentManager, sandbox: FakeSandbox, workdir: Path
+) -> None:
+    session_id = (await manager.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
+    await finish(manager, session_id)
+    with pytest.raises(WorkspaceError, match="digest: missing.*call get_diff, review it, and pass its digest"):
+        await manager.apply(session_id, confirm=True, principal=OPERATOR)
+    assert sandbox.applied == []
+    digest = (await manager.diff(session_id, OPERATOR)).digest
+    await manager.apply(session_id, True, OPERATOR, digest=digest)
+    assert sandbox.apply_terms[-1][1] == digest and sandbox.applied == [session_id]
+
+
 async def test_second_session_applying_the_same_file_gets_a_conflict(
     manager: AgentManager, sandbox: FakeSandbox, workdir: Path
 ) -> None:
@@ -305,13 +318,13 @@ async def test_second_session_applying_the_same_file_gets_a_conflict(
     ).session["session_id"]
     await finish(manager, first)
     await finish(manager, second)
-    await manager.apply(first, confirm=True, principal=OPERATOR)
+    await apply_reviewed(manager, first)
     with pytest.raises(ApplyConflictError, match=f"applied by session {first}.*app.py"):
-        await manager.apply(second, confirm=True, principal=OPERATOR)
+        await apply_reviewed(manager, second)
     await manager.discard(second, principal=OPERATOR)
     assert sandbox.discarded == [second]
     with pytest.raises(WorkspaceError, match="already discarded"):
-        await manager.apply(second, confirm=True, principal=OPERATOR)
+        await apply_reviewed(manager, second)
 
 
 async def test_read_only_profile_completes_and_has_nothing_to_apply(manager: AgentManager, workdir: Path) -> None:
@@ -321,7 +334,7 @@ async def test_read_only_profile_completes_and_has_nothing_to_apply(manager: Age
     assert await finish(manager, session_id) == SessionStatus.COMPLETED
     assert manager.get(session_id, principal=OPERATOR).policy.name == "read_only"
     with pytest.raises(PolicyViolation, match="read-only profile"):
-        await manager.apply(session_id, confirm=True, principal=OPERATOR)
+        await apply_reviewed(manager, session_id)
 
 
 async def test_terminate_running_and_queued_sessions(tmp_path: Path, workdir: Path) -> None:

@@ -114,7 +114,7 @@ async def test_spawn_wait_diff_apply_and_search_round_trip(client: Client, workd
     assert [f["path"] for f in diff["files"]] == ["app.py"]
     dry = await call(client, "apply_diff", session_id=session_id)
     assert dry["applied"] is False and sandbox.applied == []
-    applied = await call(client, "apply_diff", session_id=session_id, confirm=True)
+    applied = await call(client, "apply_diff", session_id=session_id, confirm=True, digest=diff["digest"])
     assert applied["applied"] is True and sandbox.applied == [session_id]
     listed = await call(client, "list_sessions", status="completed")
     assert [s["session_id"] for s in listed["sessions"]] == [session_id]

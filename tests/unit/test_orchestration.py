@@ -18,7 +18,7 @@ from hydra_sandbox.orchestration.spawning import SpawnRequest, resolve_spawn
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.profiles import Profile
 from tests.fake_sandbox import FakeRun, FakeSandbox, command, message
-from tests.manager_kit import finish, manager_over
+from tests.manager_kit import apply_reviewed, finish, manager_over
 
 PINNED = """
 id: pinned_coder
@@ -80,7 +80,7 @@ async def test_editing_a_profile_file_changes_new_sessions_only(
     await finish(manager, after)
 
     with pytest.raises(PolicyViolation, match="apply refused by rule 'review_passed'"):
-        await manager.apply(before, True, OPERATOR)
+        await apply_reviewed(manager, before)
     checklist = manager.recorder.checklist(before)
     assert checklist is not None and checklist.is_done("tox_ran")
     first_run = next(r for r in manager.sandbox.requests if r.session_id == before)
@@ -90,14 +90,14 @@ async def test_editing_a_profile_file_changes_new_sessions_only(
     resumed = [r for r in manager.sandbox.requests if r.session_id == before][-1]
     assert resumed.run_index == 1 and resumed.test_runners == ["tox"], "the resume re-read the profile file"
     assert next(r for r in manager.sandbox.requests if r.session_id == after).test_runners == ["make"]
-    await manager.apply(after, True, OPERATOR)  # the new session has no rule
+    await apply_reviewed(manager, after)  # the new session has no rule
 
     await manager.close()
     restarted = manager_over(tmp_path, manager.sandbox, profile_dirs=[profiles])  # its layers outlive it
     await restarted.start()
     try:
         with pytest.raises(PolicyViolation, match="review_passed"):
-            await restarted.apply(before, True, OPERATOR)
+            await apply_reviewed(restarted, before)
     finally:
         await restarted.close()
 
@@ -110,7 +110,7 @@ async def test_the_conflict_ledger_survives_a_restart(tmp_path: Path, workdir: P
     two = await spawn(first, workdir, custom_prompt="two")
     for session_id in (one, two):
         assert await finish(first, session_id) == SessionStatus.AWAITING_APPROVAL
-    await first.apply(one, True, OPERATOR)
+    await apply_reviewed(first, one)
     await first.close()
     first.journal.close()
 
@@ -118,7 +118,7 @@ async def test_the_conflict_ledger_survives_a_restart(tmp_path: Path, workdir: P
     await second.start()
     try:
         with pytest.raises(ApplyConflictError, match=f"applied by session {one} after this session started: app.py"):
-            await second.apply(two, True, OPERATOR)
+            await apply_reviewed(second, two)
     finally:
         await second.close()
 

@@ -13,20 +13,30 @@ from hydra_sandbox.mcp.tools.spec import READ_ONLY, ToolSpec
 
 
 async def get_diff(session_id: str, hydra: Facade = Depends(bound_facade)) -> dict[str, Any]:
-    """Preview of a finished session's changes: unified diff, per-file status, stats, refused writes."""
+    """Preview of a finished session's changes against the host files apply would replace: unified
+    diff, per-file status and sizes, stats, refused writes, files whose lines masking hid, and the
+    digest of the change set that apply_diff needs."""
     return await hydra.diff(session_id)
 
 
 async def apply_diff(
     session_id: str,
     confirm: Annotated[bool, Field(description="Must be true to write anything to the host.")] = False,
+    digest: Annotated[
+        str | None,
+        Field(description="The digest get_diff returned; required with confirm=true.", max_length=80),
+    ] = None,
+    acknowledge_masked: Annotated[
+        bool, Field(description="Apply files whose lines masking hid from the preview (see masked_files).")
+    ] = False,
     hydra: Facade = Depends(bound_facade),
 ) -> dict[str, Any]:
     """Write a session's allowed changes to its working_dir. Does nothing unless confirm is true.
 
-    Refuses when target files changed on the host since the session started, or when a profile
-    rule (e.g. a passing code review) is not met."""
-    return await hydra.apply(session_id, confirm)
+    Refuses a change set other than the one of `digest` (from get_diff), files with masked lines
+    unless acknowledge_masked is true, target files changed on the host since the session started,
+    or an unmet profile rule (e.g. a passing code review)."""
+    return await hydra.apply(session_id, confirm, digest, acknowledge_masked)
 
 
 async def discard_diff(session_id: str, hydra: Facade = Depends(bound_facade)) -> dict[str, Any]:
