@@ -3,13 +3,13 @@ the id of the event that proved it, when a matching event is recorded. Items nev
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 
 import pathspec
 from pydantic import BaseModel
 
 from hydra_sandbox.events import Event
+from hydra_sandbox.linear_match import LinearPattern, compile_linear
 from hydra_sandbox.profiles import (
     ChecklistItemTemplate,
     CommandSucceededRule,
@@ -38,13 +38,16 @@ class ChecklistState(BaseModel):
 
 
 @lru_cache(maxsize=256)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _regex(pattern: str) -> LinearPattern:
+    return compile_linear(pattern)
 
 
 @lru_cache(maxsize=256)
-def _glob(glob: str) -> pathspec.PathSpec:
-    return pathspec.PathSpec.from_lines("gitignore", [glob])
+def _glob(glob: str) -> LinearPattern:
+    """The glob as one linear-time expression (pathspec's own would backtrack on agent file names)."""
+    spec = pathspec.PathSpec.from_lines("gitignore", [glob])
+    patterns = [p.regex.pattern for p in spec.patterns if p.include and p.regex is not None]  # type: ignore[attr-defined]
+    return compile_linear("|".join(f"(?:{p})" for p in patterns) or "$^", dot_all=True)
 
 
 def rule_matches(template: ChecklistItemTemplate, event: Event) -> bool:
@@ -67,7 +70,7 @@ def rule_matches(template: ChecklistItemTemplate, event: Event) -> bool:
         return (
             event.type == "diff"
             and event.data.get("change_set") is True
-            and any(_glob(rule.glob).match_file(f) for f in event.related_files)
+            and any(_glob(rule.glob).match(f) for f in event.related_files)
         )
     if isinstance(rule, DecisionStatedRule):
         return event.type == "decision" and bool(_regex(rule.pattern).search(event.text))

@@ -91,6 +91,10 @@ class SessionNotFoundError(HydraError):
     exit_code = 6
 
 
+class InvalidSessionIdError(SessionNotFoundError):
+    """A session id that is not of Hydra's form (``s-`` and 12 hex digits): never looked up or used."""
+
+
 class InvalidTransitionError(HydraError):
     """A lifecycle transition that the state machine does not allow."""
 

@@ -9,6 +9,11 @@ journal does not. Import is idempotent: records whose id is already present are 
 same file twice changes nothing. The indexer picks imported events up like any other. The export is
 written to a fresh 0600 file beside ``out`` (created ``O_EXCL | O_NOFOLLOW``: a link planted at that name
 is never written through) and renamed over it.
+
+An export is untrusted input. Import restores only finished sessions (never one that would be queued or
+followed at the next start), with ids of Hydra's form; their policy and profile are the ones of the same
+name in this machine's catalog (a record's own policy body is never used), and they cannot be resumed
+(their Codex thread stayed where they ran). Refused records, and their events, are counted and named.
 """
 
 from __future__ import annotations
@@ -23,11 +28,17 @@ from typing import Annotated, Literal, TextIO
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from hydra_sandbox.beneath import Tree
-from hydra_sandbox.errors import StoreError
+from hydra_sandbox.errors import HydraError, StoreError
 from hydra_sandbox.events import Event
 from hydra_sandbox.journal import Journal
+from hydra_sandbox.lifecycle import ACTIVE
+from hydra_sandbox.policy import PolicyCatalog
+from hydra_sandbox.profiles import ProfileCatalog
+from hydra_sandbox.session_ids import HOST_SESSION, SessionId, is_session_id
 from hydra_sandbox.settings import HydraSettings
 from hydra_sandbox.store import ContextStore
+
+_STATUSES = frozenset({"awaiting_approval", "completed", "failed", "cancelled", "timed_out"})
 
 
 class SessionRecord(BaseModel):
@@ -35,10 +46,10 @@ class SessionRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    session_id: str
+    session_id: SessionId
     status: str
     profile_id: str
-    parent_session_id: str | None = None
+    parent_session_id: SessionId | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -69,6 +80,9 @@ class ImportReport(BaseModel):
     events_skipped: int = 0
     sessions_added: int = 0
     sessions_skipped: int = 0
+    sessions_refused: int = 0
+    events_refused: int = 0
+    refused: list[str] = Field(default_factory=list, description="Why records were refused (the first 50).")
 
 
 class DiskUsage(BaseModel):
@@ -120,7 +134,7 @@ def _create_private(tmp: Path) -> TextIO:
     return os.fdopen(os.open(tmp, flags, 0o600), "w", encoding="utf-8")
 
 
-def import_jsonl(journal: Journal, path: Path) -> ImportReport:
+def import_jsonl(journal: Journal, path: Path, *, policies: PolicyCatalog, profiles: ProfileCatalog) -> ImportReport:
     """Import an export file; idempotent. Every line is validated before anything is written."""
     path = Path(path)
     parsed: list[SessionLine | EventLine] = []
@@ -142,17 +156,49 @@ def import_jsonl(journal: Journal, path: Path) -> ImportReport:
     except (OSError, UnicodeDecodeError) as exc:
         raise StoreError(f"cannot read {path} ({exc})", hint="check the path and that it is a UTF-8 text file") from exc
     report = ImportReport(path=path)
+    refused: set[str] = set()
     for line in parsed:
         if isinstance(line, SessionLine):
-            if journal.import_session(line.session.model_dump()):
+            restored = _restorable(line.session, policies, profiles)
+            if isinstance(restored, str):
+                refused.add(line.session.session_id)
+                report.sessions_refused += 1
+                report.refused = [*report.refused, restored][:50]
+            elif journal.import_session(restored):
                 report.sessions_added += 1
             else:
                 report.sessions_skipped += 1
+        elif line.event.session_id in refused or not (
+            is_session_id(line.event.session_id) or line.event.session_id == HOST_SESSION
+        ):
+            report.events_refused += 1
         elif journal.record(line.event):
             report.events_added += 1
         else:
             report.events_skipped += 1
     return report
+
+
+def _restorable(record: SessionRecord, policies: PolicyCatalog, profiles: ProfileCatalog) -> dict[str, object] | str:
+    """The record as this machine restores it, or why it is refused."""
+    where = f"session {record.session_id}"
+    if record.status in {s.value for s in ACTIVE} or record.status not in _STATUSES:
+        return f"{where}: status {record.status!r}: only finished sessions are imported (an import never runs one)"
+    data = record.model_dump()
+    policy = data.get("policy")
+    name = policy.get("name") if isinstance(policy, dict) else None
+    if not isinstance(name, str):
+        return f"{where}: its record names no policy"
+    try:
+        data["policy"] = policies.get(name).model_dump(mode="json")
+    except HydraError:
+        return f"{where}: policy {name!r} is not in this machine's catalog"
+    try:
+        data["profile"] = profiles.get(record.profile_id).model_dump(mode="json")
+    except HydraError:
+        data["profile"] = None
+    data.update(thread_id=None, container_id=None)  # never resumed or followed here
+    return data
 
 
 def prune(journal: Journal, store: ContextStore, older_than: timedelta) -> int:

@@ -23,6 +23,8 @@ from hydra_sandbox.egress_rules import policy_domain
 from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation, shown
 from hydra_sandbox.hardlinks import is_multiply_linked, linked_to_hidden
 from hydra_sandbox.limits import MAX_GLOB_CHARS, MAX_GLOBS, check_count
+from hydra_sandbox.linear_match import MAX_GLOBS as MAX_POLICY_GLOBS
+from hydra_sandbox.linear_match import LinearPattern, compile_linear
 from hydra_sandbox.protected import PROTECTED_HIDDEN, PROTECTED_READ_ONLY
 from hydra_sandbox.yaml_dirs import YamlDirectories, fresh, load_each
 from hydra_sandbox.yaml_models import field_path, load_yaml_model, validate_data
@@ -49,6 +51,7 @@ def _check_glob(value: str) -> str:
 
 
 Glob = Annotated[str, AfterValidator(_check_glob)]
+Globs = Annotated[list[Glob], Field(max_length=MAX_POLICY_GLOBS)]  # a request: MAX_GLOBS (limits)
 
 
 class _Strict(BaseModel):
@@ -56,11 +59,11 @@ class _Strict(BaseModel):
 
 
 class DirectoryPolicy(_Strict):
-    allow: list[Glob] = Field(default_factory=lambda: ["**"], description="Globs the agent may see.")
-    deny: list[Glob] = Field(default_factory=list, description="Globs hidden from the agent; deny wins.")
-    read_only: list[Glob] = Field(default_factory=list, description="Visible globs the agent may not change.")
+    allow: Globs = Field(default_factory=lambda: ["**"], description="Globs the agent may see.")
+    deny: Globs = Field(default_factory=list, description="Globs hidden from the agent; deny wins.")
+    read_only: Globs = Field(default_factory=list, description="Visible globs the agent may not change.")
     # Allow lists inherited from ancestors: a child sees a path only if every layer allows it.
-    inherited_allow: list[list[Glob]] = Field(default_factory=list)
+    inherited_allow: list[Globs] = Field(default_factory=list, max_length=32)
 
 
 class NetworkPolicy(_Strict):
@@ -141,24 +144,26 @@ class PolicyRequest(_Strict):
 
 
 class _GlobSet:
-    """A gitignore-style glob list compiled once into regular expressions that also match names holding a
-    newline (gitignore's own expressions stop at one). Without negations the list is one expression;
-    with them the last glob that matches decides, as in gitignore."""
+    """A gitignore-style glob list compiled once into linear-time (RE2) expressions that also match names
+    holding a newline (gitignore's own expressions stop at one). Without negations the list is one
+    expression; with them the last glob that matches decides, as in gitignore."""
 
     def __init__(self, globs: Iterable[str], *, ignore_case: bool = False) -> None:
         lines = list(globs)
         spec = pathspec.PathSpec.from_lines("gitignore", lines)
-        flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
-        ordered = [
-            (re.compile(p.regex.pattern, flags), bool(p.include))  # type: ignore[attr-defined,union-attr]
+        linear = partial(compile_linear, dot_all=True, ignore_case=ignore_case)
+        patterns = [
+            (p.regex.pattern, bool(p.include))  # type: ignore[attr-defined,union-attr]
             for p in spec.patterns
             if p.include is not None and getattr(p, "regex", None) is not None
         ]
         self.everything = lines == ["**"]
-        self._ordered = ordered
-        self._regex: re.Pattern[str] | None = None
-        if ordered and all(include for _r, include in ordered):
-            self._regex = re.compile("|".join(f"(?:{r.pattern})" for r, _i in ordered), flags)
+        self._regex: LinearPattern | None = None
+        self._ordered: list[tuple[LinearPattern, bool]] = []
+        if patterns and all(include for _p, include in patterns):
+            self._regex = linear("|".join(f"(?:{p})" for p, _i in patterns))
+        else:
+            self._ordered = [(linear(p), include) for p, include in patterns]
 
     def match_file(self, path: str) -> bool:
         if self.everything:

@@ -22,6 +22,7 @@ import pathspec
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from hydra_sandbox.errors import ConfigError, ProfileNotFoundError, shown
+from hydra_sandbox.linear_match import check_pattern, compile_linear
 from hydra_sandbox.yaml_dirs import YamlDirectories, fresh, load_each
 from hydra_sandbox.yaml_models import read_yaml, validate_data
 
@@ -33,14 +34,16 @@ class _Strict(BaseModel):
 
 
 def _check_regex(value: str) -> str:
+    check_pattern(value, "regular expression")
     try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"{shown(value)} is not a valid regular expression: {exc}") from None
+        compile_linear(value)  # matched against agent text: never a backtracking engine
+    except ValueError as exc:
+        raise ValueError(f"{shown(value)} is {exc}") from None
     return value
 
 
 def _check_glob(value: str) -> str:
+    check_pattern(value, "glob")
     try:
         pathspec.PathSpec.from_lines("gitignore", [value]).match_file("x")
     except (ValueError, re.error) as exc:

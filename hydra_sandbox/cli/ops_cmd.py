@@ -100,8 +100,12 @@ def import_(
     """Import an export (idempotent: events already present are skipped). Run `hydra reindex` afterwards."""
     from hydra_sandbox.journal import Journal
     from hydra_sandbox.maintenance import import_jsonl
+    from hydra_sandbox.policy import PolicyCatalog
+    from hydra_sandbox.profiles import ProfileCatalog
 
-    report = import_jsonl(Journal(load_settings().journal_path), path)
+    settings = load_settings()
+    policies, profiles = PolicyCatalog(settings.policy_dirs), ProfileCatalog(settings.profile_dirs)
+    report = import_jsonl(Journal(settings.journal_path), path, policies=policies, profiles=profiles)
     console.print(report.model_dump_json(indent=2))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -34,6 +33,7 @@ from hydra_sandbox.policy import Policy, PolicyCatalog
 from hydra_sandbox.profiles import Profile, ProfileCatalog
 from hydra_sandbox.recorder import Recorder
 from hydra_sandbox.sandbox import Sandbox
+from hydra_sandbox.session_ids import HOST_SESSION, check_session_id, new_session_id
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,14 +41,9 @@ if TYPE_CHECKING:
     from hydra_sandbox.applying import ApplyResult
     from hydra_sandbox.diffing import DiffPreview
 
+__all__ = ["HOST_SESSION", "AgentManager", "new_session_id"]
+
 log = logging.getLogger(__name__)
-
-HOST_SESSION = "host"
-"""Pseudo-session that holds notes a host logs without naming a session."""
-
-
-def new_session_id() -> str:
-    return "s-" + secrets.token_hex(6)
 
 
 class AgentManager:
@@ -131,6 +126,7 @@ class AgentManager:
 
     def _session(self, session_id: str, principal: Principal, action: Action) -> SessionRecord:
         authorize(principal, action)
+        check_session_id(session_id, "session_id")
         record = self.sessions.get(session_id)
         authorize(principal, action, session_id=session_id, tree=self.sessions)
         return record

@@ -8,12 +8,15 @@ sent by the operator and by an agent names two different sessions.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from hydra_sandbox.authority import MAX_DEPTH, Principal, visible
 from hydra_sandbox.errors import ConfigError, SessionNotFoundError, shown
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionRecord, SessionStatus
+from hydra_sandbox.session_ids import is_session_id
 
+log = logging.getLogger(__name__)
 
 class SessionRegistry:
     """Session records by id. Safe to use from the event loop only; journal I/O runs in a thread."""
@@ -27,6 +30,9 @@ class SessionRegistry:
         """Read every record from the journal (at start); returns them."""
         rows = await asyncio.to_thread(self.journal.query_sessions, None, None, None, 1_000_000)
         for data in rows:
+            if not is_session_id(data.get("session_id")):  # written by an old import: never a path or a run
+                log.warning("journal: session %r is not a Hydra session id; ignored", data.get("session_id"))
+                continue
             self._index(SessionRecord.model_validate(data))
         return list(self._sessions.values())
 

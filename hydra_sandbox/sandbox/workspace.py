@@ -36,6 +36,7 @@ from hydra_sandbox.hardlinks import linked_to_hidden
 from hydra_sandbox.policy import PathMatcher, Policy
 from hydra_sandbox.sandbox import quota
 from hydra_sandbox.sandbox.spec import Mount
+from hydra_sandbox.session_ids import check_session_id, session_path
 
 FALLBACK_UID = 1000
 FALLBACK_GID = 1000
@@ -204,7 +205,7 @@ def prepare_layer(
     """Create the session's upper layer and hide what the policy hides (filesystem only, no backend); with
     ``policy.resources.disk_mb`` the layer lives on a filesystem of that size (:mod:`.quota`)."""
     resolved = _check_source(source)
-    session_dir = sessions_dir / session_id
+    session_dir = session_path(sessions_dir, session_id)
     if (session_dir / "upper").exists() or quota.image_path(session_dir).exists():
         raise WorkspaceError(
             f"session {session_id} already has a workspace layer in {session_dir}",
@@ -262,6 +263,9 @@ def remove_layer(ws: StagedWorkspace) -> None:
             f"session {ws.session_id}: this platform's rmtree can follow links, so {ws.session_dir} is kept",
             hint="remove the directory by hand",
         )
+    check_session_id(ws.session_id, "remove_layer")
+    if ws.session_dir.name != ws.session_id:
+        raise WorkspaceError(f"session {ws.session_id}: its layer {ws.session_dir} is not its own directory")
     if ws.session_dir.exists():
         quota.release_quota_layer(ws.session_dir)  # never rmtree through a mounted filesystem
         shutil.rmtree(ws.session_dir)
@@ -276,7 +280,7 @@ class LayerStore:
         self._cache: dict[str, StagedWorkspace] = {}
 
     def _path(self, session_id: str) -> Path:
-        return self.sessions_dir / session_id / "workspace.json"
+        return session_path(self.sessions_dir, session_id, "workspace.json")
 
     def exists(self, session_id: str) -> bool:
         return session_id in self._cache or self._path(session_id).exists()
@@ -291,6 +295,8 @@ class LayerStore:
                     hint="it never started, or its layer was discarded",
                 )
             ws = StagedWorkspace.model_validate_json(path.read_text())
+            if ws.session_id != session_id or ws.upper != path.parent / "upper":
+                raise WorkspaceError(f"{path}: it names session {ws.session_id} and layer {ws.upper}, not its own")
             self._cache[session_id] = ws
         return ws
 

@@ -55,7 +55,7 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 async def in_agent(image: str, network: NetworkPolicy, model_url: str, script: str) -> str:
-    session = f"t-{uuid.uuid4().hex[:8]}"
+    session = f"s-{uuid.uuid4().hex[:12]}"
     async with HostSocketEgress().serve(plan_egress(network, model_url, session)) as active:
         return await run_script(image, session, script, active.entrypoint, active.env, active.mounts)
 
@@ -175,7 +175,7 @@ async def test_the_model_gateway_serves_the_model_api_from_inside_an_agent_and_a
     agent_image: str, runtime_dir: Path
 ) -> None:
     key = "sk-test-gateway-key-0123456789abcdef"
-    session = f"t-{uuid.uuid4().hex[:8]}"
+    session = f"s-{uuid.uuid4().hex[:12]}"
     socket_dir = runtime_dir / session
     socket_dir.mkdir(parents=True, mode=0o755)
     socket_dir.chmod(0o755)

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,8 +15,15 @@ from hydra_sandbox.events import EventDraft, SessionRef
 from hydra_sandbox.indexer import Indexer
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.maintenance import disk_usage, export_jsonl, import_jsonl, prune
-from hydra_sandbox.settings import HydraSettings
+from hydra_sandbox.policy import PolicyCatalog
+from hydra_sandbox.profiles import ProfileCatalog
+from hydra_sandbox.settings import HydraSettings, load_settings
 from hydra_sandbox.store import InMemoryStore
+
+
+def catalogs() -> dict[str, Any]:
+    settings = load_settings()
+    return {"policies": PolicyCatalog(settings.policy_dirs), "profiles": ProfileCatalog(settings.profile_dirs)}
 
 
 @pytest.fixture
@@ -25,15 +33,19 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
     j.close()
 
 
+S1, S2 = "s-000000000001", "s-000000000002"
+DEFAULT = {"name": "default"}
+
+
 def fill(journal: Journal) -> None:
-    journal.save_session("s1", status="completed", profile_id="dev", parent_session_id=None, data={"p": "x"})
-    journal.save_session("s2", status="running", profile_id="dev", parent_session_id="s1", data={})
+    journal.save_session(S1, status="completed", profile_id="dev", parent_session_id=None, data={"policy": DEFAULT})
+    journal.save_session(S2, status="failed", profile_id="dev", parent_session_id=S1, data={"policy": DEFAULT})
     old = datetime.now(UTC) - timedelta(days=40)
     journal.append_many(
-        SessionRef(session_id="s1", profile_id="dev"),
+        SessionRef(session_id=S1, profile_id="dev"),
         [EventDraft(type="command", text="old run [MASKED]", timestamp=old, tags=["t"]) for _ in range(3)],
     )
-    journal.append(SessionRef(session_id="s2", parent_session_id="s1"), EventDraft(type="note", text="new"))
+    journal.append(SessionRef(session_id=S2, parent_session_id=S1), EventDraft(type="note", text="new"))
 
 
 def test_export_then_import_into_an_empty_journal_reproduces_it(journal: Journal, tmp_path: Path) -> None:
@@ -43,17 +55,21 @@ def test_export_then_import_into_an_empty_journal_reproduces_it(journal: Journal
     kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines()]
     assert kinds == ["session", "session", "event", "event", "event", "event"]
     with Journal(tmp_path / "other.sqlite3") as other:
-        report = import_jsonl(other, out)
+        report = import_jsonl(other, out, **catalogs())
         assert (report.events_added, report.sessions_added) == (4, 2)
-        assert other.events("s1") == journal.events("s1") and other.events("s2") == journal.events("s2")
-        assert other.load_session("s1") == journal.load_session("s1")
+        assert other.events(S1) == journal.events(S1) and other.events(S2) == journal.events(S2)
+        restored, original = other.load_session(S1), journal.load_session(S1)
+        assert restored is not None and original is not None
+        assert {k: restored[k] for k in ("session_id", "status", "created_at")} == {
+            k: original[k] for k in ("session_id", "status", "created_at")
+        }
 
 
 def test_import_is_idempotent(journal: Journal, tmp_path: Path) -> None:
     fill(journal)
     out = tmp_path / "e.jsonl"
     export_jsonl(journal, out)
-    report = import_jsonl(journal, out)
+    report = import_jsonl(journal, out, **catalogs())
     assert (report.events_added, report.events_skipped) == (0, 4)
     assert (report.sessions_added, report.sessions_skipped) == (0, 2)
     assert journal.count() == 4
@@ -62,10 +78,10 @@ def test_import_is_idempotent(journal: Journal, tmp_path: Path) -> None:
 def test_export_of_one_session_holds_only_that_session(journal: Journal, tmp_path: Path) -> None:
     fill(journal)
     out = tmp_path / "s2.jsonl"
-    assert export_jsonl(journal, out, session_id="s2") == 1
+    assert export_jsonl(journal, out, session_id=S2) == 1
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["kind"] for line in lines] == ["session", "event"]
-    assert lines[1]["event"]["id"] == "s2:0"
+    assert lines[1]["event"]["id"] == f"{S2}:0"
 
 
 def test_invalid_line_names_file_and_line_and_imports_nothing(journal: Journal, tmp_path: Path) -> None:
@@ -78,7 +94,7 @@ def test_invalid_line_names_file_and_line_and_imports_nothing(journal: Journal, 
     bad.write_text("\n".join(lines) + "\n")
     with Journal(tmp_path / "fresh.sqlite3") as fresh:
         with pytest.raises(StoreError, match=rf"{bad}:4: not a valid Hydra export line"):
-            import_jsonl(fresh, bad)
+            import_jsonl(fresh, bad, **catalogs())
         assert fresh.count() == 0
 
 
@@ -88,8 +104,8 @@ def test_prune_removes_old_events_from_journal_and_index(journal: Journal) -> No
     Indexer(journal, store).catch_up(5)
     assert prune(journal, store, older_than=timedelta(days=30)) == 3
     assert journal.count() == 1 and store.count() == 1
-    assert [h.id for h in store.query_by_session("s2")] == ["s2:0"]
-    assert journal.load_session("s1") is not None
+    assert [h.id for h in store.query_by_session(S2)] == [f"{S2}:0"]
+    assert journal.load_session(S1) is not None
 
 
 class DownStore(InMemoryStore):

@@ -29,6 +29,8 @@ from hydra_sandbox.settings import HydraSettings, load_settings
 IMAGE = "hydra-agent:fake"
 SECRET = "sk-proj-FAKEfakeFAKEfake0123456789abcdef"
 
+SID = "s-000000000001"
+
 
 def jsonl(*items: dict[str, Any]) -> bytes:
     return b"".join(json.dumps(i).encode() + b"\n" for i in items)
@@ -97,7 +99,7 @@ def orchestrator(settings: HydraSettings, runtime: FakeRuntime, run_dir: Path) -
 def request(workdir: Path, **kw: Any) -> RunRequest:
     limits = kw.pop("limits", ResourceLimits())
     policy = Policy(name="t", network=NetworkPolicy(mode=kw.pop("network", "none")), resources=limits)
-    base: dict[str, Any] = {"session_id": "s1", "profile_id": "p", "policy": policy, "prompt": "fix it"}
+    base: dict[str, Any] = {"session_id": SID, "profile_id": "p", "policy": policy, "prompt": "fix it"}
     return RunRequest(working_dir=workdir, model="m", **(base | kw))
 
 
@@ -126,9 +128,9 @@ async def test_a_run_streams_masked_events_in_order_and_removes_its_container(
     assert SECRET not in sink.text and "done, key" in sink.text
     assert observer.started == 1 and observer.failed == []
     assert left_behind(runtime) == ([], [])  # nothing to review: the raw Codex transcripts went with the run
-    await sandbox.discard("s1")
+    await sandbox.discard(SID)
     assert left_behind(runtime) == ([], [])
-    assert not (settings.sessions_dir / "s1").exists()
+    assert not (settings.sessions_dir / SID).exists()
 
 
 async def test_the_agent_container_is_hardened_labelled_and_sees_the_overlay_of_its_layer(
@@ -139,19 +141,19 @@ async def test_the_agent_container_is_hardened_labelled_and_sees_the_overlay_of_
     task = asyncio.create_task(sandbox.run(request(workdir, network="model-only"), Sink(), asyncio.Event()))
     await wait_for(lambda: bool(runtime.running()), "the agent started")
     spec = runtime.containers[runtime.running()[0]].spec
-    ws = sandbox.workspace("s1")
+    ws = sandbox.workspace(SID)
     assert spec.user == f"{ws.agent_uid}:{ws.agent_gid}" and not spec.user.startswith("0:")
     assert spec.read_only_root and spec.cap_drop == ["ALL"] and spec.network_mode == "none"
-    assert spec.labels["hydra.session"] == "s1" and spec.labels["hydra.role"] == "agent"
+    assert spec.labels["hydra.session"] == SID and spec.labels["hydra.role"] == "agent"
     assert spec.argv[:3] == ["hydra-agent-entry", "codex", "exec"] and spec.argv[-2:] == ["--", "fix it"]
     volume = runtime.volumes[ws.volume_name]
     assert f"upperdir={ws.upper}" in volume.driver_opts["o"] and f"lowerdir={ws.lowers[-1]}" in volume.driver_opts["o"]
     assert {m.target for m in spec.mounts} == {"/workspace", "/codex-home", "/run/hydra"}
-    assert (run_dir / "s1" / "egress.sock").exists()
+    assert (run_dir / SID / "egress.sock").exists()
     assert spec.runtime is None  # the engine's default runtime unless HYDRA_AGENT_RUNTIME names one
     runtime.exit(runtime.running()[0], 0)
     assert (await task).status == "completed"
-    assert not (run_dir / "s1").exists(), "the egress socket directory outlived the run"
+    assert not (run_dir / SID).exists(), "the egress socket directory outlived the run"
 
 
 async def run_to_end(sandbox: SandboxOrchestrator, runtime: FakeRuntime, req: RunRequest, write: str = "") -> Any:
@@ -173,16 +175,16 @@ async def test_a_resume_reuses_the_layer_and_codex_home_and_continues_the_thread
     runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)], keeps_running=True), images=[IMAGE])
     sandbox = orchestrator(settings, runtime, run_dir)
     first, _argv = await run_to_end(sandbox, runtime, request(workdir), write="new.py")
-    assert first.has_changes and "hydra-codex-s1" in runtime.volumes  # kept while the diff awaits review
-    upper = sandbox.workspace("s1").upper
+    assert first.has_changes and f"hydra-codex-{SID}" in runtime.volumes  # kept while the diff awaits review
+    upper = sandbox.workspace(SID).upper
     second = request(workdir, run_index=1, resume_thread_id="thread-1", prompt="go on")
     result, argv = await run_to_end(sandbox, runtime, second)
-    assert result.has_changes and sandbox.workspace("s1").upper == upper
+    assert result.has_changes and sandbox.workspace(SID).upper == upper
     assert argv[argv.index("exec") + 1] == "resume" and "thread-1" in argv
     assert runtime.calls.count("create_volume") == 3  # workspace twice (fresh per run), codex home once
-    preview = await sandbox.diff("s1", second.policy)
+    preview = await sandbox.diff(SID, second.policy)
     assert [f.path for f in preview.files] == ["new.py"]
-    await sandbox.apply("s1", second.policy, confirm=True)
+    await sandbox.apply(SID, second.policy, confirm=True)
     assert "hydra-codex-s1" not in runtime.volumes, "the Codex transcripts outlived the applied session"
 
 
@@ -210,9 +212,9 @@ async def test_a_restarted_server_follows_the_running_agent_after_a_detached_shu
     with pytest.raises(asyncio.CancelledError):
         await task
     (container_id,) = runtime.running()
-    assert "hydra-ws-s1" in runtime.volumes and (run_dir / "s1").is_dir(), "detach removed what it uses"
+    assert f"hydra-ws-{SID}" in runtime.volumes and (run_dir / SID).is_dir(), "detach removed what it uses"
     second, sink = orchestrator(settings, runtime, run_dir), Sink()
-    assert await second.live_sessions() == {"s1"}
+    assert await second.live_sessions() == {SID}
     follow = asyncio.create_task(second.follow(request(workdir, network="model-only"), sink, asyncio.Event(), 0))
     await wait_for(lambda: "done, key" in sink.text, "the replayed log")
     runtime.emit(container_id, "stdout", jsonl({"type": "turn.started"}))
@@ -291,7 +293,7 @@ async def test_a_runtime_failure_mid_run_tears_everything_down(
         await sandbox.run(request(workdir, network="model-only"), Sink(), asyncio.Event())
     assert observer.failed == ["error"]
     assert left_behind(runtime) == ([], [])  # the run ended the session: no Codex transcripts left
-    assert "hydra-ws-s1" not in runtime.volumes and not (run_dir / "s1").exists()
+    assert f"hydra-ws-{SID}" not in runtime.volumes and not (run_dir / SID).exists()
 
 
 async def broken_logs(container_id: str) -> Any:

@@ -20,6 +20,7 @@ from hydra_sandbox.model_gateway import UsageCallback
 from hydra_sandbox.sandbox.egress import DEFAULT_MODEL_URL, ActiveEgress, EgressPlan, GatewaySecrets, runtime_dir
 from hydra_sandbox.sandbox.gateways import agent_wiring, session_gateways
 from hydra_sandbox.sandbox.spec import Mount
+from hydra_sandbox.session_ids import session_path
 
 SOCKET_DIR_IN_CONTAINER = "/run/hydra"
 ENTRYPOINT = ["hydra-agent-entry"]
@@ -33,7 +34,7 @@ class HostSocketEgress:
 
     def socket_dir(self, session_id: str) -> Path:
         """The session's socket directory on this host (the one bind-mounted into its container)."""
-        return self._base_dir() / session_id
+        return session_path(self._base_dir(), session_id)
 
     @contextlib.asynccontextmanager
     async def serve(
