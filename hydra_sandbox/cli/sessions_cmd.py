@@ -12,6 +12,7 @@ from hydra_sandbox.cli.remote import server_call
 from hydra_sandbox.errors import SessionNotFoundError
 from hydra_sandbox.events import Event
 from hydra_sandbox.journal import Journal
+from hydra_sandbox.session_ids import check_session_id
 from hydra_sandbox.settings import load_settings
 
 app = typer.Typer(help="Inspect and control sessions.", no_args_is_help=True)
@@ -36,6 +37,7 @@ def _journal() -> Journal:
 
 
 def _session(journal: Journal, session_id: str) -> dict:  # type: ignore[type-arg]
+    check_session_id(session_id, "session_id")
     data = journal.load_session(session_id)
     if data is None:
         raise SessionNotFoundError(f"session {session_id!r} not found", hint="`hydra sessions list` shows them")
