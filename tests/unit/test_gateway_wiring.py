@@ -35,6 +35,8 @@ IMAGE = "hydra-agent:fake"
 KEY = "sk-proj-WIRINGwiringWIRING0123456789abcdef"
 RUN = b'{"type": "thread.started", "thread_id": "t"}\n'
 
+SID = "s-000000000001"
+
 
 @pytest.fixture
 def run_dir() -> Iterator[Path]:
@@ -54,7 +56,7 @@ def _request(workdir: Path, mode: str, **network: Any) -> RunRequest:
     policy = Policy(
         name="t", network=NetworkPolicy(mode=mode, **network), delegation=DelegationLimits(max_depth=1)
     )
-    return RunRequest(session_id="s1", profile_id="p", policy=policy, prompt="go", working_dir=workdir, model="m")
+    return RunRequest(session_id=SID, profile_id="p", policy=policy, prompt="go", working_dir=workdir, model="m")
 
 
 def _secret_free(spec: ContainerSpec, *secrets: str) -> None:
@@ -89,10 +91,10 @@ async def test_a_delegating_run_holds_no_key_nor_token_and_its_sockets_add_both_
         cid = runtime.running()[0]
         spec = runtime.containers[cid].spec
         token_files = list((tmp_path / "tokens").iterdir())
-        assert len(token_files) == 1 and token_files[0].read_text() == "s1"
-        model_answer = await ask(run_dir / "s1" / "egress.sock", request(extra="authorization: Bearer mine\r\n"))
+        assert len(token_files) == 1 and token_files[0].read_text() == SID
+        model_answer = await ask(run_dir / SID / "egress.sock", request(extra="authorization: Bearer mine\r\n"))
         mcp_request = request(target="/mcp").replace(b"host: 127.0.0.1:18080", b"host: 127.0.0.1:18081")
-        mcp_answer = await ask(run_dir / "s1" / "hydra-mcp.sock", mcp_request)
+        mcp_answer = await ask(run_dir / SID / "hydra-mcp.sock", mcp_request)
         runtime.exit(cid, 0)
         assert (await task).status == "completed"
     assert model_answer.status == 200 and mcp_answer.status == 200
@@ -110,7 +112,7 @@ async def _sink(_draft: object) -> None:
 
 
 async def test_an_https_model_is_reached_through_the_gateway_in_plain_http_without_a_proxy(run_dir: Path) -> None:
-    plan = plan_egress(NetworkPolicy(mode="model-only"), "https://models.example/v1", "s1")
+    plan = plan_egress(NetworkPolicy(mode="model-only"), "https://models.example/v1", SID)
     async with HostSocketEgress(lambda: run_dir).serve(plan, secrets=GatewaySecrets(model_key=SecretStr(KEY))) as a:
         assert a.model_base_url == "http://127.0.0.1:18080/v1"
         assert not {"HTTPS_PROXY", "https_proxy", "HTTP_PROXY"} & set(a.env)
@@ -122,9 +124,9 @@ async def test_allowlist_mode_tunnels_connect_on_the_model_socket_to_listed_publ
 ) -> None:
     async with Upstream() as model:
         network = NetworkPolicy(mode="allowlist", allow_domains=["localhost", "pkg.example"])
-        plan = plan_egress(network, model.url, "s1")
+        plan = plan_egress(network, model.url, SID)
         async with HostSocketEgress(lambda: run_dir).serve(plan, secrets=GatewaySecrets(model_key=SecretStr(KEY))) as a:
-            sock = run_dir / "s1" / "egress.sock"
+            sock = run_dir / SID / "egress.sock"
             assert a.env["HTTPS_PROXY"] == "http://127.0.0.1:18080" and a.env["NO_PROXY"] == "127.0.0.1,localhost"
             ok = await ask(sock, request())
             refused = [
@@ -139,8 +141,8 @@ async def test_allowlist_mode_tunnels_connect_on_the_model_socket_to_listed_publ
 
 
 def test_a_delegating_run_without_a_token_is_refused_before_anything_is_served(tmp_path: Path) -> None:
-    plan = plan_egress(NetworkPolicy(mode="none"), None, "s1")
-    with pytest.raises(ConfigError, match="session s1.*token"):
+    plan = plan_egress(NetworkPolicy(mode="none"), None, SID)
+    with pytest.raises(ConfigError, match=f"session {SID}.*token"):
         session_gateways(plan, tmp_path, GatewaySecrets(), mcp_target=tmp_path / "endpoint.sock")
 
 
@@ -169,7 +171,7 @@ async def test_past_its_token_budget_a_run_is_refused_further_model_requests_and
         while not runtime.running():
             assert loop.time() < deadline, "the agent never started"
             await asyncio.sleep(0.01)
-        sock = run_dir / "s1" / "egress.sock"
+        sock = run_dir / SID / "egress.sock"
         answers = [await ask(sock, request()) for _ in range(3)]
         runtime.exit(runtime.running()[0], 1)  # Codex ends on the refusal
         result = await task
@@ -195,15 +197,15 @@ async def test_a_chatgpt_sign_in_without_a_key_refuses_the_run_before_anything_s
     runtime = FakeRuntime(FakeProgram(output=[("stdout", RUN)]), images=[IMAGE])
     backend = Backend("docker", runtime, docker_backend(settings, runtime).workspace, HostSocketEgress(lambda: run_dir))
     sandbox = SandboxOrchestrator(settings, SecretMasker(), backend)
-    refusal = r"session s1: no model API key: .*ChatGPT sign-in.*codex login --with-api-key"
+    refusal = rf"session {SID}: no model API key: .*ChatGPT sign-in.*codex login --with-api-key"
     with pytest.raises(ConfigError, match=refusal):
         await sandbox.run(_request(workdir, "model-only"), _sink, asyncio.Event())
-    assert runtime.containers == {} and not (settings.sessions_dir / "s1").exists()
+    assert runtime.containers == {} and not (settings.sessions_dir / SID).exists()
 
 
 async def test_bytes_sent_after_a_connect_head_before_the_tunnel_exists_are_refused(run_dir: Path) -> None:
-    plan = plan_egress(NetworkPolicy(mode="allowlist", allow_domains=["pkg.example"]), None, "s1")
+    plan = plan_egress(NetworkPolicy(mode="allowlist", allow_domains=["pkg.example"]), None, SID)
     async with HostSocketEgress(lambda: run_dir).serve(plan):
         raw = b"CONNECT pkg.example:443 HTTP/1.1\r\nhost: pkg.example:443\r\n\r\n\x16\x03\x01early"
-        answer = await ask(run_dir / "s1" / "egress.sock", raw)
+        answer = await ask(run_dir / SID / "egress.sock", raw)
     assert answer.status == 400 and "before the tunnel" in answer.error
