@@ -264,8 +264,6 @@ def remove_layer(ws: StagedWorkspace) -> None:
             hint="remove the directory by hand",
         )
     check_session_id(ws.session_id, "remove_layer")
-    if ws.session_dir.name != ws.session_id:
-        raise WorkspaceError(f"session {ws.session_id}: its layer {ws.session_dir} is not its own directory")
     if ws.session_dir.exists():
         quota.release_quota_layer(ws.session_dir)  # never rmtree through a mounted filesystem
         shutil.rmtree(ws.session_dir)

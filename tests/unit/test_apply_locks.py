@@ -19,7 +19,7 @@ from hydra_sandbox.orchestration.path_locks import PathLocks, overlaps, paths_un
 from hydra_sandbox.orchestration.spawning import SpawnRequest
 from hydra_sandbox.policy import Policy
 from tests.fake_sandbox import FakeRun, FakeSandbox
-from tests.manager_kit import finish, manager_over
+from tests.manager_kit import apply_reviewed, finish, manager_over
 
 TRIALS = 30
 
@@ -36,11 +36,12 @@ class ApplyingSandbox(FakeSandbox):
     async def diff(self, session_id: str, policy: Policy) -> Any:
         return await asyncio.to_thread(compute_diff, self.workspaces[session_id], policy, mask=self.mask)
 
-    async def apply(self, session_id: str, policy: Policy, *, confirm: bool) -> Any:
+    async def apply(self, session_id: str, policy: Policy, *, confirm: bool, **terms: Any) -> Any:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            return await asyncio.to_thread(apply_changes, self.workspaces[session_id], policy, confirm=confirm)
+            ws = self.workspaces[session_id]
+            return await asyncio.to_thread(lambda: apply_changes(ws, policy, confirm=confirm, **terms))
         finally:
             self.in_flight -= 1
 
@@ -81,8 +82,8 @@ async def test_overlapping_applies_are_serialised_and_never_silently_overwrite_e
     for trial, project in enumerate(projects):
         outer, inner = sessions[trial], sessions[TRIALS + trial]
         results = await asyncio.gather(
-            manager.apply(outer, confirm=True, principal=OPERATOR),
-            manager.apply(inner, confirm=True, principal=OPERATOR),
+            apply_reviewed(manager, outer),
+            apply_reviewed(manager, inner),
             return_exceptions=True,
         )
         won = [name for name, r in zip(("outer", "inner"), results, strict=True) if not isinstance(r, BaseException)]
@@ -111,9 +112,9 @@ async def test_an_apply_is_refused_when_an_overlapping_directory_got_the_same_fi
     try:
         outer = await _spawned(manager, project, "outer")
         inner = await _spawned(manager, project / "sub", "inner")
-        await manager.apply(outer, confirm=True, principal=OPERATOR)
+        await apply_reviewed(manager, outer)
         with pytest.raises(ApplyConflictError, match=f"applied by session {outer} in {project}.*f.txt"):
-            await manager.apply(inner, confirm=True, principal=OPERATOR)
+            await apply_reviewed(manager, inner)
     finally:
         await manager.close()
 

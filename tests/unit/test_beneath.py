@@ -161,7 +161,8 @@ def test_a_parent_swapping_a_directory_for_a_link_never_leaks_a_host_file_into_t
     tmp_path: Path, resolution: str
 ) -> None:
     ws, parent_upper, outside = _layered_ws(tmp_path)
-    assert "public" in compute_diff(ws, POLICY).unified  # the race-free preview reads the parent's file
+    preview = compute_diff(ws, POLICY)  # against the host; the parent's file is read to flag what it carries
+    assert "child edit" in preview.unified and preview.files[0].includes_parent_changes
     leaks = refused = raw = 0
     with Swapper(parent_upper, outside) as swapper:
         for _ in range(1500):

@@ -42,17 +42,17 @@ def test_without_mount_rights_a_quota_is_refused_with_the_reason(
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     (tmp_path / "project").mkdir()
-    with pytest.raises(WorkspaceError, match="resources.disk_mb: session s1 asks for a 64 MB quota, but .*root"):
-        prepare_layer("s1", tmp_path / "project", policy(64), tmp_path / "sessions", {})
+    with pytest.raises(WorkspaceError, match="resources.disk_mb: session s-0+1 asks for a 64 MB quota, but .*root"):
+        prepare_layer("s-000000000001", tmp_path / "project", policy(64), tmp_path / "sessions", {})
 
 
 @needs_mounts
 def test_the_layer_lives_on_a_filesystem_of_its_quota_and_goes_with_the_session(tmp_path: Path) -> None:
     (tmp_path / "project").mkdir()
     os.chown(tmp_path / "project", 1000, 1000)
-    ws = prepare_layer("s1", tmp_path / "project", policy(64), tmp_path / "sessions", {})
+    ws = prepare_layer("s-000000000001", tmp_path / "project", policy(64), tmp_path / "sessions", {})
     try:
-        assert ws.session_dir == tmp_path / "sessions" / "s1" and ws.quota_mb == 64
+        assert ws.session_dir == tmp_path / "sessions" / "s-000000000001" and ws.quota_mb == 64
         mount = quota.mount_path(ws.session_dir)
         assert os.path.ismount(mount) and ws.upper.parent == mount and ws.work.parent == mount
         stats = os.statvfs(mount)
@@ -78,7 +78,7 @@ async def test_a_run_that_filled_its_quota_says_so_in_its_reason_and_log(tmp_pat
     req = request(workdir, limits=ResourceLimits(disk_mb=32))
     task = asyncio.create_task(sandbox.run(req, sink, asyncio.Event()))
     await wait_for(lambda: bool(runtime.running()), "the agent started")
-    upper = sandbox.workspace("s1").upper
+    upper = sandbox.workspace("s-000000000001").upper
     try:
         with open(upper / "fill", "wb") as handle:  # what the agent wrote until ENOSPC
             while True:
@@ -92,9 +92,9 @@ async def test_a_run_that_filled_its_quota_says_so_in_its_reason_and_log(tmp_pat
         assert "disk quota of 32 MB reached" in (result.reason or "") and "ENOSPC" in (result.reason or "")
         assert sink.text.count("disk quota of 32 MB reached") == 1
     finally:
-        await sandbox.discard("s1")
+        await sandbox.discard("s-000000000001")
         shutil.rmtree(run_dir, ignore_errors=True)
-    assert not (settings.sessions_dir / "s1").exists()
+    assert not (settings.sessions_dir / "s-000000000001").exists()
 
 
 @needs_mounts
@@ -108,10 +108,11 @@ async def test_the_quota_mount_is_held_only_while_the_session_is_live_or_reviewa
     req = request(workdir, limits=ResourceLimits(disk_mb=32))
     try:
         result = await sandbox.run(req, Sink(), asyncio.Event())
-        mount = quota.mount_path(sandbox.workspace("s1").session_dir)
+        mount = quota.mount_path(sandbox.workspace("s-000000000001").session_dir)
         assert not result.has_changes and not os.path.ismount(mount), "an ended session still holds a loop mount"
-        assert (await sandbox.diff("s1", req.policy)).files == [] and os.path.ismount(mount)  # mounted again
+        # mounted again for the diff
+        assert (await sandbox.diff("s-000000000001", req.policy)).files == [] and os.path.ismount(mount)
     finally:
-        await sandbox.discard("s1")
+        await sandbox.discard("s-000000000001")
         shutil.rmtree(run_dir, ignore_errors=True)
-    assert not os.path.ismount(mount) and not (settings.sessions_dir / "s1").exists()
+    assert not os.path.ismount(mount) and not (settings.sessions_dir / "s-000000000001").exists()
