@@ -20,7 +20,7 @@ async def run_in_sandbox(
     image: str, script: str, *, limits: ResourceLimits | None = None, timeout_s: float = 60
 ) -> tuple[RunOutcome, str]:
     runtime = DockerRuntime()
-    session = f"t-{uuid.uuid4().hex[:8]}"
+    session = f"s-{uuid.uuid4().hex[:12]}"
     spec = ContainerSpec(
         image=image,
         argv=["bash", "-c", script],
@@ -145,7 +145,7 @@ async def test_wall_clock_limit_stops_a_sleeping_agent(agent_image: str) -> None
 
 async def test_a_new_runtime_finds_and_follows_a_running_container_by_label(agent_image: str) -> None:
     first = DockerRuntime()
-    session = f"t-{uuid.uuid4().hex[:8]}"
+    session = f"s-{uuid.uuid4().hex[:12]}"
     spec = ContainerSpec(
         image=agent_image,
         argv=["bash", "-c", "echo one; sleep 1; echo two"],

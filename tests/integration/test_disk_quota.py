@@ -28,7 +28,7 @@ async def test_writing_300_mb_under_a_100_mb_quota_gets_enospc(agent_image: str,
     project.mkdir()
     (project / "app.py").write_text("x = 1\n")
     os.chown(project, 1000, 1000)
-    session = f"t-{uuid.uuid4().hex[:8]}"
+    session = f"s-{uuid.uuid4().hex[:12]}"
     labels = {LABEL_SESSION: session, LABEL_ROLE: "workspace", "hydra.test": "1"}
     policy = Policy(name="q", resources=ResourceLimits(disk_mb=100, memory_mb=256, pids=64))
     ws = prepare_layer(session, project, policy, tmp_path / "sessions", labels)

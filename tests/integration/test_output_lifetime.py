@@ -34,7 +34,7 @@ async def test_an_agent_printing_past_its_cap_is_stopped_and_its_log_stays_under
         image=agent_image,
         argv=["bash", "-c", "while :; do yes 'a fake key sk-proj-LEAKLEAKLEAK' | head -c 10000000; done"],
         user="1234:1234",
-        labels={LABEL_SESSION: f"t-{uuid.uuid4().hex[:8]}", LABEL_ROLE: "agent", "hydra.test": "1"},
+        labels={LABEL_SESSION: f"s-{uuid.uuid4().hex[:12]}", LABEL_ROLE: "agent", "hydra.test": "1"},
         limits=limits,
     )
     cid = await runtime.create(spec)
