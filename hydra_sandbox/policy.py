@@ -16,15 +16,14 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Annotated, Literal
 
-import pathspec
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from hydra_sandbox.egress_rules import policy_domain
 from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation, shown
+from hydra_sandbox.glob_sets import glob_set
 from hydra_sandbox.hardlinks import is_multiply_linked, linked_to_hidden
 from hydra_sandbox.limits import MAX_GLOB_CHARS, MAX_GLOBS, check_count
 from hydra_sandbox.linear_match import MAX_GLOBS as MAX_POLICY_GLOBS
-from hydra_sandbox.linear_match import LinearPattern, compile_linear
 from hydra_sandbox.protected import PROTECTED_HIDDEN, PROTECTED_READ_ONLY
 from hydra_sandbox.yaml_dirs import YamlDirectories, fresh, load_each
 from hydra_sandbox.yaml_models import field_path, load_yaml_model, validate_data
@@ -44,7 +43,7 @@ def _check_glob(value: str) -> str:
     if len(value) > MAX_GLOB_CHARS:
         raise ValueError(f"a glob of {len(value)} characters; the limit is {MAX_GLOB_CHARS}")
     try:  # compiled now, so a bad glob is refused where it is written, not when an agent starts
-        _GlobSet([value])
+        glob_set([value])
     except (ValueError, re.error) as exc:
         raise ValueError(f"{shown(value)} is not a valid gitignore-style glob: {str(exc)[:80]}") from None
     return value
@@ -143,53 +142,15 @@ class PolicyRequest(_Strict):
         return value
 
 
-class _GlobSet:
-    """A gitignore-style glob list compiled once into linear-time (RE2) expressions that also match names
-    holding a newline (gitignore's own expressions stop at one). Without negations the list is one
-    expression; with them the last glob that matches decides, as in gitignore."""
-
-    def __init__(self, globs: Iterable[str], *, ignore_case: bool = False) -> None:
-        lines = list(globs)
-        spec = pathspec.PathSpec.from_lines("gitignore", lines)
-        linear = partial(compile_linear, dot_all=True, ignore_case=ignore_case)
-        patterns = [
-            (p.regex.pattern, bool(p.include))  # type: ignore[attr-defined,union-attr]
-            for p in spec.patterns
-            if p.include is not None and getattr(p, "regex", None) is not None
-        ]
-        self.everything = lines == ["**"]
-        self._regex: LinearPattern | None = None
-        self._ordered: list[tuple[LinearPattern, bool]] = []
-        if patterns and all(include for _p, include in patterns):
-            self._regex = linear("|".join(f"(?:{p})" for p, _i in patterns))
-        else:
-            self._ordered = [(linear(p), include) for p, include in patterns]
-
-    def match_file(self, path: str) -> bool:
-        if self.everything:
-            return True
-        if self._regex is not None:
-            return self._regex.match(path) is not None
-        matched = False
-        for regex, include in self._ordered:
-            if regex.match(path) is not None:
-                matched = include
-        return matched
-
-
-def _spec(globs: Iterable[str], *, ignore_case: bool = False) -> _GlobSet:
-    return _GlobSet(globs, ignore_case=ignore_case)
-
-
 class PathMatcher:
     """Answers what an agent may see and write, for workspace-relative POSIX paths."""
 
     def __init__(self, directory: DirectoryPolicy) -> None:
-        self._allow_layers = [_spec(layer) for layer in [*directory.inherited_allow, directory.allow]]
-        self._denied = _spec(directory.deny)
-        self._hidden = _spec(PROTECTED_HIDDEN, ignore_case=True)
-        self._read_only = _spec([*directory.read_only, *PROTECTED_READ_ONLY])
-        self._protected_read_only = _spec(PROTECTED_READ_ONLY)
+        self._allow_layers = [glob_set(layer) for layer in [*directory.inherited_allow, directory.allow]]
+        self._denied = glob_set(directory.deny)
+        self._hidden = glob_set(PROTECTED_HIDDEN, ignore_case=True)
+        self._read_only = glob_set([*directory.read_only, *PROTECTED_READ_ONLY])
+        self._protected_read_only = glob_set(PROTECTED_READ_ONLY)
 
     def is_visible(self, rel: str) -> bool:
         if self.is_denied(rel):

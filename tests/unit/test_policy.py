@@ -235,7 +235,7 @@ PATHS = [
 def test_compiled_globs_match_exactly_like_pathspec(globs: list[str]) -> None:
     import pathspec
 
-    from hydra_sandbox.policy import _GlobSet
+    from hydra_sandbox.glob_sets import GlobSet as _GlobSet
 
     reference = pathspec.PathSpec.from_lines("gitignore", globs)
     compiled = _GlobSet(globs)
