@@ -235,10 +235,10 @@ PATHS = [
 def test_compiled_globs_match_exactly_like_pathspec(globs: list[str]) -> None:
     import pathspec
 
-    from hydra_sandbox.glob_sets import GlobSet as _GlobSet
+    from hydra_sandbox.glob_sets import GlobSet
 
     reference = pathspec.PathSpec.from_lines("gitignore", globs)
-    compiled = _GlobSet(globs)
+    compiled = GlobSet(globs)
     for path in PATHS:
         assert compiled.match_file(path) == reference.match_file(path), (globs, path)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hydra_sandbox.policy import DirectoryPolicy, Policy, PolicyCatalog, _GlobSet, explain
+from hydra_sandbox.glob_sets import GlobSet
+from hydra_sandbox.policy import DirectoryPolicy, Policy, PolicyCatalog, explain
 from hydra_sandbox.sandbox.workspace import StagedWorkspace, hidden_paths
 from hydra_sandbox.settings import REPO_ROOT
 
@@ -70,7 +71,7 @@ def test_protected_credential_files_stay_hidden_when_a_policy_allows_them() -> N
     ],
 )
 def test_globs_match_names_holding_a_newline(globs: list[str], path: str, expected: bool) -> None:
-    assert _GlobSet(globs).match_file(path) is expected
+    assert GlobSet(globs).match_file(path) is expected
 
 
 @pytest.fixture
