@@ -23,6 +23,20 @@ _JSON_START = frozenset('{["-0123456789tfnIN')
 _DECISION = re.compile(r"^\s*(?:decision|decided|we decided|i decided)\s*[:\-]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
 
 
+def decisions_in(text: str) -> list[str]:
+    """The decisions ``text`` states, one per line that starts with ``Decision:`` (or ``decided -``, ...)."""
+    return [decision.strip() for decision in _DECISION.findall(text)]
+
+
+def note_draft(note: str, tags: Sequence[str] = ()) -> EventDraft:
+    """A host's or agent's note as an event: a ``decision`` when it states one (the note kept whole,
+    the decisions in ``data``), else a ``note``."""
+    decisions = decisions_in(note)
+    if decisions:
+        return EventDraft(type="decision", text=note, tags=list(tags), data={"source": "note", "decisions": decisions})
+    return EventDraft(type="note", text=note, tags=list(tags))
+
+
 def unwrap_shell(command: str) -> str:
     """``/bin/bash -lc 'pytest -q'`` -> ``pytest -q``; anything else unchanged."""
     try:
@@ -177,8 +191,8 @@ class CodexEventParser:
         if kind == "agent_message":
             text = self.mask(str(item.get("text", "")))
             events = [EventDraft(type="message", text=text, data={"role": "agent"})]
-            for decision in _DECISION.findall(text):
-                events.append(EventDraft(type="decision", text=decision.strip(), data={"source": "agent_message"}))
+            for decision in decisions_in(text):
+                events.append(EventDraft(type="decision", text=decision, data={"source": "agent_message"}))
             return events
         if kind == "reasoning":
             return [

@@ -7,6 +7,7 @@ and say so, when the daemon does not answer.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import urllib.request
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.errors import HydraError
 from hydra_sandbox.model_credentials import describe_model_key
 from hydra_sandbox.private_data import exposed
+from hydra_sandbox.sandbox.codex_version import CodexVersionFinder
+from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.settings import HydraSettings
 
 Probe = Callable[[], "str | tuple[bool, str]"]
@@ -59,20 +62,19 @@ def _agent_image(client: Any, tag: str) -> str:
 
 
 def _codex_version(client: Any, settings: HydraSettings) -> tuple[bool, str]:
-    out = client.containers.run(
-        settings.agent_image,
-        ["codex", "--version"],
-        remove=True,
-        read_only=True,
-        network_mode="none",
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true"],
-        user="1000:1000",
-        tmpfs={"/tmp": "", "/home/agent": "uid=1000"},
-        labels={"hydra.role": "doctor"},
-    )
-    text = out.decode().strip().splitlines()[-1]
-    return settings.codex_version in text, text
+    """The Codex version found in the agent image (its build label, else ``codex --version`` in a
+    throwaway hardened container), compared with the version the settings ask for."""
+    from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+
+    finder = CodexVersionFinder(DockerRuntime(client), home_label=home_label(settings.data_home))
+    found = asyncio.run(finder.find(settings.agent_image))
+    if found is None:
+        return False, f"{settings.agent_image} is missing"
+    how = "its build label" if found.source == "label" else "`codex --version` in the image"
+    detail = f"Codex {found.version} in {settings.agent_image} (from {how})"
+    if found.version != settings.codex_version:
+        return False, f"{detail}, but HYDRA_CODEX_VERSION is {settings.codex_version}"
+    return True, detail
 
 
 def _docker_checks(settings: HydraSettings) -> list[Check]:
@@ -94,8 +96,9 @@ def _docker_checks(settings: HydraSettings) -> list[Check]:
         (
             "codex",
             lambda: _codex_version(client, settings),
-            "run `hydra images build --force`",
-            lambda exc: f"codex --version failed in the agent image: {exc}",
+            "run `hydra images build` (it builds the image of HYDRA_CODEX_VERSION), or set HYDRA_CODEX_VERSION "
+            "to the version found",
+            lambda exc: f"cannot tell the Codex version of {settings.agent_image}: {exc}",
         ),
     ]
     if not daemon.ok:

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from hydra_sandbox import __version__
 from hydra_sandbox.errors import ImageBuildError, RuntimeUnavailableError
+from hydra_sandbox.image_tags import agent_image_tags
 from hydra_sandbox.settings import REPO_ROOT, HydraSettings
 
 LOCAL_BASE_TAG = "hydra-local/debian:bookworm"
@@ -193,6 +194,7 @@ def _build(client: Any, context: Path, tags: list[str], buildargs: dict[str, str
 
 def build_agent_image(settings: HydraSettings, progress: Progress = lambda _m: None, force: bool = False) -> BuiltImage:
     started = time.monotonic()
+    tags = agent_image_tags(settings.agent_image, settings.codex_version, __version__)  # refused before any work
     client = _docker_client()
     base = settings.base_image or ensure_base_image(client, progress=progress)
     base_image = _image(client, base)
@@ -202,7 +204,6 @@ def build_agent_image(settings: HydraSettings, progress: Progress = lambda _m: N
     dockerfile = settings.images_dir / "agent" / "Dockerfile"
     entry = settings.images_dir / "agent" / "hydra-agent-entry"
     build_hash = _hash(dockerfile, entry, binary, base_image.id.encode(), __version__.encode())
-    tags = [settings.agent_image, f"hydra-agent:{__version__}-codex-{settings.codex_version}"]
     existing = _image(client, settings.agent_image)
     if not force and existing is not None and existing.labels.get("hydra.build-hash") == build_hash:
         return BuiltImage(

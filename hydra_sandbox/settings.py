@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.image_tags import default_agent_image
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 """What ships inside the package: built-in ``profiles/``, ``policies/`` and the ``images/`` build contexts."""
@@ -61,14 +62,21 @@ class HydraSettings(BaseSettings):
         default_factory=_default_model_dir,
         description="Directory holding all-MiniLM-L6-v2 model.onnx and tokenizer.json.",
     )
-    agent_image: str = Field(default=f"hydra-agent:codex-{CODEX_VERSION}", description="Agent image tag.")
+    agent_image: str = Field(
+        default="",
+        description="Agent image tag; unset: hydra-agent:codex-<codex_version>, the tag `hydra images build` gives it.",
+    )
     base_image: str | None = Field(default=None, description="Base image for builds; unset builds one.")
     agent_runtime: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
         description="OCI runtime for agent containers as the engine names it, e.g. runsc (gVisor); unset: its default.",
     )
-    codex_version: str = CODEX_VERSION
+    codex_version: str = Field(
+        default=CODEX_VERSION,
+        pattern=r"^\d+\.\d+\.\d+[0-9A-Za-z.+-]*$",
+        description="Codex CLI version `hydra images build` installs; the default agent image's tag follows it.",
+    )
     model: str = Field(default="gpt-5-codex", description="Model name passed to Codex.")
     model_base_url: str | None = Field(
         default=None, description="OpenAI-compatible Responses API endpoint, e.g. http://127.0.0.1:8080/v1."
@@ -157,6 +165,13 @@ class HydraSettings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:8080/v1")
         return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _agent_image_follows_codex(self) -> HydraSettings:
+        """Unset (or blank), the agent image is the one built for ``codex_version``."""
+        if not self.agent_image.strip():
+            self.agent_image = default_agent_image(self.codex_version)
+        return self
 
     @property
     def journal_path(self) -> Path:

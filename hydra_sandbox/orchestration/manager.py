@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from hydra_sandbox.authority import Action, Agent, Principal, authorize, namespace
+from hydra_sandbox.codex_events import note_draft
 from hydra_sandbox.errors import ConfigError, HydraError
 from hydra_sandbox.events import Event, EventDraft, SessionRef
 from hydra_sandbox.lifecycle import ACTIVE, SessionRecord, SessionStatus
@@ -283,7 +284,7 @@ class AgentManager:
         authorize(principal, Action.NOTE)
         check_chars("log_context.note", note, MAX_NOTE_CHARS)
         check_tags("log_context.tags", tags or [])
-        draft = EventDraft(type="note", text=note, tags=tags or [])
+        draft = note_draft(note, tags or [])  # "Decision: ..." is recorded as a decision
         if session_id is None and isinstance(principal, Agent):
             session_id = principal.session_id
         if session_id is None:

@@ -23,6 +23,7 @@ from hydra_sandbox.sandbox.spec import (
     LABEL_SESSION,
     ContainerInfo,
     ContainerSpec,
+    ImageInfo,
     LogStream,
     NetworkInfo,
     VolumeInfo,
@@ -89,6 +90,10 @@ class FakeRuntime:
     ) -> None:
         self._program = program or FakeProgram()
         self.images: set[str] = set(images)
+        self.image_labels: dict[str, dict[str, str]] = {}
+        """Tag -> the labels its (imaginary) build wrote."""
+        self.image_ids: dict[str, str] = {}
+        """Tag -> image id (a rebuild changes it); unset: one derived from the tag."""
         self.containers: dict[str, FakeContainer] = {}
         self.volumes: dict[str, FakeVolume] = {}
         self.networks: dict[str, NetworkInfo] = {}
@@ -242,3 +247,10 @@ class FakeRuntime:
     async def image_exists(self, tag: str) -> bool:
         self._enter("image_exists")
         return tag in self.images
+
+    async def image_info(self, tag: str) -> ImageInfo | None:
+        self._enter("image_info")
+        if tag not in self.images:
+            return None
+        image_id = self.image_ids.get(tag, f"sha256:fake-{tag}")
+        return ImageInfo(id=image_id, labels=dict(self.image_labels.get(tag, {})))

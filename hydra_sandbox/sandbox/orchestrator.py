@@ -36,6 +36,7 @@ from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox import quota
 from hydra_sandbox.sandbox.agent import AgentContainer, agent_spec, codex_home_volume, session_labels
 from hydra_sandbox.sandbox.budget import ModelBudget
+from hydra_sandbox.sandbox.codex_version import CodexVersionFinder
 from hydra_sandbox.sandbox.egress import ActiveEgress, EgressPlacement, GatewaySecrets, plan_egress
 from hydra_sandbox.sandbox.pipeline import OutputPipeline
 from hydra_sandbox.sandbox.protocol import ContainerObserver, EventSink, RunRequest, RunResult
@@ -84,6 +85,7 @@ class SandboxOrchestrator:
         self.agent_endpoint = agent_endpoint
         self.layers = LayerStore(settings.sessions_dir)
         self._home = home_label(settings.data_home)
+        self._codex = CodexVersionFinder(self.runtime, home_label=self._home)
         self._observers: list[ContainerObserver] = []
         self._model_tokens: dict[str, int] = {}  # model tokens used per session, as the gateways reported
 
@@ -361,17 +363,23 @@ class SandboxOrchestrator:
         return {c.labels[LABEL_SESSION] for c in containers if c.status == "running" and LABEL_SESSION in c.labels}
 
     async def status(self) -> dict[str, object]:
-        name = self.backend.name
+        """The backend's health and the Codex version found in the agent image (not the setting)."""
+        name, image = self.backend.name, self.settings.agent_image
         try:
-            present = await self.runtime.image_exists(self.settings.agent_image)
+            present = await self.runtime.image_exists(image)
         except RuntimeUnavailableError as exc:
-            return {"backend": name, name: f"unavailable: {exc}", "agent_image": self.settings.agent_image}
-        return {
-            "backend": name,
-            name: "ok",
-            "agent_image": self.settings.agent_image,
-            "agent_image_present": present,
-            "codex_version": self.settings.codex_version,
+            return {"backend": name, name: f"unavailable: {exc}", "agent_image": image}
+        status: dict[str, object] = {"backend": name, name: "ok", "agent_image": image, "agent_image_present": present}
+        try:
+            found = await self._codex.find(image) if present else None
+        except RuntimeUnavailableError as exc:
+            return status | {"codex_version": f"unknown: {exc}"}
+        if found is None:
+            return status | {"codex_version": "unknown: the agent image is missing (run `hydra images build`)"}
+        return status | {
+            "agent_image_id": found.image_id,
+            "codex_version": found.version,
+            "codex_version_source": found.source,
         }
 
     async def close(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from hydra_sandbox.sandbox.spec import ContainerInfo, ContainerSpec, LogStream, NetworkInfo, VolumeInfo
+from hydra_sandbox.sandbox.spec import ContainerInfo, ContainerSpec, ImageInfo, LogStream, NetworkInfo, VolumeInfo
 
 
 @runtime_checkable
@@ -55,3 +55,6 @@ class ContainerRuntime(Protocol):
     async def remove_network(self, name: str) -> None: ...
     async def list_networks(self, labels: dict[str, str]) -> list[NetworkInfo]: ...
     async def image_exists(self, tag: str) -> bool: ...
+    async def image_info(self, tag: str) -> ImageInfo | None:
+        """The image ``tag`` names (its id and labels), or ``None`` when there is none."""
+        ...

@@ -258,6 +258,13 @@ class VolumeInfo(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class ImageInfo(BaseModel):
+    """An image as the engine knows it: its content id and the labels its build wrote."""
+
+    id: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
 class NetworkInfo(BaseModel):
     id: str
     name: str

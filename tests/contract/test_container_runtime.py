@@ -121,3 +121,13 @@ async def test_volumes_are_found_by_label_and_removing_twice_is_fine(
         await runtime.remove_volume(name)
     await runtime.remove_volume(name)
     assert await runtime.list_volumes({LABEL_SESSION: session}) == []
+
+
+async def test_image_info_names_an_image_by_id_with_its_labels_and_a_missing_one_as_none(
+    subject: tuple[ContainerRuntime, str],
+) -> None:
+    runtime, image = subject
+    assert await runtime.image_info("hydra-agent:never-built") is None
+    info = await runtime.image_info(image)
+    assert info is not None and info.id and info.id == (await runtime.image_info(image) or info).id
+    assert isinstance(info.labels, dict)

@@ -447,6 +447,15 @@ async def test_host_notes_are_recorded_without_a_session(manager: AgentManager) 
     assert draft.type == "note"
 
 
+async def test_a_host_note_that_states_a_decision_is_a_decision_event(manager: AgentManager) -> None:
+    note = "Decision: use RE2 for globs\nbecause Python's re backtracks"
+    event = await manager.log_context(note, None, ["globs"], principal=OPERATOR)
+    assert (event.type, event.text, event.tags) == ("decision", note, ["globs"])
+    assert event.data["decisions"] == ["use RE2 for globs"] and event.data["source"] == "note"
+    plain = await manager.log_context("remember to look at RE2 later", None, None, principal=OPERATOR)
+    assert plain.type == "note"
+
+
 async def test_refusals_quote_caller_values_short_and_on_one_line(manager: AgentManager, workdir: Path) -> None:
     huge = "A" * 100_000 + "\nsecond line"
     for call in (

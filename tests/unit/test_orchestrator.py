@@ -21,6 +21,7 @@ from hydra_sandbox.policy import NetworkPolicy, Policy, ResourceLimits
 from hydra_sandbox.sandbox import RunRequest
 from hydra_sandbox.sandbox.backends.docker import docker_backend
 from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
+from hydra_sandbox.sandbox.codex_version import LABEL_CODEX_VERSION
 from hydra_sandbox.sandbox.fake import FakeProgram, FakeRuntime
 from hydra_sandbox.sandbox.orchestrator import Backend, SandboxOrchestrator
 from hydra_sandbox.sandbox.supervisor import FailureCause
@@ -313,16 +314,39 @@ async def test_a_missing_agent_image_fails_before_anything_is_created(
 
 async def test_status_names_the_backend_and_its_health(settings: HydraSettings, run_dir: Path) -> None:
     runtime = FakeRuntime(images=[IMAGE])
+    runtime.image_labels[IMAGE] = {LABEL_CODEX_VERSION: "0.171.0"}
     sandbox = orchestrator(settings, runtime, run_dir)
-    assert await sandbox.status() | {"codex_version": "-"} == {
+    assert await sandbox.status() == {
         "backend": "docker",
         "docker": "ok",
         "agent_image": IMAGE,
         "agent_image_present": True,
-        "codex_version": "-",
+        "agent_image_id": f"sha256:fake-{IMAGE}",
+        "codex_version": "0.171.0",
+        "codex_version_source": "label",
     }
     runtime.failures["image_exists"] = RuntimeUnavailableError("cannot reach the Docker daemon")
     assert str((await sandbox.status())["docker"]).startswith("unavailable: cannot reach")
+
+
+async def test_status_reports_the_codex_found_in_the_image_not_the_setting(
+    settings: HydraSettings, run_dir: Path
+) -> None:
+    assert settings.codex_version != "0.170.2"
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", b"codex-cli 0.170.2\n")]), images=[IMAGE])
+    sandbox = orchestrator(settings, runtime, run_dir)
+    first, again = await sandbox.status(), await sandbox.status()
+    assert first["codex_version"] == again["codex_version"] == "0.170.2" and first["codex_version_source"] == "probe"
+    assert runtime.calls.count("create") == 1  # asked once per image id
+
+
+async def test_status_says_why_the_codex_version_is_unknown(settings: HydraSettings, run_dir: Path) -> None:
+    missing = await orchestrator(settings, FakeRuntime(), run_dir).status()
+    assert missing["agent_image_present"] is False
+    assert str(missing["codex_version"]).startswith("unknown: the agent image is missing")
+    silent = FakeRuntime(FakeProgram(exit_code=1), images=[IMAGE])
+    status = await orchestrator(settings, silent, run_dir).status()
+    assert status["docker"] == "ok" and "`codex --version` exited 1" in str(status["codex_version"])
 
 
 async def test_the_agent_runtime_setting_reaches_the_agent_container(

@@ -21,7 +21,7 @@ import docker.errors
 from hydra_sandbox.errors import RuntimeUnavailableError
 from hydra_sandbox.sandbox.backends.docker.create_args import container_create_kwargs
 from hydra_sandbox.sandbox.backends.docker.logs import follow_logs
-from hydra_sandbox.sandbox.spec import ContainerInfo, ContainerSpec, LogStream, NetworkInfo, VolumeInfo
+from hydra_sandbox.sandbox.spec import ContainerInfo, ContainerSpec, ImageInfo, LogStream, NetworkInfo, VolumeInfo
 
 
 def _label_filter(labels: dict[str, str]) -> dict[str, list[str]]:
@@ -180,3 +180,13 @@ class DockerRuntime:
                 return False
 
         return await self._call(_exists)  # type: ignore[no-any-return]
+
+    async def image_info(self, tag: str) -> ImageInfo | None:
+        def _info() -> ImageInfo | None:
+            try:
+                image = self.client.images.get(tag)
+            except docker.errors.ImageNotFound:
+                return None
+            return ImageInfo(id=str(image.id), labels=image.labels or {})
+
+        return await self._call(_info)  # type: ignore[no-any-return]
