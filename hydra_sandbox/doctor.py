@@ -61,12 +61,12 @@ def _agent_image(client: Any, tag: str) -> str:
     return f"{tag} ({client.images.get(tag).attrs.get('Size', 0) / 1e6:.0f} MB)"
 
 
-def _codex_version(client: Any, settings: HydraSettings) -> tuple[bool, str]:
+def _codex_version(settings: HydraSettings) -> tuple[bool, str]:
     """The Codex version found in the agent image (its build label, else ``codex --version`` in a
     throwaway hardened container), compared with the version the settings ask for."""
-    from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+    from hydra_sandbox.sandbox.backends import open_runtime
 
-    finder = CodexVersionFinder(DockerRuntime(client), home_label=home_label(settings.data_home))
+    finder = CodexVersionFinder(open_runtime(settings), home_label=home_label(settings.data_home))
     found = asyncio.run(finder.find(settings.agent_image))
     if found is None:
         return False, f"{settings.agent_image} is missing"
@@ -95,7 +95,7 @@ def _docker_checks(settings: HydraSettings) -> list[Check]:
         ),
         (
             "codex",
-            lambda: _codex_version(client, settings),
+            lambda: _codex_version(settings),
             "run `hydra images build` (it builds the image of HYDRA_CODEX_VERSION), or set HYDRA_CODEX_VERSION "
             "to the version found",
             lambda exc: f"cannot tell the Codex version of {settings.agent_image}: {exc}",

@@ -171,20 +171,36 @@ class Indexer:
 
     def _write_one_by_one(self, events: list[Event], seqs: dict[str, int]) -> None:
         """After repeated failures: the events the store fails on alone, while it takes others, are set
-        aside. If it takes none, the last error is raised (an outage: retry the batch later)."""
-        failed: list[tuple[Event, BaseException]] = []
-        for event in events:
-            try:
-                self._write([event], seqs)
-            except Exception as exc:  # any store failure; sorted out below
-                failed.append((event, exc))
+        aside. If it takes none, the last error is raised (an outage: retry the batch later).
+
+        An outage can begin or end during the pass, so an event is set aside only when it fails a
+        second time alone and the store still takes an event it took in this pass (writes are upserts:
+        writing it again changes nothing)."""
+        failed = self._each(events, seqs)
         if not failed:
             return
         if len(failed) == len(events):
             raise failed[-1][1]
+        taken = [event for event in events if event.id not in {e.id for e, _ in failed}]
+        failed = self._each([event for event, _ in failed], seqs)
+        if not failed:
+            return
+        try:
+            self._write([taken[-1]], seqs)
+        except Exception as exc:  # the store no longer takes anything: an outage, not these events
+            raise failed[-1][1] from exc
         for event, error in failed:
             reason = f"the index failed on it alone while taking other events: {type(error).__name__}: {error}"
             self._set_aside(event.id, seqs[event.id], reason)
+
+    def _each(self, events: list[Event], seqs: dict[str, int]) -> list[tuple[Event, BaseException]]:
+        failed: list[tuple[Event, BaseException]] = []
+        for event in events:
+            try:
+                self._write([event], seqs)
+            except Exception as exc:  # any store failure; sorted out by the caller
+                failed.append((event, exc))
+        return failed
 
     # -- foreground -----------------------------------------------------------------------------
 

@@ -54,8 +54,8 @@ def test_doctor_compares_the_version_found_with_the_setting(
     image: str, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     data_home = tmp_path  # only labels the probe; nothing is written there
-    ok, detail = _codex_version(docker_client, HydraSettings(data_home=data_home, agent_image=image))
+    ok, detail = _codex_version(HydraSettings(data_home=data_home, agent_image=image))
     assert ok and detail == f"Codex 0.169.0 in {image} (from its build label)"
     upgraded = HydraSettings(data_home=data_home, agent_image=image, codex_version="0.171.0")
-    ok, detail = _codex_version(docker_client, upgraded)
+    ok, detail = _codex_version(upgraded)
     assert not ok and detail.endswith("but HYDRA_CODEX_VERSION is 0.171.0")

@@ -104,6 +104,6 @@ def test_doctor_runs_from_a_fresh_install(installed: tuple[Path, dict[str, str],
     assert "Traceback" not in doctor.stderr
     checks = {c["name"]: c for c in json.loads(doctor.stdout)}
     assert set(checks) == {
-        "docker", "agent image", "codex", "chroma", "embedding model", "model key", "npm", "masking"
+        "docker", "agent image", "codex", "chroma", "data home", "embedding model", "model key", "npm", "masking"
     }
     assert all(c["ok"] or c["fix"] for c in checks.values()), "a failed check without a fix"

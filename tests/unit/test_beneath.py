@@ -93,6 +93,8 @@ while not os.path.exists(stop):
     try:
         os.symlink(outside, d)
         swaps += 1
+        if swaps == 1:
+            print("racing", flush=True)
         for _ in range(300):  # hold each state long enough for the victim to step into it
             pass
         os.unlink(d)
@@ -121,12 +123,16 @@ class Swapper:
 
     def __enter__(self) -> Swapper:
         self._proc = subprocess.Popen(self._args, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        # the victim's loop starts only once the racer has swapped once (a loaded machine may take
+        # seconds to start a Python process; a loop run before that would prove nothing)
+        assert self._proc.stdout.readline().strip() == "racing", "the racing process did not start"
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.touch()
         out, _ = self._proc.communicate(timeout=60)
-        self.swaps = int(out.strip() or 0)
+        self.swaps = int(out.strip().splitlines()[-1] if out.strip() else 0)
 
 
 def _layered_ws(tmp_path: Path) -> tuple[StagedWorkspace, Path, Path]:

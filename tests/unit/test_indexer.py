@@ -226,9 +226,40 @@ def test_an_event_the_store_keeps_failing_on_is_set_aside_and_the_rest_goes_on(j
         wait_until(lambda: indexer.lag() == 0)
     finally:
         indexer.stop()
-    assert store.count() == 5 and store.failed_calls == 2 + 1  # the batch twice, then the event alone
+    assert store.count() == 5 and store.failed_calls == 2 + 2  # the batch twice, then the event alone twice
     [entry] = journal.set_aside_events()
     assert entry["event_id"] == events[2].id and "Error in compaction" in entry["reason"]
+
+
+class OutageDuringThePass(InMemoryStore):
+    """Fails the store calls whose numbers (from 1) are in ``down``: an outage that comes and goes."""
+
+    def __init__(self, down: set[int]) -> None:
+        super().__init__()
+        self.down = down
+        self.calls = 0
+
+    def record_events(self, events: Sequence[Event]) -> None:
+        self.calls += 1
+        if self.calls in self.down:
+            raise ConnectionError("index unavailable")
+        super().record_events(events)
+
+
+def test_an_outage_that_begins_during_the_one_by_one_pass_sets_nothing_aside(journal: Journal) -> None:
+    append(journal, 4)
+    # the batch fails twice; alone, two events go in, then the outage is back for the other two, their
+    # second try and the check that the store still takes what it took; after that it is over
+    store = OutageDuringThePass(down={1, 2, 5, 6, 7, 8, 9})
+    indexer = Indexer(journal, store, batch_size=4, poll_interval_s=0.01, max_backoff_s=0.01, isolate_after=2)
+    indexer.start()
+    try:
+        indexer.notify()
+        wait_until(lambda: indexer.lag() == 0)
+    finally:
+        indexer.stop()
+    assert store.count() == 4
+    assert journal.set_aside_events() == []
 
 
 def test_reindex_sets_aside_what_the_index_refuses_and_rebuilds_the_rest(journal: Journal) -> None:
