@@ -7,7 +7,8 @@
   status resource and the prompts, and *mounts* the agents' server, so the operator sees every tool
   and a tool reaches agents only by being in the agents' server.
 
-Both run :class:`~hydra_sandbox.mcp.middleware.HydraMiddleware`, which binds each request's principal.
+Both run :class:`~hydra_sandbox.mcp.middleware.HydraMiddleware`, which binds each request's principal,
+and both serve live updates (:mod:`.live`) from one hub, each with its own principal rule.
 The operator server's lifespan opens the services once and starts the agents' endpoint.
 """
 
@@ -26,7 +27,9 @@ from hydra_sandbox.agent_endpoint import AgentTokens
 from hydra_sandbox.authority import Kind, agent_components
 from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.http_routes import register_http_routes
-from hydra_sandbox.mcp.auth import AgentTokenVerifier, HydraTokenVerifier, agent_side, operator_side
+from hydra_sandbox.mcp.auth import AgentTokenVerifier, HydraTokenVerifier, PrincipalOf, agent_side, operator_side
+from hydra_sandbox.mcp.live import LiveUpdates
+from hydra_sandbox.mcp.live_handlers import LiveHandlers, follow_spawned
 from hydra_sandbox.mcp.middleware import HydraMiddleware, ServicesRef, quiet_refusals
 from hydra_sandbox.mcp.prompts import register_prompts
 from hydra_sandbox.mcp.resources import RESOURCES
@@ -61,9 +64,16 @@ def _add_components(mcp: FastMCP, *, for_agents: bool) -> None:
             mcp.resource(resource.uri, mime_type="application/json")(resource.fn)
 
 
-def build_agent_server(services: ServicesRef, *, auth: TokenVerifier | None, metrics: HydraMetrics | None) -> FastMCP:
+def build_agent_server(
+    services: ServicesRef,
+    *,
+    auth: TokenVerifier | None,
+    metrics: HydraMetrics | None,
+    live: LiveUpdates | None = None,
+) -> FastMCP:
     """The agents' server: only what the authority table lets agents call. Served on its own (agent
-    tokens only) by the agents' endpoint, and mounted into the operator's server."""
+    tokens only) by the agents' endpoint, and mounted into the operator's server. With ``live``, it
+    serves live updates too (of the agent's subtree only)."""
     quiet_refusals()
     mcp = FastMCP(
         name="hydra",
@@ -74,7 +84,13 @@ def build_agent_server(services: ServicesRef, *, auth: TokenVerifier | None, met
         middleware=[HydraMiddleware(services, agent_side, metrics)],
     )
     _add_components(mcp, for_agents=True)
+    if live is not None:
+        _serve_live(mcp, live, services, agent_side)
     return mcp
+
+
+def _serve_live(mcp: FastMCP, live: LiveUpdates, services: ServicesRef, principal_of: PrincipalOf) -> None:
+    LiveHandlers(live, services, principal_of).register(mcp)
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,8 @@ class HydraServers:
     """What hosts connect to: everything, the agents' server mounted in it."""
     agents: FastMCP
     """What the endpoint inside sandboxes serves (the same instance that is mounted)."""
+    live: LiveUpdates
+    """The live-updates hub both serve."""
 
 
 def build_server(
@@ -109,8 +127,10 @@ def build_servers(
     factory = services_factory or open_services
     server_metrics = metrics if metrics is not None else HydraMetrics()
     services = ServicesRef()
+    live = LiveUpdates()
+    follow_spawned(live)
     for_agents = build_agent_server(
-        services, auth=AgentTokenVerifier(AgentTokens(settings.agent_tokens_dir)), metrics=server_metrics
+        services, auth=AgentTokenVerifier(AgentTokens(settings.agent_tokens_dir)), metrics=server_metrics, live=live
     )
 
     @contextlib.asynccontextmanager
@@ -118,6 +138,7 @@ def build_servers(
         async with factory(settings) as opened:
             services.services = opened
             server_metrics.attach(opened)
+            live.attach(opened.manager)
             endpoint = opened.agent_endpoint
             try:
                 if endpoint is not None:
@@ -126,6 +147,7 @@ def build_servers(
             finally:
                 if endpoint is not None:
                     await endpoint.stop()
+                await live.detach()
                 server_metrics.detach()
                 services.services = None
 
@@ -139,10 +161,11 @@ def build_servers(
         middleware=[HydraMiddleware(services, operator_side(tokens_required=auth is not None), server_metrics)],
     )
     _add_components(mcp, for_agents=False)
+    _serve_live(mcp, live, services, operator_side(tokens_required=auth is not None))
     mcp.mount(for_agents)
     register_prompts(mcp, settings)
     register_http_routes(mcp, server_metrics, verifier=auth, metrics_public=settings.metrics_public)
-    return HydraServers(operator=mcp, agents=for_agents)
+    return HydraServers(operator=mcp, agents=for_agents, live=live)
 
 
 def http_app(settings: HydraSettings, token: str, **build: Any) -> Any:

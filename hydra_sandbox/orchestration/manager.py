@@ -20,6 +20,7 @@ from hydra_sandbox.events import Event, EventDraft, SessionRef
 from hydra_sandbox.lifecycle import ACTIVE, SessionRecord, SessionStatus
 from hydra_sandbox.limits import MAX_NOTE_CHARS, MAX_PAGE_BYTES, check_chars, check_tags
 from hydra_sandbox.orchestration.approval import Approval
+from hydra_sandbox.orchestration.observers import SessionChange, SessionObserver
 from hydra_sandbox.orchestration.registry import SessionRegistry
 from hydra_sandbox.orchestration.runs import SessionRuns
 from hydra_sandbox.orchestration.scheduler import Scheduler
@@ -115,6 +116,10 @@ class AgentManager:
             )
             return None
 
+    def observe(self, observer: SessionObserver) -> Callable[[], None]:
+        """Call ``observer`` when a session appears and on each of its transitions; returns the remover."""
+        return self.runs.observers.add(observer)
+
     async def close(self) -> None:
         """Stop the workers. Running containers keep running and are re-attached at the next start."""
         await self.scheduler.close()
@@ -205,6 +210,7 @@ class AgentManager:
                 related_sessions=[s for s in [record.parent_session_id] if s],
             ),
         )
+        self.runs.observers.notify(SessionChange(record, created=True))
         self.scheduler.submit(record.session_id)
         return SpawnResult(session=record.public(), events=await self.events(record.session_id, limit=20))
 

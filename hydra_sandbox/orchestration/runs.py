@@ -9,6 +9,7 @@ from collections.abc import Callable
 from hydra_sandbox.errors import ConfigError, HydraError, WorkspaceError
 from hydra_sandbox.events import Event, EventDraft, SessionRef, utcnow
 from hydra_sandbox.lifecycle import ACTIVE, DiffState, SessionRecord, SessionStatus, check_transition
+from hydra_sandbox.orchestration.observers import SessionChange, SessionObservers
 from hydra_sandbox.orchestration.registry import SessionRegistry
 from hydra_sandbox.recorder import Recorder
 from hydra_sandbox.sandbox import RunRequest, RunResult, Sandbox
@@ -44,6 +45,8 @@ class SessionRuns:
         self.registry = registry
         self._secrets = list(secrets)
         self._on_transition = on_transition
+        self.observers = SessionObservers()
+        """Told of every transition (and, by the manager, of every new session)."""
         self._cancel: dict[str, asyncio.Event] = {}
         self._status_locks: dict[str, asyncio.Lock] = {}
         self._start_order = asyncio.Lock()
@@ -102,6 +105,7 @@ class SessionRuns:
         await self.recorder.notify(record.session_id)
         if self._on_transition:
             self._on_transition(record)
+        self.observers.notify(SessionChange(record, created=False))
 
     async def fail_crashed(self, session_id: str, exc: Exception) -> None:
         """A run crashed on a bug: the session fails with the (masked, bounded) reason."""
