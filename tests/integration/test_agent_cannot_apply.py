@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
+from tests.delegation_kit import TreeSnapshot, parent_and_its_one_child, snapshot
 from tests.mcp_calls import call
 
 pytestmark = pytest.mark.docker
@@ -107,20 +107,6 @@ SCRIPT = {
 }
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, bytes | str]]:
-    """Every path under ``root``: its mode, and its bytes (a file) or target (a link)."""
-    out: dict[str, tuple[int, bytes | str]] = {}
-    for path in sorted(root.rglob("*")):
-        st = path.lstat()
-        content: bytes | str = b""
-        if stat.S_ISLNK(st.st_mode):
-            content = os.readlink(path)
-        elif stat.S_ISREG(st.st_mode):
-            content = path.read_bytes()
-        out[str(path.relative_to(root))] = (st.st_mode, content)
-    return out
-
-
 async def test_an_agent_in_a_sandbox_cannot_apply_or_discard_its_childs_diff(
     agent_image: str, repo: Path, settings: HydraSettings
 ) -> None:
@@ -142,15 +128,8 @@ async def test_an_agent_in_a_sandbox_cannot_apply_or_discard_its_childs_diff(
         await collect_garbage(DockerRuntime(), keep_sessions=set(), home=home_label(settings.data_home))
 
 
-async def _attempts(client: Client, repo: Path, before: dict[str, tuple[int, bytes | str]]) -> None:
-    parent = await call(client, "spawn_agent", working_dir=str(repo), custom_prompt="PARENT-APPLY-4Z: go")
-    waited = await call(client, "wait_session", session_id=parent["session_id"], timeout_s=400)
-    assert waited["session"]["status"] not in {"queued", "starting", "running"}, json.dumps(waited)[:2000]
-    timeline = (await call(client, "tail_logs", session_id=parent["session_id"], limit=1000))["events"]
-    children = (await call(client, "list_sessions", parent_session_id=parent["session_id"]))["sessions"]
-    assert len(children) == 1, json.dumps(timeline)[-4000:]
-    child = children[0]
-    assert child["status"] == "awaiting_approval" and child["diff_state"] == "pending", child
+async def _attempts(client: Client, repo: Path, before: TreeSnapshot) -> None:
+    _parent_id, timeline, child = await parent_and_its_one_child(client, repo, "PARENT-APPLY-4Z: go")
 
     assert not [e for e in timeline if "hydra.apply_diff" in e["text"] or "hydra.discard_diff" in e["text"]]
     hostile = "\n".join(e["text"] for e in timeline if "HOSTILE" in e["text"])

@@ -10,9 +10,7 @@ with the preview's digest the host file must be byte for byte what the preview s
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
+from tests.delegation_kit import TreeSnapshot, parent_and_its_one_child, snapshot
 from tests.mcp_calls import call
 
 pytestmark = pytest.mark.docker
@@ -62,20 +61,6 @@ SCRIPT = {
 }
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, bytes | str]]:
-    """Every path under ``root``: its mode, and its bytes (a file) or target (a link)."""
-    out: dict[str, tuple[int, bytes | str]] = {}
-    for path in sorted(root.rglob("*")):
-        st = path.lstat()
-        content: bytes | str = b""
-        if stat.S_ISLNK(st.st_mode):
-            content = os.readlink(path)
-        elif stat.S_ISREG(st.st_mode):
-            content = path.read_bytes()
-        out[str(path.relative_to(root))] = (st.st_mode, content)
-    return out
-
-
 async def test_a_childs_preview_shows_its_parents_unapplied_payload_and_apply_writes_exactly_that(
     agent_image: str, repo: Path, settings: HydraSettings
 ) -> None:
@@ -97,21 +82,14 @@ async def test_a_childs_preview_shows_its_parents_unapplied_payload_and_apply_wr
 
 async def _parent_and_child_ran(client: Client, repo: Path) -> str:
     """Run the parent (which runs its child) to the end; the child's id, its diff pending."""
-    parent = await call(client, "spawn_agent", working_dir=str(repo), custom_prompt="PARENT-PLANT-8Q: go")
-    waited = await call(client, "wait_session", session_id=parent["session_id"], timeout_s=400)
-    assert waited["session"]["status"] not in {"queued", "starting", "running"}, json.dumps(waited)[:2000]
-    timeline = (await call(client, "tail_logs", session_id=parent["session_id"], limit=1000))["events"]
-    children = (await call(client, "list_sessions", parent_session_id=parent["session_id"]))["sessions"]
-    assert len(children) == 1, json.dumps(timeline)[-4000:]
-    child = children[0]
-    assert child["status"] == "awaiting_approval" and child["diff_state"] == "pending", child
-    own = await call(client, "get_diff", session_id=parent["session_id"])
+    parent_id, timeline, child = await parent_and_its_one_child(client, repo, "PARENT-PLANT-8Q: go")
+    own = await call(client, "get_diff", session_id=parent_id)
     assert PAYLOAD in own["unified"], f"the parent did not plant its payload: {json.dumps(timeline)[-4000:]}"
     return str(child["session_id"])
 
 
 async def _review_and_apply(
-    client: Client, repo: Path, child_id: str, before: dict[str, tuple[int, bytes | str]]
+    client: Client, repo: Path, child_id: str, before: TreeSnapshot
 ) -> None:
     original = (repo / TARGET).read_bytes()
     preview = await call(client, "get_diff", session_id=child_id)
