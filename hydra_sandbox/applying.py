@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pydantic import BaseModel, Field
 
@@ -84,23 +84,15 @@ def _dir_modes(upper: Tree) -> Callable[[str], int]:
     return mode_of
 
 
-def _write_file(upper: Tree, host: Tree, rel: str) -> None:
-    """Copy the upper layer's regular file ``rel`` to the host atomically, without setuid/setgid/sticky."""
+@contextlib.contextmanager
+def _into_place(upper: Tree, host: Tree, rel: str, prefix: str) -> Iterator[tuple[int, str]]:
+    """The host directory of ``rel`` (made as in the layer) and a fresh temporary name in it, for the
+    caller to create; moved over ``rel`` when the block ends, removed if it fails."""
     parent, _, name = rel.rpartition("/")
     dir_fd = host.make_dirs(parent, _dir_modes(upper))
-    tmp = temp_name(".hydra-apply-")
+    tmp = temp_name(prefix)
     try:
-        with os.fdopen(upper.open(rel, os.O_RDONLY | os.O_NONBLOCK), "rb") as src:
-            st = os.fstat(src.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ApplyConflictError(f"{rel}: no longer a regular file in the session's layer; nothing written")
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            with os.fdopen(os.open(tmp, flags, 0o600, dir_fd=dir_fd), "wb") as dst:
-                for block in iter(lambda: src.read(1 << 20), b""):
-                    dst.write(block)
-                dst.flush()
-                os.chmod(dst.fileno(), stat.S_IMODE(st.st_mode) & 0o777)
-                os.fsync(dst.fileno())
+        yield dir_fd, tmp
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -108,21 +100,29 @@ def _write_file(upper: Tree, host: Tree, rel: str) -> None:
         raise
     finally:
         os.close(dir_fd)
+
+
+def _write_file(upper: Tree, host: Tree, rel: str) -> None:
+    """Copy the upper layer's regular file ``rel`` to the host atomically, without setuid/setgid/sticky."""
+    with (
+        _into_place(upper, host, rel, ".hydra-apply-") as (dir_fd, tmp),
+        os.fdopen(upper.open(rel, os.O_RDONLY | os.O_NONBLOCK), "rb") as src,
+    ):
+        st = os.fstat(src.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ApplyConflictError(f"{rel}: no longer a regular file in the session's layer; nothing written")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(tmp, flags, 0o600, dir_fd=dir_fd), "wb") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                dst.write(block)
+            dst.flush()
+            os.chmod(dst.fileno(), stat.S_IMODE(st.st_mode) & 0o777)
+            os.fsync(dst.fileno())
 
 
 def _write_link(upper: Tree, host: Tree, rel: str, link_target: str) -> None:
-    parent, _, name = rel.rpartition("/")
-    dir_fd = host.make_dirs(parent, _dir_modes(upper))
-    tmp = temp_name(".hydra-link-")
-    try:
+    with _into_place(upper, host, rel, ".hydra-link-") as (dir_fd, tmp):
         os.symlink(link_target, tmp, dir_fd=dir_fd)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
-    finally:
-        os.close(dir_fd)
 
 
 def _delete(host: Tree, rel: str) -> bool:
