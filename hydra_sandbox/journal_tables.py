@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -36,16 +37,18 @@ def epoch(ts: datetime) -> float:
     return as_utc(ts).timestamp()
 
 
-class SessionTables:
+class SessionTables(ABC):
     """Mixed into :class:`~hydra_sandbox.journal.Journal`, which provides the connection guards."""
 
     path: Path
 
+    @abstractmethod
     def _guard(self, action: str) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
+        """A connection for reading, errors turned into StoreError naming ``action``."""
 
+    @abstractmethod
     def _write(self, action: str) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
+        """A connection in a write transaction, errors turned into StoreError naming ``action``."""
 
     # -- the apply ledger ---------------------------------------------------------------------
 
