@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.masking.encodings import MIN_SECRET_LENGTH, known_forms
 from hydra_sandbox.masking.engine import make_prefilter
+from hydra_sandbox.masking.normalise import INVISIBLE_BYTES
 from hydra_sandbox.masking.rules import MaskingRule, default_rules
 from hydra_sandbox.masking.scanner import CONTEXT, Compiled, Scanner, find_spans, mask_text
 
@@ -131,7 +132,12 @@ class MaskingStream:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def feed_bytes(self, chunk: bytes) -> str:
-        return self.feed(self._decoder.decode(chunk))
+        # the bytes say at memory speed whether the text can hold an invisible character (with the bytes
+        # of a character the decoder holds from the previous chunk); str would need one search per kind
+        held = self._decoder.getstate()[0]
+        invisible = any(byte in chunk or byte in held for byte in INVISIBLE_BYTES)
+        text = self._decoder.decode(chunk)
+        return self._collect(self._scanner.feed(text, invisible)) if text else ""
 
     def feed(self, chunk: str) -> str:
         if not chunk:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from itertools import accumulate
 
 _REMOVABLE = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement
@@ -13,22 +14,32 @@ _REMOVABLE = re.compile(
     r"|\x1b[@-Z\\-_]"  # other two-character escapes
     r"|[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]"  # soft hyphen, zero-width and direction marks
 )
+_ESCAPES = re.compile(
+    r"(\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)"
+    r"|\x1b[@-Z\\-_])"
+)
+"""The escape-sequence alternatives of :data:`_REMOVABLE`, in its order, captured: where a text has no
+invisible character, ``_ESCAPES.split`` cuts it exactly where ``_REMOVABLE`` matches, in C."""
 _STARTS = "\x1b\u00ad\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
-_ESC_TAIL = re.compile(r"\[[0-?]*[ -/]*[@-~]|\][^\x07]{0,512}\x07")
-_ESC_TWO = re.compile(r"[@-Z\\-_]")
-"""The rest of an escape sequence after its ESC, when the text is split at each ESC (CSI and OSC ended by
-BEL, an OSC ended by ESC \\, then two-character escapes: the order of :data:`_REMOVABLE`)."""
 _INCOMPLETE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]{0,512}\x1b?)?")
 _TAIL = 600
 """Characters at the end of a chunk that may be the start of an escape sequence completed later."""
 
 
 def split_incomplete(text: str) -> tuple[str, str]:
-    """``text`` without a trailing escape sequence that the next chunk may complete, and that tail."""
-    at = text.rfind("\x1b", max(0, len(text) - _TAIL))
-    if at < 0 or _REMOVABLE.match(text, at) or not _INCOMPLETE.fullmatch(text, at):
-        return text, ""
-    return text[:at], text[at:]
+    """``text`` without a trailing escape sequence that the next chunk may complete, and that tail.
+
+    The tail starts at the first ESC from which the rest of the text is an unfinished sequence: an OSC
+    ``ESC ] title`` is carried whole, though ``ESC ]`` alone is a complete two-character escape (cut there,
+    the title would stay in the text and split a secret that the whole text shows joined), and an OSC
+    whose ``ESC \\`` terminator is cut after its ESC is carried from its own ESC, not from the last one."""
+    at = text.find("\x1b", max(0, len(text) - _TAIL))
+    while at >= 0:
+        if _INCOMPLETE.fullmatch(text, at):
+            return text[:at], text[at:]
+        at = text.find("\x1b", at + 1)
+    return text, ""
 
 
 def _candidates(text: str) -> list[int]:
@@ -53,41 +64,38 @@ def _add_break(breaks: list[tuple[int, int]], kept: int, removed: int) -> None:
 
 
 def _strip_escapes(text: str) -> tuple[str, list[tuple[int, int]]]:
-    """:func:`normalise` for text whose only removable characters start with ESC: split at each ESC (at
-    memory speed) and cut the sequence off the front of each piece, as :data:`_REMOVABLE` would."""
-    parts = text.split("\x1b")
-    out = [parts[0]]
-    breaks: list[tuple[int, int]] = []
-    kept, removed, skip = len(parts[0]), 0, 0
-    for i in range(1, len(parts)):
-        part = parts[i]
-        if skip:  # this ESC starts the string terminator of the OSC removed with the piece before
-            cut, skip = 1, 0
-        elif (match := _ESC_TAIL.match(part)) is not None:
-            cut = match.end()
-        elif part[:1] == "]" and "\x07" not in part[:513] and len(part) <= 513 and parts[i + 1 : i + 2] and (
-            parts[i + 1][:1] == "\\"
-        ):
-            cut, skip = len(part), 1  # an OSC string ended by ESC \
-        elif (match := _ESC_TWO.match(part)) is not None:
-            cut = match.end()
-        else:
-            out.append("\x1b" + part)
-            kept += 1 + len(part)
-            continue
-        removed += 1 + cut
-        _add_break(breaks, kept, removed)
-        out.append(part[cut:])
-        kept += len(part) - cut
-    return ("".join(out), breaks) if breaks else (text, [])
+    """:func:`normalise` for text whose only removable characters start with ESC. ``_ESCAPES.split``
+    alternates kept text and removed sequences; the breakpoints are their running lengths (C-level
+    ``accumulate`` over ``len``), with sequences that follow each other merged into one breakpoint."""
+    parts = _ESCAPES.split(text)
+    if len(parts) == 1:
+        return text, []
+    kept_parts = parts[0::2]
+    kept = accumulate(map(len, kept_parts[:-1]))
+    removed = accumulate(map(len, parts[1::2]))
+    if "" in kept_parts[1:-1]:  # adjacent sequences share a breakpoint: the last one counts
+        breaks = list(dict(zip(kept, removed, strict=True)).items())
+    else:
+        breaks = list(zip(kept, removed, strict=True))
+    return "".join(kept_parts), breaks
 
 
-def normalise(text: str) -> tuple[str, list[tuple[int, int]]]:
+INVISIBLE_BYTES = (b"\xad", b"\x80", b"\x81", b"\xbb")
+"""One byte of each invisible character's UTF-8 (C2 AD, E2 80 8B-8F, E2 81 A0-A4, EF BB BF): UTF-8 with
+none of these bytes decodes to text with no invisible character, and ``bytes`` finds one byte at memory
+speed where ``str`` needs one search per character."""
+
+
+def has_invisible(text: str) -> bool:
+    """Whether ``text`` holds a soft hyphen, zero-width or direction mark (ANSI escapes aside)."""
+    return not text.isascii() and any(char in text for char in _STARTS[1:])
+
+
+def normalise(text: str, *, invisible: bool | None = None) -> tuple[str, list[tuple[int, int]]]:
     """The text the rules see, and breakpoints ``(i, d)``: from normalised index ``i`` on (until the next
-    breakpoint), the original index is ``i + d``."""
-    if text.isascii():
-        return _strip_escapes(text) if "\x1b" in text else (text, [])
-    if not any(char in text for char in _STARTS[1:]):
+    breakpoint), the original index is ``i + d``. ``invisible=False`` says the caller knows ``text`` has no
+    invisible character (see :data:`INVISIBLE_BYTES`); ``None`` looks."""
+    if not (has_invisible(text) if invisible is None else invisible):
         return _strip_escapes(text) if "\x1b" in text else (text, [])
     pieces: list[str] = []
     breaks: list[tuple[int, int]] = []

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from hydra_sandbox.masking.checks import is_placeholder, reads_as_code, shannon_entropy
 from hydra_sandbox.masking.engine import KNOWN_BASE, Hit, Prefilter, PrefilterStream
-from hydra_sandbox.masking.normalise import OffsetMap, normalise, split_incomplete
+from hydra_sandbox.masking.normalise import OffsetMap, has_invisible, normalise, split_incomplete
 from hydra_sandbox.masking.rules import MaskingRule
 
 CONTEXT = 64
@@ -82,8 +82,8 @@ class Scanner:
 
     # -- input ---------------------------------------------------------------------------------
 
-    def _append(self, text: str) -> str:
-        norm, breaks = normalise(text)
+    def _append(self, text: str, invisible: bool | None = None) -> str:
+        norm, breaks = normalise(text, invisible=invisible)
         self._map.extend(self._end, self._orig_end, breaks)
         self._orig += text
         self._norm += norm
@@ -99,11 +99,14 @@ class Scanner:
         self._add_hits([(i, min(e, self._end)) for i, e in hits])
         return self._advance(final=True)
 
-    def feed(self, chunk: str) -> str:
+    def feed(self, chunk: str, invisible: bool | None = None) -> str:
+        """Mask the next chunk; ``invisible=False``: the chunk is known to hold no invisible character."""
         assert self._stream is not None
+        if invisible is False and self._raw_tail:  # the escape carried over is text of an earlier chunk
+            invisible = has_invisible(self._raw_tail)
         text, self._raw_tail = split_incomplete(self._raw_tail + chunk)
         start = self._end
-        norm = self._append(text)
+        norm = self._append(text, invisible)
         self._add_hits(self._stream.scan(norm, start))
         return self._advance(final=False)
 
