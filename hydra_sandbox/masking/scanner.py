@@ -146,6 +146,8 @@ class Scanner:
                     ve -= 1
             if ve > vs and accept(rule, norm[vs:ve], norm[ve : ve + 1]):
                 self._cands.append((vs + base, ve + base, rule_id, rule.id))
+            if match.end() + base >= hit_end:
+                break  # the next match would start at or after this end: past the hit, so not searched for
         self._done[rule_id] = max(self._done.get(rule_id, 0), last)
 
     def _safe(self, final: bool) -> int:
