@@ -11,18 +11,20 @@ from itertools import accumulate
 _REMOVABLE = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement
     r"|\x1b\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)"  # OSC: titles, hyperlinks
-    r"|\x1b[@-Z\\-_]"  # other two-character escapes
+    r"|\x1b[ -/]{1,8}[0-~]"  # nF: character sets (ESC ( B of tput sgr0), line size (ESC # 8)
+    r"|\x1b[0-Z\\-~]"  # other two-character escapes: save/restore cursor (ESC 7, ESC 8), keypad, reset
     r"|[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]"  # soft hyphen, zero-width and direction marks
 )
 _ESCAPES = re.compile(
     r"(\x1b\[[0-?]*[ -/]*[@-~]"
     r"|\x1b\][^\x07\x1b]{0,512}(?:\x07|\x1b\\)"
-    r"|\x1b[@-Z\\-_])"
+    r"|\x1b[ -/]{1,8}[0-~]"
+    r"|\x1b[0-Z\\-~])"
 )
 """The escape-sequence alternatives of :data:`_REMOVABLE`, in its order, captured: where a text has no
 invisible character, ``_ESCAPES.split`` cuts it exactly where ``_REMOVABLE`` matches, in C."""
 _STARTS = "\x1b\u00ad\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
-_INCOMPLETE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]{0,512}\x1b?)?")
+_INCOMPLETE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]{0,512}\x1b?|[ -/]{1,8})?")
 _TAIL = 600
 """Characters at the end of a chunk that may be the start of an escape sequence completed later."""
 

@@ -51,7 +51,7 @@ def stream_text(masker: SecretMasker, text: str, size: int) -> str:
     return "".join(out) + stream.flush()
 
 
-ESCAPE_ALPHABET = ["a", "7", " ", "\n", "\x1b", "[", "3", "2", "m", "]", "\x07", "\\", "Z", ";", "é", "✓", "x"]
+ESCAPE_ALPHABET = ["a", "7", " ", "\n", "\x1b", "[", "3", "m", "]", "\x07", "\\", "Z", ";", "(", "#", "é", "✓", "x"]
 
 
 @settings(max_examples=500, deadline=None)
@@ -96,7 +96,11 @@ def test_an_unfinished_osc_carried_to_the_next_chunk_still_has_its_invisible_cha
     assert stream_bytes(masker, data, [cut]) == expected
 
 
-@pytest.mark.parametrize("escape", ["\x1b[0m", "\x1b[1;31m", "\x1b]0;title\x07", "\x1b]8;;x\x1b\\", "\x1bM"])
+ESCAPES = ["\x1b[0m", "\x1b[1;31m", "\x1b]0;title\x07", "\x1b]8;;x\x1b\\", "\x1bM", "\x1b7", "\x1b(B", "\x1b#8"]
+ESCAPES.append("\x1bc")
+
+
+@pytest.mark.parametrize("escape", ESCAPES)
 def test_a_token_split_by_an_escape_across_a_chunk_edge_is_masked_at_every_split(escape: str) -> None:
     masker = SecretMasker()
     text = "héllo ✓\n\x1b[32mtoken " + TOKEN[:17] + escape + TOKEN[17:] + "\x1b[0m wörld\n"
@@ -148,3 +152,25 @@ def test_streamed_bytes_equal_streamed_text_and_the_whole_text_on_the_decorated_
     assert stream_bytes(masker, data, sizes) == expected
     assert stream_text(masker, text, chunk) == expected
     assert re.search(r"ghp_[A-Za-z0-9]{36}", expected) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.sampled_from([TOKEN[:12], TOKEN[12:24], TOKEN[24:], "token ", KNOWN[:9], KNOWN[9:], *ESCAPES]),
+            st.text(alphabet=[*ESCAPE_ALPHABET, "\u200b"], max_size=6),
+        ),
+        max_size=16,
+    ),
+    seed=st.integers(0, 10_000),
+)
+def test_escape_heavy_text_streamed_as_bytes_in_any_chunks_equals_masking_it_whole(
+    pieces: list[str], seed: int
+) -> None:
+    masker = SecretMasker([KNOWN])
+    text = "".join(pieces)
+    data = text.encode()
+    rng = random.Random(seed)
+    sizes = [rng.randint(1, 24) for _ in range(len(data) // 4 + 1)]
+    assert stream_bytes(masker, data, sizes) == masker.mask(text)
