@@ -82,15 +82,26 @@ def _strip_escapes(text: str) -> tuple[str, list[tuple[int, int]]]:
     return "".join(kept_parts), breaks
 
 
-INVISIBLE_BYTES = (b"\xad", b"\x80", b"\x81", b"\xbb")
-"""One byte of each invisible character's UTF-8 (C2 AD, E2 80 8B-8F, E2 81 A0-A4, EF BB BF): UTF-8 with
-none of these bytes decodes to text with no invisible character, and ``bytes`` finds one byte at memory
-speed where ``str`` needs one search per character."""
+_INVISIBLE_BY_BYTE = (
+    (b"\xad", "\u00ad"),  # C2 AD
+    (b"\x80", "\u200b\u200c\u200d\u200e\u200f"),  # E2 80 8B-8F
+    (b"\x81", "\u2060\u2061\u2062\u2063\u2064"),  # E2 81 A0-A4
+    (b"\xbb", "\ufeff"),  # EF BB BF
+)
+INVISIBLE_BYTES = tuple(byte for byte, _chars in _INVISIBLE_BY_BYTE)
+"""One byte of each invisible character's UTF-8: UTF-8 with none of these bytes decodes to text with no
+invisible character, and ``bytes`` finds one byte at memory speed where ``str`` needs one search per
+character."""
 
 
 def has_invisible(text: str) -> bool:
-    """Whether ``text`` holds a soft hyphen, zero-width or direction mark (ANSI escapes aside)."""
-    return not text.isascii() and any(char in text for char in _STARTS[1:])
+    """Whether ``text`` holds a soft hyphen, zero-width or direction mark (ANSI escapes aside). Non-ASCII
+    text is encoded once and its bytes say which characters can be there at all (typographic quotes and
+    dashes share E2 80 with the zero-width marks, so those are then looked for one by one)."""
+    if text.isascii():
+        return False
+    data = text.encode("utf-8", "surrogatepass")
+    return any(byte in data and any(char in text for char in chars) for byte, chars in _INVISIBLE_BY_BYTE)
 
 
 def normalise(text: str, *, invisible: bool | None = None) -> tuple[str, list[tuple[int, int]]]:

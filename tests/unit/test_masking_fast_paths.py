@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from benchmarks.masking_corpus import generate
 from hydra_sandbox.masking import SecretMasker
-from hydra_sandbox.masking.normalise import _REMOVABLE, _STARTS, INVISIBLE_BYTES, normalise
+from hydra_sandbox.masking.normalise import _REMOVABLE, _STARTS, INVISIBLE_BYTES, has_invisible, normalise
 
 KNOWN = "hydra-known-value-7f3a9c21"
 TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
@@ -174,3 +174,19 @@ def test_escape_heavy_text_streamed_as_bytes_in_any_chunks_equals_masking_it_who
     rng = random.Random(seed)
     sizes = [rng.randint(1, 24) for _ in range(len(data) // 4 + 1)]
     assert stream_bytes(masker, data, sizes) == masker.mask(text)
+
+
+TYPOGRAPHY = "it\u2019s \u2014 \u201cquoted\u201d \u2026 "
+"""Quotes, dashes and an ellipsis: their UTF-8 (E2 80 ..) shares a byte with the zero-width marks."""
+
+
+@pytest.mark.parametrize("char", list(INVISIBLE))
+def test_an_invisible_character_among_typographic_punctuation_is_seen(char: str) -> None:
+    assert has_invisible(TYPOGRAPHY + char + " ✓")
+    assert normalise("a\u2019" + char + "b")[0] == "a\u2019b"
+
+
+def test_typographic_punctuation_that_shares_bytes_with_invisible_characters_is_not_one() -> None:
+    text = TYPOGRAPHY + " ✓ «ok» é"
+    assert not has_invisible(text)
+    assert normalise(text) == (text, [])
