@@ -205,6 +205,16 @@ class LineMasker:
         """Masked lines ready to emit, for a run of complete lines: lines that cannot start or continue a
         key block are masked together in one call (one prefilter pass for the run instead of one per
         line); the others go through :meth:`feed_line` in order."""
+        if not self._held and lines:
+            # no line opens a key block (that needs -----BEGIN) or is key material (the body pattern
+            # matches it whole): _feed_each would mask them all as one run; checked in C here
+            joined = "\n".join(lines)
+            if "-----BEGIN" not in joined and not any(map(self._BODY.fullmatch, lines)):
+                return [self._masker.mask(joined)] if len(lines) == 1 else self._masker.mask(joined).split("\n")
+        return self._feed_each(lines)
+
+    def _feed_each(self, lines: Sequence[str]) -> list[str]:
+        """:meth:`feed_lines` deciding line by line."""
         out: list[str] = []
         run: list[str] = []
         for line in lines:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.masking_corpus import generate
-from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.masking import LineMasker, SecretMasker
 from hydra_sandbox.masking.normalise import _REMOVABLE, _STARTS, INVISIBLE_BYTES, has_invisible, normalise
 
 KNOWN = "hydra-known-value-7f3a9c21"
@@ -190,3 +190,19 @@ def test_typographic_punctuation_that_shares_bytes_with_invisible_characters_is_
     text = TYPOGRAPHY + " ✓ «ok» é"
     assert not has_invisible(text)
     assert normalise(text) == (text, [])
+
+
+@pytest.mark.parametrize("batch", [1, 7, 50, 400])
+def test_line_runs_checked_whole_are_masked_as_when_each_line_is_looked_at(batch: int) -> None:
+    masker = SecretMasker([KNOWN])
+    lines = (_decorated_corpus(batch) + KNOWN).split("\n")
+    fast, each = LineMasker(masker), LineMasker(masker)
+    got: list[str] = []
+    want: list[str] = []
+    for i in range(0, len(lines), batch):
+        got += fast.feed_lines(lines[i : i + batch])
+        want += each._feed_each(lines[i : i + batch])
+    got += fast.flush()
+    want += each.flush()
+    assert got == want
+    assert not any(KNOWN in line for line in got)
