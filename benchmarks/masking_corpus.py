@@ -62,7 +62,7 @@ class Gen:
 
     def jwt(self) -> str:
         header = self.b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        claims = {"sub": self.s(12, HEX), "iat": self.rng.randint(1.7e9, 1.8e9), "scope": "read write"}
+        claims = {"sub": self.s(12, HEX), "iat": self.rng.randint(1_700_000_000, 1_800_000_000), "scope": "read write"}
         return f"{header}.{self.b64url(json.dumps(claims).encode())}.{self.s(43, URL)}"
 
     def pem(self, kind: str, lines: int) -> tuple[str, list[str]]:
