@@ -133,9 +133,9 @@ class MaskingStream:
 
     def feed_bytes(self, chunk: bytes) -> str:
         # the bytes say at memory speed whether the text can hold an invisible character (with the bytes
-        # of a character the decoder holds from the previous chunk); str would need one search per kind
+        # of a character the decoder holds from the previous chunk); if they can, the scanner looks
         held = self._decoder.getstate()[0]
-        invisible = any(byte in chunk or byte in held for byte in INVISIBLE_BYTES)
+        invisible = None if any(byte in chunk or byte in held for byte in INVISIBLE_BYTES) else False
         text = self._decoder.decode(chunk)
         return self._collect(self._scanner.feed(text, invisible)) if text else ""
 
