@@ -206,3 +206,12 @@ def test_line_runs_checked_whole_are_masked_as_when_each_line_is_looked_at(batch
     want += each.flush()
     assert got == want
     assert not any(KNOWN in line for line in got)
+
+
+def test_the_decorated_corpus_normalises_as_the_reference_definition_says() -> None:
+    text = _decorated_corpus(3)
+    assert has_invisible(text) == any(char in text for char in INVISIBLE)
+    assert normalise(text) == reference(text)
+    plain = _REMOVABLE.sub("", text)
+    assert not has_invisible(plain)
+    assert normalise(plain, invisible=False) == reference(plain)
