@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 EventType = Literal[
     "command",
@@ -24,6 +24,7 @@ EventType = Literal[
     "note",
     "checklist",
     "summary",
+    "output",
 ]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
@@ -49,6 +50,16 @@ class EventDraft(BaseModel):
     related_files: list[str] = Field(default_factory=list)
     related_sessions: list[str] = Field(default_factory=list)
     timestamp: datetime = Field(default_factory=utcnow)
+    _text_masked: bool = PrivateAttr(default=False)
+
+    def mark_text_masked(self) -> None:
+        """Say that ``text`` was masked line by line by the output pipeline, so the recorder does not mask
+        the joined text again. A private attribute: no caller can set it through a tool or a file."""
+        self._text_masked = True
+
+    @property
+    def text_masked(self) -> bool:
+        return self._text_masked
 
 
 class SessionRef(BaseModel):

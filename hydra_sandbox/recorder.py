@@ -35,10 +35,12 @@ def _mask_value(masker: SecretMasker, value: Any) -> Any:
 
 
 def mask_draft(masker: SecretMasker, draft: EventDraft) -> EventDraft:
-    """Every string of a draft passed through the masker (idempotent: markers are not secrets)."""
+    """Every string of a draft passed through the masker (idempotent: markers are not secrets), except the
+    text of an output group the pipeline masked line by line (:attr:`EventDraft.text_masked`): masking
+    the joined text again would cost a second pass and could join lines per-line masking keeps apart."""
     return draft.model_copy(
         update={
-            "text": masker.mask(draft.text),
+            "text": draft.text if draft.text_masked else masker.mask(draft.text),
             "data": _mask_value(masker, draft.data),
             "tags": [masker.mask(t) for t in draft.tags],
             "related_files": [masker.mask(f) for f in draft.related_files],
@@ -53,6 +55,23 @@ def _replay_key(data: dict[str, Any]) -> tuple[int, str] | None:
     if not isinstance(run, int) or not isinstance(seq, int):
         return None
     return run, str(data.get("stream", "stdout"))
+
+
+def unrecorded_part(draft: EventDraft, last_seq: int) -> EventDraft | None:
+    """What of an agent event a replay still has to record, given the last ``seq`` recorded of its stream:
+    nothing when it is at or before it; for an output group that straddles it (its lines numbered
+    ``first_line_seq`` to ``seq``), the group without its leading lines already recorded."""
+    seq, first, count = draft.data["seq"], draft.data.get("first_line_seq"), draft.data.get("lines")
+    if seq <= last_seq:
+        return None
+    if not isinstance(first, int) or not isinstance(count, int) or first > last_seq:
+        return draft
+    lines = draft.text.split("\n")
+    if len(lines) != count or count != seq - first + 1:
+        return draft  # not a group as the pipeline makes them: recorded whole rather than cut wrongly
+    kept = lines[last_seq - first + 1 :]
+    data = {**draft.data, "lines": len(kept), "first_line_seq": last_seq + 1}
+    return draft.model_copy(update={"text": "\n".join(kept), "data": data})
 
 
 class _SessionTrack:
@@ -119,8 +138,10 @@ class Recorder:
             track = self._tracks.get(ref.session_id)
             key = _replay_key(draft.data)
             if track and key is not None:
-                if draft.data["seq"] <= track.last_seq.get(key, -1):
+                part = unrecorded_part(draft, track.last_seq.get(key, -1))
+                if part is None:
                     return None
+                draft = part
                 track.last_seq[key] = draft.data["seq"]
             event = await self._append(ref, mask_draft(self.masker, draft))
             follow_ups: list[EventDraft] = []

@@ -191,6 +191,7 @@ class SandboxOrchestrator:
             failed = True
             raise
         finally:
+            run.pipeline.discard()  # its group timer must not record after the run (closed or detached)
             self._model_tokens[request.session_id] = budget.used
             if not detached:
                 await asyncio.shield(self._teardown(run))
