@@ -29,6 +29,7 @@ COLOURS = {
     "diff": "yellow",
     "note": "white",
     "approval": "green",
+    "output": "bright_black",
 }
 
 
@@ -119,7 +120,10 @@ def tree(session_id: str, as_json: bool = typer.Option(False, "--json", help=JSO
 
 def _line(event: Event) -> str:
     colour = COLOURS.get(event.type, "white")
-    text = shown(event.text.replace("\n", " ⏎ ")[:200])
+    text = event.text
+    if event.type == "output":  # a run of plain lines of the agent's stdout or stderr: say how many
+        text = f"[{event.data.get('stream', 'stdout')}, {event.data.get('lines', 1)} line(s)] {text}"
+    text = shown(text.replace("\n", " ⏎ ")[:200])
     return f"[dim]{event.counter:>4}[/] [{colour}]{shown(event.type):<9}[/] {text}"
 
 

@@ -15,7 +15,7 @@ from hydra_sandbox.events import EventDraft, SessionRef
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.recorder import Recorder, mask_draft
-from hydra_sandbox.sandbox.coalesce import MAX_GROUP_CHARS, LineGroups
+from hydra_sandbox.sandbox.coalesce import MAX_GROUP_CHARS, LineGroups, output_draft
 from hydra_sandbox.sandbox.pipeline import STDERR_SEQ_BASE, OutputPipeline
 from hydra_sandbox.sandbox.spec import ContainerInfo, LogStream
 from hydra_sandbox.sandbox.supervisor import supervise
@@ -252,3 +252,12 @@ async def test_the_output_cap_keeps_exactly_its_bytes_in_few_events() -> None:
     assert kept[:-1] == ["."] * 2_001  # 4,001 bytes: 2,000 whole lines and the half of one
     assert kept[-1] == "[hydra: output truncated after 4001 bytes; the agent was stopped]"
     assert len(drafts) <= 2
+
+
+def test_hydra_logs_shows_a_group_with_its_stream_and_line_count() -> None:
+    from hydra_sandbox.cli import sessions_cmd
+    from hydra_sandbox.events import Event
+
+    group = output_draft("stderr", ["one", "two", "three"], 7, 9)
+    event = Event.from_draft(group, SessionRef(session_id="s-1"), 4)
+    assert "[stderr, 3 line(s)] one ⏎ two ⏎ three" in sessions_cmd._line(event)
