@@ -168,6 +168,8 @@ class LineMasker:
     _CLOSE = re.compile(r"-----END[A-Z0-9 ]{0,40} PRIVATE KEY")
     # possessive: a long base64 line fails at once instead of backtracking through every length
     _BODY = re.compile(r"[ \t\"']*+[A-Za-z0-9+/=]{16,100}+(?:\\n)?[\"',+ \t]*+\r?")
+    _MAYBE_KEY = re.compile(r"-----BEGIN|[A-Za-z0-9+/=]{16}")
+    """What any line that :attr:`_OPEN` or :attr:`_BODY` matches contains."""
     _MORE_BODY = re.compile(r"[ \t\"']*+[A-Za-z0-9+/=]{1,100}+(?:\\n)?[\"',+ \t]*+\r?")
 
     def __init__(self, masker: SecretMasker) -> None:
@@ -204,12 +206,15 @@ class LineMasker:
     def feed_lines(self, lines: Sequence[str]) -> list[str]:
         """Masked lines ready to emit, for a run of complete lines: lines that cannot start or continue a
         key block are masked together in one call (one prefilter pass for the run instead of one per
-        line); the others go through :meth:`feed_line` in order."""
+        line); the others go through :meth:`feed_line` in order. When nothing is held and no line can
+        open a key block (that needs -----BEGIN) or be key material (the body pattern matches it whole),
+        _feed_each would mask them all as one run, so the run is masked at once: a flood of short lines
+        is ruled out by one search for what any such line contains, other runs line by line in C."""
         if not self._held and lines:
-            # no line opens a key block (that needs -----BEGIN) or is key material (the body pattern
-            # matches it whole): _feed_each would mask them all as one run; checked in C here
             joined = "\n".join(lines)
-            if "-----BEGIN" not in joined and not any(map(self._BODY.fullmatch, lines)):
+            if not self._MAYBE_KEY.search(joined) or (
+                "-----BEGIN" not in joined and not any(map(self._BODY.fullmatch, lines))
+            ):
                 return [self._masker.mask(joined)] if len(lines) == 1 else self._masker.mask(joined).split("\n")
         return self._feed_each(lines)
 

@@ -14,8 +14,10 @@ group is never masked again as a whole (the draft says so, see :meth:`EventDraft
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.sandbox.spec import LogStream
@@ -83,20 +85,42 @@ class LineGroups:
         return self._open is not None and self._clock() - self._open.started >= self.window_s
 
     def add(self, stream: LogStream, line: str, seq: int) -> list[EventDraft]:
-        """Add one masked line numbered ``seq``; a group of another stream, or one the line would push
-        past the size bound, is closed first; the line's own group is closed once full."""
+        """Add one masked line numbered ``seq`` (see :meth:`add_lines`)."""
+        return self.add_lines(stream, [line], seq)
+
+    def add_lines(self, stream: LogStream, lines: list[str], first_seq: int) -> list[EventDraft]:
+        """Add masked lines numbered from ``first_seq`` on; returns the events of the groups this closed.
+
+        A group of another stream is closed first; a group is closed once it holds ``max_lines`` lines
+        or the next line would take its text past ``max_chars`` (a single longer line is a group of its
+        own). Lines are taken in slices, not one by one: a flood costs list operations, not calls."""
         closed: list[EventDraft] = []
-        group = self._open
-        if group is not None and (group.stream != stream or group.chars + 1 + len(line) > self.max_chars):
-            closed += self.flush()
-            group = None
-        if group is None:
-            group = self._open = _Group(stream, seq, self._clock())
-        group.lines.append(line)
-        group.chars += len(line) + (1 if len(group.lines) > 1 else 0)
-        group.last_seq = seq
-        if len(group.lines) >= self.max_lines or group.chars >= self.max_chars:
-            closed += self.flush()
+        ends = [0, *accumulate(map(len, lines))]  # ends[j] + j: text length of lines[:j] with separators
+
+        def width(j: int) -> int:
+            return ends[j] + j
+
+        done = 0
+        while done < len(lines):
+            group = self._open
+            if group is not None and group.stream != stream:
+                closed += self.flush()
+                group = None
+            if group is None:
+                group = self._open = _Group(stream, first_seq + done, self._clock())
+            budget = self.max_chars + 1 - group.chars  # chars counts each line with its separator
+            fit = bisect_right(range(done, len(lines) + 1), width(done) + budget, key=width) - 1
+            take = min(fit, self.max_lines - len(group.lines))
+            if take == 0 and group.lines:
+                closed += self.flush()
+                continue
+            take = max(take, 1)
+            group.lines += lines[done : done + take]
+            group.chars += width(done + take) - width(done)
+            group.last_seq = first_seq + done + take - 1
+            done += take
+            if len(group.lines) >= self.max_lines or group.chars > self.max_chars:
+                closed += self.flush()
         return closed
 
     def flush(self) -> list[EventDraft]:

@@ -10,7 +10,7 @@ import time
 from hydra_sandbox.codex_events import CodexEventParser
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.masking import LineMasker, SecretMasker
-from hydra_sandbox.sandbox.coalesce import Clock, LineGroups, cut_line
+from hydra_sandbox.sandbox.coalesce import MAX_OUTPUT_LINE, Clock, LineGroups, cut_line
 from hydra_sandbox.sandbox.protocol import EventSink
 from hydra_sandbox.sandbox.spec import LogStream
 
@@ -66,15 +66,14 @@ class OutputPipeline:
                 await self._flush_group()
             elif self._groups.pending:
                 self._arm_timer()
+        await asyncio.sleep(0)  # a chunk that closed no group awaited nothing: let other calls run between chunks
 
     async def close(self) -> None:
         async with self._lock:
             for stream in ("stdout", "stderr"):
                 await self._lines(stream, self._decoders[stream].decode(b"", final=True), final=True)  # type: ignore[arg-type]
-            for line in self._stdout_text.flush():
-                await self._stdout_masked(line)
-            for line in self._stderr.flush():
-                await self._plain("stderr", line)
+            await self._stdout_masked(self._stdout_text.flush())
+            await self._plain("stderr", self._stderr.flush())
             for draft in self._parser.finish():
                 await self._emit("stdout", draft)
             await self._flush_group()
@@ -115,10 +114,9 @@ class OutputPipeline:
             lines.append(rest[:MAX_LINE] + " [hydra: line cut]")
             rest = rest[MAX_LINE:]
         self._partial[stream] = rest
-        lines = [line for line in lines if line.strip()]
+        lines = list(filter(str.strip, lines))  # blank lines are dropped
         if stream == "stderr":
-            for masked in self._stderr.feed_lines(lines):
-                await self._plain("stderr", masked)
+            await self._plain("stderr", self._stderr.feed_lines(lines))
             return
         text_run: list[str] = []
         for line in lines:
@@ -135,25 +133,34 @@ class OutputPipeline:
 
     async def _text_lines(self, lines: list[str]) -> None:
         """stdout lines that are not JSON objects: masked (in one call for a run of them)."""
-        for masked in self._stdout_text.feed_lines(lines) if lines else ():
-            await self._stdout_masked(masked)
+        if lines:
+            await self._stdout_masked(self._stdout_text.feed_lines(lines))
 
-    async def _stdout_masked(self, line: str) -> None:
-        """A masked stdout line: a JSON object (held with a key block) is parsed, anything else is output."""
-        if line.lstrip().startswith("{"):
-            await self._parse(line, masked=True)
-        elif line.strip():
-            await self._plain("stdout", line)
+    async def _stdout_masked(self, lines: list[str]) -> None:
+        """Masked stdout lines: a JSON object (held with a key block) is parsed, anything else is output."""
+        plain: list[str] = []
+        for line in lines:
+            if line.lstrip().startswith("{"):
+                await self._plain("stdout", plain)
+                plain = []
+                await self._parse(line, masked=True)
+            elif line.strip():
+                plain.append(line)
+        await self._plain("stdout", plain)
 
     async def _parse(self, line: str, *, masked: bool = False) -> None:
         for draft in self._parser.feed_line(line, masked=masked):
             await self._emit("stdout", draft)
 
-    async def _plain(self, stream: LogStream, line: str) -> None:
-        """One masked plain line: numbered, added to the open group; closed groups are sent."""
+    async def _plain(self, stream: LogStream, lines: list[str]) -> None:
+        """Masked plain lines: numbered one by one, added to the open group; closed groups are sent."""
+        if not lines:
+            return
+        if max(map(len, lines)) > MAX_OUTPUT_LINE:
+            lines = [cut_line(line) for line in lines]
         seq = self._seq[stream]
-        self._seq[stream] += 1
-        for draft in self._groups.add(stream, cut_line(line), seq):
+        self._seq[stream] += len(lines)
+        for draft in self._groups.add_lines(stream, lines, seq):
             await self._sink(draft)
 
     async def _emit(self, stream: LogStream, draft: EventDraft) -> None:

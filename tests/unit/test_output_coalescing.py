@@ -261,3 +261,15 @@ def test_hydra_logs_shows_a_group_with_its_stream_and_line_count() -> None:
     group = output_draft("stderr", ["one", "two", "three"], 7, 9)
     event = Event.from_draft(group, SessionRef(session_id="s-1"), 4)
     assert "[stderr, 3 line(s)] one ⏎ two ⏎ three" in sessions_cmd._line(event)
+
+
+def test_a_run_of_short_lines_is_masked_at_once_exactly_as_line_by_line_and_a_key_still_held() -> None:
+    from hydra_sandbox.masking import LineMasker
+
+    masker = SecretMasker([SECRET])
+    lines = [".", f"x {SECRET} y", "short", "ghp_1234567890abcdefghijklmnopqrstuvwxyzAB"[:15]]
+    assert LineMasker(masker).feed_lines(lines) == [masker.mask(line) for line in lines]
+    body = "MIIEpAIBAAKCAQEA1c7+9z5Pad7OejecsQ0bu3aumge8"
+    held = LineMasker(masker)
+    assert held.feed_lines([".", "-----BEGIN RSA PRIVATE KEY-----", body]) == ["."] and held.holding
+    assert body not in "\n".join(held.feed_lines(["-----END RSA PRIVATE KEY-----", "after"]))
