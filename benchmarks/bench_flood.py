@@ -3,9 +3,10 @@
 What runs: the real MCP server in this process (fastmcp in-memory client), the real output pipeline
 (:class:`~hydra_sandbox.sandbox.pipeline.OutputPipeline`: decode, split, mask, number), the real
 recorder and journal; a fake runtime feeds the pipeline ``LINES`` two-byte stderr lines (``".\\n"``) in
-64 KiB chunks, as a container's log stream would. No container and no embedding: the search index is
-a store that drops what it is given (the index has its own benchmark), so the memory figure is the
-server's own (journal, recorder, reads). Measured in one run:
+64 KiB chunks, as a container's log stream would; runs of them coalesce into ``output`` events (the
+result counts them and the lines they hold, which must be all of them). No container and no embedding:
+the search index is a store that drops what it is given (the index has its own benchmark), so the
+memory figure is the server's own (journal, recorder, reads). Measured in one run:
 
 * idle: resident memory, and p95 of ``list_sessions`` / ``tail_logs`` calls on the idle server;
 * flood: peak resident memory and the p95 of the same calls while the flood is recorded and a reader
@@ -72,9 +73,11 @@ class FloodSandbox(FakeSandbox):
             return await super().run(request, sink, cancel)
         masker = SecretMasker()
         pipeline = OutputPipeline(masker, CodexEventParser([], masker.mask), sink)
-        data = b".\n" * self.lines
-        for start in range(0, len(data), CHUNK):
-            await pipeline.feed("stderr", data[start : start + CHUNK])
+        full, rest = divmod(self.lines * 2, CHUNK)  # the chunks are made once: 100 MB is never held
+        chunk = b".\n" * (CHUNK // 2)
+        for _ in range(full):
+            await pipeline.feed("stderr", chunk)
+        await pipeline.feed("stderr", chunk[:rest])
         await pipeline.close()
         self.fed.set()
         return RunResult(status="completed", has_changes=False)
@@ -148,9 +151,13 @@ async def bench(lines: int) -> dict[str, Any]:
             await asyncio.gather(*tasks)
             events = hydra.services.journal.events(flood["session_id"])
             old_resource = len(json.dumps([e.model_dump(mode="json") for e in events], indent=2))
+    output = [e for e in events if e.type == "output"]
     return {
         "lines": lines,
+        "output_bytes": lines * 2,
         "events": len(events),
+        "output_events": len(output),
+        "lines_recorded": sum(int(e.data["lines"]) for e in output),
         "flood_seconds": round(elapsed, 1),
         "idle_rss_mb": round(idle_rss, 1),
         "flood_peak_rss_mb": round(peak, 1),
@@ -167,7 +174,7 @@ async def bench(lines: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lines", type=int, default=200_000, help="two-byte lines the agent prints")
+    parser.add_argument("--lines", type=int, default=50_000_000, help="two-byte lines the agent prints (100 MB)")
     parser.add_argument("--quick", action="store_true", help="20,000 lines")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(bench(20_000 if args.quick else args.lines)), indent=2))
