@@ -273,3 +273,30 @@ def test_a_run_of_short_lines_is_masked_at_once_exactly_as_line_by_line_and_a_ke
     held = LineMasker(masker)
     assert held.feed_lines([".", "-----BEGIN RSA PRIVATE KEY-----", body]) == ["."] and held.holding
     assert body not in "\n".join(held.feed_lines(["-----END RSA PRIVATE KEY-----", "after"]))
+
+
+def test_an_output_group_is_exported_imported_and_indexed_as_one_bounded_document(tmp_path: Path) -> None:
+    from hydra_sandbox.maintenance import export_jsonl, import_jsonl
+    from hydra_sandbox.policy import PolicyCatalog
+    from hydra_sandbox.profiles import ProfileCatalog
+    from hydra_sandbox.settings import load_settings
+    from hydra_sandbox.store import InMemoryStore
+
+    groups = LineGroups(FakeClock())
+    drafts = [d for i in range(20_000) for d in groups.add("stderr", f"line {i}", i)] + groups.flush()
+    session = "s-000000000001"
+    settings = load_settings(data_home=tmp_path / "data")
+    catalogs = {"policies": PolicyCatalog(settings.policy_dirs), "profiles": ProfileCatalog(settings.profile_dirs)}
+    with Journal(tmp_path / "a.sqlite3") as journal, Journal(tmp_path / "b.sqlite3") as other:
+        journal.save_session(
+            session, status="completed", profile_id="dev", parent_session_id=None, data={"policy": {"name": "default"}}
+        )
+        journal.append_many(SessionRef(session_id=session), drafts)
+        assert export_jsonl(journal, tmp_path / "out.jsonl") == len(drafts)
+        assert import_jsonl(other, tmp_path / "out.jsonl", **catalogs).events_added == len(drafts)
+        events = other.events(session)
+    assert lines_of(events) == [f"line {i}" for i in range(20_000)]  # type: ignore[arg-type]
+    store = InMemoryStore()
+    store.record_events(events)
+    hits = store.query_by_session(session)
+    assert len(hits) == len(events) < 20 and all(len(h.text) <= MAX_GROUP_CHARS for h in hits)
