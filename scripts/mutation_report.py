@@ -28,6 +28,8 @@ MUTANTS = ROOT / "mutants" / "hydra_sandbox"
 EQUIVALENTS = ROOT / "scripts" / "mutation_equivalents.yaml"
 TARGET = 90.0
 KILLED = {"killed", "timeout", "caught by type check"}
+
+
 def module_of(name: str) -> str:
     """`hydra_sandbox.masking.engine.x_f__mutmut_3` -> `masking`; `hydra_sandbox.policy.xǁP...` -> `policy`."""
     return name.split(".")[1]
@@ -49,11 +51,11 @@ def wanted(name: str, modules: list[str]) -> bool:
 def sample(count: int, modules: list[str]) -> list[str]:
     by_module: dict[str, list[str]] = {}
     for name in load_mutants():
-        if wanted(name, modules):
-            by_module.setdefault(module_of(name), []).append(name)
+        by_module.setdefault(module_of(name), []).append(name)
     unknown = sorted(set(modules) - set(by_module))
     if unknown:
         sys.exit(f"no mutants for module(s) {unknown}; modules with mutants: {sorted(by_module)}")
+    by_module = {m: names for m, names in by_module.items() if not modules or m in modules}
     key = lambda n: hashlib.sha256(n.encode()).hexdigest()  # noqa: E731
     return [n for names in by_module.values() for n in sorted(names, key=key)[:count]]
 
