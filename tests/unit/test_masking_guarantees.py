@@ -1,0 +1,378 @@
+"""The masker's promises checked at their exact edges: every encoded form of a known value is registered
+(URL-safe base64 included), a stream emits as it goes and holds back no more than it says, the value
+checks refuse exactly what they name, and the line masker releases a key block at its bounds."""
+
+from __future__ import annotations
+
+import base64
+import json
+import quopri
+import re
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.masking import (
+    MIN_SECRET_LENGTH,
+    MaskingRule,
+    SecretMasker,
+    default_rules,
+    hyperscan_available,
+    known_forms,
+    load_rules,
+    shannon_entropy,
+)
+from hydra_sandbox.masking.checks import is_placeholder, reads_as_code
+from hydra_sandbox.masking.encodings import _stable_base64
+from hydra_sandbox.masking.engine import KeywordPrefilter
+from hydra_sandbox.masking.scanner import CONTEXT, accept
+
+# a value whose base64 has '+' and '/' at every alignment, so its URL-safe base64 ('-', '_') differs
+URL_SAFE_VALUE = "k>>?~>?>~?hydra~?>>"
+KNOWN = "hydra-known-value-7f3a9c21"
+
+
+# -- known values: every form ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2])
+def test_the_url_safe_base64_of_a_known_value_is_masked_at_every_alignment(shift: int) -> None:
+    masker = SecretMasker([URL_SAFE_VALUE])
+    encoded = base64.urlsafe_b64encode(b"pq"[:shift] + URL_SAFE_VALUE.encode() + b"tail!").decode()
+    assert "-" in encoded or "_" in encoded
+    masked = masker.mask(f"out {encoded} end")
+    assert "[MASKED:known-secret]" in masked
+    stable = _stable_base64(URL_SAFE_VALUE.encode())[shift].replace("+", "-").replace("/", "_")
+    assert stable in encoded and stable not in masked
+
+
+def test_the_url_safe_forms_are_registered_beside_the_standard_ones() -> None:
+    forms = known_forms(URL_SAFE_VALUE)
+    for stable in _stable_base64(URL_SAFE_VALUE.encode()):
+        assert stable in forms
+        assert stable.replace("+", "-").replace("/", "_") in forms
+
+
+# -- streams emit as they go -----------------------------------------------------------------------
+
+
+def test_a_stream_emits_text_before_flush_and_holds_back_no_more_than_its_holdback() -> None:
+    masker = SecretMasker([KNOWN])
+    stream = masker.stream()
+    line = "an ordinary line of build output, nothing secret here\n"
+    text = line * 400 + f"token {KNOWN} leaked\n" + line * 400
+    emitted = ""
+    for i in range(0, len(text), 97):
+        emitted += stream.feed(text[i : i + 97])
+        assert len(text[: i + 97]) - len(emitted) <= masker.holdback + 97
+    assert len(emitted) >= len(text) - masker.holdback - 97  # emitted as it went, not at flush
+    assert "[MASKED:known-secret]" in emitted  # the mask itself left before the stream ended
+    assert emitted + stream.flush() == masker.mask(text)
+
+
+def test_a_byte_stream_emits_decoded_text_before_flush() -> None:
+    masker = SecretMasker([KNOWN])
+    stream = masker.stream()
+    data = ("wörld ✓ output line\n" * 500).encode()
+    emitted = "".join(stream.feed_bytes(data[i : i + 101]) for i in range(0, len(data), 101))
+    assert len(emitted) >= len(data.decode()) - masker.holdback - 101
+    assert emitted + stream.flush() == data.decode()
+
+
+def test_an_empty_chunk_emits_nothing_and_changes_nothing() -> None:
+    stream = SecretMasker([KNOWN]).stream()
+    assert stream.feed("") == ""
+    assert stream.feed_bytes(b"") == ""
+    assert stream.feed(f"x {KNOWN} y") + stream.flush() == "x [MASKED:known-secret] y"
+
+
+# -- known values alone: each form masked exactly ------------------------------------------------------
+
+# a value with case, a slash, a plus, quotes, an equals sign, spaces and non-ASCII: every encoding differs
+SPECIAL = 'pÄ ss/wörd+"Q"=x é'
+NEVER = MaskingRule(id="never", pattern=r"qqzz-never-[0-9]{3}", keywords=("qqzz-never-",))
+ENGINES = ["hyperscan", "fallback"] if hyperscan_available() else ["fallback"]
+
+
+def _lower_percent(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
+
+
+SPECIAL_FORMS = {
+    "plain": SPECIAL,
+    "upper": SPECIAL.upper(),
+    "lower": SPECIAL.lower(),
+    "reversed": SPECIAL[::-1],
+    "hex": SPECIAL.encode().hex(),
+    "HEX": SPECIAL.encode().hex().upper(),
+    "url, nothing safe": urllib.parse.quote(SPECIAL, safe=""),
+    "url, slash kept": urllib.parse.quote(SPECIAL),
+    "url, plus for space": urllib.parse.quote_plus(SPECIAL, safe=""),
+    "url, lower-case escapes": _lower_percent(urllib.parse.quote(SPECIAL, safe="")),
+    "url, slash kept, lower-case": _lower_percent(urllib.parse.quote(SPECIAL)),
+    "url, plus, lower-case": _lower_percent(urllib.parse.quote_plus(SPECIAL, safe="")),
+    "json ascii": json.dumps(SPECIAL)[1:-1],
+    "json utf-8": json.dumps(SPECIAL, ensure_ascii=False)[1:-1],
+    "json ascii, escaped slash": json.dumps(SPECIAL)[1:-1].replace("/", "\\/"),
+    "json utf-8, escaped slash": json.dumps(SPECIAL, ensure_ascii=False)[1:-1].replace("/", "\\/"),
+    "quoted-printable": quopri.encodestring(SPECIAL.encode()).decode().removesuffix("\n"),
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("form", list(SPECIAL_FORMS))
+def test_each_encoding_of_a_known_value_is_masked_whole_and_nothing_else(engine: str, form: str) -> None:
+    masker = SecretMasker([SPECIAL], rules=[NEVER], engine=engine)
+    encoded = SPECIAL_FORMS[form]
+    assert encoded in known_forms(SPECIAL)
+    assert masker.mask(f"<<{encoded}>>") == "<<[MASKED:known-secret]>>"
+    assert masker.hits == {"known-secret": 1}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_base64_of_a_known_value_wrapped_at_any_column_is_masked(engine: str) -> None:
+    masker = SecretMasker([KNOWN], rules=[NEVER], engine=engine)
+    raw = KNOWN.encode()
+    for width, newline in ((64, "\n"), (76, "\r\n"), (76, "\n"), (64, "\r\n")):
+        for pad in range(0, width, 5):
+            encoded = base64.b64encode(b"z" * pad + raw + b"tail").decode()
+            wrapped = newline.join(encoded[i : i + width] for i in range(0, len(encoded), width))
+            masked = masker.mask(wrapped)
+            assert "[MASKED:known-secret]" in masked, (width, repr(newline), pad)
+            stable = _stable_base64(raw)[pad % 3]
+            assert stable[1:-1] not in masked.replace(newline, ""), (width, repr(newline), pad)
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2])
+def test_base64_of_base64_of_a_known_value_is_masked(shift: int) -> None:
+    masker = SecretMasker([KNOWN], rules=[NEVER])
+    inner = base64.b64encode(b"ab"[:shift] + KNOWN.encode() + b"--").decode()
+    for outer_shift in range(3):
+        outer = base64.b64encode(b"xy"[:outer_shift] + inner.encode() + b"..").decode()
+        assert "[MASKED:known-secret]" in masker.mask(f"blob {outer} end"), (shift, outer_shift)
+
+
+def test_the_stable_base64_forms_are_exactly_the_characters_no_neighbour_changes() -> None:
+    raw = URL_SAFE_VALUE.encode()
+    for shift, stable in enumerate(_stable_base64(raw)):
+        # the reference: encode the value among every pair of neighbour bytes; a character is stable when
+        # it is the same in all of them
+        encodings = [
+            base64.b64encode(bytes([a]) * shift + raw + bytes([b]) * 3).decode()
+            for a, b in ((0, 0), (255, 255), (0, 255), (255, 0), (0x55, 0xAA))
+        ]
+        same = [i for i, c in enumerate(encodings[0]) if c != "=" and len({e[i] for e in encodings}) == 1]
+        assert same == list(range(same[0], same[0] + len(stable)))  # one run
+        assert encodings[0][same[0] : same[-1] + 1] == stable
+
+
+# -- judging a candidate value -----------------------------------------------------------------------
+
+
+def test_entropy_is_the_bits_per_character_of_the_value() -> None:
+    assert shannon_entropy("") == 0.0
+    assert shannon_entropy("aaaa") == 0.0
+    assert shannon_entropy("aabb") == 1.0
+    assert shannon_entropy("abcd") == 2.0
+    assert shannon_entropy("aaab") == pytest.approx(0.8112781244591328)
+
+
+@pytest.mark.parametrize(
+    ("value", "following", "code"),
+    [
+        ("abc123", "(", True),  # a call
+        ("abc123", "(x)", True),
+        ("abc123", "[0]", True),  # an index
+        ("abc123", "{", True),
+        ("abc123(", "", True),
+        ("abc123[", "", True),
+        ("abc123", ")", False),
+        ("abc123", "", False),
+        ("config.api_key", "", True),  # attribute access
+        ("config.api_key9", ";", True),
+        ("access_token_for_user", "", True),  # words
+        ("abCDef", "", True),  # two case changes in six letters: still words (the exact edge)
+        ("aBCdeF", "", False),  # three: random case, a secret
+        ("AbCdEfGh", "", False),
+        ("x1y2z3", "", False),
+    ],
+)
+def test_a_value_reads_as_code_exactly_when_it_is_a_call_attribute_or_words(
+    value: str, following: str, code: bool
+) -> None:
+    assert reads_as_code(value, following) is code
+
+
+@pytest.mark.parametrize(
+    ("value", "placeholder"),
+    [
+        ("abcabc", True),  # three distinct characters: the edge
+        ("abab", True),
+        ("abcdabcd", False),
+        ("${TOKEN}", True),
+        ("<your-key>", True),
+        ("changeme", True),
+        ("Xk9qLm2Zp7Rt", False),
+    ],
+)
+def test_a_value_is_a_placeholder_when_it_is_a_template_or_has_three_characters_or_fewer(
+    value: str, placeholder: bool
+) -> None:
+    assert is_placeholder(value) is placeholder
+
+
+def _rule(**fields: object) -> MaskingRule:
+    return MaskingRule.model_validate({"id": "probe", "pattern": r"k=(?P<v>\S{1,40})", "keywords": ["k="], **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "value", "following", "accepted"),
+    [
+        ({}, "x", "", True),  # one character is a value
+        ({}, "", "", False),
+        ({}, "ab[MASKED:x]", "", False),  # already masked
+        ({"require": [r"[0-9]", r"[a-z]"]}, "abc1", "", True),
+        ({"require": [r"[0-9]", r"[a-z]"]}, "abcd", "", False),  # every pattern must be there
+        ({"require": [r"[0-9]", r"[a-z]"]}, "1234", "", False),
+        ({"allow": [r"test\w*"]}, "testvalue", "", False),  # allowed in full
+        ({"allow": [r"test\w*"]}, "mytestvalue", "", True),  # not in full
+        ({"entropy": 2.0}, "abcd", "", True),  # exactly the floor
+        ({"entropy": 2.0}, "aabbc", "", False),
+        ({"generic": True}, "get_token", "", False),  # code
+        ({"generic": True}, "Xk9qLm2Zp7", "(", False),  # a call
+        ({"generic": True}, "abcabc", "", False),  # a placeholder
+        ({"generic": True}, "Xk9qLm2Zp7", "", True),
+        ({}, "get_token", "(", True),  # only generic rules judge code
+        ({}, "abcabc", "", True),
+    ],
+)
+def test_a_candidate_is_accepted_only_when_every_check_of_its_rule_passes(
+    fields: dict[str, object], value: str, following: str, accepted: bool
+) -> None:
+    assert accept(_rule(**fields), value, following) is accepted
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_rule_masks_its_first_matched_value_group_or_the_whole_match(engine: str) -> None:
+    groups = MaskingRule(id="pair", pattern=r"a=(?P<v>\d{1,9})|b=(?P<v2>\w{1,9})", keywords=("a=", "b="))
+    whole = MaskingRule(id="whole", pattern=r"zz[0-9]{4}", keywords=("zz",))
+    masker = SecretMasker(rules=[groups, whole], engine=engine)
+    assert masker.mask("x a=123 y") == "x a=[MASKED:pair] y"
+    assert masker.mask("x b=hello y") == "x b=[MASKED:pair] y"
+    assert masker.mask("x zz1234 y") == "x [MASKED:whole] y"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_generic_value_loses_trailing_punctuation_and_a_specific_one_keeps_it(engine: str) -> None:
+    generic = SecretMasker(rules=[_rule(generic=True)], engine=engine)
+    specific = SecretMasker(rules=[_rule()], engine=engine)
+    assert generic.mask("set k=Xk9qLm2Zp7Rt., next") == "set k=[MASKED:probe]., next"
+    assert specific.mask("set k=Xk9qLm2Zp7Rt., next") == "set k=[MASKED:probe] next"
+    assert generic.mask("set k=., next") == "set k=., next"  # nothing left once stripped
+
+
+# -- known values: the edges of what is accepted -----------------------------------------------------
+
+
+def test_a_secret_of_exactly_the_minimum_length_is_masked_and_one_shorter_is_refused() -> None:
+    value = "Zq8#kW2!"[:MIN_SECRET_LENGTH]
+    assert SecretMasker([value]).mask(f"a {value} b") == "a [MASKED:known-secret] b"
+    with pytest.raises(ConfigError, match=f"{MIN_SECRET_LENGTH - 1} characters is too short"):
+        SecretMasker([value[:-1]])
+
+
+def test_a_secret_added_under_a_name_is_masked_under_that_name() -> None:
+    masker = SecretMasker()
+    masker.add_secret(KNOWN, "deploy-key-2")
+    assert masker.mask(f"x {KNOWN}") == "x [MASKED:deploy-key-2]"
+    assert masker.hits == {"deploy-key-2": 1}
+
+
+@pytest.mark.parametrize("name", ["Deploy", "deploy_key", "key!", ""])
+def test_a_secret_name_outside_lowercase_digits_and_dashes_is_refused_naming_it(name: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(repr(name))):
+        SecretMasker().add_secret(KNOWN, name)
+
+
+def test_adding_the_same_secret_twice_keeps_its_first_name() -> None:
+    masker = SecretMasker([KNOWN])
+    masker.add_secret(KNOWN, "other-name")
+    assert masker.mask(KNOWN) == "[MASKED:known-secret]"
+
+
+def test_a_stream_opened_before_a_secret_is_added_keeps_what_it_started_with() -> None:
+    masker = SecretMasker()
+    before = masker.stream()
+    masker.add_secret(KNOWN)
+    after = masker.stream()
+    assert before.feed(f"x {KNOWN} y") + before.flush() == f"x {KNOWN} y"
+    assert after.feed(f"x {KNOWN} y") + after.flush() == "x [MASKED:known-secret] y"
+
+
+def test_the_holdback_is_twice_the_longest_match_plus_twice_the_context() -> None:
+    masker = SecretMasker([KNOWN], rules=[NEVER])
+    longest = max(NEVER.max_length, *(len(f) for f in known_forms(KNOWN)))
+    assert masker.holdback == 2 * longest + 2 * CONTEXT
+    plain = SecretMasker(rules=[NEVER])
+    assert plain.holdback == 2 * NEVER.max_length + 2 * CONTEXT
+    assert SecretMasker().holdback == 2 * max(r.max_length for r in default_rules()) + 2 * CONTEXT
+
+
+# -- stream edges ------------------------------------------------------------------------------------
+
+
+def test_a_byte_stream_cut_inside_a_character_ends_with_a_replacement_character() -> None:
+    masker = SecretMasker([KNOWN])
+    stream = masker.stream()
+    out = stream.feed_bytes(f"x {KNOWN} ✓".encode()[:-1]) + stream.flush()
+    assert out == "x [MASKED:known-secret] \ufffd"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_secret_inside_an_escape_left_unfinished_at_the_end_of_a_stream_is_masked(engine: str) -> None:
+    masker = SecretMasker([KNOWN], engine=engine)
+    text = f"done \x1b]0;title {KNOWN}"  # an OSC title never terminated: held back until flush
+    stream = masker.stream()
+    out = stream.feed(text)
+    assert KNOWN not in out
+    out += stream.flush()
+    assert out == masker.mask(text) == "done \x1b]0;title [MASKED:known-secret]"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_secret_at_the_very_start_of_a_text_with_escapes_after_it_is_masked_in_place(engine: str) -> None:
+    masker = SecretMasker([KNOWN], engine=engine)
+    text = f"{KNOWN}\x1b[31m red\x1b[0m and \u200bmore"
+    assert masker.mask(text) == "[MASKED:known-secret]\x1b[31m red\x1b[0m and \u200bmore"
+    assert masker.spans(text) == [(0, len(KNOWN), "known-secret")]
+
+
+def test_the_fallback_engine_finds_a_secret_fed_one_character_at_a_time() -> None:
+    masker = SecretMasker([KNOWN], engine="fallback")
+    token = "ghp_1234567890abcdefghijklmnopqrstuvwxyzAB"
+    text = f"a {KNOWN} b token={token} c"
+    stream = masker.stream()
+    out = "".join(stream.feed(ch) for ch in text) + stream.flush()
+    assert out == masker.mask(text)
+    assert out.count("[MASKED:") == 2 and KNOWN not in out and token not in out
+
+
+def test_the_fallback_stream_keeps_only_the_longest_literal_between_chunks() -> None:
+    prefilter = SecretMasker([KNOWN], engine="fallback")._compiled.prefilter
+    assert isinstance(prefilter, KeywordPrefilter)
+    stream = prefilter.stream()
+    base = 0
+    for chunk in ("short", "x" * 5000, "y" * 3):
+        stream.scan(chunk, base)
+        base += len(chunk)
+        assert len(stream._tail) <= prefilter.overlap  # type: ignore[attr-defined]
+    assert stream._tail.endswith("yyy")  # type: ignore[attr-defined]
+
+
+def test_a_missing_rules_directory_is_refused_saying_how_to_fix_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_rules([tmp_path / "absent"])
+    assert caught.value.hint == "create it or unset HYDRA_MASKING_RULES_DIR"
+    assert str(tmp_path / "absent") in caught.value.message
