@@ -15,7 +15,9 @@ import pytest
 
 from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.masking import (
+    MAX_KEY_BLOCK,
     MIN_SECRET_LENGTH,
+    LineMasker,
     MaskingRule,
     SecretMasker,
     default_rules,
@@ -26,7 +28,7 @@ from hydra_sandbox.masking import (
 )
 from hydra_sandbox.masking.checks import is_placeholder, reads_as_code
 from hydra_sandbox.masking.encodings import _stable_base64
-from hydra_sandbox.masking.engine import KeywordPrefilter
+from hydra_sandbox.masking.engine import KNOWN_BASE, KeywordPrefilter
 from hydra_sandbox.masking.scanner import CONTEXT, accept
 
 # a value whose base64 has '+' and '/' at every alignment, so its URL-safe base64 ('-', '_') differs
@@ -376,3 +378,99 @@ def test_a_missing_rules_directory_is_refused_saying_how_to_fix_it(tmp_path: Pat
         load_rules([tmp_path / "absent"])
     assert caught.value.hint == "create it or unset HYDRA_MASKING_RULES_DIR"
     assert str(tmp_path / "absent") in caught.value.message
+
+
+# -- the line masker's holding bounds ----------------------------------------------------------------
+
+OPEN_LINE = "-----BEGIN RSA PRIVATE KEY-----"  # 31 characters, 32 held
+BODY_LINE = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2"  # 64 characters, 65 held
+
+
+def test_a_key_block_is_held_up_to_exactly_the_block_limit_and_released_past_it() -> None:
+    line_masker = LineMasker(SecretMasker([KNOWN]))
+    assert line_masker.feed_line(OPEN_LINE) == [] and line_masker.holding
+    for _ in range(125):  # 32 + 125 * 65 = 8157 held
+        assert line_masker.feed_line(BODY_LINE) == []
+    last = "Q" * (MAX_KEY_BLOCK - 8157 - 1)  # brings the held size to exactly MAX_KEY_BLOCK: still held
+    assert line_masker.feed_line(last) == [] and line_masker.holding
+    released = line_masker.feed_line(BODY_LINE)  # one past the limit: masked and released together
+    assert released and not line_masker.holding
+    assert BODY_LINE not in "\n".join(released) and "[MASKED:" in released[0]
+    assert line_masker.feed_line("after") == ["after"]
+
+
+def test_a_run_of_key_like_lines_is_held_up_to_exactly_the_block_limit() -> None:
+    line_masker = LineMasker(SecretMasker([KNOWN]))
+    for _ in range(126):  # 126 * 65 = 8190 held
+        assert line_masker.feed_line(BODY_LINE) == []
+    assert line_masker.feed_line("Q") == []  # 8192: still held, and a short line continues a run
+    released = line_masker.feed_line("QQ")
+    assert len(released) == 128 and not line_masker.holding
+
+
+def test_a_short_base64_line_is_held_only_as_the_continuation_of_a_run() -> None:
+    line_masker = LineMasker(SecretMasker([KNOWN]))
+    assert line_masker.feed_line("abc=") == ["abc="]  # alone: ordinary text, emitted at once
+    assert line_masker.feed_line(BODY_LINE) == [] and line_masker.holding
+    assert line_masker.feed_line("abc=") == []  # after key material: the end of a base64 body
+    released = line_masker.feed_line("$ done")
+    assert len(released) == 3 and released[-1] == "$ done" and not line_masker.holding
+    assert line_masker.flush() == []
+
+
+def test_a_key_on_one_line_is_masked_at_once_and_a_new_block_releases_the_held_run() -> None:
+    line_masker = LineMasker(SecretMasker())
+    one_line = f"{OPEN_LINE}{BODY_LINE}-----END RSA PRIVATE KEY-----"
+    assert line_masker.feed_line(one_line) == ["[MASKED:private-key]"]
+    assert not line_masker.holding
+    assert line_masker.feed_line(BODY_LINE) == []
+    released = line_masker.feed_line(OPEN_LINE)  # a block opens: the run before it is released alone
+    assert len(released) == 1 and line_masker.holding
+    assert len(line_masker.flush()) == 1 and not line_masker.holding
+
+
+@pytest.mark.parametrize(
+    "lines", [["one"], ["one", "two", f"k {KNOWN}"], ["a", f"k {KNOWN}", OPEN_LINE, BODY_LINE, "b"]]
+)
+def test_line_runs_come_out_in_order_with_every_secret_masked(lines: list[str]) -> None:
+    line_masker = LineMasker(SecretMasker([KNOWN]))
+    out = line_masker.feed_lines(lines) + line_masker.flush()
+    assert out[0] == lines[0] and out[-1] == lines[-1].replace(KNOWN, "[MASKED:known-secret]")
+    assert KNOWN not in "\n".join(out) and BODY_LINE not in "\n".join(out)
+    if OPEN_LINE not in lines:  # without a key block every line is its own line
+        assert len(out) == len(lines)
+
+
+# -- the fallback engine: rules without keywords are searched everywhere -------------------------------
+
+NO_KEYWORDS = MaskingRule(id="digits", pattern=r"(?<![0-9])[0-9]{12}(?![0-9])")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 5000])
+def test_a_rule_without_keywords_is_found_anywhere_in_a_long_text_by_both_engines(chunk: int) -> None:
+    filler = "text " * 900  # 4500 characters: matches land on both sides of each 4096 grid line
+    text = "".join(f"{filler}{n:012d}" for n in range(1, 4)) + " end"
+    expected = "".join(f"{filler}[MASKED:digits]" for _n in range(1, 4)) + " end"
+    for engine in ENGINES:
+        masker = SecretMasker(rules=[NO_KEYWORDS], engine=engine)
+        assert masker.mask(text) == expected, engine
+        stream = masker.stream()
+        out = "".join(stream.feed(text[i : i + chunk]) for i in range(0, len(text), chunk)) + stream.flush()
+        assert out == expected, engine
+
+
+def test_the_fallback_grid_puts_a_hit_on_every_multiple_of_its_step_in_the_range() -> None:
+    prefilter = KeywordPrefilter([NO_KEYWORDS], [])
+    assert prefilter.grid_hits(0, 4096) == [(0, 4096)]
+    assert prefilter.grid_hits(4096, 8191) == []
+    assert prefilter.grid_hits(4095, 12288) == [(0, 4096), (0, 8192), (0, 12288)]
+    assert sorted(prefilter.scan("x" * 5000)) == [(0, 4096), (0, 5000)]
+    assert prefilter.stream().close(77) == [(0, 77)]
+
+
+def test_the_fallback_finds_keywords_in_any_case_and_known_values_in_their_exact_case() -> None:
+    prefilter = KeywordPrefilter([MaskingRule(id="kw", pattern=r"tok_[0-9]{4}", keywords=("TOK_",))], [KNOWN])
+    assert prefilter.literal_hits("a TOK_1234 ß tok_", 10) == [(0, 16), (0, 27)]
+    assert prefilter.literal_hits(f"x{KNOWN}", 0) == [(KNOWN_BASE, len(KNOWN) + 1)]
+    assert prefilter.literal_hits(KNOWN.upper(), 0) == []
+    assert prefilter.overlap == len(KNOWN) - 1
