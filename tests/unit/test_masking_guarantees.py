@@ -12,6 +12,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.masking import (
@@ -26,9 +27,20 @@ from hydra_sandbox.masking import (
     load_rules,
     shannon_entropy,
 )
+from hydra_sandbox.masking import engine as engine_module
 from hydra_sandbox.masking.checks import is_placeholder, reads_as_code
 from hydra_sandbox.masking.encodings import _stable_base64
-from hydra_sandbox.masking.engine import KNOWN_BASE, KeywordPrefilter
+from hydra_sandbox.masking.engine import (
+    KNOWN_BASE,
+    HyperscanPrefilter,
+    KeywordPrefilter,
+    _ahead,
+    _char_offsets,
+    _reach,
+    make_prefilter,
+)
+from hydra_sandbox.masking.normalise import OffsetMap, _candidates, has_invisible, normalise, split_incomplete
+from hydra_sandbox.masking.rules import MAX_RULE_WIDTH
 from hydra_sandbox.masking.scanner import CONTEXT, accept
 
 # a value whose base64 has '+' and '/' at every alignment, so its URL-safe base64 ('-', '_') differs
@@ -474,3 +486,216 @@ def test_the_fallback_finds_keywords_in_any_case_and_known_values_in_their_exact
     assert prefilter.literal_hits(f"x{KNOWN}", 0) == [(KNOWN_BASE, len(KNOWN) + 1)]
     assert prefilter.literal_hits(KNOWN.upper(), 0) == []
     assert prefilter.overlap == len(KNOWN) - 1
+
+
+# -- normalisation: exact results --------------------------------------------------------------------
+
+
+def test_normalising_removes_escapes_and_invisible_characters_with_one_breakpoint_per_removal() -> None:
+    text = "a\x1b[31mb\u200bc\x1b]0;t\x07d\x1b[0m\x1b[1m"
+    assert normalise(text) == ("abcd", [(1, 5), (2, 6), (3, 12), (4, 20)])
+    assert normalise("a\x1b[31mb\x1b[0m\x1b[1mc", invisible=False) == ("abc", [(1, 5), (2, 13)])
+    assert normalise("\u200b\u200bab\u00ad") == ("ab", [(0, 2), (2, 3)])
+    assert normalise("a\u200bb", invisible=False) == ("a\u200bb", [])  # the caller said there is none
+    assert normalise("plain text") == ("plain text", [])
+
+
+@pytest.mark.parametrize(
+    ("text", "kept", "carried"),
+    [
+        ("abc\x1b[3", "abc", "\x1b[3"),
+        ("abc\x1b[31m", "abc\x1b[31m", ""),
+        ("x\x1b]0;title", "x", "\x1b]0;title"),  # an OSC title is carried whole
+        ("x\x1b]0;t\x1b", "x", "\x1b]0;t\x1b"),  # its terminator cut after the ESC: from the OSC's own ESC
+        ("a\x1b", "a", "\x1b"),
+        ("a\x1b(", "a", "\x1b("),
+        ("\x1b[1mab\x1b[", "\x1b[1mab", "\x1b["),  # a complete escape first, then an unfinished one
+        ("\x1b[" + "1;" * 299, "", "\x1b[" + "1;" * 299),  # an ESC exactly 600 characters from the end
+        ("\x1b[" + "1;" * 299 + "1", "\x1b[" + "1;" * 299 + "1", ""),  # 601: too far back to be carried
+    ],
+)
+def test_only_an_unfinished_escape_at_the_end_of_a_chunk_is_carried_to_the_next(
+    text: str, kept: str, carried: str
+) -> None:
+    assert split_incomplete(text) == (kept, carried)
+
+
+@pytest.mark.parametrize(
+    ("text", "invisible"),
+    [
+        ("plain ascii", False),
+        ("a\u200bb", True),
+        ("\u201cquoted\u201d \u2014 dash", False),  # shares the E2 80 bytes with the zero-width marks
+        ("\u201ca\u200d\u201d", True),
+        ("\u00e9\u00ad", True),
+        ("\u00e9\u00e0", False),
+        ("x\ufeff", True),
+        ("\u2061", True),
+    ],
+)
+def test_invisible_characters_are_told_apart_from_punctuation_that_shares_their_bytes(
+    text: str, invisible: bool
+) -> None:
+    assert has_invisible(text) is invisible
+
+
+def test_removable_sequences_are_looked_for_at_every_esc_and_invisible_character_in_order() -> None:
+    assert _candidates("a\x1bb\u200bc\x1bd\ufeff") == [1, 3, 5, 7]
+    assert _candidates("nothing here") == []
+
+
+def test_the_offset_map_sends_normalised_offsets_back_to_the_original_text() -> None:
+    offsets = OffsetMap()
+    offsets.extend(0, 0, [(3, 2), (5, 6)])
+    assert [offsets.original(i) for i in range(8)] == [0, 1, 2, 5, 6, 11, 12, 13]
+    offsets.extend(10, 20, [])  # a piece appended further on, with its own shift
+    assert offsets.original(10) == 20 and offsets.original(12) == 22
+    offsets.trim(11)
+    assert offsets.original(12) == 22 and offsets.original(11) == 21
+    leading = OffsetMap()
+    leading.extend(0, 0, [(0, 4), (2, 5)])  # removed characters at the very start
+    assert [leading.original(i) for i in range(4)] == [4, 5, 7, 8]
+
+
+# -- engines: offsets, windows, choice ---------------------------------------------------------------
+
+
+def test_byte_offsets_of_hits_become_character_offsets_counted_from_the_start_of_their_character() -> None:
+    text = "\u2713x\u00e9!"  # 3 + 1 + 2 + 1 bytes
+    hits = [(1, 7), (0, 3), (2, 2), (3, 4)]  # (2, 2) ends inside the check mark: it counts from its start
+    assert _char_offsets(text, text.encode(), hits, 10) == [(2, 10), (0, 11), (3, 12), (1, 14)]
+    assert _char_offsets("abc", b"abc", [(1, 3), (0, 1)], 5) == [(1, 8), (0, 6)]
+
+
+def test_a_rules_search_window_is_its_hit_bounds_capped_at_its_widest_match() -> None:
+    rules = [
+        MaskingRule(id="a", pattern=r"x[0-9]{10}"),
+        MaskingRule(id="b", pattern=r"x[0-9]{10}", before_hit=3, after_hit=0),
+        MaskingRule(id="c", pattern=r"x[0-9]{10}", before_hit=50, after_hit=50),
+    ]
+    assert _reach(rules) == (11, 3, 11)
+    assert _ahead(rules) == (11, 0, 11)
+
+
+def test_the_engine_is_chosen_by_name_and_auto_falls_back_without_hyperscan(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(make_prefilter([NEVER], [KNOWN], engine="fallback"), KeywordPrefilter)
+    if hyperscan_available():
+        assert isinstance(make_prefilter([NEVER], [KNOWN], engine="hyperscan"), HyperscanPrefilter)
+        assert isinstance(make_prefilter([NEVER], [KNOWN]), HyperscanPrefilter)
+    monkeypatch.setattr(engine_module, "_hs", None)
+    assert not hyperscan_available()
+    assert isinstance(make_prefilter([NEVER], [KNOWN], engine="auto"), KeywordPrefilter)
+    with pytest.raises(RuntimeError, match="hyperscan package is not installed"):
+        make_prefilter([NEVER], [KNOWN], engine="hyperscan")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_engines_report_every_known_literal_at_its_end(engine: str) -> None:
+    other = "second-known-value-0a1b2c"
+    prefilter = make_prefilter([NEVER], [KNOWN, other], engine=engine)
+    text = f"{other} and {KNOWN}"
+    hits = {h for h in prefilter.scan(text) if h[0] >= KNOWN_BASE}
+    assert hits == {(KNOWN_BASE + 1, len(other)), (KNOWN_BASE, len(text))}
+    stream = prefilter.stream()
+    streamed = stream.scan(text[:30], 0) + stream.scan(text[30:], 30) + stream.close(len(text))
+    assert {h for h in streamed if h[0] >= KNOWN_BASE} == hits
+
+
+# -- counting and reporting --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_stream_counts_each_mask_once_by_rule(engine: str) -> None:
+    masker = SecretMasker([KNOWN], engine=engine)
+    stream = masker.stream()
+    text = f"a {KNOWN} b AKIAIOSFODNN7EXAMPLE c {KNOWN} d " + "filler " * 300
+    for i in range(0, len(text), 50):
+        stream.feed(text[i : i + 50])
+    stream.feed("more text after the secrets " * 50)
+    stream.flush()
+    assert masker.hits == {"known-secret": 2, "aws-access-key": 1}
+
+
+def test_spans_name_what_masking_would_replace_in_the_original_offsets_without_counting() -> None:
+    masker = SecretMasker([KNOWN], rules=[NEVER])
+    text = f"\x1b[1m{KNOWN}\x1b[0m x"
+    assert masker.spans(text) == [(4, 4 + len(KNOWN), "known-secret")]
+    assert masker.spans("") == [] and masker.spans("nothing") == []
+    assert masker.mask("") == ""
+    assert masker.hits == {}
+
+
+def test_a_masker_reports_its_engine_and_rules_in_order() -> None:
+    rules = [NEVER, NO_KEYWORDS]
+    masker = SecretMasker(rules=rules, engine="fallback")
+    assert masker.engine == "aho-corasick fallback"
+    assert masker.rule_names == ["never", "digits"] and masker.rules == tuple(rules)
+    if hyperscan_available():
+        assert SecretMasker(rules=rules, engine="hyperscan").engine == "hyperscan"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 13])
+def test_known_values_streamed_in_small_chunks_are_masked_exactly_as_the_whole_text(engine: str, size: int) -> None:
+    other = "second-known-value-0a1b2c"
+    masker = SecretMasker([KNOWN, other], rules=[NEVER], engine=engine)
+    text = (
+        f"start {KNOWN}{other} \x1b[1m{KNOWN[:9]}\x1b[0m{KNOWN[9:]} x {KNOWN.encode().hex()} "
+        f"end {'z' * 80}{KNOWN}"
+    )
+    masker_whole = SecretMasker([KNOWN, other], rules=[NEVER], engine=engine)
+    stream = masker.stream()
+    pieces = [stream.feed(text[i : i + size]) for i in range(0, len(text), size)]
+    out = "".join(pieces) + stream.flush()
+    assert out == masker_whole.mask(text)
+    assert KNOWN not in out and other not in out and out.count("[MASKED:known-secret]") == 5
+    assert "".join(pieces).startswith("start [MASKED:known-secret]")  # emitted before the end
+
+
+# -- rules as data -----------------------------------------------------------------------------------
+
+
+def test_a_rule_may_match_exactly_the_widest_allowed_and_one_more_is_refused_with_the_width() -> None:
+    assert MaskingRule(id="w", pattern=f"a{{{MAX_RULE_WIDTH}}}").max_length == MAX_RULE_WIDTH
+    with pytest.raises(ValidationError, match=f"rule 'w' can match {MAX_RULE_WIDTH + 1} characters"):
+        MaskingRule(id="w", pattern=f"a{{{MAX_RULE_WIDTH + 1}}}")
+    with pytest.raises(ValidationError, match="rule 'w' can match unboundedly many characters"):
+        MaskingRule(id="w", pattern="a+")
+
+
+def test_keywords_of_two_characters_are_kept_lower_case_and_one_character_is_refused_naming_it() -> None:
+    assert MaskingRule(id="k", pattern="abc", keywords=("AbC", "xY")).keywords == ("abc", "xy")
+    with pytest.raises(ValidationError, match="keyword 'a' is shorter than 2 characters"):
+        MaskingRule(id="k", pattern="abc", keywords=("ab", "a"))
+
+
+def test_each_allow_pattern_excuses_a_value_only_when_it_matches_the_whole_value() -> None:
+    rule = _rule(allow=["abc", "def"])
+    assert not accept(rule, "abc", "") and not accept(rule, "def", "")
+    assert accept(rule, "abcdef", "") and accept(rule, "xabc", "")
+    assert _rule().allow_regex is None
+
+
+def test_a_rules_value_groups_are_found_in_order() -> None:
+    assert _rule().value_groups == ("v",)
+    both = MaskingRule(id="g", pattern=r"a=(?P<v>\d{1,9})|b=(?P<v2>\w{1,9})")
+    assert both.value_groups == ("v", "v2")
+    assert MaskingRule(id="g", pattern=r"zz[0-9]{4}").value_groups == ()
+
+
+def test_operator_rule_files_are_read_in_name_order_and_a_later_file_replaces_an_earlier_rule(tmp_path: Path) -> None:
+    def rule_file(rule_id: str, keyword: str) -> str:
+        return f"rules:\n  - id: {rule_id}\n    pattern: '{keyword}[0-9]{{8}}'\n    keywords: ['{keyword}']\n"
+
+    (tmp_path / "b.yaml").write_text(rule_file("beta", "bbq_") + "  - id: alpha\n    pattern: 'zz[0-9]{8}'\n")
+    (tmp_path / "a.yaml").write_text(rule_file("alpha", "aaq_"))
+    (tmp_path / "c.yml").write_text("not: [a rule file")  # only *.yaml files are rule files
+    rules = load_rules([tmp_path])
+    assert [r.id for r in rules[-2:]] == ["alpha", "beta"]
+    assert rules[-2].pattern == "zz[0-9]{8}"  # b.yaml came after a.yaml and replaced its rule in place
+    assert [r.id for r in rules[: len(default_rules())]] == [r.id for r in default_rules()]
+
+
+def test_rule_ids_are_unique_in_the_built_in_rules() -> None:
+    ids = [r.id for r in default_rules()]
+    assert len(ids) == len(set(ids))
