@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import quopri
+import random
 import re
 import urllib.parse
 from pathlib import Path
@@ -41,7 +42,7 @@ from hydra_sandbox.masking.engine import (
 )
 from hydra_sandbox.masking.normalise import OffsetMap, _candidates, has_invisible, normalise, split_incomplete
 from hydra_sandbox.masking.rules import MAX_RULE_WIDTH
-from hydra_sandbox.masking.scanner import CONTEXT, accept
+from hydra_sandbox.masking.scanner import CONTEXT, SLACK, accept
 
 # a value whose base64 has '+' and '/' at every alignment, so its URL-safe base64 ('-', '_') differs
 URL_SAFE_VALUE = "k>>?~>?>~?hydra~?>>"
@@ -699,3 +700,34 @@ def test_operator_rule_files_are_read_in_name_order_and_a_later_file_replaces_an
 def test_rule_ids_are_unique_in_the_built_in_rules() -> None:
     ids = [r.id for r in default_rules()]
     assert len(ids) == len(set(ids))
+
+
+# -- long streams: the buffers are trimmed as text is emitted -----------------------------------------
+
+SHORT_RULES = [r for r in default_rules() if r.max_length <= 300]  # a small holdback: trimming starts early
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("seed", range(6))
+def test_a_long_stream_trimmed_as_it_goes_is_masked_exactly_as_the_whole_text(engine: str, seed: int) -> None:
+    rng = random.Random(seed)
+    decorations = ["\x1b[31m", "\x1b[0m", "\u200b", "\u00ad", " ", "\n", "x" * 40, "caf\u00e9 ", KNOWN]
+    pieces = [t for r in SHORT_RULES for t in r.examples.secret if "\n" not in t]
+    text = "".join(rng.choice(pieces) + rng.choice(decorations) for _ in range(60))
+    masker = SecretMasker([KNOWN], rules=SHORT_RULES, engine=engine)
+    stream = masker.stream()
+    out, i = [], 0
+    while i < len(text):
+        size = rng.randint(1, 90)
+        out.append(stream.feed(text[i : i + size]))
+        i += size
+    assert "".join(out) + stream.flush() == masker.mask(text)
+
+
+def test_a_stream_holds_back_no_more_than_the_longest_literal_and_the_slack() -> None:
+    masker = SecretMasker([KNOWN], rules=[NEVER])
+    longest = max(len(f) for f in known_forms(KNOWN))
+    stream = masker.stream()
+    emitted = stream.feed("z" * 300)
+    assert 300 - len(emitted) <= longest + SLACK
+    assert emitted + stream.feed(KNOWN) + stream.flush() == "z" * 300 + "[MASKED:known-secret]"
