@@ -384,6 +384,11 @@ def test_the_fallback_stream_keeps_only_the_longest_literal_between_chunks() -> 
         base += len(chunk)
         assert len(stream._tail) <= prefilter.overlap  # type: ignore[attr-defined]
     assert stream._tail.endswith("yyy")  # type: ignore[attr-defined]
+    nothing_literal = KeywordPrefilter([NO_KEYWORDS], [])  # no keyword, no known value: nothing to carry
+    assert nothing_literal.overlap == 0
+    bare = nothing_literal.stream()
+    bare.scan("abc" * 100, 0)
+    assert bare._tail == ""  # type: ignore[attr-defined]
 
 
 def test_a_missing_rules_directory_is_refused_saying_how_to_fix_it(tmp_path: Path) -> None:
@@ -731,3 +736,16 @@ def test_a_stream_holds_back_no_more_than_the_longest_literal_and_the_slack() ->
     emitted = stream.feed("z" * 300)
     assert 300 - len(emitted) <= longest + SLACK
     assert emitted + stream.feed(KNOWN) + stream.flush() == "z" * 300 + "[MASKED:known-secret]"
+
+
+def test_the_quoted_printable_form_of_a_value_ending_in_a_newline_is_masked_without_it() -> None:
+    value = "pass=word1\n"  # a secret read from a file keeps its newline
+    assert SecretMasker([value], rules=[NEVER]).mask("q: pass=3Dword1 end") == "q: [MASKED:known-secret] end"
+
+
+def test_a_rule_file_with_a_repeated_id_is_refused_saying_how_to_fix_it(tmp_path: Path) -> None:
+    (tmp_path / "dup.yaml").write_text("rules:\n  - {id: x, pattern: abc}\n  - {id: x, pattern: abd}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_rules([tmp_path])
+    assert caught.value.message == f"{tmp_path / 'dup.yaml'}: rule id 'x' appears twice"
+    assert caught.value.hint == "give every rule its own id"
