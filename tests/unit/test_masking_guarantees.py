@@ -751,3 +751,21 @@ def test_a_rule_file_with_a_repeated_id_is_refused_saying_how_to_fix_it(tmp_path
         load_rules([tmp_path])
     assert caught.value.message == f"{tmp_path / 'dup.yaml'}: rule id 'x' appears twice"
     assert caught.value.hint == "give every rule its own id"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_text_holding_lone_surrogates_is_masked_and_kept(engine: str) -> None:
+    # a JSON string may carry "\udcff"; the masker must not fail on it or drop it
+    masker = SecretMasker([KNOWN], engine=engine)
+    assert masker.mask(f"\udcff {KNOWN} \udcfe") == "\udcff [MASKED:known-secret] \udcfe"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_known_value_that_a_rule_also_matches_is_named_as_the_known_secret(engine: str) -> None:
+    token = "ghp_1234567890abcdefghijklmnopqrstuvwxyzAB"
+    assert SecretMasker(engine=engine).mask(f"tok {token} end") == "tok [MASKED:github-token] end"
+    assert SecretMasker([token], engine=engine).mask(f"tok {token} end") == "tok [MASKED:known-secret] end"
+
+
+def test_a_hit_ending_inside_the_first_character_counts_from_the_start_of_the_text() -> None:
+    assert _char_offsets("\u2713x", "\u2713x".encode(), [(0, 1)], 0) == [(0, 0)]
