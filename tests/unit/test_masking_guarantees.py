@@ -798,3 +798,11 @@ def test_a_secret_holding_an_undecodable_byte_is_masked_or_refused_clearly() -> 
     except ConfigError:
         return
     assert masker.mask(f"x {value} y") == "x [MASKED:known-secret] y"
+
+
+def test_a_key_block_opened_inside_a_run_of_lines_is_held_until_it_closes() -> None:
+    line_masker = LineMasker(SecretMasker([KNOWN]))
+    assert line_masker.feed_lines(["$ cat key.pem", OPEN_LINE, "Proc-Type: 4,ENCRYPTED"]) == ["$ cat key.pem"]
+    assert line_masker.holding
+    released = line_masker.feed_lines([BODY_LINE, "-----END RSA PRIVATE KEY-----", "$ done"])
+    assert BODY_LINE not in "\n".join(released) and released[-1] == "$ done" and not line_masker.holding
