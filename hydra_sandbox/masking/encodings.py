@@ -45,8 +45,8 @@ def _wrapped(form: str) -> set[str]:
     return out
 
 
-def _url_forms(value: str) -> set[str]:
-    forms = {urllib.parse.quote(value, safe=""), urllib.parse.quote(value), urllib.parse.quote_plus(value, safe="")}
+def _url_forms(raw: bytes) -> set[str]:
+    forms = {urllib.parse.quote(raw, safe=""), urllib.parse.quote(raw), urllib.parse.quote_plus(raw, safe="")}
     return forms | {_PERCENT.sub(lambda m: m.group(0).lower(), f) for f in forms}
 
 
@@ -57,9 +57,14 @@ def _json_forms(value: str) -> set[str]:
 
 def known_forms(value: str) -> set[str]:
     """Every literal under which ``value`` is masked, each at least :data:`MIN_SECRET_LENGTH` long."""
-    raw = value.encode("utf-8", "surrogatepass")
+    # a value read from the environment holds an undecodable byte as a lone surrogate (surrogateescape):
+    # its encoded forms are of that byte; any other lone surrogate is kept as UTF-8 would carry it
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogatepass")
     forms = {value, value.upper(), value.lower(), value[::-1], raw.hex(), raw.hex().upper()}
-    forms |= _url_forms(value) | _json_forms(value)
+    forms |= _url_forms(raw) | _json_forms(value)
     forms.add(quopri.encodestring(raw).decode("ascii").removesuffix("\n"))
     for stable in _stable_base64(raw):
         forms.add(stable)

@@ -37,7 +37,8 @@ class SecretMasker:
     ) -> None:
         self._rules = tuple(default_rules() if rules is None else rules)
         self._engine = engine
-        self._known: dict[str, str] = {}
+        self._known: dict[str, str] = {}  # every form of every value -> the name it is masked as
+        self._values: set[str] = set()  # the values themselves (a value may be another's form)
         self._lock = threading.Lock()
         self._hits: Counter[str] = Counter()
         for value in known_secrets:
@@ -50,7 +51,7 @@ class SecretMasker:
         """Mask ``value`` (and its encoded forms) wherever it appears from now on (streams already open
         keep what they started with)."""
         with self._lock:
-            if value in self._known:
+            if value in self._values:
                 return
             self._add(value, name)
             self._compiled = self._compile()
@@ -65,6 +66,7 @@ class SecretMasker:
             raise ConfigError(f"secret name {name!r}: use lowercase letters, digits and '-'")
         for form in known_forms(value):
             self._known.setdefault(form, name)
+        self._values.add(value)
 
     def _compile(self) -> Compiled:
         known = tuple(self._known)
