@@ -171,7 +171,7 @@ class HyperscanPrefilter:
         return spaces[id(db)]
 
     def stream_databases(self) -> list[tuple[Any, int]]:
-        out: list[tuple[Any, int]] = [(_rule_database(self._patterns, True), 0)]
+        out: list[tuple[Any, int]] = [(_rule_database(self._patterns, True), 0)] if self._patterns else []
         if self._known_stream is not None:
             out.append((self._known_stream, KNOWN_BASE))
         return out
@@ -182,7 +182,8 @@ class HyperscanPrefilter:
         plan = getattr(self._local, "plan", None)
         if plan is None:
             plan = []
-            for db, offset in ((_rule_database(self._patterns, False), 0), (self._known_block, KNOWN_BASE)):
+            rules = _rule_database(self._patterns, False) if self._patterns else None  # Vectorscan: no empty DB
+            for db, offset in ((rules, 0), (self._known_block, KNOWN_BASE)):
                 if db is not None:
                     plan.append((db, self.scratch(db), _Collector(offset)))
             self._local.plan = plan

@@ -64,7 +64,8 @@ class SecretMasker:
             )
         if not re.fullmatch(r"[a-z0-9-]+", name):
             raise ConfigError(f"secret name {name!r}: use lowercase letters, digits and '-'")
-        for form in known_forms(value):
+        stripped = value.rstrip("\r\n")  # a value read from a file is printed without its newline
+        for form in known_forms(value) | (known_forms(stripped) if len(stripped) >= MIN_SECRET_LENGTH else set()):
             self._known.setdefault(form, name)
         self._values.add(value)
 
