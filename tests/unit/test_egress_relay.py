@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ from hydra_sandbox.sandbox.egress import plan_egress
 class Listener:
     """A loopback TCP listener that records every byte it receives."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.received = b""
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -31,7 +33,7 @@ class Listener:
             await writer.drain()
             writer.close()
 
-        self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(handle, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -301,3 +303,157 @@ def test_a_refusal_flood_is_counted_in_bounded_space_and_logging_is_throttled(
     stats.refuse("connect relay", Refusal(403, "name", "again", "evil.test:443"))
     summary = [r.getMessage() for r in caplog.records if "counted, not logged" in r.getMessage()]
     assert summary == [f"egress relay: {13_000 - egress_relay.LOG_BURST} more refusals were counted, not logged"]
+
+
+class Resolver:
+    """Stands in for the event loop's ``getaddrinfo``: answers from ``answers`` the first time a name is
+    looked up and from ``later`` every time after (a DNS rebinding), recording every lookup."""
+
+    def __init__(self, answers: dict[str, list[str]], later: dict[str, list[str]] | None = None) -> None:
+        self.answers, self.later = answers, later or {}
+        self.calls: list[tuple[str, int]] = []
+
+    async def __call__(self, host: str, port: int, **_kw: object) -> list[tuple[object, ...]]:
+        first = all(h != host for h, _p in self.calls)
+        self.calls.append((host, port))
+        table = self.answers if first else self.later
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in table[host]]
+
+
+# Loopback addresses these tests treat as public: the relay's own tests only ever talk to listeners they
+# started on this machine, so a "public" destination is one of these (forbidden_address has its own tests).
+PRETEND_PUBLIC = {"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}
+
+
+@pytest.fixture
+def pretend_public(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = egress_relay.forbidden_address
+    monkeypatch.setattr(egress_relay, "forbidden_address", lambda a: a not in PRETEND_PUBLIC and real(a))
+
+
+async def open_tunnel(socket_path: Path, target: str) -> tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_unix_connection(str(socket_path))
+    writer.write(f"CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n\r\n".encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    return head, reader, writer
+
+
+@pytest.mark.usefixtures("pretend_public")
+async def test_an_allowed_name_is_tunnelled_to_the_very_address_that_was_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Listener("127.0.0.2") as checked, Listener("127.0.0.1") as rebound:
+        # the name answers a public address once, then (if asked again) the loopback listener
+        resolver = Resolver({"api.allowed.test": ["127.0.0.2"]}, later={"api.allowed.test": ["127.0.0.1"]})
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver)
+        relay = ConnectRelay(
+            tmp_path / "c.sock", allowed_domains=["Allowed.Test."], allowed_ports={checked.port}, trusted=set()
+        )
+        async with relay:
+            head, reader, writer = await open_tunnel(tmp_path / "c.sock", f"API.allowed.test.:{checked.port}")
+            assert head == b"HTTP/1.1 200 Connection established\r\n\r\n"
+            writer.write(b"tls-bytes")
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(100), 5) == b"pong:tls-bytes"
+            writer.close()
+        assert checked.received == b"tls-bytes" and rebound.received == b""
+        assert resolver.calls == [("api.allowed.test", checked.port)]
+        assert relay.stats.served == 1 and relay.stats.refused == 0
+
+
+@pytest.mark.usefixtures("pretend_public")
+async def test_the_checked_addresses_are_tried_in_order_and_no_more_than_three(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Listener("127.0.0.2") as upstream:
+        resolver = Resolver(
+            {
+                "second.allowed.test": ["127.0.0.3", "127.0.0.2"],  # nothing listens on .3: .2 is next
+                "fourth.allowed.test": ["127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.2"],
+            }
+        )
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver)
+        port = upstream.port
+        relay = ConnectRelay(tmp_path / "c.sock", allowed_domains=["allowed.test"], allowed_ports={port}, trusted=set())
+        async with relay:
+            head, reader, writer = await open_tunnel(tmp_path / "c.sock", f"second.allowed.test:{port}")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            writer.write(b"one")
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(100), 5) == b"pong:one"
+            writer.close()
+            answer = await through(tmp_path / "c.sock", f"CONNECT fourth.allowed.test:{port} HTTP/1.1\r\n\r\n".encode())
+            assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n") and b"could not connect" in answer, answer
+        assert upstream.received == b"one"
+        assert relay.stats.by_kind == {"upstream": 1} and relay.stats.recent[-1].startswith("fourth.allowed.test:")
+
+
+@pytest.mark.usefixtures("pretend_public")
+async def test_a_name_is_refused_when_any_address_is_forbidden_or_none_resolves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Listener("127.0.0.2") as upstream:
+        port = upstream.port
+        resolver = Resolver({"mixed.allowed.test": ["127.0.0.2", "127.0.0.1"], "empty.allowed.test": []})
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolver)
+        relay = ConnectRelay(tmp_path / "c.sock", allowed_domains=["allowed.test"], allowed_ports={port}, trusted=set())
+        async with relay:
+            for name, status, why in [
+                ("mixed.allowed.test", b"403", b"loopback, private or link-local"),
+                ("empty.allowed.test", b"403", b"loopback, private or link-local"),
+                ("unknown.allowed.test", b"403", b"does not resolve"),
+            ]:
+                answer = await through(tmp_path / "c.sock", f"CONNECT {name}:{port} HTTP/1.1\r\n\r\n".encode())
+                assert answer.startswith(b"HTTP/1.1 " + status + b" Forbidden\r\n") and why in answer, answer
+        assert upstream.received == b""
+        assert relay.stats.by_kind == {"address": 2, "resolve": 1} and relay.stats.served == 0
+
+
+async def test_only_the_allowed_domain_and_its_subdomains_pass_the_name_check(tmp_path: Path) -> None:
+    relay = ConnectRelay(
+        tmp_path / "c.sock", allowed_domains=["allowed.test", "10.0.0.1"], allowed_ports={443}, trusted=set()
+    )
+    assert relay.allowed_domains == ["allowed.test"], "an IP literal in the policy is never a name"
+    assert relay.name_allowed("allowed.test") and relay.name_allowed("a.b.allowed.test")
+    for name in ["evilallowed.test", "allowed.test.evil", "llowed.test", "test", "xallowed.test"]:
+        assert not relay.name_allowed(name), name
+
+
+def fed(data: bytes, limit: int = 2**16) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader(limit=limit)
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
+
+
+async def test_a_request_head_of_exactly_the_limit_is_read_and_one_byte_more_is_refused_431() -> None:
+    limit = egress_relay.MAX_HEADER
+    head = b"CONNECT a.test:443 HTTP/1.1\r\nx: "
+    exact = head + b"p" * (limit - len(head) - 4) + b"\r\n\r\n"
+    assert len(exact) == limit
+    assert await egress_relay.read_head(fed(exact + b"tls")) == exact
+    with pytest.raises(Refusal) as refused:
+        await egress_relay.read_head(fed(exact[:-4] + b"p\r\n\r\n"))
+    assert (refused.value.status, refused.value.kind) == (431, "header-too-large")
+    assert refused.value.why == f"request header larger than {limit} bytes"
+    # a head past the reader's own buffer is refused the same way, not raised as a stream error
+    with pytest.raises(Refusal) as overrun:
+        await egress_relay.read_head(fed(b"x" * 100 + b"\r\n\r\n", limit=64), limit=1000)
+    assert (overrun.value.status, overrun.value.why) == (431, "request header larger than 1000 bytes")
+
+
+async def test_a_head_cut_short_by_the_client_is_a_stream_error_not_a_refusal() -> None:
+    with pytest.raises(asyncio.IncompleteReadError):
+        await egress_relay.read_head(fed(b"CONNECT a.test:443 HTTP/1.1\r\n"))
+
+
+async def test_a_head_that_never_ends_is_refused_408_naming_the_deadline() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"CONNECT a.test:443 HTTP/1.1\r\n")
+    with pytest.raises(Refusal) as refused:
+        await egress_relay.read_head(reader, timeout_s=0.05)
+    assert (refused.value.status, refused.value.kind) == (408, "timeout")
+    assert refused.value.why == "no complete request header within 0 s"

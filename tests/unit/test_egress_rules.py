@@ -6,8 +6,15 @@ import ipaddress
 
 import pytest
 
-from hydra_sandbox.egress_rules import connect_host_name, embedded_ipv4, forbidden_address, policy_domain
-from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.egress_rules import (
+    MAX_NAME,
+    connect_host_name,
+    embedded_ipv4,
+    forbidden_address,
+    ip_literal,
+    policy_domain,
+)
+from hydra_sandbox.errors import ConfigError, shown
 from hydra_sandbox.policy import NetworkPolicy, Policy
 from hydra_sandbox.yaml_models import validate_data
 
@@ -46,8 +53,9 @@ def test_policy_domains_are_normalised_to_plain_ldh_names_with_idna_encoded_expl
     ],
 )
 def test_policy_domains_refuse_anything_but_an_ldh_name(value: str, why: str) -> None:
-    with pytest.raises(ValueError, match=why):
+    with pytest.raises(ValueError, match=why) as refused:
         policy_domain(value)
+    assert str(refused.value).startswith(shown(value)), "the error names the value it refused"
     with pytest.raises(ConfigError, match="not a domain name"):
         validate_data(Policy, {"name": "p", "network": {"mode": "allowlist", "allow_domains": [value]}}, "test")
 
@@ -62,8 +70,9 @@ def test_connect_names_must_arrive_ascii_while_case_and_one_trailing_dot_are_nor
         ("api.example.test\x00", "control character"),
         ("api%2eexample.test", "LDH"),
     ]:
-        with pytest.raises(ValueError, match=why):
+        with pytest.raises(ValueError, match=why) as refused:
             connect_host_name(bad)
+        assert str(refused.value).startswith(shown(bad)), "the error names the value it refused"
 
 
 @pytest.mark.parametrize(
@@ -96,3 +105,67 @@ def test_ipv6_addresses_carrying_a_public_ipv4_are_judged_like_it(address: str) 
 
 def test_an_ipv6_scope_id_does_not_hide_a_link_local_address() -> None:
     assert forbidden_address("fe80::1%eth0") is True
+
+
+def test_a_name_of_exactly_253_characters_and_single_label_names_are_accepted() -> None:
+    longest = ("a" * 62 + ".") * 4 + "b" * (MAX_NAME - 63 * 4)
+    assert len(longest) == MAX_NAME and policy_domain(longest) == longest
+    with pytest.raises(ValueError, match="longer than 253"):
+        policy_domain(longest + "b")
+    assert policy_domain("localhost") == connect_host_name("localhost") == "localhost"
+    # only the last label must start with a letter; inner labels may start with a digit
+    assert connect_host_name("a.1b.example") == "a.1b.example"
+    with pytest.raises(ValueError, match="must start with a letter"):
+        connect_host_name("example.1a")
+
+
+def test_a_refused_label_is_shown_cut_to_63_characters() -> None:
+    with pytest.raises(ValueError) as refused:
+        policy_domain("x" * 70 + ".example")
+    assert f"label {'x' * 63!r} is not a plain LDH label" in str(refused.value)
+
+
+def test_unicode_policy_domains_are_case_folded_before_idna_encoding_and_invalid_ones_refused() -> None:
+    assert policy_domain("BÜCHER.Example") == "xn--bcher-kva.example"
+    with pytest.raises(ValueError) as bad:
+        policy_domain("\u2603.example")
+    assert str(bad.value).startswith(f"{shown(chr(0x2603) + '.example')} is not a valid international domain name (")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[::1]", "::1"),
+        ("::1", "::1"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("[127.0.0.1]", "127.0.0.1"),
+        ("[::1", None),
+        ("::1]", None),
+        ("[]", None),
+        ("localhost", None),
+    ],
+)
+def test_ip_literals_are_recognised_with_or_without_ipv6_brackets(text: str, expected: str | None) -> None:
+    found = ip_literal(text)
+    assert (str(found) if found is not None else None) == expected
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ff02::1",  # IPv6 multicast
+        "fec0::1",  # IPv6 site-local (deprecated, still routed inside some networks)
+        "4000::1",  # IPv6 reserved by the IETF
+        "::",  # IPv6 unspecified
+        "64:ff9b:1::808:808",  # NAT64 local-use prefix, even when it carries a public IPv4
+        "224.0.0.251",  # IPv4 multicast
+        "100.127.255.254",  # the top of carrier-grade NAT
+    ],
+)
+def test_addresses_outside_the_public_unicast_space_are_forbidden(address: str) -> None:
+    assert forbidden_address(address) is True
+
+
+def test_an_ipv6_address_carrying_no_ipv4_carries_none() -> None:
+    assert embedded_ipv4(ipaddress.IPv6Address("2606:4700::1111")) == []
+    assert embedded_ipv4(ipaddress.IPv6Address("2002:808:808::1")) == [ipaddress.IPv4Address("8.8.8.8")]
