@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 from pathlib import Path
@@ -63,18 +64,24 @@ async def test_connect_relay_refuses_unlisted_names_ip_literals_ports_and_privat
         relay = ConnectRelay(tmp_path / "c.sock", allowed_domains=["localhost"], allowed_ports={443}, trusted=set())
         async with relay:
             for request, why in [
-                (b"CONNECT evil.invalid:443 HTTP/1.1\r\n\r\n", b"not in the allowlist"),
-                (f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n\r\n".encode(), b"IP literals"),
-                (f"CONNECT [::1]:{target.port} HTTP/1.1\r\n\r\n".encode(), b"IP literals"),
-                (f"CONNECT localhost:{target.port} HTTP/1.1\r\n\r\n".encode(), b"port"),
-                (b"CONNECT localhost:443 HTTP/1.1\r\n\r\n", b"loopback, private or link-local"),
+                (b"CONNECT evil.invalid:443 HTTP/1.1\r\n\r\n", "name is not in the allowlist"),
+                (f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n\r\n", "IP literals are not allowed; use an allowed name"),
+                (f"CONNECT [::1]:{target.port} HTTP/1.1\r\n\r\n", "IP literals are not allowed; use an allowed name"),
+                (f"CONNECT localhost:{target.port} HTTP/1.1\r\n\r\n", f"port {target.port} is not allowed"),
+                (b"CONNECT localhost:443 HTTP/1.1\r\n\r\n", "resolves to a loopback, private or link-local address"),
             ]:
-                answer = await through(tmp_path / "c.sock", request)
-                assert answer.startswith(b"HTTP/1.1 403") and why in answer, answer
+                answer = await through(tmp_path / "c.sock", request if isinstance(request, bytes) else request.encode())
+                assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n"), answer
+                assert answer.endswith(f"\r\n\r\nhydra egress: {why}\n".encode()), answer
             answer = await through(tmp_path / "c.sock", b"GET http://localhost/ HTTP/1.1\r\n\r\n")
             assert answer.startswith(b"HTTP/1.1 405") and b"only CONNECT" in answer, answer
         assert target.received == b""
-        assert relay.stats.refused == 6 and relay.stats.by_kind["method"] == 1
+        assert relay.stats.refused == 6 and relay.stats.served == 0
+        assert relay.stats.by_kind == {"name": 1, "ip-literal": 2, "port": 1, "address": 1, "method": 1}
+        assert list(relay.stats.recent)[:2] == [
+            "evil.invalid:443: name is not in the allowlist",
+            f"127.0.0.1:{target.port}: IP literals are not allowed; use an allowed name",
+        ]
 
 
 async def test_connect_relay_lets_the_trusted_model_endpoint_through(tmp_path: Path) -> None:
@@ -176,13 +183,18 @@ class LoopErrors:
         self.loop.set_exception_handler(None)
 
 
-async def test_an_idle_connection_is_closed_on_both_sides(tmp_path: Path) -> None:
+async def test_an_idle_connection_is_closed_on_both_sides(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hydra_sandbox.egress_relay")
     async with Holder() as upstream, ForwardRelay(tmp_path / "s.sock", "127.0.0.1", upstream.port, idle_s=0.3) as relay:
-        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))
-        assert await asyncio.wait_for(reader.read(), 30) == b""
-        await asyncio.wait_for(upstream.closed.wait(), 30)
-        writer.close()
-    assert relay.stats.timeouts == 1
+        for _ in range(2):
+            upstream.closed.clear()
+            reader, writer = await asyncio.open_unix_connection(str(tmp_path / "s.sock"))
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+            await asyncio.wait_for(upstream.closed.wait(), 30)
+            writer.close()
+    assert relay.stats.timeouts == 2 and relay.stats.served == 2
+    closed = [r.getMessage() for r in caplog.records if "closed a connection" in r.getMessage()]
+    assert closed == ["forward relay closed a connection: idle for 0 s or open for 3600 s"] * 2
 
 
 async def test_a_busy_connection_is_closed_at_its_total_lifetime(tmp_path: Path) -> None:
@@ -255,8 +267,37 @@ async def test_every_malformed_request_is_answered_and_logged_once_never_raised(
                 assert b"\r\n\r\nhydra egress: " in answer
     assert errors.seen == []
     assert relay.stats.refused == len(MALFORMED)
+    assert relay.stats.by_kind == {"header-too-large": 2, "method": 1, "malformed": len(MALFORMED) - 3}
     records = [r for r in caplog.records if r.name == "hydra_sandbox.egress_relay"]
     assert len(records) == len(MALFORMED) and all(r.exc_info is None for r in records)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "why"),
+    [
+        (b"CONNECT allowed.test:0", "port '0' is not a number from 1 to 65535"),
+        (b"CONNECT allowed.test:+443", "port '+443' is not a number from 1 to 65535"),
+        (b"CONNECT xn--zz.allowed.test:443", "host 'xn--zz.allowed.test': label 'xn--zz' is not valid IDNA"),
+        (b"CONNECT :443", "the target is not host:port (or [IPv6]:port)"),
+        (b"CONNECT [::1] HTTP/1.1", "malformed request line"),
+    ],
+)
+async def test_a_malformed_target_is_answered_with_what_was_wrong(tmp_path: Path, request_line: bytes, why: str) -> None:
+    relay = ConnectRelay(tmp_path / "c.sock", allowed_domains=["allowed.test"], allowed_ports={443}, trusted=set())
+    async with relay:
+        answer = await through(tmp_path / "c.sock", request_line + b" HTTP/1.1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"\r\n\r\nhydra egress: " + why.encode() in answer
+    assert relay.stats.by_kind == {"malformed": 1}
+
+
+def test_trusted_endpoints_are_keyed_like_the_targets_they_are_compared_with(tmp_path: Path) -> None:
+    relay = ConnectRelay(
+        tmp_path / "c.sock",
+        allowed_domains=[],
+        allowed_ports=set(),
+        trusted={("Model.Example.", 443), ("[::1]", 8080), ("127.0.0.1", 9)},
+    )
+    assert relay.trusted == {("model.example", 443), ("::1", 8080), ("127.0.0.1", 9)}
 
 
 async def test_a_silent_client_is_answered_408_when_the_header_deadline_passes(
@@ -457,3 +498,19 @@ async def test_a_head_that_never_ends_is_refused_408_naming_the_deadline() -> No
         await egress_relay.read_head(reader, timeout_s=0.05)
     assert (refused.value.status, refused.value.kind) == (408, "timeout")
     assert refused.value.why == "no complete request header within 0 s"
+
+
+async def test_a_read_error_on_one_side_ends_the_splice_quietly() -> None:
+    async def pair() -> tuple[egress_relay.Stream, socket.socket]:
+        ours, theirs = socket.socketpair()
+        return await asyncio.open_connection(sock=ours), theirs
+
+    agent, agent_peer = await pair()
+    upstream, upstream_peer = await pair()
+    with LoopErrors() as errors:
+        agent[0].set_exception(OSError(5, "Input/output error"))  # the agent's side fails, not with a reset
+        upstream_peer.close()  # the upstream's side ends
+        assert await asyncio.wait_for(egress_relay.splice(agent, upstream, idle_s=30, total_s=60), 30) is False
+        gc.collect()  # a task that ended in an unretrieved exception is reported when it is collected
+    agent_peer.close()
+    assert errors.seen == []
