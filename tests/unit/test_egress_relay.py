@@ -63,10 +63,11 @@ async def test_connect_relay_refuses_unlisted_names_ip_literals_ports_and_privat
     async with Listener() as target:
         relay = ConnectRelay(tmp_path / "c.sock", allowed_domains=["localhost"], allowed_ports={443}, trusted=set())
         async with relay:
+            literal = "IP literals are not allowed; use an allowed name"
             for request, why in [
                 (b"CONNECT evil.invalid:443 HTTP/1.1\r\n\r\n", "name is not in the allowlist"),
-                (f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n\r\n", "IP literals are not allowed; use an allowed name"),
-                (f"CONNECT [::1]:{target.port} HTTP/1.1\r\n\r\n", "IP literals are not allowed; use an allowed name"),
+                (f"CONNECT 127.0.0.1:{target.port} HTTP/1.1\r\n\r\n", literal),
+                (f"CONNECT [::1]:{target.port} HTTP/1.1\r\n\r\n", literal),
                 (f"CONNECT localhost:{target.port} HTTP/1.1\r\n\r\n", f"port {target.port} is not allowed"),
                 (b"CONNECT localhost:443 HTTP/1.1\r\n\r\n", "resolves to a loopback, private or link-local address"),
             ]:
@@ -282,7 +283,9 @@ async def test_every_malformed_request_is_answered_and_logged_once_never_raised(
         (b"CONNECT [::1] HTTP/1.1", "malformed request line"),
     ],
 )
-async def test_a_malformed_target_is_answered_with_what_was_wrong(tmp_path: Path, request_line: bytes, why: str) -> None:
+async def test_a_malformed_target_is_answered_with_what_was_wrong(
+    tmp_path: Path, request_line: bytes, why: str
+) -> None:
     relay = ConnectRelay(tmp_path / "c.sock", allowed_domains=["allowed.test"], allowed_ports={443}, trusted=set())
     async with relay:
         answer = await through(tmp_path / "c.sock", request_line + b" HTTP/1.1\r\n\r\n")
