@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import socket
+import stat
 from pathlib import Path
 
 import pytest
@@ -405,7 +406,7 @@ async def test_an_allowed_name_is_tunnelled_to_the_very_address_that_was_checked
             writer.close()
         assert checked.received == b"tls-bytes" and rebound.received == b""
         assert resolver.calls == [("api.allowed.test", checked.port)]
-        assert relay.stats.served == 1 and relay.stats.refused == 0
+        assert (relay.stats.connections, relay.stats.served, relay.stats.refused) == (1, 1, 0)
 
 
 @pytest.mark.usefixtures("pretend_public")
@@ -517,3 +518,23 @@ async def test_a_read_error_on_one_side_ends_the_splice_quietly() -> None:
         gc.collect()  # a task that ended in an unretrieved exception is reported when it is collected
     agent_peer.close()
     assert errors.seen == []
+
+
+async def test_the_socket_is_open_to_the_agents_uid_and_removed_when_the_relay_closes_over_open_connections(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run" / "c.sock"
+    with LoopErrors() as errors:
+        async with ConnectRelay(path, allowed_domains=[], allowed_ports={443}, trusted=set()) as relay:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o666 and stat.S_ISSOCK(path.stat().st_mode)
+            held = [await asyncio.open_unix_connection(str(path)) for _ in range(3)]
+            deadline = asyncio.get_running_loop().time() + 30
+            while relay.stats.connections < len(held):
+                assert asyncio.get_running_loop().time() < deadline, "the relay never accepted the connections"
+                await asyncio.sleep(0.01)
+        # leaving the block cancelled the three connections waiting for a header, without raising
+        assert not path.exists()
+        for reader, writer in held:
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+    assert errors.seen == [] and relay.stats.refused == 0
