@@ -133,8 +133,10 @@ def test_a_directory_is_descended_only_while_a_longest_name_below_it_fits_the_ho
 
 
 def test_the_change_set_digest_is_the_documented_record_of_each_change(tmp_path: Path) -> None:
-    ws = workspace(tmp_path, {"gone.txt": "bye\n", "app.py": "a = 1\n"})
+    ws = workspace(tmp_path, {"gone.txt": "bye\n", "app.py": "a = 1\n", "old.txt": "kept\n"})
     whiteout(ws.upper / "gone.txt")
+    whiteout(ws.upper / "old.txt")
+    (ws.upper / "new.txt").write_text("kept\n")  # old.txt renamed
     (ws.upper / "app.py").write_text("a = 2\n")
     os.chmod(ws.upper / "app.py", 0o640)
     (ws.upper / "inside").symlink_to("app.py")
@@ -143,12 +145,19 @@ def test_the_change_set_digest_is_the_documented_record_of_each_change(tmp_path:
         return f"file:{mode:o}:{hashlib.sha256(data).hexdigest()}"
 
     host_mode = stat.S_IMODE((ws.source / "app.py").stat().st_mode)
+    new_mode = stat.S_IMODE((ws.upper / "new.txt").stat().st_mode)
     records = [
         ("modified", "app.py", "", file(b"a = 2\n", 0o640), file(b"a = 1\n", host_mode)),
-        ("deleted", "gone.txt", "", "-", file(b"bye\n", stat.S_IMODE((ws.source / "gone.txt").stat().st_mode))),
+        ("deleted", "gone.txt", "", "-", file(b"bye\n", host_mode)),
         ("symlink", "inside", "", "link:app.py", "-"),
-    ]
+        ("renamed", "new.txt", "old.txt", file(b"kept\n", new_mode), "-"),
+        ("renamed-from", "old.txt", "", "-", file(b"kept\n", host_mode)),
+    ]  # in path order
     digest = hashlib.sha256(b"hydra-change-set-v1\0")
     for record in records:
         digest.update("\0".join(record).encode() + b"\n")
-    assert compute_diff(ws, POLICY).digest == "sha256:" + digest.hexdigest()
+    preview = compute_diff(ws, POLICY)
+    assert preview.digest == "sha256:" + digest.hexdigest()
+    app = next(f for f in preview.files if f.path == "app.py")
+    assert (app.status, app.old_mode, app.new_mode) == ("modified", oct(host_mode), "0o640")
+    assert (app.old_size, app.size) == (6, 6)

@@ -538,3 +538,34 @@ async def test_the_socket_is_open_to_the_agents_uid_and_removed_when_the_relay_c
             assert await asyncio.wait_for(reader.read(), 10) == b""
             writer.close()
     assert errors.seen == [] and relay.stats.refused == 0
+
+
+class Buggy(egress_relay.SocketService):
+    """A service whose handler fails on a request saying ``bug`` and echoes anything else."""
+
+    name = "buggy service"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(100)
+        if data == b"bug":
+            raise RuntimeError("a bug in the handler")
+        writer.write(b"echo:" + data)
+        await writer.drain()
+
+
+async def test_a_bug_in_one_connection_is_logged_once_and_the_service_keeps_serving_in_bounded_state(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="hydra_sandbox.egress_relay")
+    with LoopErrors() as errors:
+        async with Buggy(tmp_path / "b.sock") as service:
+            assert await through(tmp_path / "b.sock", b"bug") == b""
+            assert await through(tmp_path / "b.sock", b"hello") == b"echo:hello"
+            deadline = asyncio.get_running_loop().time() + 30
+            while service._tasks:  # every finished connection is forgotten: nothing grows per connection
+                assert asyncio.get_running_loop().time() < deadline, f"{len(service._tasks)} tasks kept"
+                await asyncio.sleep(0.01)
+    assert errors.seen == [] and service.stats.connections == 2
+    records = [r for r in caplog.records if r.name == "hydra_sandbox.egress_relay"]
+    assert [r.getMessage() for r in records] == ["buggy service: unexpected error serving a connection"]
+    assert records[0].exc_info is not None and isinstance(records[0].exc_info[1], RuntimeError)
