@@ -107,6 +107,11 @@ def test_an_ipv6_scope_id_does_not_hide_a_link_local_address() -> None:
     assert forbidden_address("fe80::1%eth0") is True
 
 
+def test_an_interface_suffix_never_hides_an_ipv4_address_either() -> None:
+    assert forbidden_address("10.0.0.1%eth0") is True and forbidden_address("8.8.8.8%eth0") is False
+    assert forbidden_address("10.0.0.1%eth0%1") is True, "everything after the first % is the suffix"
+
+
 def test_a_name_of_exactly_253_characters_and_single_label_names_are_accepted() -> None:
     longest = ("a" * 62 + ".") * 4 + "b" * (MAX_NAME - 63 * 4)
     assert len(longest) == MAX_NAME and policy_domain(longest) == longest
@@ -122,7 +127,9 @@ def test_a_name_of_exactly_253_characters_and_single_label_names_are_accepted() 
 def test_a_refused_label_is_shown_cut_to_63_characters() -> None:
     with pytest.raises(ValueError) as refused:
         policy_domain("x" * 70 + ".example")
-    assert f"label {'x' * 63!r} is not a plain LDH label" in str(refused.value)
+    assert str(refused.value).endswith(
+        f"label {'x' * 63!r} is not a plain LDH label (letters, digits and inner hyphens, 1-63 characters)"
+    )
 
 
 def test_unicode_policy_domains_are_case_folded_before_idna_encoding_and_invalid_ones_refused() -> None:
