@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import hydra_sandbox.applying as applying
-from hydra_sandbox.applying import apply_changes, check_reviewed
+from hydra_sandbox.applying import ApplyResult, apply_changes, check_reviewed
 from hydra_sandbox.diffing import compute_diff
 from hydra_sandbox.errors import ApplyConflictError, PolicyViolation, WorkspaceError
 from hydra_sandbox.policy import Policy
@@ -295,3 +295,84 @@ def test_masked_files_are_counted_with_their_hidden_lines() -> None:
     assert info.value.message == (
         "session s-1: 2 file(s) hold 5 line(s) that masking hid from the preview: a.sh, b.sh; nothing was written"
     )
+
+
+def _applied_with(ws: StagedWorkspace, preview: DiffPreview) -> ApplyResult:
+    """Apply as if ``preview`` were what compute_diff saw (a layer that changed since, or a stale preview)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(applying, "compute_diff", lambda *_a, **_k: preview)
+        return apply_changes(ws, POLICY, confirm=True)
+
+
+def test_more_than_twenty_conflicts_are_counted_in_full_and_the_first_twenty_named(ws: StagedWorkspace) -> None:
+    names = [f"f{i:02d}.txt" for i in range(21)]
+    for name in names:
+        (ws.source / name).write_text("host\n")
+        (ws.upper / name).write_text("agent\n")
+    with pytest.raises(ApplyConflictError) as info:
+        apply_changes(ws.model_copy(update={"started_at_ns": 0}), POLICY, confirm=True)
+    assert info.value.message.endswith(
+        "21 file(s) changed on the host since the session started: " + ", ".join(names[:20])
+    )
+
+
+def test_host_directories_replaced_by_files_are_all_named_and_nothing_is_written(ws: StagedWorkspace) -> None:
+    dirs = [f"d{i:02d}" for i in range(21)]
+    for name in dirs:
+        (ws.source / name).mkdir()
+    ws = ws.model_copy(update={"started_at_ns": time.time_ns()})
+    files = [FileChange(path=name, status="added") for name in reversed(dirs)]
+    for name in dirs:
+        (ws.upper / name).write_text("now a file\n")
+    (ws.upper / "app.py").write_text("a = 2\n")
+    preview = DiffPreview(session_id=ws.session_id, files=[FileChange(path="app.py", status="modified"), *files])
+    with pytest.raises(ApplyConflictError) as info:
+        _applied_with(ws, preview)
+    assert info.value.message == (
+        "session s-apply: the agent replaced 21 host directorie(s) with a file or link: "
+        + ", ".join(dirs[:20])
+        + "; nothing was written"
+    )
+    assert (
+        info.value.hint == "Hydra never deletes a host directory tree; discard the diff or move the directory yourself"
+    )
+    assert (ws.source / "app.py").read_text() == "a = 1\n" and all((ws.source / d).is_dir() for d in dirs)
+
+
+def test_apply_checks_each_link_itself_even_when_a_stale_preview_offered_an_escaping_one(ws: StagedWorkspace) -> None:
+    (ws.upper / "out").symlink_to("/etc/passwd")
+    (ws.upper / "in").symlink_to("app.py")
+    preview = DiffPreview(
+        session_id=ws.session_id,
+        files=[
+            FileChange(path="in", status="symlink", symlink_target="app.py"),
+            FileChange(path="out", status="symlink", symlink_target="/etc/passwd"),
+        ],
+    )
+    result = _applied_with(ws, preview)
+    assert [(r.path, r.reason) for r in result.refused] == [
+        ("out", "symbolic link to /etc/passwd points outside the workspace")
+    ]
+    assert result.links == ["in"] and not os.path.lexists(ws.source / "out")
+
+
+def test_deleting_a_host_link_to_a_directory_removes_the_link_not_the_directory(ws: StagedWorkspace) -> None:
+    os.symlink("lib", ws.source / "shortcut")
+    os.symlink("nowhere", ws.source / "dangling")
+    ws = ws.model_copy(update={"started_at_ns": time.time_ns()})
+    whiteout(ws.upper / "shortcut")
+    whiteout(ws.upper / "dangling")
+    result = apply_changes(ws, POLICY, confirm=True)
+    assert result.deleted == ["dangling", "shortcut"]
+    assert not os.path.lexists(ws.source / "shortcut") and not os.path.lexists(ws.source / "dangling")
+    assert (ws.source / "lib" / "x.py").read_text() == "x\n"
+
+
+def test_a_file_gone_from_the_layer_since_the_preview_fails_as_a_workspace_error(ws: StagedWorkspace) -> None:
+    preview = DiffPreview(session_id=ws.session_id, files=[FileChange(path="made/new.txt", status="added")])
+    with pytest.raises(
+        WorkspaceError, match=r"writing made/new.txt on the host failed .*0 file\(s\) were already written"
+    ):
+        _applied_with(ws, preview)
+    assert stat.S_IMODE(os.lstat(ws.source / "made").st_mode) == 0o755, "a directory the layer lacks is made 0755"
+    assert list((ws.source / "made").iterdir()) == []

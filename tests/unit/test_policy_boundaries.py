@@ -261,3 +261,12 @@ def test_explain_hides_a_visible_file_hard_linked_to_a_hidden_one(tmp_path: Path
     result = explain(policy, tmp_path)
     assert result.visible == ["plain"] and result.writable == ["plain"] and result.read_only == []
     assert result.hidden == ["copy", "secret/key"]
+
+
+def test_a_narrowed_limit_the_model_refuses_is_reported_as_the_policy_requests() -> None:
+    with pytest.raises(ConfigError) as info:
+        narrow(PARENT, PolicyRequest(resources={"memory_mb": 1}))  # narrower, but below the floor of 64
+    assert str(info.value).startswith("policy request: memory_mb: Input should be greater than or equal to 64")
+    with pytest.raises(ConfigError) as info:
+        narrow(PARENT, PolicyRequest(delegation={"max_children": -1}))
+    assert str(info.value).startswith("policy request: max_children: Input should be greater than or equal to 0")
