@@ -376,3 +376,19 @@ def test_a_file_gone_from_the_layer_since_the_preview_fails_as_a_workspace_error
         _applied_with(ws, preview)
     assert stat.S_IMODE(os.lstat(ws.source / "made").st_mode) == 0o755, "a directory the layer lacks is made 0755"
     assert list((ws.source / "made").iterdir()) == []
+
+
+def test_masked_files_are_reported_by_the_preview_and_by_the_acknowledged_apply(ws: StagedWorkspace) -> None:
+    (ws.upper / "deploy.sh").write_text("echo SECRET-TOKEN\n")
+    (ws.upper / "plain.txt").write_text("nothing to hide\n")
+    detect = lambda s: s.replace("SECRET-TOKEN", "[masked]")  # noqa: E731
+    preview = apply_changes(ws, POLICY, confirm=False, detect=detect)
+    assert preview.masked_files == ["deploy.sh"] and preview.written == ["deploy.sh", "plain.txt"]
+    with pytest.raises(PolicyViolation) as info:
+        apply_changes(ws, POLICY, confirm=True, digest=preview.digest, detect=detect)
+    assert (info.value.hint or "").endswith(
+        "pass acknowledge_masked=true to apply them as they are, or discard the diff"
+    )
+    result = apply_changes(ws, POLICY, confirm=True, digest=preview.digest, acknowledge_masked=True, detect=detect)
+    assert result.masked_files == ["deploy.sh"] and result.digest == preview.digest
+    assert (ws.source / "deploy.sh").read_text() == "echo SECRET-TOKEN\n"
