@@ -67,16 +67,17 @@ def test_a_host_file_touched_exactly_at_the_session_start_is_no_conflict_one_nan
         apply_changes(at_start, POLICY, confirm=True)
 
 
-def test_a_host_file_whose_inode_changed_at_the_session_start_is_no_conflict(ws: StagedWorkspace) -> None:
+def test_a_host_file_whose_ctime_is_at_the_session_start_is_no_conflict_and_past_it_is(ws: StagedWorkspace) -> None:
     (ws.upper / "app.py").write_text("a = 2\n")
     host = ws.source / "app.py"
     os.utime(host, ns=(1, 1))  # an old mtime, but the ctime is now
     ctime = os.lstat(host).st_ctime_ns
     assert apply_changes(ws.model_copy(update={"started_at_ns": ctime}), POLICY, confirm=True).written == ["app.py"]
     (ws.upper / "app.py").write_text("a = 3\n")
-    os.chmod(host, 0o600)  # only the ctime moves past the start: still a conflict
+    os.utime(host, ns=(1, 1))  # the mtime stays old: only the ctime is past the start below
+    just_before = os.lstat(host).st_ctime_ns - 1
     with pytest.raises(ApplyConflictError, match="app.py"):
-        apply_changes(ws.model_copy(update={"started_at_ns": os.lstat(host).st_ctime_ns - 1}), POLICY, confirm=True)
+        apply_changes(ws.model_copy(update={"started_at_ns": just_before}), POLICY, confirm=True)
 
 
 def test_a_renamed_file_conflicts_when_its_old_host_path_changed(ws: StagedWorkspace) -> None:
