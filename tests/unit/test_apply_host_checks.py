@@ -268,6 +268,7 @@ def test_a_host_failure_while_writing_says_how_much_was_already_written(
         assert f"({os.strerror(err)})" in message and "check the host directory (space" in message
     else:
         assert "became a symbolic link or a file while applying" in message
+        assert message.endswith("(check the host directory, then apply again or discard the diff)")
     assert (ws.source / "a.txt").read_text() == "a\n"
 
 

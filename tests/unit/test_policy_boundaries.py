@@ -132,6 +132,7 @@ def test_a_glob_inside_the_parents_paths_is_a_narrowing(glob: str) -> None:
 def test_a_glob_reaching_outside_the_parents_paths_is_wider(glob: str) -> None:
     with pytest.raises(PolicyViolation, match=r"directory.allow\[0\]: .* is wider than the parent's allow") as info:
         narrow(PARENT, PolicyRequest(directory=DirectoryPolicy(allow=[glob])))
+    assert info.value.message.startswith(f"directory.allow[0]: {glob!r} is wider than the parent's allow")
     assert "src/**" in str(info.value) and "subset of the parent's paths" in (info.value.hint or "")
 
 
