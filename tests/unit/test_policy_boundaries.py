@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hydra_sandbox.errors import ConfigError, PolicyNotFoundError, PolicyViolation
+from hydra_sandbox.errors import ConfigError, LimitExceededError, PolicyNotFoundError, PolicyViolation
 from hydra_sandbox.limits import MAX_GLOB_CHARS
 from hydra_sandbox.policy import (
     DirectoryPolicy,
@@ -200,7 +200,8 @@ def test_a_request_with_more_globs_than_the_limit_names_the_list() -> None:
 
     for name in ("allow", "deny", "read_only"):
         globs = [f"d{i}/**" for i in range(MAX_GLOBS + 1)]
-        with pytest.raises(Exception, match=rf"policy.directory.{name}"):
+        expected = rf"^policy.directory.{name}: {MAX_GLOBS + 1} globs given, the limit is {MAX_GLOBS}"
+        with pytest.raises(LimitExceededError, match=expected):
             PolicyRequest(directory=DirectoryPolicy(**{name: globs}))
         PolicyRequest(directory=DirectoryPolicy(**{name: globs[:MAX_GLOBS]}))
 
