@@ -394,3 +394,16 @@ def test_masked_files_are_reported_by_the_preview_and_by_the_acknowledged_apply(
     result = apply_changes(ws, POLICY, confirm=True, digest=preview.digest, acknowledge_masked=True, detect=detect)
     assert result.masked_files == ["deploy.sh"] and result.digest == preview.digest
     assert (ws.source / "deploy.sh").read_text() == "echo SECRET-TOKEN\n"
+
+
+def test_a_link_planted_at_the_temporary_name_is_never_written_through(
+    ws: StagedWorkspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "outside.txt"
+    target.write_text("untouched\n")
+    monkeypatch.setattr(applying, "temp_name", lambda prefix: f"{prefix}guessed")
+    os.symlink(target, ws.source / ".hydra-apply-guessed")
+    (ws.upper / "new.txt").write_text("agent\n")
+    with pytest.raises(WorkspaceError, match=r"writing new.txt on the host failed \(File exists\)"):
+        apply_changes(ws, POLICY, confirm=True)
+    assert target.read_text() == "untouched\n" and not (ws.source / "new.txt").exists()

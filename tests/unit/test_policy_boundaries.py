@@ -272,3 +272,9 @@ def test_a_narrowed_limit_the_model_refuses_is_reported_as_the_policy_requests()
     with pytest.raises(ConfigError) as info:
         narrow(PARENT, PolicyRequest(delegation={"max_children": -1}))
     assert str(info.value).startswith("policy request: max_children: Input should be greater than or equal to 0")
+
+
+def test_a_glob_that_does_not_compile_is_refused_with_the_compilers_reason() -> None:
+    with pytest.raises(ConfigError) as info:
+        make(directory={"deny": ["[z-a]"]})
+    assert "'[z-a]' is not a valid gitignore-style glob: bad character range z-a" in str(info.value)
