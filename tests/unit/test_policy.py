@@ -282,15 +282,12 @@ def test_a_glob_that_does_not_compile_is_refused_when_the_policy_loads(tmp_path:
     assert "bad.yaml: directory.deny[1]" in str(info.value) and "not a valid gitignore-style glob" in str(info.value)
 
 
-def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+def test_a_yaml_alias_bomb_is_refused_with_a_bounded_message(tmp_path: Path) -> None:
     """400 bytes expanding to 9**9 strings: the error message used to repr all of them (minutes)."""
-    import time
-
     lines = ["l0: &l0 [" + ", ".join(["lol"] * 9) + "]"]
     lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
     (tmp_path / "bomb.yaml").write_text("\n".join([*lines, "name: bomb", "description: *l8"]) + "\n")
-    started = time.monotonic()
     with pytest.raises(ConfigError) as info:
         PolicyCatalog([tmp_path]).get("bomb")
-    assert time.monotonic() - started < 2
+    assert len(str(info.value)) < 2_000  # the value is shown cut, never expanded
     assert "bomb.yaml: description: Input should be a valid string (got [[[" in str(info.value)
