@@ -19,13 +19,9 @@ from hydra_sandbox.errors import ApplyConflictError, PolicyViolation, WorkspaceE
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.preview import DiffPreview, FileChange
 from hydra_sandbox.sandbox.workspace import StagedWorkspace
+from tests.layer_kit import staged_workspace, whiteout
 
 POLICY = Policy(name="t")
-
-
-def whiteout(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
 
 @pytest.fixture
@@ -34,21 +30,7 @@ def ws(tmp_path: Path) -> StagedWorkspace:
     for rel, text in {"app.py": "a = 1\n", "old.txt": "moved\n", "gone.txt": "bye\n", "lib/x.py": "x\n"}.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_text(text)
-    session = tmp_path / "session"
-    (session / "upper").mkdir(parents=True)
-    (session / "work").mkdir()
-    return StagedWorkspace(
-        session_id="s-apply",
-        source=src,
-        lowers=[src],
-        upper=session / "upper",
-        work=session / "work",
-        volume_name="v",
-        mode="overlay",
-        agent_uid=os.getuid(),
-        agent_gid=os.getgid(),
-        started_at_ns=time.time_ns(),
-    )
+    return staged_workspace(tmp_path / "session", src, session_id="s-apply")
 
 
 def test_a_host_file_touched_exactly_at_the_session_start_is_no_conflict_one_nanosecond_later_is(

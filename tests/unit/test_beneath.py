@@ -22,6 +22,7 @@ from hydra_sandbox.diffing import compute_diff
 from hydra_sandbox.errors import WorkspaceError
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox.workspace import StagedWorkspace
+from tests.layer_kit import staged_workspace
 
 POLICY = Policy(name="t")
 SECRET = "TOPSECRET-root-only-0600"
@@ -148,18 +149,7 @@ def _layered_ws(tmp_path: Path) -> tuple[StagedWorkspace, Path, Path]:
     (session / "upper" / "d").mkdir(parents=True)
     (session / "work").mkdir()
     (session / "upper" / "d" / "f").write_text("child edit\n")
-    ws = StagedWorkspace(
-        session_id="s-000000000001",
-        source=base,
-        lowers=[parent_upper, base],
-        upper=session / "upper",
-        work=session / "work",
-        volume_name="v",
-        mode="overlay",
-        agent_uid=os.getuid(),
-        agent_gid=os.getgid(),
-        started_at_ns=time.time_ns(),
-    )
+    ws = staged_workspace(session, base, parent_upper, session_id="s-000000000001")
     return ws, parent_upper, outside
 
 
@@ -193,18 +183,8 @@ def test_a_host_directory_swapped_for_a_link_during_apply_is_never_written_throu
     for d in (source / "d", outside, upper / "d", tmp_path / "s" / "work"):
         d.mkdir(parents=True)
     (upper / "d" / "f").write_text("agent\n")
-    ws = StagedWorkspace(
-        session_id="s-000000000002",
-        source=source,
-        lowers=[source],
-        upper=upper,
-        work=tmp_path / "s" / "work",
-        volume_name="v",
-        mode="overlay",
-        agent_uid=os.getuid(),
-        agent_gid=os.getgid(),
-        started_at_ns=time.time_ns() + 10**15,  # never a conflict: only the link matters here
-    )
+    # started in the future: never a conflict, only the link matters here
+    ws = staged_workspace(tmp_path / "s", source, session_id="s-000000000002", started_at_ns=time.time_ns() + 10**15)
     applied = raw = 0
     with Swapper(source, outside) as swapper:
         for _ in range(400):

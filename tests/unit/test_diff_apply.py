@@ -14,13 +14,9 @@ from hydra_sandbox.diffing import compute_diff
 from hydra_sandbox.errors import ApplyConflictError
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox.workspace import StagedWorkspace, hidden_paths
+from tests.layer_kit import whiteout
 
 POLICY = Policy(name="t", directory={"deny": ["secrets/**"]})
-
-
-def whiteout(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,9 @@ from hydra_sandbox.errors import WorkspaceError
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.preview import MAX_DIFF_BYTES, RefusedWrite
 from hydra_sandbox.sandbox.workspace import StagedWorkspace
+from tests.layer_kit import staged_workspace, whiteout
 
 POLICY = Policy(name="t")
-
-
-def whiteout(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
 
 
 def opaque(path: Path) -> None:
@@ -42,21 +37,7 @@ def workspace(tmp_path: Path, files: dict[str, str], parents: int = 0) -> Staged
     layers = [tmp_path / f"parent{n}" for n in range(parents)]
     for layer in layers:
         layer.mkdir()
-    session = tmp_path / "session"
-    (session / "work").mkdir(parents=True)
-    (session / "upper").mkdir()
-    return StagedWorkspace(
-        session_id="s1",
-        source=src,
-        lowers=[*layers, src],
-        upper=session / "upper",
-        work=session / "work",
-        volume_name="v",
-        mode="overlay",
-        agent_uid=os.getuid(),
-        agent_gid=os.getgid(),
-        started_at_ns=time.time_ns(),
-    )
+    return staged_workspace(tmp_path / "session", src, *layers, session_id="s1")
 
 
 def test_a_file_a_parent_session_deleted_is_marked_as_carrying_the_parents_change(tmp_path: Path) -> None:

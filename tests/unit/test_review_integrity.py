@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from hydra_sandbox.errors import ApplyConflictError, PolicyViolation
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.policy import Policy, PolicyRequest, narrow
 from hydra_sandbox.sandbox.workspace import StagedWorkspace
+from tests.layer_kit import staged_workspace
 
 POLICY = Policy(name="t")
 SETUP = "from setuptools import setup\nsetup(name='x')\n"
@@ -38,21 +38,7 @@ def layer(tmp_path: Path, name: str, files: dict[str, str]) -> Path:
 
 
 def staged(tmp_path: Path, source: Path, *parents: Path) -> StagedWorkspace:
-    session = tmp_path / "session"
-    (session / "upper").mkdir(parents=True)
-    (session / "work").mkdir()
-    return StagedWorkspace(
-        session_id="s-0123456789ab",
-        source=source,
-        lowers=[*parents, source],
-        upper=session / "upper",
-        work=session / "work",
-        volume_name="v",
-        mode="overlay",
-        agent_uid=os.getuid(),
-        agent_gid=os.getgid(),
-        started_at_ns=time.time_ns(),
-    )
+    return staged_workspace(tmp_path / "session", source, *parents)
 
 
 @pytest.fixture
