@@ -189,6 +189,7 @@ class SandboxOrchestrator:
         except Exception:
             self._failed("error")  # counted, then the manager fails the session with the reason
             failed = True
+            await self._salvage_output(run)
             raise
         finally:
             run.pipeline.discard()  # its group timer must not record after the run (closed or detached)
@@ -203,6 +204,14 @@ class SandboxOrchestrator:
         if not (result.status == "completed" and result.has_changes and not request.read_only):
             await self._session_ended(request.session_id)  # nothing left to review
         return result
+
+    async def _salvage_output(self, run: _Run) -> None:
+        """A failed run's output lines still grouped are recorded before the session fails with the reason
+        (the sink itself may be what failed: then they are lost, and the log says how the run ended)."""
+        try:
+            await asyncio.shield(run.pipeline.flush_pending())
+        except Exception as exc:  # the run's own error is what gets raised and recorded
+            log.warning("session %s: output lines of the failed run not recorded: %s", run.request.session_id, exc)
 
     async def _launch(self, run: _Run, active: ActiveEgress, *, delegate: bool) -> None:
         if not await self._ensure_codex_home(run.request) and run.request.resume_thread_id:

@@ -80,6 +80,11 @@ class OutputPipeline:
         self.discard()
         self._raise_timer_error()
 
+    async def flush_pending(self) -> None:
+        """Send the open group now: a run that fails before :meth:`close` still records the lines it grouped."""
+        async with self._lock:
+            await self._flush_group()
+
     def discard(self) -> None:
         """Stop the group timer (a run that ends without :meth:`close`: lines still grouped are not sent)."""
         if self._timer is not None and not self._timer.done():

@@ -297,6 +297,24 @@ async def test_a_runtime_failure_mid_run_tears_everything_down(
     assert f"hydra-ws-{SID}" not in runtime.volumes and not (run_dir / SID).exists()
 
 
+async def test_output_lines_still_grouped_when_a_run_fails_are_recorded(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)]), images=[IMAGE])
+
+    async def output_then_lost(container_id: str) -> Any:
+        yield "stderr", b"compiling\nlinking\n"
+        raise RuntimeUnavailableError("lost the output: boom")
+
+    runtime.stream_logs = output_then_lost  # type: ignore[method-assign]
+    sink = Sink()
+    with pytest.raises(RuntimeUnavailableError, match="boom"):
+        await orchestrator(settings, runtime, run_dir).run(request(workdir), sink, asyncio.Event())
+    assert [(d.type, d.text, d.data["lines"]) for d in sink.drafts if d.type == "output"] == [
+        ("output", "compiling\nlinking", 2)
+    ]
+
+
 async def broken_logs(container_id: str) -> Any:
     raise RuntimeUnavailableError("lost the output: boom")
     yield  # pragma: no cover
