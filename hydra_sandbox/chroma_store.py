@@ -45,6 +45,7 @@ from chromadb.config import Settings as ChromaSettings
 from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.errors import HydraError, StoreError
 from hydra_sandbox.events import Event, as_utc
+from hydra_sandbox.heap_scrub import scrub_heap
 from hydra_sandbox.settings import HydraSettings
 from hydra_sandbox.store import (
     STATE_KEYS,
@@ -190,6 +191,7 @@ class ChromaStore:
         lock.truncate()
         lock.write(f"process {os.getpid()}\n")
         lock.flush()
+        scrub_heap()  # the index files are saved from uninitialised buffers: see heap_scrub
         try:
             client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
         except Exception as exc:

@@ -11,6 +11,7 @@ from typing import Literal
 import typer
 
 from hydra_sandbox.cli.output import err_console
+from hydra_sandbox.heap_scrub import scrub_heap
 from hydra_sandbox.server_lock import ServerLock
 from hydra_sandbox.settings import load_settings
 
@@ -33,6 +34,8 @@ def serve(
         overrides["http_port"] = port
     settings = load_settings(**overrides)
     logging.basicConfig(stream=sys.stderr, level=settings.log_level)
+    if not settings.chroma_url:
+        scrub_heap()  # before any agent output is read: see heap_scrub
     mode: Literal["stdio", "http"] = settings.transport
     token = settings.http_token.get_secret_value() if settings.http_token else secrets.token_urlsafe(32)
     from hydra_sandbox.mcp.app import run
