@@ -37,9 +37,10 @@ def open_backend(settings: HydraSettings, masker: SecretMasker, agent_endpoint: 
 
 
 def open_runtime(settings: HydraSettings) -> ContainerRuntime:
-    """The chosen backend's container runtime alone, for maintenance outside a run (``hydra gc``)."""
+    """The chosen backend's container runtime alone, for maintenance outside a run (``hydra gc``); for
+    Docker, the first engine of ``HYDRA_DOCKER_HOST`` when it is set."""
     if settings.backend == "docker":
-        from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+        from hydra_sandbox.sandbox.backends.docker.engines import default_runtime
 
-        return DockerRuntime()
+        return default_runtime(settings)
     raise _unknown(settings.backend)

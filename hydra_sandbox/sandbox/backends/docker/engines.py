@@ -1,0 +1,73 @@
+"""Docker engines as the settings name them (:mod:`hydra_sandbox.docker_hosts`): a docker-py client or a
+:class:`~hydra_sandbox.sandbox.backends.docker.runtime.DockerRuntime` for each, and the rule that keeps
+runs off engines whose containers cannot see this machine's files.
+"""
+
+from __future__ import annotations
+
+import docker
+import docker.tls
+
+from hydra_sandbox.docker_hosts import HOST_VARIABLE, EngineConfig, resolve_engines
+from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.settings import HydraSettings
+
+LOCAL = "local"
+"""How an engine is named when ``HYDRA_DOCKER_HOST`` is unset (``DOCKER_HOST`` or the local socket)."""
+
+
+def configured_engines(settings: HydraSettings) -> list[EngineConfig]:
+    """The engines ``HYDRA_DOCKER_HOST`` lists, with their TLS files; empty when it is unset."""
+    return resolve_engines(settings.docker_host, settings.docker_tls_dir)
+
+
+def tls_config(engine: EngineConfig) -> docker.tls.TLSConfig | None:
+    """docker-py's TLS for ``engine``: the server verified against ``ca.pem``, ``cert.pem`` presented."""
+    if engine.tls is None:
+        return None
+    return docker.tls.TLSConfig(
+        client_cert=(str(engine.tls.cert), str(engine.tls.key)), ca_cert=str(engine.tls.ca), verify=True
+    )
+
+
+def engine_client(engine: EngineConfig | None) -> docker.DockerClient:
+    """A connected docker-py client of ``engine`` (``None``: the local one), or a
+    :class:`~hydra_sandbox.errors.RuntimeUnavailableError` naming the engine and what failed."""
+    return (engine_runtime(engine) if engine is not None else DockerRuntime()).client
+
+
+def engine_runtime(engine: EngineConfig, *, max_threads: int = 16) -> DockerRuntime:
+    """The container runtime of ``engine`` (connected on first use)."""
+    ssh = engine.scheme == "ssh"
+    return DockerRuntime(base_url=engine.url, tls=tls_config(engine), ssh=ssh, max_threads=max_threads)
+
+
+def default_runtime(settings: HydraSettings) -> DockerRuntime:
+    """The runtime of the first configured engine, or of the local one when none is configured."""
+    engines = configured_engines(settings)
+    return engine_runtime(engines[0]) if engines else DockerRuntime()
+
+
+def runs_engine(settings: HydraSettings) -> EngineConfig | None:
+    """The engine runs use (``None``: the local one). Refused, naming what is missing, when the settings
+    ask for what this version cannot do yet: agents on an engine that does not share this machine's
+    files (needs the archive workspace transport and egress beside the agent), or placement across
+    several engines."""
+    engines = configured_engines(settings)
+    remote = [e.url for e in engines if e.remote]
+    if remote:
+        raise ConfigError(
+            f"{HOST_VARIABLE}: {', '.join(remote)} may be on another machine, and running agents there needs "
+            "the archive workspace transport and egress enforced beside the agent, which this version does "
+            "not have",
+            hint="run agents on a unix:// engine of this machine (or unset the setting); `hydra images` and "
+            "`hydra doctor` already work with remote engines",
+        )
+    if len(engines) > 1:
+        raise ConfigError(
+            f"{HOST_VARIABLE}: {len(engines)} engines are listed, and placing runs across several engines is "
+            "not built yet",
+            hint="list one engine",
+        )
+    return engines[0] if engines else None
