@@ -11,7 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from hydra_sandbox.errors import ImageBuildError, RuntimeUnavailableError
+from hydra_sandbox import __version__
+from hydra_sandbox.docker_hosts import EngineConfig, resolve_engines
+from hydra_sandbox.errors import ConfigError, ImageBuildError, RuntimeUnavailableError
+from hydra_sandbox.image_tags import agent_image_tags
+from hydra_sandbox.sandbox.backends.docker.engines import configured_engines, engine_client
+from hydra_sandbox.settings import HydraSettings
 
 Progress = Callable[[str], None]
 _REPORT_EVERY = 32 * 1024 * 1024
@@ -80,3 +85,28 @@ def copy_image(source: Any, destination: Any, tags: list[str], progress: Progres
     return CopiedImage(
         tags=tags, image_id=str(image.id), bytes_sent=sent[0], skipped=sent[0] == 0, seconds=time.monotonic() - started
     )
+
+
+def target_engines(settings: HydraSettings, to: list[str]) -> list[EngineConfig]:
+    """The engines ``--to`` names (TLS files from ``HYDRA_DOCKER_TLS_DIR``), else every engine of
+    ``HYDRA_DOCKER_HOST``; refused when neither names one."""
+    engines = resolve_engines(",".join(to), settings.docker_tls_dir) if to else configured_engines(settings)
+    if not engines:
+        raise ConfigError(
+            "no engine to copy to: --to is not given and HYDRA_DOCKER_HOST is not set",
+            hint="pass --to tcp://HOST:2376 (with HYDRA_DOCKER_TLS_DIR), --to ssh://HOST or --to unix:///path",
+        )
+    return engines
+
+
+def copy_agent_image(
+    settings: HydraSettings, engines: list[EngineConfig], progress: Progress = lambda _m: None
+) -> list[tuple[str, CopiedImage]]:
+    """The agent image of ``settings`` (all its tags), from the local engine onto each of ``engines``."""
+    tags = agent_image_tags(settings.agent_image, settings.codex_version, __version__)
+    source = engine_client(None)
+    copied = []
+    for engine in engines:
+        progress(f"{engine.url}: checking {tags[0]}")
+        copied.append((engine.url, copy_image(source, engine_client(engine), tags, progress)))
+    return copied
