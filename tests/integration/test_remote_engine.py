@@ -5,6 +5,7 @@ runs against it too (tests/contract/test_container_runtime.py, ``remote``)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -24,7 +25,7 @@ from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.image_copy import copy_image
 from hydra_sandbox.sandbox.backends.docker.engines import engine_client, engine_runtime
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
-from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_ROLE, LABEL_SESSION, ContainerSpec
+from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_ROLE, LABEL_SESSION, ContainerSpec, home_label
 from tests.remote_engine import RemoteEngine, make_tls
 
 pytestmark = pytest.mark.docker
@@ -153,3 +154,23 @@ def test_the_cli_copies_to_and_doctor_checks_an_engine_named_by_url(
     checks = {c["name"]: c for c in json.loads(doctor.output)}
     assert checks[f"docker {url}"]["ok"] and "over mutual TLS" in checks[f"docker {url}"]["detail"]
     assert checks[f"agent image {url}"]["ok"], checks[f"agent image {url}"]
+
+
+async def test_hydra_gc_sweeps_the_engine_hydra_docker_host_names(
+    remote_engine: RemoteEngine, remote_agent_image: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data_home = tmp_path / "data"
+    monkeypatch.setenv("HYDRA_DATA_HOME", str(data_home))
+    monkeypatch.setenv("HYDRA_DOCKER_HOST", remote_engine.engine.url)
+    monkeypatch.setenv("HYDRA_DOCKER_TLS_DIR", str(remote_engine.tls_dir))
+    runtime = engine_runtime(remote_engine.engine)
+    session = session_id()
+    await runtime.create(agent_spec(remote_agent_image, session, ["true"], home=home_label(data_home)))
+    try:
+        swept = await asyncio.to_thread(CliRunner().invoke, app, ["gc"])
+        assert swept.exit_code == 0, swept.output
+        assert f"removed 1 container(s), 0 volume(s), 0 network(s) on {remote_engine.engine.url}" in swept.output
+        assert await runtime.list_containers({LABEL_SESSION: session}) == []
+    finally:
+        for container in await runtime.list_containers({LABEL_SESSION: session}):
+            await runtime.remove(container.id)

@@ -44,3 +44,13 @@ def open_runtime(settings: HydraSettings) -> ContainerRuntime:
 
         return default_runtime(settings)
     raise _unknown(settings.backend)
+
+
+def open_runtimes(settings: HydraSettings) -> dict[str, ContainerRuntime]:
+    """Every engine's runtime by name, for maintenance that must visit each (``hydra gc`` with several
+    Docker engines in ``HYDRA_DOCKER_HOST``)."""
+    if settings.backend == "docker":
+        from hydra_sandbox.sandbox.backends.docker.engines import all_runtimes
+
+        return dict(all_runtimes(settings))
+    raise _unknown(settings.backend)

@@ -49,6 +49,12 @@ def default_runtime(settings: HydraSettings) -> DockerRuntime:
     return engine_runtime(engines[0]) if engines else DockerRuntime()
 
 
+def all_runtimes(settings: HydraSettings) -> dict[str, DockerRuntime]:
+    """Every configured engine's runtime by URL (:data:`LOCAL` when none is configured)."""
+    engines = configured_engines(settings)
+    return {e.url: engine_runtime(e) for e in engines} if engines else {LOCAL: DockerRuntime()}
+
+
 def runs_engine(settings: HydraSettings) -> EngineConfig | None:
     """The engine runs use (``None``: the local one). Refused, naming what is missing, when the settings
     ask for what this version cannot do yet: agents on an engine that does not share this machine's
