@@ -207,3 +207,22 @@ def remote_agent_image(remote_engine: RemoteEngine, agent_image: str) -> str:
     """The real agent image, copied from the main engine into the second one by Hydra's copy code."""
     copy_image(docker.from_env(), engine_client(remote_engine.engine), [agent_image])
     return agent_image
+
+
+def _hydra_objects(client: docker.DockerClient) -> set[str]:
+    found = {f"container {c.name}" for c in client.containers.list(all=True, filters={"label": "hydra.session"})}
+    found |= {f"volume {v.name}" for v in client.volumes.list(filters={"label": "hydra.session"})}
+    return found | {f"network {n.name}" for n in client.networks.list(filters={"label": "hydra.session"})}
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_on_the_remote_engine(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Like ``nothing_left_behind``, on the second engine, for the tests that use it."""
+    if "remote_engine" not in request.fixturenames:
+        yield
+        return
+    client = engine_client(request.getfixturevalue("remote_engine").engine)
+    before = _hydra_objects(client)
+    yield
+    leftover = _hydra_objects(client) - before
+    assert not leftover, f"left behind on the second engine: {sorted(leftover)}"

@@ -20,12 +20,12 @@ import pytest
 from typer.testing import CliRunner
 
 from hydra_sandbox.cli import app
-from hydra_sandbox.errors import RuntimeUnavailableError
+from hydra_sandbox.errors import RuntimeUnavailableError, UnsafeSpecError
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.image_copy import copy_image
 from hydra_sandbox.sandbox.backends.docker.engines import engine_client, engine_runtime
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
-from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_ROLE, LABEL_SESSION, ContainerSpec, home_label
+from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_ROLE, LABEL_SESSION, ContainerSpec, Mount, home_label
 from tests.remote_engine import RemoteEngine, make_tls
 
 pytestmark = pytest.mark.docker
@@ -174,3 +174,19 @@ async def test_hydra_gc_sweeps_the_engine_hydra_docker_host_names(
     finally:
         for container in await runtime.list_containers({LABEL_SESSION: session}):
             await runtime.remove(container.id)
+
+
+async def test_a_bind_mount_or_a_volume_over_a_path_is_refused_on_the_engine_and_nothing_is_made(
+    remote_engine: RemoteEngine, remote_agent_image: str
+) -> None:
+    runtime = engine_runtime(remote_engine.engine)
+    session = session_id()
+    bind = Mount(type="bind", source="/srv/hydra-run/relay", target="/run/hydra")
+    spec = agent_spec(remote_agent_image, session, ["true"]).model_copy(update={"mounts": [bind]})
+    with pytest.raises(UnsafeSpecError, match="would be bound from the machine of"):
+        await runtime.create(spec)
+    opts = {"type": "none", "device": "/", "o": "bind"}
+    with pytest.raises(UnsafeSpecError, match="would mount paths"):
+        await runtime.create_volume(f"hydra-{session}", {LABEL_SESSION: session}, opts)
+    assert await runtime.list_containers({LABEL_SESSION: session}) == []
+    assert await runtime.list_volumes({LABEL_SESSION: session}) == []

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from hydra_sandbox.docker_hosts import parse_docker_hosts, resolve_engines
-from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.errors import ConfigError, UnsafeSpecError
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.sandbox.backends import open_backend
-from hydra_sandbox.sandbox.backends.docker.engines import runs_engine
+from hydra_sandbox.sandbox.backends.docker.engines import engine_runtime, runs_engine
+from hydra_sandbox.sandbox.spec import ContainerSpec, Mount
 from hydra_sandbox.settings import HydraSettings, load_settings
 
 
@@ -96,3 +97,18 @@ def test_runs_are_refused_on_a_remote_engine_and_across_several_naming_what_is_m
     engine = runs_engine(local)
     assert engine is not None and engine.url == "unix:///run/other-docker.sock"
     assert runs_engine(HydraSettings(data_home=tmp_path)) is None
+
+
+async def test_an_engine_that_may_be_remote_refuses_host_paths_before_it_is_asked(tmp_path: Path) -> None:
+    tls_files(tmp_path)
+    (engine,) = resolve_engines("tcp://build1.lan:2376", tmp_path)
+    runtime = engine_runtime(engine)  # never connected: the refusals come first
+    bind = Mount(type="bind", source="/srv/hydra-run/relay", target="/run/hydra", read_only=True)
+    spec = ContainerSpec(image="hydra-agent:x", argv=["true"], user="1000:1000", mounts=[bind])
+    with pytest.raises(UnsafeSpecError, match="/srv/hydra-run/relay would be bound from the machine of tcp://build1.lan:2376"):
+        await runtime.create(spec)
+    overlay = {"type": "overlay", "device": "overlay", "o": "lowerdir=/srv/repo"}
+    with pytest.raises(UnsafeSpecError, match="driver options .* would mount paths"):
+        await runtime.create_volume("hydra-x", {}, overlay)
+    local = engine_runtime(parse_docker_hosts("unix:///run/docker.sock")[0])
+    assert type(local).__name__ == "DockerRuntime", "an engine of this machine keeps today's volumes"

@@ -5,12 +5,15 @@ runs off engines whose containers cannot see this machine's files.
 
 from __future__ import annotations
 
+from typing import Any
+
 import docker
 import docker.tls
 
 from hydra_sandbox.docker_hosts import HOST_VARIABLE, EngineConfig, resolve_engines
-from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.errors import ConfigError, UnsafeSpecError
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.spec import ContainerSpec
 from hydra_sandbox.settings import HydraSettings
 
 LOCAL = "local"
@@ -37,10 +40,40 @@ def engine_client(engine: EngineConfig | None) -> docker.DockerClient:
     return (engine_runtime(engine) if engine is not None else DockerRuntime()).client
 
 
+class RemoteDockerRuntime(DockerRuntime):
+    """A runtime on an engine that may be on another machine: a path there is not Hydra's, so binds and
+    volumes over a path (``driver_opts``: a bind, an overlay of host folders) are refused before the
+    engine is asked. A hostile spec must not reach the remote machine's files."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(base_url=url, **kwargs)
+        self.url = url
+
+    async def create(self, spec: ContainerSpec) -> str:
+        binds = [m.source for m in spec.mounts if m.type == "bind"]
+        if binds:
+            raise UnsafeSpecError(
+                f"container spec mounts: {', '.join(binds)} would be bound from the machine of {self.url}",
+                hint="an engine that may be remote gets named volumes only",
+            )
+        return await super().create(spec)
+
+    async def create_volume(self, name: str, labels: dict[str, str], driver_opts: dict[str, str] | None = None) -> str:
+        if driver_opts:
+            raise UnsafeSpecError(
+                f"volume {name}: driver options {sorted(driver_opts)} would mount paths of the machine of {self.url}",
+                hint="an engine that may be remote gets plain volumes only",
+            )
+        return await super().create_volume(name, labels)
+
+
 def engine_runtime(engine: EngineConfig, *, max_threads: int = 16) -> DockerRuntime:
-    """The container runtime of ``engine`` (connected on first use)."""
+    """The container runtime of ``engine`` (connected on first use); for an engine that may be remote, one
+    that refuses host paths."""
     ssh = engine.scheme == "ssh"
-    return DockerRuntime(base_url=engine.url, tls=tls_config(engine), ssh=ssh, max_threads=max_threads)
+    if engine.remote:
+        return RemoteDockerRuntime(engine.url, tls=tls_config(engine), ssh=ssh, max_threads=max_threads)
+    return DockerRuntime(base_url=engine.url, ssh=ssh, max_threads=max_threads)
 
 
 def default_runtime(settings: HydraSettings) -> DockerRuntime:
