@@ -69,9 +69,10 @@ async def test_a_new_runtime_object_finds_a_running_container_by_labels_and_read
     container_id = await first.create(agent_spec(remote_agent_image, session, ["sh", "-c", script]))
     try:
         await first.start(container_id)
-        async for _stream, chunk in first.stream_logs(container_id):
-            assert chunk.startswith(b"line1")
-            break  # the first Hydra goes away after the first line
+        following = first.stream_logs(container_id)
+        _stream, chunk = await anext(following)
+        assert chunk.startswith(b"line1")
+        await following.aclose()  # type: ignore[attr-defined]  # the first Hydra goes away after the first line
         second = engine_runtime(remote_engine.engine)  # a restarted Hydra: a new client, same engine
         found = await second.list_containers({LABEL_SESSION: session, LABEL_ROLE: "agent"})
         assert [c.id for c in found] == [container_id]
