@@ -115,7 +115,7 @@ def _docker_checks(settings: HydraSettings) -> list[Check]:
 
 
 def _engine_version(engine: EngineConfig, found: list[Any]) -> str:
-    from hydra_sandbox.sandbox.backends.docker.engines import engine_client
+    from hydra_sandbox.docker_engines import engine_client
 
     try:
         client = engine_client(engine)

@@ -12,10 +12,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from hydra_sandbox import __version__
+from hydra_sandbox.docker_engines import engine_client
 from hydra_sandbox.docker_hosts import EngineConfig, resolve_engines
 from hydra_sandbox.errors import ConfigError, ImageBuildError, RuntimeUnavailableError
 from hydra_sandbox.image_tags import agent_image_tags
-from hydra_sandbox.sandbox.backends.docker.engines import configured_engines, engine_client
 from hydra_sandbox.settings import HydraSettings
 
 Progress = Callable[[str], None]
@@ -90,7 +90,7 @@ def copy_image(source: Any, destination: Any, tags: list[str], progress: Progres
 def target_engines(settings: HydraSettings, to: list[str]) -> list[EngineConfig]:
     """The engines ``--to`` names (TLS files from ``HYDRA_DOCKER_TLS_DIR``), else every engine of
     ``HYDRA_DOCKER_HOST``; refused when neither names one."""
-    engines = resolve_engines(",".join(to), settings.docker_tls_dir) if to else configured_engines(settings)
+    engines = resolve_engines(",".join(to) if to else settings.docker_host, settings.docker_tls_dir)
     if not engines:
         raise ConfigError(
             "no engine to copy to: --to is not given and HYDRA_DOCKER_HOST is not set",

@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict
 
+from hydra_sandbox.docker_engines import engine_client
 from hydra_sandbox.docker_hosts import EngineConfig, resolve_engines
 from hydra_sandbox.image_copy import copy_image
-from hydra_sandbox.sandbox.backends.docker.engines import engine_client
 
 START_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 20.0

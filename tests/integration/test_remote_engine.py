@@ -20,10 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from hydra_sandbox.cli import app
+from hydra_sandbox.docker_engines import engine_client
 from hydra_sandbox.errors import RuntimeUnavailableError, UnsafeSpecError
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.image_copy import copy_image
-from hydra_sandbox.sandbox.backends.docker.engines import engine_client, engine_runtime
+from hydra_sandbox.sandbox.backends.docker.engines import engine_runtime
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_ROLE, LABEL_SESSION, ContainerSpec, Mount, home_label
 from tests.remote_engine import RemoteEngine, make_tls

@@ -1,15 +1,14 @@
-"""Docker engines as the settings name them (:mod:`hydra_sandbox.docker_hosts`): a docker-py client or a
-:class:`~hydra_sandbox.sandbox.backends.docker.runtime.DockerRuntime` for each, and the rule that keeps
-runs off engines whose containers cannot see this machine's files.
+"""Docker engines as the settings name them (:mod:`hydra_sandbox.docker_hosts`): a
+:class:`~hydra_sandbox.sandbox.backends.docker.runtime.DockerRuntime` for each (clients are
+:mod:`hydra_sandbox.docker_engines`), and the rule that keeps runs off engines whose containers cannot
+see this machine's files.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import docker
-import docker.tls
-
+from hydra_sandbox.docker_engines import tls_config
 from hydra_sandbox.docker_hosts import HOST_VARIABLE, EngineConfig, resolve_engines
 from hydra_sandbox.errors import ConfigError, UnsafeSpecError
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
@@ -23,21 +22,6 @@ LOCAL = "local"
 def configured_engines(settings: HydraSettings) -> list[EngineConfig]:
     """The engines ``HYDRA_DOCKER_HOST`` lists, with their TLS files; empty when it is unset."""
     return resolve_engines(settings.docker_host, settings.docker_tls_dir)
-
-
-def tls_config(engine: EngineConfig) -> docker.tls.TLSConfig | None:
-    """docker-py's TLS for ``engine``: the server verified against ``ca.pem``, ``cert.pem`` presented."""
-    if engine.tls is None:
-        return None
-    return docker.tls.TLSConfig(
-        client_cert=(str(engine.tls.cert), str(engine.tls.key)), ca_cert=str(engine.tls.ca), verify=True
-    )
-
-
-def engine_client(engine: EngineConfig | None) -> docker.DockerClient:
-    """A connected docker-py client of ``engine`` (``None``: the local one), or a
-    :class:`~hydra_sandbox.errors.RuntimeUnavailableError` naming the engine and what failed."""
-    return (engine_runtime(engine) if engine is not None else DockerRuntime()).client
 
 
 class RemoteDockerRuntime(DockerRuntime):

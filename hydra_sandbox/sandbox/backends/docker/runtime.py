@@ -19,8 +19,8 @@ import docker
 import docker.errors
 import docker.tls
 
+from hydra_sandbox.docker_engines import UNREACHABLE_HINT, EngineClient
 from hydra_sandbox.errors import RuntimeUnavailableError
-from hydra_sandbox.sandbox.backends.docker.client import EngineClient
 from hydra_sandbox.sandbox.backends.docker.create_args import container_create_kwargs
 from hydra_sandbox.sandbox.backends.docker.logs import follow_logs
 from hydra_sandbox.sandbox.spec import ContainerInfo, ContainerSpec, ImageInfo, LogStream, NetworkInfo, VolumeInfo
@@ -92,11 +92,7 @@ class DockerRuntime:
                     self._client.ping()
                 except Exception as exc:
                     self._client = None
-                    raise RuntimeUnavailableError(
-                        f"cannot reach {where}: {exc}",
-                        hint="start dockerd, or set HYDRA_DOCKER_HOST (and HYDRA_DOCKER_TLS_DIR) or DOCKER_HOST; "
-                        "`hydra doctor` checks",
-                    ) from None
+                    raise RuntimeUnavailableError(f"cannot reach {where}: {exc}", hint=UNREACHABLE_HINT) from None
             return self._client
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
