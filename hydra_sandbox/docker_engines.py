@@ -2,10 +2,11 @@
 the Docker backend's runtime and for the commands that talk to engines directly (``hydra images copy``,
 ``hydra doctor``).
 
-A client of an engine named by URL trusts only what Hydra gives it. requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace the CA a client was given, and sends
-through the environment's proxies: an engine's ``ca.pem`` would be ignored (its certificate then fails
-to verify, or a proxy's CA is trusted for the Docker API). This client ignores the environment, from its
-first request (the API version probe) on.
+A client of an engine named by URL trusts only what Hydra gives it. requests lets
+``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace the CA a client was given, and sends through the
+environment's proxies: an engine's ``ca.pem`` would be ignored (its certificate then fails to verify, or
+a proxy's CA is trusted for the Docker API). This client ignores the environment, from its first request
+(the API version probe) on.
 """
 
 from __future__ import annotations

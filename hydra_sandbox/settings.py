@@ -146,9 +146,6 @@ class HydraSettings(BaseSettings):
         default=None,
         description="ca.pem, cert.pem, key.pem for tcp:// engines; a HOST_PORT subdirectory overrides per engine.",
     )
-    docker_host_max_agents: int = Field(
-        default=8, ge=1, le=256, description="Running agents per engine before placement picks another one."
-    )
     agent_mcp: bool = Field(
         default=True,
         description="Give agents whose policy allows children Hydra's MCP endpoint, so they can delegate.",

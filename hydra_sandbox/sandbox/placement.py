@@ -1,10 +1,11 @@
 """Placement across several engines: which engine a new agent goes to.
 
-Each engine has a limit of running agents (``HYDRA_DOCKER_HOST_MAX_AGENTS``); its load is the number
-of agent containers on it that are created or running, by any Hydra (a second Hydra's agents use the
-same machine). A new agent goes to the engine with the most free places, the first listed on a tie,
-and waits in the queue when every engine is full. :func:`choose_engine` is pure; :func:`engine_loads`
-counts through each engine's :class:`~hydra_sandbox.sandbox.runtime.ContainerRuntime`.
+Each engine has a limit of running agents (a setting once placement is wired into runs, see docs/remote-
+docker.md); its load is the number of agent containers on it that are created or running, by any Hydra
+(a second Hydra's agents use the same machine). A new agent goes to the engine with the most free
+places, the first listed on a tie, and waits in the queue when every engine is full.
+:func:`choose_engine` is pure; :func:`engine_loads` counts through each engine's
+:class:`~hydra_sandbox.sandbox.runtime.ContainerRuntime`.
 """
 
 from __future__ import annotations
