@@ -8,6 +8,8 @@ and say so, when the daemon does not answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import subprocess
 import urllib.request
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from hydra_sandbox.docker_hosts import EngineConfig, resolve_engines
 from hydra_sandbox.embeddings import MiniLMEmbedding
 from hydra_sandbox.errors import HydraError
 from hydra_sandbox.model_credentials import describe_model_key
@@ -101,12 +104,71 @@ def _docker_checks(settings: HydraSettings) -> list[Check]:
             lambda exc: f"cannot tell the Codex version of {settings.agent_image}: {exc}",
         ),
     ]
+    engines = _engine_checks(settings, client) if settings.docker_host else []
     if not daemon.ok:
         return [daemon] + [
             Check(name=name, ok=False, detail="skipped: no Docker daemon", fix="fix docker first")
             for name, *_ in needs_docker
-        ]
-    return [daemon] + [_check(name, probe, fix=fix, failed=failed) for name, probe, fix, failed in needs_docker]
+        ] + engines
+    checked = [_check(name, probe, fix=fix, failed=failed) for name, probe, fix, failed in needs_docker]
+    return [daemon, *checked, *engines]
+
+
+def _engine_version(engine: EngineConfig, found: list[Any]) -> str:
+    from hydra_sandbox.docker_engines import engine_client
+
+    try:
+        client = engine_client(engine)
+    except HydraError as exc:  # its hint is about the local daemon; the check's fix is about this engine
+        raise RuntimeError(("TLS refused: " if "SSL" in exc.message else "") + exc.message) from None
+    version = client.version()
+    found.append(client)
+    how = {"tcp": "over mutual TLS", "ssh": "over ssh", "unix": "on its socket"}[engine.scheme]
+    return f"daemon {version.get('Version')} (API {version.get('ApiVersion')}) {how}"
+
+
+def _engine_image(client: Any, tag: str, local_id: str | None) -> tuple[bool, str]:
+    image = client.images.get(tag)
+    if local_id is not None and image.id != local_id:
+        return False, f"{tag} is there, but it is not the local build ({image.id[:19]} against {local_id[:19]})"
+    return True, f"{tag} ({image.id[:19]})"
+
+
+def _engine_checks(settings: HydraSettings, local_client: Any) -> list[Check]:
+    """For each engine of HYDRA_DOCKER_HOST: it answers (TLS accepted), and holds the agent image."""
+    try:
+        engines = resolve_engines(settings.docker_host, settings.docker_tls_dir)
+    except HydraError as exc:
+        return [Check(name="docker engines", ok=False, detail=exc.message, fix=exc.hint)]
+    local_id: str | None = None
+    if local_client is not None:
+        with contextlib.suppress(Exception):
+            local_id = local_client.images.get(settings.agent_image).id
+    checks: list[Check] = []
+    copy = f"run `hydra images copy` (or `hydra images build --docker-host URL`) to put {settings.agent_image} there"
+    for engine in engines:
+        found: list[Any] = []
+        checks.append(
+            _check(
+                f"docker {engine.url}",
+                functools.partial(_engine_version, engine, found),
+                fix="start the engine; for tcp:// check that HYDRA_DOCKER_TLS_DIR holds the CA that signed its "
+                "certificate and a client certificate its --tlscacert trusts",
+            )
+        )
+        if not found:
+            skipped = Check(name=f"agent image {engine.url}", ok=False, detail="skipped: engine not reachable")
+            checks.append(skipped.model_copy(update={"fix": "fix the engine first"}))
+            continue
+        checks.append(
+            _check(
+                f"agent image {engine.url}",
+                functools.partial(_engine_image, found[0], settings.agent_image, local_id),
+                fix=copy,
+                failed=lambda _exc: f"{settings.agent_image} is missing there",
+            )
+        )
+    return checks
 
 
 def _heartbeat(url: str) -> tuple[bool, str]:

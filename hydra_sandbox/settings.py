@@ -15,6 +15,7 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hydra_sandbox.docker_hosts import parse_docker_hosts
 from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.image_tags import default_agent_image
 
@@ -136,6 +137,15 @@ class HydraSettings(BaseSettings):
         default="docker",
         description="Where agents run: 'docker' (a Docker engine sharing this machine's filesystem).",
     )
+    docker_host: str | None = Field(
+        default=None,
+        description="Docker engine(s) for agents, comma-separated: unix:///path, tcp://HOST:PORT (mutual TLS), "
+        "ssh://[USER@]HOST; unset: DOCKER_HOST or the local socket. See docs/remote-docker.md.",
+    )
+    docker_tls_dir: Path | None = Field(
+        default=None,
+        description="ca.pem, cert.pem, key.pem for tcp:// engines; a HOST_PORT subdirectory overrides per engine.",
+    )
     agent_mcp: bool = Field(
         default=True,
         description="Give agents whose policy allows children Hydra's MCP endpoint, so they can delegate.",
@@ -165,6 +175,18 @@ class HydraSettings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:8080/v1")
         return value.rstrip("/") if value else value
+
+    @field_validator("docker_host")
+    @classmethod
+    def _check_docker_host(cls, value: str | None) -> str | None:
+        """The URLs' form only (TLS files are looked for when an engine is opened)."""
+        if value is None or not value.strip():
+            return None
+        try:
+            parse_docker_hosts(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
 
     @model_validator(mode="after")
     def _agent_image_follows_codex(self) -> HydraSettings:

@@ -1,10 +1,11 @@
-"""``hydra images build``."""
+"""``hydra images build`` and ``hydra images copy`` (to another Docker engine, without a registry)."""
 
 from __future__ import annotations
 
 import typer
 
 from hydra_sandbox.cli.output import JSON_HELP, console, print_json
+from hydra_sandbox.image_copy import CopiedImage, copy_agent_image, target_engines
 from hydra_sandbox.images import build_agent_image, build_server_image
 from hydra_sandbox.settings import load_settings
 
@@ -15,16 +16,50 @@ app = typer.Typer(help="Build Hydra's container images locally (no registry need
 def build(
     force: bool = typer.Option(False, help="Rebuild even when nothing changed."),
     server: bool = typer.Option(False, "--server", help="Also build the server image (top-level Dockerfile)."),
+    docker_host: list[str] = typer.Option(
+        [], "--docker-host", help="Then copy the agent image to this engine (repeatable); see `hydra images copy`."
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Stage the Codex CLI, build the base image if needed, then the agent image. Skips finished work."""
     settings = load_settings()
+    engines = target_engines(settings, docker_host) if docker_host else []  # refused before any work
     with console.status("building images…") as status:
         result = build_agent_image(settings, progress=lambda m: status.update(m), force=force)
         server_image = build_server_image(settings, progress=lambda m: status.update(m)) if server else None
+        copied = copy_agent_image(settings, engines, progress=lambda m: status.update(m)) if engines else []
     if as_json:
-        print_json([result, server_image] if server_image else result)
+        copies = [{"engine": url, **c.model_dump()} for url, c in copied]
+        print_json([*filter(None, [result, server_image]), *copies] if server_image or copied else result)
         return
     for built in filter(None, [result, server_image]):
         verb = "up to date" if built.skipped else f"built in {built.seconds:.0f} s"
         console.print(f"[green]{built.tag}[/] {verb} ({built.size_bytes / 1e6:.0f} MB)")
+    _print_copies(copied)
+
+
+@app.command("copy")
+def copy(
+    to: list[str] = typer.Option(
+        [],
+        "--to", help="Engine URL (repeatable): tcp://HOST:2376, ssh://HOST, unix:///path; default: HYDRA_DOCKER_HOST."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Copy the agent image from the local engine to other Docker engines (docker save, streamed into
+    docker load there). TLS files for tcp:// come from HYDRA_DOCKER_TLS_DIR. An engine that already has
+    the same image is skipped."""
+    settings = load_settings()
+    engines = target_engines(settings, to)
+    with console.status("copying images…") as status:
+        copied = copy_agent_image(settings, engines, progress=lambda m: status.update(m))
+    if as_json:
+        print_json([{"engine": url, **c.model_dump()} for url, c in copied])
+        return
+    _print_copies(copied)
+
+
+def _print_copies(copied: list[tuple[str, CopiedImage]]) -> None:
+    for url, done in copied:
+        verb = "already there" if done.skipped else f"copied in {done.seconds:.0f} s ({done.bytes_sent / 1e6:.0f} MB)"
+        console.print(f"[green]{done.tags[0]}[/] on {url}: {verb}")

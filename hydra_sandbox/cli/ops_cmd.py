@@ -136,7 +136,7 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only list what wou
     """Remove containers, volumes and networks of sessions Hydra no longer needs."""
     from hydra_sandbox.gc import collect_garbage
     from hydra_sandbox.journal import Journal
-    from hydra_sandbox.sandbox.backends import open_runtime
+    from hydra_sandbox.sandbox.backends import open_runtimes
     from hydra_sandbox.sandbox.spec import home_label
 
     settings = load_settings()
@@ -146,10 +146,12 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only list what wou
         for status in ("queued", "starting", "running", "awaiting_approval")
         for s in journal.query_sessions(status=status, limit=100_000)
     }
-    runtime = open_runtime(settings)
-    report = asyncio.run(collect_garbage(runtime, keep, home=home_label(settings.data_home), dry_run=dry_run))
+    runtimes = open_runtimes(settings)
     verb = "would remove" if dry_run else "removed"
-    console.print(
-        f"{verb} {len(report.containers)} container(s), {len(report.volumes)} volume(s), "
-        f"{len(report.networks)} network(s); kept {len(keep)} live session(s)"
-    )
+    for engine, runtime in runtimes.items():
+        report = asyncio.run(collect_garbage(runtime, keep, home=home_label(settings.data_home), dry_run=dry_run))
+        where = f" on {engine}" if len(runtimes) > 1 or engine != "local" else ""
+        console.print(
+            f"{verb} {len(report.containers)} container(s), {len(report.volumes)} volume(s), "
+            f"{len(report.networks)} network(s){where}; kept {len(keep)} live session(s)"
+        )

@@ -25,14 +25,22 @@ def fake_program(spec: ContainerSpec) -> FakeProgram:
     return FakeProgram(keeps_running=True)
 
 
-@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(
+    params=["fake", pytest.param("docker", marks=pytest.mark.docker), pytest.param("remote", marks=pytest.mark.docker)]
+)
 async def subject(request: pytest.FixtureRequest) -> AsyncIterator[tuple[ContainerRuntime, str]]:
+    """The fake, the local engine, and a second engine over TCP with TLS (tests/remote_engine.py)."""
     if request.param == "fake":
         yield FakeRuntime(fake_program, images=[FAKE_IMAGE]), FAKE_IMAGE
         return
+    from hydra_sandbox.sandbox.backends.docker.engines import engine_runtime
     from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 
-    yield DockerRuntime(), request.getfixturevalue("agent_image")
+    if request.param == "docker":
+        yield DockerRuntime(), request.getfixturevalue("agent_image")
+        return
+    image = request.getfixturevalue("remote_agent_image")
+    yield engine_runtime(request.getfixturevalue("remote_engine").engine), image
 
 
 @pytest.fixture

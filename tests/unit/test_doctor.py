@@ -84,3 +84,23 @@ def test_doctor_names_a_data_home_and_journal_open_to_other_users(tmp_path: Path
     check = _private_data(settings)
     assert not check.ok and "0o755" in check.detail and "journal.sqlite3 (0o644)" in check.detail
     assert check.fix is not None and "chmod 700" in check.fix
+
+
+def test_each_configured_engine_gets_its_own_checks_and_an_unreachable_one_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    gone = f"unix://{tmp_path}/gone.sock"
+    settings = HydraSettings(data_home=tmp_path / "data", docker_host=gone)
+    checks = {c.name: c for c in run_checks(settings)}
+    engine, image = checks[f"docker {gone}"], checks[f"agent image {gone}"]
+    assert not engine.ok and engine.detail.startswith(f"cannot reach {gone}")
+    assert engine.fix is not None and "HYDRA_DOCKER_TLS_DIR" in engine.fix
+    assert (image.ok, image.detail, image.fix) == (False, "skipped: engine not reachable", "fix the engine first")
+
+
+def test_a_tcp_engine_without_tls_files_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    settings = HydraSettings(data_home=tmp_path, docker_host="tcp://build1.lan:2376")
+    engines = next(c for c in run_checks(settings) if c.name == "docker engines")
+    assert not engines.ok and "HYDRA_DOCKER_TLS_DIR is not set" in engines.detail and engines.fix

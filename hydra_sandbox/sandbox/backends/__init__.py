@@ -37,9 +37,20 @@ def open_backend(settings: HydraSettings, masker: SecretMasker, agent_endpoint: 
 
 
 def open_runtime(settings: HydraSettings) -> ContainerRuntime:
-    """The chosen backend's container runtime alone, for maintenance outside a run (``hydra gc``)."""
+    """The chosen backend's container runtime alone, for maintenance outside a run (``hydra gc``); for
+    Docker, the first engine of ``HYDRA_DOCKER_HOST`` when it is set."""
     if settings.backend == "docker":
-        from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+        from hydra_sandbox.sandbox.backends.docker.engines import default_runtime
 
-        return DockerRuntime()
+        return default_runtime(settings)
+    raise _unknown(settings.backend)
+
+
+def open_runtimes(settings: HydraSettings) -> dict[str, ContainerRuntime]:
+    """Every engine's runtime by name, for maintenance that must visit each (``hydra gc`` with several
+    Docker engines in ``HYDRA_DOCKER_HOST``)."""
+    if settings.backend == "docker":
+        from hydra_sandbox.sandbox.backends.docker.engines import all_runtimes
+
+        return dict(all_runtimes(settings))
     raise _unknown(settings.backend)

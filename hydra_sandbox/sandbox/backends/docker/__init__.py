@@ -10,6 +10,7 @@ from __future__ import annotations
 from hydra_sandbox.agent_endpoint import AgentEndpoint
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
+from hydra_sandbox.sandbox.backends.docker.engines import engine_runtime, runs_engine
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.backends.docker.workspace import OverlayVolumeTransport, VolumeDriverRuntime
 from hydra_sandbox.sandbox.egress import runtime_dir
@@ -20,9 +21,12 @@ NAME = "docker"
 
 
 def docker_backend(settings: HydraSettings, runtime: VolumeDriverRuntime | None = None) -> Backend:
-    """Docker's parts for ``settings``; ``runtime`` defaults to the local engine (``DOCKER_HOST`` and
+    """Docker's parts for ``settings``; ``runtime`` defaults to the engine of ``HYDRA_DOCKER_HOST`` (a
+    remote one is refused: see :func:`.engines.runs_engine`), else the local one (``DOCKER_HOST`` and
     friends). Relay sockets go to the ``runtime_dir`` setting."""
-    runtime = runtime if runtime is not None else DockerRuntime()
+    if runtime is None:
+        engine = runs_engine(settings)
+        runtime = engine_runtime(engine) if engine is not None else DockerRuntime()
     egress = HostSocketEgress(lambda: runtime_dir(settings.runtime_dir))
     return Backend(name=NAME, runtime=runtime, workspace=OverlayVolumeTransport(runtime), egress=egress)
 

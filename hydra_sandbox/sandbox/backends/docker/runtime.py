@@ -17,7 +17,9 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.tls
 
+from hydra_sandbox.docker_engines import UNREACHABLE_HINT, EngineClient
 from hydra_sandbox.errors import RuntimeUnavailableError
 from hydra_sandbox.sandbox.backends.docker.create_args import container_create_kwargs
 from hydra_sandbox.sandbox.backends.docker.logs import follow_logs
@@ -58,8 +60,22 @@ def _info(container: Any) -> ContainerInfo:
 
 
 class DockerRuntime:
-    def __init__(self, client: docker.DockerClient | None = None, *, max_threads: int = 16) -> None:
+    """``base_url`` (with ``tls``, or ``ssh`` for an ssh:// URL) names the engine; unset, the one of
+    ``DOCKER_HOST`` and friends. :mod:`.engines` builds these from ``HYDRA_DOCKER_HOST``."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        *,
+        base_url: str | None = None,
+        tls: docker.tls.TLSConfig | None = None,
+        ssh: bool = False,
+        max_threads: int = 16,
+    ) -> None:
         self._client = client
+        self._engine: dict[str, Any] | None = (
+            {"base_url": base_url, "tls": tls or False, "use_ssh_client": ssh} if base_url else None
+        )
         self._client_lock = threading.Lock()
         self._limit = asyncio.Semaphore(max_threads)
 
@@ -67,15 +83,16 @@ class DockerRuntime:
     def client(self) -> docker.DockerClient:
         with self._client_lock:
             if self._client is None:
+                where = self._engine["base_url"] if self._engine else "the Docker daemon"
                 try:
-                    self._client = docker.from_env(timeout=120)
+                    if self._engine:
+                        self._client = EngineClient(timeout=120, **self._engine)
+                    else:
+                        self._client = docker.from_env(timeout=120)
                     self._client.ping()
                 except Exception as exc:
                     self._client = None
-                    raise RuntimeUnavailableError(
-                        f"cannot reach the Docker daemon: {exc}",
-                        hint="start dockerd or set DOCKER_HOST; `hydra doctor` checks",
-                    ) from None
+                    raise RuntimeUnavailableError(f"cannot reach {where}: {exc}", hint=UNREACHABLE_HINT) from None
             return self._client
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

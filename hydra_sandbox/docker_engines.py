@@ -1,0 +1,67 @@
+"""docker-py clients for the engines ``HYDRA_DOCKER_HOST`` names (:mod:`hydra_sandbox.docker_hosts`), for
+the Docker backend's runtime and for the commands that talk to engines directly (``hydra images copy``,
+``hydra doctor``).
+
+A client of an engine named by URL trusts only what Hydra gives it. requests lets
+``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace the CA a client was given, and sends through the
+environment's proxies: an engine's ``ca.pem`` would be ignored (its certificate then fails to verify, or
+a proxy's CA is trusted for the Docker API). This client ignores the environment, from its first request
+(the API version probe) on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import docker
+import docker.tls
+
+from hydra_sandbox.docker_hosts import EngineConfig
+from hydra_sandbox.errors import RuntimeUnavailableError
+
+UNREACHABLE_HINT = (
+    "start dockerd, or set HYDRA_DOCKER_HOST (and HYDRA_DOCKER_TLS_DIR) or DOCKER_HOST; "
+    "`hydra doctor` checks each engine"
+)
+
+
+class _EngineApiClient(docker.APIClient):
+    @property  # type: ignore[override]
+    def trust_env(self) -> bool:
+        return False
+
+    @trust_env.setter
+    def trust_env(self, _value: bool) -> None:
+        """requests.Session sets it to True; the class keeps it False."""
+
+
+class EngineClient(docker.DockerClient):
+    """``docker.DockerClient(base_url=..., tls=...)`` without the environment's CA bundle or proxies."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.api = _EngineApiClient(**kwargs)
+
+
+def tls_config(engine: EngineConfig) -> docker.tls.TLSConfig | None:
+    """docker-py's TLS for ``engine``: the server verified against ``ca.pem``, ``cert.pem`` presented."""
+    if engine.tls is None:
+        return None
+    return docker.tls.TLSConfig(
+        client_cert=(str(engine.tls.cert), str(engine.tls.key)), ca_cert=str(engine.tls.ca), verify=True
+    )
+
+
+def engine_client(engine: EngineConfig | None, *, timeout: int = 120) -> docker.DockerClient:
+    """A connected client of ``engine`` (``None``: the local one, from ``DOCKER_HOST`` and friends), or a
+    :class:`~hydra_sandbox.errors.RuntimeUnavailableError` naming the engine and what failed."""
+    where = engine.url if engine is not None else "the Docker daemon"
+    try:
+        if engine is None:
+            client = docker.from_env(timeout=timeout)
+        else:
+            tls = tls_config(engine) or False
+            client = EngineClient(base_url=engine.url, tls=tls, use_ssh_client=engine.scheme == "ssh", timeout=timeout)
+        client.ping()
+    except Exception as exc:  # docker-py, requests, ssl and ssh fail in their own ways
+        raise RuntimeUnavailableError(f"cannot reach {where}: {exc}", hint=UNREACHABLE_HINT) from None
+    return client

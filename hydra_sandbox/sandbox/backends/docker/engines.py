@@ -1,0 +1,96 @@
+"""Docker engines as the settings name them (:mod:`hydra_sandbox.docker_hosts`): a
+:class:`~hydra_sandbox.sandbox.backends.docker.runtime.DockerRuntime` for each (clients are
+:mod:`hydra_sandbox.docker_engines`), and the rule that keeps runs off engines whose containers cannot
+see this machine's files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra_sandbox.docker_engines import tls_config
+from hydra_sandbox.docker_hosts import HOST_VARIABLE, EngineConfig, resolve_engines
+from hydra_sandbox.errors import ConfigError, UnsafeSpecError
+from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.spec import ContainerSpec
+from hydra_sandbox.settings import HydraSettings
+
+LOCAL = "local"
+"""How an engine is named when ``HYDRA_DOCKER_HOST`` is unset (``DOCKER_HOST`` or the local socket)."""
+
+
+def configured_engines(settings: HydraSettings) -> list[EngineConfig]:
+    """The engines ``HYDRA_DOCKER_HOST`` lists, with their TLS files; empty when it is unset."""
+    return resolve_engines(settings.docker_host, settings.docker_tls_dir)
+
+
+class RemoteDockerRuntime(DockerRuntime):
+    """A runtime on an engine that may be on another machine: a path there is not Hydra's, so binds and
+    volumes over a path (``driver_opts``: a bind, an overlay of host folders) are refused before the
+    engine is asked. A hostile spec must not reach the remote machine's files."""
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(base_url=url, **kwargs)
+        self.url = url
+
+    async def create(self, spec: ContainerSpec) -> str:
+        binds = [m.source for m in spec.mounts if m.type == "bind"]
+        if binds:
+            raise UnsafeSpecError(
+                f"container spec mounts: {', '.join(binds)} would be bound from the machine of {self.url}",
+                hint="an engine that may be remote gets named volumes only",
+            )
+        return await super().create(spec)
+
+    async def create_volume(self, name: str, labels: dict[str, str], driver_opts: dict[str, str] | None = None) -> str:
+        if driver_opts:
+            raise UnsafeSpecError(
+                f"volume {name}: driver options {sorted(driver_opts)} would mount paths of the machine of {self.url}",
+                hint="an engine that may be remote gets plain volumes only",
+            )
+        return await super().create_volume(name, labels)
+
+
+def engine_runtime(engine: EngineConfig, *, max_threads: int = 16) -> DockerRuntime:
+    """The container runtime of ``engine`` (connected on first use); for an engine that may be remote, one
+    that refuses host paths."""
+    ssh = engine.scheme == "ssh"
+    if engine.remote:
+        return RemoteDockerRuntime(engine.url, tls=tls_config(engine), ssh=ssh, max_threads=max_threads)
+    return DockerRuntime(base_url=engine.url, ssh=ssh, max_threads=max_threads)
+
+
+def default_runtime(settings: HydraSettings) -> DockerRuntime:
+    """The runtime of the first configured engine, or of the local one when none is configured."""
+    engines = configured_engines(settings)
+    return engine_runtime(engines[0]) if engines else DockerRuntime()
+
+
+def all_runtimes(settings: HydraSettings) -> dict[str, DockerRuntime]:
+    """Every configured engine's runtime by URL (:data:`LOCAL` when none is configured)."""
+    engines = configured_engines(settings)
+    return {e.url: engine_runtime(e) for e in engines} if engines else {LOCAL: DockerRuntime()}
+
+
+def runs_engine(settings: HydraSettings) -> EngineConfig | None:
+    """The engine runs use (``None``: the local one). Refused, naming what is missing, when the settings
+    ask for what this version cannot do yet: agents on an engine that does not share this machine's
+    files (needs the archive workspace transport and egress beside the agent), or placement across
+    several engines."""
+    engines = configured_engines(settings)
+    remote = [e.url for e in engines if e.remote]
+    if remote:
+        raise ConfigError(
+            f"{HOST_VARIABLE}: {', '.join(remote)} may be on another machine, and running agents there needs "
+            "the archive workspace transport and egress enforced beside the agent, which this version does "
+            "not have",
+            hint="run agents on a unix:// engine of this machine (or unset the setting); `hydra images` and "
+            "`hydra doctor` already work with remote engines",
+        )
+    if len(engines) > 1:
+        raise ConfigError(
+            f"{HOST_VARIABLE}: {len(engines)} engines are listed, and placing runs across several engines is "
+            "not built yet",
+            hint="list one engine",
+        )
+    return engines[0] if engines else None
