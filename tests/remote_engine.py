@@ -4,8 +4,10 @@ its own on this machine, reached over TCP with mutual TLS on loopback.
 Privileged containers cannot start on the machines Hydra is tested on, so "Docker in Docker" is not
 possible; a second ``dockerd`` (same binary as the main one) with its own ``--data-root``,
 ``--exec-root`` (so its own managed containerd), ``--pidfile``, Unix socket, containerd namespaces
-coexists with the main engine. ``--bridge=none --iptables=false --ip6tables=false``
-keep it away from the main engine's networking. It starts with no images: the session's fixture
+coexists with the main engine. Its default network is a bridge of its own (``hre<pid>``, created here on
+a /24 no route of this machine uses) with ``--iptables=false --ip6tables=false``, which keeps it away
+from the main engine's networking. Never ``--bridge=none``: dockerd then deletes ``docker0``, the main
+engine's default bridge, at start. It starts with no images: the session's fixture
 copies the agent image into it with Hydra's own copy code (:mod:`hydra_sandbox.image_copy`).
 
 Everything is torn down even when a test fails: dockerd stopped (then killed), its containerd killed,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import ipaddress
 import os
 import shutil
 import signal
@@ -113,7 +116,31 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _dockerd_argv(root: Path, port: int, tls: tuple[Path, Path, Path]) -> list[str]:
+def _unused_subnet() -> str:
+    """A /24 of 10.213.0.0/16 that no route of this machine covers, for the second engine's bridge."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
+    taken = [ipaddress.ip_network(word, strict=False) for word in routes.split() if "/" in word]
+    for third in range(256):
+        candidate = ipaddress.ip_network(f"10.213.{third}.0/24")
+        if not any(candidate.overlaps(net) for net in taken):
+            return f"10.213.{third}.1/24"
+    raise RuntimeError("no free /24 in 10.213.0.0/16 for the second engine's bridge")
+
+
+@contextlib.contextmanager
+def _own_bridge() -> Iterator[str]:
+    """A bridge interface for the second engine alone, removed afterwards."""
+    name = f"hre{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], capture_output=True, check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", _unused_subnet(), "dev", name], capture_output=True, check=True)
+        subprocess.run(["ip", "link", "set", name, "up"], capture_output=True, check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+
+
+def _dockerd_argv(root: Path, port: int, tls: tuple[Path, Path, Path], bridge: str) -> list[str]:
     ca, cert, key = tls
     name = root.name
     return [
@@ -127,7 +154,7 @@ def _dockerd_argv(root: Path, port: int, tls: tuple[Path, Path, Path]) -> list[s
         f"--tlscacert={ca}",
         f"--tlscert={cert}",
         f"--tlskey={key}",
-        "--bridge=none",
+        f"--bridge={bridge}",  # never none: dockerd deletes docker0 then
         "--iptables=false",
         "--ip6tables=false",
         f"--containerd-namespace={name}",
@@ -180,8 +207,10 @@ def second_engine() -> Iterator[RemoteEngine]:
     port = _free_port()
     tls = make_tls(root / "tls")
     log = root / "dockerd.log"
+    bridges = contextlib.ExitStack()
+    bridge = bridges.enter_context(_own_bridge())
     with log.open("wb") as out:
-        process = subprocess.Popen(_dockerd_argv(root, port, tls), stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(_dockerd_argv(root, port, tls, bridge), stdout=out, stderr=subprocess.STDOUT)
     try:
         socket_url = f"unix://{root / 'docker.sock'}"
         _wait_until_up(process, socket_url, log)
@@ -189,6 +218,7 @@ def second_engine() -> Iterator[RemoteEngine]:
         yield RemoteEngine(engine=engine, tls_dir=root / "tls", socket_url=socket_url, root=root)
     finally:
         _stop(process, root)
+        bridges.close()
 
 
 @pytest.fixture(scope="session")

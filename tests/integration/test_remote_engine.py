@@ -42,6 +42,15 @@ def session_id() -> str:
     return f"remote-{uuid.uuid4().hex[:10]}"
 
 
+def test_the_main_engines_default_bridge_survives_the_second_engine(remote_engine: RemoteEngine) -> None:
+    """dockerd started with ``--bridge=none`` deletes ``docker0``, the main engine's default bridge, which
+    broke every later container on it; the second engine has a bridge of its own instead."""
+    options = docker.from_env().networks.get("bridge").attrs["Options"]
+    name = options.get("com.docker.network.bridge.name", "docker0")
+    assert Path("/sys/class/net", name).exists(), f"the main engine's bridge {name} is gone"
+    assert docker.DockerClient(base_url=remote_engine.socket_url).networks.get("bridge")
+
+
 def test_the_engine_refuses_a_client_without_a_certificate_or_with_one_of_another_ca(
     remote_engine: RemoteEngine, tmp_path: Path
 ) -> None:
