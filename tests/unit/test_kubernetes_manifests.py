@@ -173,7 +173,10 @@ def test_label_kubernetes_cannot_carry_is_refused(labels: dict[str, str]) -> Non
 def test_default_deny_covers_every_hydra_pod_but_gateways_and_allows_nothing() -> None:
     policy = default_deny_policy(OPTIONS)["spec"]
     assert policy["podSelector"] == {
-        "matchExpressions": [{"key": LABEL_ROLE, "operator": "NotIn", "values": [GATEWAY_ROLE]}]
+        "matchExpressions": [
+            {"key": LABEL_ROLE, "operator": "Exists"},  # Hydra's pods only, not the namespace's others
+            {"key": LABEL_ROLE, "operator": "NotIn", "values": [GATEWAY_ROLE]},
+        ]
     }
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["ingress"] == [] and policy["egress"] == []

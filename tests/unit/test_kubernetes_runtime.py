@@ -7,6 +7,7 @@ test plays the kubelet (it moves the pod's status and serves its log)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -220,6 +221,19 @@ async def test_log_of_a_pod_deleted_meanwhile_ends_quietly(
     await until(lambda: any(r.params.get("watch") == "true" for r in kmock[f"get {PODS}"]))
     await runtime.kill(pod)
     assert await asyncio.wait_for(reading, 60) == b""
+
+
+async def test_a_follower_that_goes_away_stops_watching_a_pod_that_never_starts(
+    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+) -> None:
+    runtime, kubelet = cluster
+    pod = await runtime.create(agent())
+    await kubelet.set_state(pod, {"waiting": {"reason": "ImagePullBackOff"}}, phase="Pending")
+    assert (await runtime.inspect(pod)).error == "ImagePullBackOff"
+    reading = asyncio.create_task(collect(runtime.stream_logs(pod)))
+    await until(lambda: any(r.params.get("watch") == "true" for r in kmock[f"get {PODS}"]))
+    reading.cancel()
+    await until(lambda: not [t for t in threading.enumerate() if t.name == f"logs-{pod}"])
 
 
 async def test_stop_deletes_with_the_grace_period_and_kill_with_none(

@@ -34,9 +34,14 @@ _PUT_WAIT_S = 0.5
 class PodLogSource(Protocol):
     """What following needs from the cluster (:class:`~.runtime.KubernetesRuntime` provides it)."""
 
+    def wait_started(self, pod: str) -> bool | None:
+        """Watch the pod for a while: True once its agent container runs or ran, False when the window
+        passed first, None when the pod is gone."""
+        ...
+
     def open_log(self, pod: str, follow: bool) -> Any:
-        """A streaming response of the pod's timestamped log once its container started (``.stream()``
-        yields bytes, ``.close()``); None when the pod is gone (and its log with it)."""
+        """A streaming response of the pod's timestamped log (``.stream()`` yields bytes, ``.close()``);
+        None when the pod is gone (and its log with it) or ended without ever running."""
         ...
 
     def pod_running(self, pod: str) -> bool:
@@ -75,11 +80,15 @@ def _read_pass(source: PodLogSource, pod: str, cursor: LogCursor, follow: bool, 
         response.close()
 
 
-def _reader(source: PodLogSource, pod: str, put: Callable[[Item], bool]) -> None:
-    """Passes over the log until the pod stopped and a last, complete pass brought nothing new."""
+def _reader(source: PodLogSource, pod: str, put: Callable[[Item], bool], alive: Callable[[], bool]) -> None:
+    """Once the container started, passes over the log until the pod stopped and a last, complete pass
+    brought nothing new; ``alive`` says whether the consumer still waits."""
     try:
+        while (started := source.wait_started(pod)) is False:
+            if not alive():
+                return
         cursor = LogCursor()
-        follow = True
+        follow = started is True
         while True:
             if not _read_pass(source, pod, cursor, follow, put):
                 return
@@ -122,7 +131,12 @@ class _Handoff:
 async def follow_pod_logs(source: PodLogSource, pod: str) -> AsyncIterator[tuple[LogStream, bytes]]:
     """The pod's output from its start, following until it exits, in chunks of up to 64 KiB."""
     handoff = _Handoff(asyncio.get_running_loop())
-    thread = threading.Thread(target=_reader, args=(source, pod, handoff.put), name=f"logs-{pod}", daemon=True)
+    thread = threading.Thread(
+        target=_reader,
+        args=(source, pod, handoff.put, lambda: not handoff.stopped.is_set()),
+        name=f"logs-{pod}",
+        daemon=True,
+    )
     thread.start()
     try:
         while True:

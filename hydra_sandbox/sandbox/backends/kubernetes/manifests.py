@@ -218,7 +218,12 @@ def default_deny_policy(options: PodOptions) -> dict[str, Any]:
         "kind": "NetworkPolicy",
         "metadata": {"name": DEFAULT_DENY_POLICY, "namespace": options.namespace, "labels": {LABEL_ROLE: "network"}},
         "spec": {
-            "podSelector": {"matchExpressions": [{"key": LABEL_ROLE, "operator": "NotIn", "values": [GATEWAY_ROLE]}]},
+            "podSelector": {
+                "matchExpressions": [
+                    {"key": LABEL_ROLE, "operator": "Exists"},  # NotIn alone would match every pod
+                    {"key": LABEL_ROLE, "operator": "NotIn", "values": [GATEWAY_ROLE]},
+                ]
+            },
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
             "egress": [],

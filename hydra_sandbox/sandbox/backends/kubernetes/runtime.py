@@ -211,14 +211,14 @@ class KubernetesRuntime:
         """The pod's output from its start, following until it exits (see :mod:`.logs`)."""
         return follow_pod_logs(self, container_id)
 
+    def wait_started(self, pod: str) -> bool | None:
+        found = self._watch(pod, self.watch_window_s, until=started)
+        if found is None:
+            return False  # still waiting to start
+        return True if found and started(found) else None  # gone: ran before, or never ran
+
     def open_log(self, pod: str, follow: bool) -> Any:
-        """The pod's timestamped log once its container started; None when the pod is gone."""
-        while True:
-            found = self._watch(pod, self.watch_window_s, until=started)
-            if found is not None:
-                break
-        if not found:
-            return None
+        """The pod's timestamped log; None when the pod is gone or ended without ever running."""
         try:
             read = self.core.read_namespaced_pod_log
             return _raw(read, pod, self.ns, container=AGENT_CONTAINER, follow=follow, timestamps=True)
