@@ -7,6 +7,7 @@ test plays the kubelet (it moves the pod's status and serves its log)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -315,15 +316,18 @@ async def test_refusal_by_the_api_server_names_the_pod_and_namespace(
 
 
 async def test_unreachable_api_server_is_a_runtime_error() -> None:
-    def connect() -> k8s.ApiClient:
-        configuration = k8s.Configuration()
-        configuration.host = "http://127.0.0.1:9"  # discard port on loopback: nothing listens
-        configuration.retries = 0
-        return k8s.ApiClient(configuration)
+    with socket.socket() as bound:  # a loopback port of the test's own that does not listen: refused
+        bound.bind(("127.0.0.1", 0))
 
-    runtime = KubernetesRuntime(PodOptions(namespace=NS), connect)
-    with pytest.raises(RuntimeUnavailableError, match="cannot reach the Kubernetes API server to list pods"):
-        await runtime.list_containers({})
+        def connect() -> k8s.ApiClient:
+            configuration = k8s.Configuration()
+            configuration.host = f"http://127.0.0.1:{bound.getsockname()[1]}"
+            configuration.retries = 0
+            return k8s.ApiClient(configuration)
+
+        runtime = KubernetesRuntime(PodOptions(namespace=NS), connect)
+        with pytest.raises(RuntimeUnavailableError, match="cannot reach the Kubernetes API server to list pods"):
+            await runtime.list_containers({})
 
 
 async def test_networks_are_policies_volumes_live_with_pods_images_are_pulled(
