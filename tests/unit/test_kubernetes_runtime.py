@@ -23,6 +23,7 @@ from hydra_sandbox.sandbox.backends.kubernetes.manifests import DEFAULT_DENY_POL
 from hydra_sandbox.sandbox.backends.kubernetes.runtime import KubernetesRuntime
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
 from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_PARENT, LABEL_ROLE, LABEL_SESSION, ContainerSpec
+from hydra_sandbox.sandbox.supervisor import supervise
 
 NS = "hydra-agents"
 HOME = "0123456789abcdef"
@@ -343,3 +344,40 @@ async def test_networks_are_policies_volumes_live_with_pods_images_are_pulled(
     assert await runtime.image_info("hydra-agent:any") is None
     assert paths(kmock) == []  # none of it asked the cluster anything
 
+
+
+async def test_supervise_runs_a_pod_to_completion_through_the_runtime(
+    cluster: tuple[KubernetesRuntime, Kubelet],
+) -> None:
+    runtime, kubelet = cluster
+    pod = await runtime.create(agent())
+    kubelet.lines[pod] = [("2026-01-01T00:00:01Z", b'{"type":"thread.started"}\n')]
+    kubelet.serve_log(pod)
+    await kubelet.exit(pod, 0)
+    seen: list[bytes] = []
+
+    async def on_output(_stream: str, chunk: bytes) -> None:
+        seen.append(chunk)
+
+    outcome = await supervise(runtime, pod, timeout_s=60, max_output_bytes=1 << 20, on_output=on_output)
+    assert (outcome.status, outcome.exit_code) == ("completed", 0)
+    assert b"".join(seen) == b'{"type":"thread.started"}\n'
+
+
+async def test_supervise_times_out_a_pod_by_deleting_it_and_still_reports(
+    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+) -> None:
+    runtime, kubelet = cluster
+    pod = await runtime.create(agent())
+    await kubelet.run(pod)
+
+    async def on_output(_stream: str, _chunk: bytes) -> None:
+        raise AssertionError("a pod that prints nothing has no output")
+
+    kubelet.serve_log(pod)
+    outcome = await supervise(runtime, pod, timeout_s=1, max_output_bytes=1024, on_output=on_output, grace_s=3)
+    assert (outcome.status, outcome.failure) == ("timed_out", "timeout")
+    assert kmock[f"delete {PODS}/{pod}"][0].params.get("gracePeriodSeconds") == "3"
+    # A follow stream that keeps ending empty is re-read after a pause, not in a tight loop (3 requests
+    # here with the pause, 64 without it); the bound leaves room for a slow machine.
+    assert len(kubelet.log_requests) <= 15

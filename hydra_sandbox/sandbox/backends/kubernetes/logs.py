@@ -29,6 +29,7 @@ from hydra_sandbox.sandbox.spec import LogStream
 Item = tuple[LogStream, bytes] | BaseException | None
 _QUEUE_ITEMS = 1024
 _PUT_WAIT_S = 0.5
+_REREAD_PAUSE_S = 0.5
 
 
 class PodLogSource(Protocol):
@@ -80,12 +81,12 @@ def _read_pass(source: PodLogSource, pod: str, cursor: LogCursor, follow: bool, 
         response.close()
 
 
-def _reader(source: PodLogSource, pod: str, put: Callable[[Item], bool], alive: Callable[[], bool]) -> None:
+def _reader(source: PodLogSource, pod: str, put: Callable[[Item], bool], gone: threading.Event) -> None:
     """Once the container started, passes over the log until the pod stopped and a last, complete pass
-    brought nothing new; ``alive`` says whether the consumer still waits."""
+    brought nothing new; ``gone`` is set when the consumer no longer waits."""
     try:
         while (started := source.wait_started(pod)) is False:
-            if not alive():
+            if gone.is_set():
                 return
         cursor = LogCursor()
         follow = started is True
@@ -94,6 +95,8 @@ def _reader(source: PodLogSource, pod: str, put: Callable[[Item], bool], alive: 
                 return
             if cursor.new_in_pass == 0 and not follow:
                 break
+            if cursor.new_in_pass == 0 and gone.wait(_REREAD_PAUSE_S):
+                return  # a follow stream that keeps ending empty is not read again at once
             follow = source.pod_running(pod)
         put(None)
     except BaseException as exc:
@@ -133,7 +136,7 @@ async def follow_pod_logs(source: PodLogSource, pod: str) -> AsyncIterator[tuple
     handoff = _Handoff(asyncio.get_running_loop())
     thread = threading.Thread(
         target=_reader,
-        args=(source, pod, handoff.put, lambda: not handoff.stopped.is_set()),
+        args=(source, pod, handoff.put, handoff.stopped),
         name=f"logs-{pod}",
         daemon=True,
     )
