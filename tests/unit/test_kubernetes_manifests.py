@@ -4,13 +4,16 @@ minimum cluster version (kubernetes-validate, strict: an unknown or misspelt fie
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
 from hydra_sandbox.errors import UnsafeSpecError
-from hydra_sandbox.policy import ResourceLimits
+from hydra_sandbox.policy import Policy, ResourceLimits
+from hydra_sandbox.sandbox import RunRequest
+from hydra_sandbox.sandbox.agent import AgentContainer, agent_spec, session_labels
 from hydra_sandbox.sandbox.backends.kubernetes.manifests import (
     DEADLINE_MARGIN_S,
     GATEWAY_ROLE,
@@ -21,7 +24,16 @@ from hydra_sandbox.sandbox.backends.kubernetes.manifests import (
     pod_manifest,
     tmpfs_size,
 )
-from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_PARENT, LABEL_ROLE, LABEL_SESSION, ContainerSpec, Mount
+from hydra_sandbox.sandbox.egress import ActiveEgress
+from hydra_sandbox.sandbox.spec import (
+    LABEL_HOME,
+    LABEL_PARENT,
+    LABEL_ROLE,
+    LABEL_SESSION,
+    ContainerSpec,
+    Mount,
+    home_label,
+)
 
 OPTIONS = PodOptions(namespace="hydra-agents")
 LABELS = {LABEL_HOME: "0123456789abcdef", LABEL_SESSION: "s-0a1b2c3d4e5f", LABEL_PARENT: "", LABEL_ROLE: "agent"}
@@ -192,3 +204,20 @@ def test_session_policy_opens_only_the_sessions_own_gateway() -> None:
     gateway = {LABEL_SESSION: "s-0a1b2c3d4e5f", LABEL_ROLE: GATEWAY_ROLE}
     assert rule == {"to": [{"podSelector": {"matchLabels": gateway}}]}
     assert "ports" not in rule and "namespaceSelector" not in rule["to"][0]  # no other namespace, no ipBlock
+
+
+def test_the_agent_spec_the_orchestrator_builds_becomes_a_valid_pod(tmp_path: Path) -> None:
+    request = RunRequest(
+        session_id="s-0a1b2c3d4e5f", profile_id="default", policy=Policy(name="t"), prompt="go",
+        working_dir=tmp_path, model="m",
+    )  # fmt: skip
+    home = home_label(tmp_path)
+    workspace = Mount(type="volume", source="hydra-ws-s-0a1b2c3d4e5f", target="/workspace")
+    agent = AgentContainer(
+        image="hydra-agent:codex-0.169.0", workspace=workspace, agent_uid=1000, agent_gid=1000,
+        labels=session_labels(request, "agent", home), egress=ActiveEgress(),
+    )  # fmt: skip
+    manifest = pod_manifest(agent_spec(request, agent), OPTIONS)
+    assert_valid(manifest)
+    assert manifest["metadata"]["labels"][LABEL_SESSION] == "s-0a1b2c3d4e5f"
+    assert {m["mountPath"] for m in container(manifest)["volumeMounts"]} >= {"/workspace", "/codex-home", "/tmp"}
