@@ -150,6 +150,13 @@ class HydraSettings(BaseSettings):
         max_length=63,
         description="RuntimeClass of agent pods, e.g. gvisor or kata (the cluster defines it); unset: the default.",
     )
+    kubernetes_seccomp_profile: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$",
+        max_length=255,
+        description="Hydra's seccomp profile (`hydra_sandbox.sandbox.seccomp`) as installed on every agent node, "
+        "relative to the kubelet's seccomp directory, e.g. hydra/agent.json; unset: the runtime's default profile.",
+    )
     kubernetes_kubeconfig: Path | None = Field(
         default=None,
         description="Kubeconfig file of the Kubernetes backend; unset: in-cluster, else KUBECONFIG or ~/.kube/config.",

@@ -47,9 +47,12 @@ def test_kubernetes_backend_gives_a_runtime_for_gc_configured_by_the_settings(
     monkeypatch.setenv("HYDRA_BACKEND", "kubernetes")
     monkeypatch.setenv("HYDRA_KUBERNETES_NAMESPACE", "agents")
     monkeypatch.setenv("HYDRA_KUBERNETES_RUNTIME_CLASS", "gvisor")
+    monkeypatch.setenv("HYDRA_KUBERNETES_SECCOMP_PROFILE", "hydra/agent.json")
     runtime = open_runtime(load_settings(data_home=tmp_path))  # no cluster asked: it connects on first use
     assert isinstance(runtime, KubernetesRuntime)
-    assert (runtime.options.namespace, runtime.options.runtime_class) == ("agents", "gvisor")
+    options = runtime.options
+    chosen = (options.namespace, options.runtime_class, options.seccomp_localhost)
+    assert chosen == ("agents", "gvisor", "hydra/agent.json")
 
 
 def test_kubernetes_backend_cannot_run_agents_yet_and_says_what_is_missing(
@@ -62,7 +65,12 @@ def test_kubernetes_backend_cannot_run_agents_yet_and_says_what_is_missing(
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("HYDRA_KUBERNETES_NAMESPACE", "Not_A_Label"), ("HYDRA_KUBERNETES_RUNTIME_CLASS", "-x")]
+    ("name", "value"),
+    [
+        ("HYDRA_KUBERNETES_NAMESPACE", "Not_A_Label"),
+        ("HYDRA_KUBERNETES_RUNTIME_CLASS", "-x"),
+        ("HYDRA_KUBERNETES_SECCOMP_PROFILE", "../../etc/x.json"),
+    ],
 )
 def test_kubernetes_names_that_are_not_dns_labels_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str

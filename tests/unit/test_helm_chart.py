@@ -62,7 +62,7 @@ EVERY_FEATURE: dict[str, Any] = {
 }
 KUBERNETES: dict[str, Any] = {
     "backend": "kubernetes",
-    "kubernetes": {"namespace": "agents", "runtimeClassName": "gvisor"},
+    "kubernetes": {"namespace": "agents", "runtimeClassName": "gvisor", "seccompLocalhostProfile": "hydra/agent.json"},
     "networkPolicy": {"egress": {"kubernetesApi": {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}]}}},
 }
 EXTERNAL_CHROMA: dict[str, Any] = {
@@ -97,6 +97,7 @@ def test_default_values_match_the_schema() -> None:
         ({"replicaCount": 2}, "replicaCount"),
         ({"backend": "nomad"}, "backend"),
         ({"kubernetes": {"namespace": "Agents"}}, "namespace"),
+        ({"kubernetes": {"seccompLocalhostProfile": "../x.json"}}, "seccompLocalhostProfile"),
     ],
 )
 def test_schema_refuses_bad_values(values: dict[str, Any], field: str) -> None:
@@ -395,6 +396,7 @@ def test_kubernetes_backend_gets_a_role_in_the_agent_namespace_and_nothing_clust
         "HYDRA_BACKEND": "kubernetes",
         "HYDRA_KUBERNETES_NAMESPACE": "agents",
         "HYDRA_KUBERNETES_RUNTIME_CLASS": "gvisor",
+        "HYDRA_KUBERNETES_SECCOMP_PROFILE": "hydra/agent.json",
     }
 
 

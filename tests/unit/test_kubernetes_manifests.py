@@ -9,6 +9,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from pydantic import ValidationError
 
 from hydra_sandbox.errors import UnsafeSpecError
 from hydra_sandbox.policy import Policy, ResourceLimits
@@ -221,3 +222,18 @@ def test_the_agent_spec_the_orchestrator_builds_becomes_a_valid_pod(tmp_path: Pa
     assert_valid(manifest)
     assert manifest["metadata"]["labels"][LABEL_SESSION] == "s-0a1b2c3d4e5f"
     assert {m["mountPath"] for m in container(manifest)["volumeMounts"]} >= {"/workspace", "/codex-home", "/tmp"}
+
+
+def test_hydras_own_seccomp_profile_is_used_where_the_operator_installed_it() -> None:
+    options = PodOptions(namespace="hydra", seccomp_localhost="hydra/agent.json")
+    manifest = pod_manifest(spec(), options)
+    assert_valid(manifest)
+    wanted = {"type": "Localhost", "localhostProfile": "hydra/agent.json"}
+    assert manifest["spec"]["securityContext"]["seccompProfile"] == wanted
+    assert container(manifest)["securityContext"]["seccompProfile"] == wanted
+
+
+@pytest.mark.parametrize("path", ["../etc/x.json", "hydra/../../x", "/var/lib/kubelet/seccomp/x.json", ".hidden", ""])
+def test_seccomp_profile_path_outside_the_kubelets_directory_is_refused(path: str) -> None:
+    with pytest.raises(ValidationError, match="seccomp_localhost"):
+        PodOptions(namespace="hydra", seccomp_localhost=path)

@@ -159,6 +159,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - name: HYDRA_KUBERNETES_RUNTIME_CLASS
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.kubernetes.seccompLocalhostProfile }}
+- name: HYDRA_KUBERNETES_SECCOMP_PROFILE
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 - name: HYDRA_MAX_CONCURRENT_AGENTS
   value: {{ .Values.config.maxConcurrentAgents | quote }}

@@ -36,7 +36,11 @@ def kubernetes_runtime(settings: HydraSettings) -> KubernetesRuntime:
             f"HYDRA_BACKEND: 'kubernetes' needs the kubernetes client ({exc.name} is missing)",
             hint="pip install 'hydra-sandbox[kubernetes]'",
         ) from None
-    options = PodOptions(namespace=settings.kubernetes_namespace, runtime_class=settings.kubernetes_runtime_class)
+    options = PodOptions(
+        namespace=settings.kubernetes_namespace,
+        runtime_class=settings.kubernetes_runtime_class,
+        seccomp_localhost=settings.kubernetes_seccomp_profile,
+    )
     kubeconfig, context = settings.kubernetes_kubeconfig, settings.kubernetes_context
     return KubernetesRuntime(options, lambda: load_api_client(kubeconfig, context))
 

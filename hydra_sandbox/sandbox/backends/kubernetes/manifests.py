@@ -5,7 +5,8 @@ of :data:`MIN_KUBERNETES` in strict mode.
 
 Translation only: the hardening rules live on the spec and are checked again here, because a spec built
 with ``model_construct`` or ``model_copy`` skipped validation. What Kubernetes cannot express (Hydra's
-own seccomp profile, the pids limit, core dumps, noexec tmpfs) is listed in docs/kubernetes.md.
+seccomp profile unless an operator installed it on the nodes, the pids limit, core dumps, noexec tmpfs)
+is listed in docs/kubernetes.md.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ GATEWAY_ROLE = "gateway"
 """:data:`~hydra_sandbox.sandbox.spec.LABEL_ROLE` of the pod that relays an agent's egress: the only
 pods an agent pod may reach."""
 
+SECCOMP_PATH = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
+"""A Localhost profile's path: relative, of plain names none of which starts with '.' (no '..')."""
+
 DEADLINE_MARGIN_S = 120
 """Seconds past the run's own timeout before Kubernetes ends the pod itself (``activeDeadlineSeconds``):
 Hydra's supervisor times the run out first and names it; the deadline is the backstop for a Hydra that
@@ -53,6 +57,13 @@ class PodOptions(BaseModel):
     namespace: str = Field(pattern=_DNS_LABEL.pattern, max_length=63)
     runtime_class: str | None = Field(
         default=None, pattern=_DNS_LABEL.pattern, max_length=63, description="RuntimeClass, e.g. gvisor or kata."
+    )
+    seccomp_localhost: str | None = Field(
+        default=None,
+        pattern=SECCOMP_PATH,
+        max_length=255,
+        description="Hydra's seccomp profile as installed on every agent node, relative to the kubelet's "
+        "seccomp directory (e.g. hydra/agent.json); None: the runtime's default profile.",
     )
 
 
@@ -124,7 +135,14 @@ def _mountable(mount: Mount) -> None:
         )
 
 
-def _security_context(spec: ContainerSpec) -> dict[str, Any]:
+def _seccomp(options: PodOptions) -> dict[str, str]:
+    """Hydra's own profile where the operator installed it on the nodes, else the runtime's default."""
+    if options.seccomp_localhost is None:
+        return {"type": "RuntimeDefault"}
+    return {"type": "Localhost", "localhostProfile": options.seccomp_localhost}
+
+
+def _security_context(spec: ContainerSpec, options: PodOptions) -> dict[str, Any]:
     uid, gid = _user(spec)
     return {
         "runAsNonRoot": True,
@@ -134,8 +152,7 @@ def _security_context(spec: ContainerSpec) -> dict[str, Any]:
         "allowPrivilegeEscalation": not spec.no_new_privileges,
         "privileged": spec.privileged,
         "capabilities": {"drop": ["ALL"]},
-        # Hydra's own profile would be a Localhost profile: a file on every node (docs/kubernetes.md).
-        "seccompProfile": {"type": "RuntimeDefault"},
+        "seccompProfile": _seccomp(options),  # Hydra's own profile is a file on the nodes (docs/kubernetes.md)
         "procMount": "Default",
     }
 
@@ -145,7 +162,7 @@ def _resources(spec: ContainerSpec) -> dict[str, Any]:
     return {"requests": dict(quantities), "limits": dict(quantities)}
 
 
-def _container(spec: ContainerSpec, volume_mounts: list[dict[str, Any]]) -> dict[str, Any]:
+def _container(spec: ContainerSpec, options: PodOptions, volume_mounts: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "name": AGENT_CONTAINER,
         "image": spec.image,
@@ -153,7 +170,7 @@ def _container(spec: ContainerSpec, volume_mounts: list[dict[str, Any]]) -> dict
         "command": list(spec.argv),  # replaces the image's entrypoint, as Docker's entrypoint=[] does
         "env": [{"name": k, "value": v} for k, v in spec.env.items()],
         "workingDir": spec.workdir,
-        "securityContext": _security_context(spec),
+        "securityContext": _security_context(spec, options),
         "resources": _resources(spec),
         "volumeMounts": volume_mounts,
         "stdin": False,
@@ -187,9 +204,9 @@ def pod_manifest(spec: ContainerSpec, options: PodOptions) -> dict[str, Any]:
             "runAsNonRoot": True,
             "runAsUser": uid,
             "runAsGroup": gid,
-            "seccompProfile": {"type": "RuntimeDefault"},
+            "seccompProfile": _seccomp(options),
         },
-        "containers": [_container(spec, volume_mounts)],
+        "containers": [_container(spec, options, volume_mounts)],
         "volumes": volumes,
     }
     if options.runtime_class is not None:
