@@ -157,6 +157,15 @@ def test_named_volume_lives_with_the_pod() -> None:
     assert volume == {"name": mount["name"], "emptyDir": {}}
 
 
+def test_named_volumes_are_bounded_by_the_policys_disk_quota() -> None:
+    limits = ResourceLimits(disk_mb=300)
+    manifest = pod_manifest(spec(limits=limits), OPTIONS)
+    assert_valid(manifest)
+    mount = next(m for m in container(manifest)["volumeMounts"] if m["mountPath"] == "/workspace")
+    volume = next(v for v in manifest["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["emptyDir"] == {"sizeLimit": "300Mi"}
+
+
 def test_bind_mount_is_refused() -> None:
     with pytest.raises(UnsafeSpecError, match="bind of /srv/hydra/sessions/x has no Kubernetes translation"):
         pod_manifest(spec(mounts=[Mount(type="bind", source="/srv/hydra/sessions/x", target="/x")]), OPTIONS)

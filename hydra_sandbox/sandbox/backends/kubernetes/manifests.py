@@ -111,17 +111,19 @@ def _volume_name(index: int, prefix: str) -> str:
 
 def _volumes(spec: ContainerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(pod volumes, container volumeMounts): tmpfs as memory-backed emptyDirs, named volumes as
-    emptyDirs that live as long as the pod (filled by the workspace transport); binds are refused."""
+    emptyDirs that live as long as the pod (filled by the workspace transport), bounded by the policy's
+    ``disk_mb`` when it has one; binds are refused."""
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     for index, (target, options) in enumerate(sorted(spec.tmpfs.items())):
         name = _volume_name(index, "tmpfs")
         volumes.append({"name": name, "emptyDir": {"medium": "Memory", "sizeLimit": tmpfs_size(target, options)}})
         mounts.append({"name": name, "mountPath": target})
+    disk = {"sizeLimit": f"{spec.limits.disk_mb}Mi"} if spec.limits.disk_mb is not None else {}
     for index, mount in enumerate(spec.mounts):
         _mountable(mount)
         name = _volume_name(index, "volume")
-        volumes.append({"name": name, "emptyDir": {}})
+        volumes.append({"name": name, "emptyDir": dict(disk)})  # past sizeLimit the kubelet evicts the pod
         mounts.append({"name": name, "mountPath": mount.target, "readOnly": mount.read_only})
     return volumes, mounts
 
