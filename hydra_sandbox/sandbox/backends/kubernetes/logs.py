@@ -112,16 +112,22 @@ class _Handoff:
         self.stopped = threading.Event()
 
     def put(self, item: Item) -> bool:
-        while not self.stopped.is_set():
+        """Called by the reader thread: waits while the queue is full; False once the consumer went away.
+        One put per item, waited on until done (a put cancelled late could land and be sent again)."""
+        if self.stopped.is_set():
+            return False
+        try:
             future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self._loop)
+        except RuntimeError:  # the loop closed
+            return False
+        while True:
             try:
                 future.result(_PUT_WAIT_S)
                 return True
             except concurrent.futures.TimeoutError:
-                future.cancel()
-            except RuntimeError:  # the loop closed
-                return False
-        return False
+                if self.stopped.is_set():
+                    future.cancel()
+                    return False
 
     def drain(self, first: Item) -> list[Item]:
         items = [first]
