@@ -148,7 +148,7 @@ class KubernetesRuntime:
             except ApiException as exc:
                 raise RuntimeUnavailableError(
                     f"Kubernetes refused to {what} in namespace {self.ns}: {exc.status} {_said(exc)}",
-                    hint="`hydra doctor` checks the cluster and the service account's permissions",
+                    hint="the server's account needs the Role of docs/kubernetes.md in that namespace",
                 ) from None
             except (OSError, urllib3.exceptions.HTTPError, ConfigException) as exc:
                 raise RuntimeUnavailableError(
