@@ -10,19 +10,30 @@ import asyncio
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kmock
 import pytest
+import yaml
 from kubernetes import client as k8s
+from typer.testing import CliRunner
 
+from hydra_sandbox.cli import app
 from hydra_sandbox.errors import ConfigError, RuntimeUnavailableError, UnsafeSpecError
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.sandbox.backends.kubernetes.manifests import DEFAULT_DENY_POLICY, PodOptions, gateway_policy_name
 from hydra_sandbox.sandbox.backends.kubernetes.runtime import KubernetesRuntime
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
-from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_PARENT, LABEL_ROLE, LABEL_SESSION, ContainerSpec
+from hydra_sandbox.sandbox.spec import (
+    LABEL_HOME,
+    LABEL_PARENT,
+    LABEL_ROLE,
+    LABEL_SESSION,
+    ContainerSpec,
+    home_label,
+)
 from hydra_sandbox.sandbox.supervisor import supervise
 
 NS = "hydra-agents"
@@ -381,3 +392,39 @@ async def test_supervise_times_out_a_pod_by_deleting_it_and_still_reports(
     # A follow stream that keeps ending empty is re-read after a pause, not in a tight loop (3 requests
     # here with the pause, 64 without it); the bound leaves room for a slow machine.
     assert len(kubelet.log_requests) <= 15
+
+
+async def test_hydra_gc_removes_a_dead_sessions_pod_through_a_kubeconfig(
+    kmock: kmock.KubernetesEmulator,
+    cluster: tuple[KubernetesRuntime, Kubelet],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole chain an operator uses: settings, the kubeconfig file, open_runtimes, the CLI."""
+    runtime, _ = cluster
+    home = home_label(tmp_path)
+    await runtime.create(agent("s-aaaaaaaaaaaa", home=home))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "mock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "mock", "context": {"cluster": "mock", "user": "u"}}],
+                "current-context": "mock",
+            }
+        )
+    )
+    for name, value in {
+        "HYDRA_DATA_HOME": str(tmp_path),
+        "HYDRA_BACKEND": "kubernetes",
+        "HYDRA_KUBERNETES_NAMESPACE": NS,
+        "HYDRA_KUBERNETES_KUBECONFIG": str(kubeconfig),
+    }.items():
+        monkeypatch.setenv(name, value)
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["gc"])  # the CLI runs its own event loop
+    assert result.exit_code == 0, result.output
+    assert "removed 1 container(s), 0 volume(s), 0 network(s) on namespace hydra-agents" in result.output
+    assert await runtime.list_containers({LABEL_HOME: home}) == []

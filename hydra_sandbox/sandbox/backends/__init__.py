@@ -64,5 +64,5 @@ def open_runtimes(settings: HydraSettings) -> dict[str, ContainerRuntime]:
     if settings.backend == "kubernetes":
         from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_runtime
 
-        return {settings.kubernetes_namespace: kubernetes_runtime(settings)}
+        return {f"namespace {settings.kubernetes_namespace}": kubernetes_runtime(settings)}
     raise _unknown(settings.backend)
