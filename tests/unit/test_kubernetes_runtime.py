@@ -1,122 +1,43 @@
 """The Kubernetes runtime's request sequence against a mock API server (kmock's KubernetesEmulator, on a
 loopback port the test starts): create with its NetworkPolicies, watch to the exit code, follow the
 timestamped log and resume it without loss or repeats, stop/kill/remove as deletes, re-attach by labels
-from a new runtime (a restarted Hydra), and ``hydra gc``. The mock keeps objects and serves watches; the
-test plays the kubelet (it moves the pod's status and serves its log)."""
+from a new runtime (a restarted Hydra). The test plays the kubelet (tests/kube_kit.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
-import aiohttp
 import kmock
 import pytest
-import yaml
 from kubernetes import client as k8s
-from typer.testing import CliRunner
 
-from hydra_sandbox.cli import app
 from hydra_sandbox.errors import ConfigError, RuntimeUnavailableError, UnsafeSpecError
-from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.sandbox.backends.kubernetes.manifests import DEFAULT_DENY_POLICY, PodOptions, gateway_policy_name
 from hydra_sandbox.sandbox.backends.kubernetes.runtime import KubernetesRuntime
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
-from hydra_sandbox.sandbox.spec import (
-    LABEL_HOME,
-    LABEL_PARENT,
-    LABEL_ROLE,
-    LABEL_SESSION,
-    ContainerSpec,
-    home_label,
+from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_ROLE, LABEL_SESSION
+from tests.kube_kit import (
+    HOME,
+    NS,
+    PODS,
+    POLICIES,
+    Cluster,
+    Kubelet,
+    agent,
+    collect,
+    labels,
+    paths,
+    runtime_for,
+    until,
 )
-from hydra_sandbox.sandbox.supervisor import supervise
-
-NS = "hydra-agents"
-HOME = "0123456789abcdef"
-PODS = f"/api/v1/namespaces/{NS}/pods"
-POLICIES = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
-
-
-def labels(session: str, home: str = HOME) -> dict[str, str]:
-    return {LABEL_HOME: home, LABEL_SESSION: session, LABEL_PARENT: "", LABEL_ROLE: "agent"}
-
-
-def agent(session: str = "s-0a1b2c3d4e5f", *, home: str = HOME, gateway: bool = False) -> ContainerSpec:
-    return ContainerSpec(
-        image="hydra-agent:codex-0.169.0",
-        argv=["codex", "exec", "--json", "hi"],
-        user="1000:1000",
-        labels=labels(session, home),
-        name=f"hydra-{session}-0",
-        network_mode=f"container:hydra-{session}-gateway" if gateway else "none",
-    )
-
-
-def runtime_for(server: kmock.KubernetesEmulator) -> KubernetesRuntime:
-    def connect() -> k8s.ApiClient:
-        configuration = k8s.Configuration()
-        configuration.host = str(server.url).rstrip("/")
-        return k8s.ApiClient(configuration)
-
-    return KubernetesRuntime(PodOptions(namespace=NS), connect, watch_window_s=2)
-
-
-class Kubelet:
-    """The test's stand-in for the node: moves a pod's status (the mock broadcasts it to watches) and
-    serves its log, a list of ``(timestamp, line)``; ``cut`` ends the first follow stream early."""
-
-    def __init__(self, server: kmock.KubernetesEmulator) -> None:
-        self.server = server
-        self.lines: dict[str, list[tuple[str, bytes]]] = {}
-        self.log_requests: list[dict[str, str]] = []
-
-    async def set_state(self, pod: str, state: dict[str, Any], phase: str = "Running") -> None:
-        status = {"phase": phase, "containerStatuses": [{"name": "agent", "state": state}]}
-        async with aiohttp.ClientSession() as http:
-            response = await http.patch(f"{str(self.server.url).rstrip('/')}{PODS}/{pod}", json={"status": status})
-            assert response.status == 200
-
-    async def run(self, pod: str) -> None:
-        await self.set_state(pod, {"running": {"startedAt": "2026-01-01T00:00:00Z"}})
-
-    async def exit(self, pod: str, code: int, reason: str = "Completed") -> None:
-        terminated = {"exitCode": code, "reason": reason, "finishedAt": "2026-01-01T00:01:00Z"}
-        await self.set_state(pod, {"terminated": terminated}, phase="Succeeded" if code == 0 else "Failed")
-
-    def serve_log(self, pod: str, cut_first_after: int | None = None) -> None:
-        def respond(request: Any) -> bytes:
-            self.log_requests.append(dict(request.params))
-            lines = self.lines.get(pod, [])
-            if cut_first_after is not None and len(self.log_requests) == 1:
-                lines = lines[:cut_first_after]  # the follow stream drops mid-log
-            return b"".join(f"{stamp} ".encode() + line for stamp, line in lines)
-
-        self.server[f"get {PODS}/{pod}/log"] << respond
 
 
 @pytest.fixture
-async def cluster(kmock: kmock.KubernetesEmulator) -> AsyncIterator[tuple[KubernetesRuntime, Kubelet]]:
+async def cluster(kmock: kmock.KubernetesEmulator) -> AsyncIterator[Cluster]:
     yield runtime_for(kmock), Kubelet(kmock)
-
-
-async def until(condition: Callable[[], bool], deadline_s: float = 30) -> None:
-    """Poll ``condition`` until it holds; fail after ``deadline_s``."""
-    async with asyncio.timeout(deadline_s):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
-def paths(server: kmock.KubernetesEmulator) -> list[tuple[str, str]]:
-    return [(str(r.method).rpartition(".")[2].upper(), r.url.path) for r in server]
-
-
-async def collect(stream: AsyncIterator[tuple[str, bytes]]) -> bytes:
-    return b"".join([chunk async for _stream, chunk in stream])
 
 
 def test_runtime_implements_the_container_runtime_seam(kmock: kmock.KubernetesEmulator) -> None:
@@ -124,7 +45,7 @@ def test_runtime_implements_the_container_runtime_seam(kmock: kmock.KubernetesEm
 
 
 async def test_create_sets_up_the_default_deny_policy_before_the_pod(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+    kmock: kmock.KubernetesEmulator, cluster: Cluster
 ) -> None:
     runtime, _ = cluster
     pod = await runtime.create(agent())
@@ -139,7 +60,7 @@ async def test_create_sets_up_the_default_deny_policy_before_the_pod(
 
 
 async def test_spec_with_a_gateway_gets_its_sessions_allowance_too(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+    kmock: kmock.KubernetesEmulator, cluster: Cluster
 ) -> None:
     runtime, _ = cluster
     await runtime.create(agent(gateway=True))
@@ -149,7 +70,7 @@ async def test_spec_with_a_gateway_gets_its_sessions_allowance_too(
 
 
 async def test_unhardened_spec_is_refused_before_any_request(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+    kmock: kmock.KubernetesEmulator, cluster: Cluster
 ) -> None:
     runtime, _ = cluster
     with pytest.raises(UnsafeSpecError, match="privileged"):
@@ -157,7 +78,7 @@ async def test_unhardened_spec_is_refused_before_any_request(
     assert paths(kmock) == []
 
 
-async def test_wait_watches_the_pod_until_its_container_exits(cluster: tuple[KubernetesRuntime, Kubelet]) -> None:
+async def test_wait_watches_the_pod_until_its_container_exits(cluster: Cluster) -> None:
     runtime, kubelet = cluster
     pod = await runtime.create(agent())
     waiting = asyncio.create_task(runtime.wait(pod, timeout_s=60))
@@ -168,14 +89,14 @@ async def test_wait_watches_the_pod_until_its_container_exits(cluster: tuple[Kub
     assert (info.status, info.exit_code, info.oom_killed) == ("exited", 3, False)
 
 
-async def test_wait_gives_up_after_its_timeout(cluster: tuple[KubernetesRuntime, Kubelet]) -> None:
+async def test_wait_gives_up_after_its_timeout(cluster: Cluster) -> None:
     runtime, kubelet = cluster
     pod = await runtime.create(agent())
     await kubelet.run(pod)
     assert await runtime.wait(pod, timeout_s=1) is None
 
 
-async def test_oom_kill_is_named(cluster: tuple[KubernetesRuntime, Kubelet]) -> None:
+async def test_oom_kill_is_named(cluster: Cluster) -> None:
     runtime, kubelet = cluster
     pod = await runtime.create(agent())
     await kubelet.exit(pod, 137, reason="OOMKilled")
@@ -183,7 +104,7 @@ async def test_oom_kill_is_named(cluster: tuple[KubernetesRuntime, Kubelet]) -> 
 
 
 async def test_log_is_followed_with_timestamps_and_resumed_without_loss_or_repeat(
-    cluster: tuple[KubernetesRuntime, Kubelet],
+    cluster: Cluster,
 ) -> None:
     runtime, kubelet = cluster
     pod = await runtime.create(agent())
@@ -211,7 +132,7 @@ async def test_log_is_followed_with_timestamps_and_resumed_without_loss_or_repea
 
 
 async def test_log_waits_for_the_container_to_start(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+    kmock: kmock.KubernetesEmulator, cluster: Cluster
 ) -> None:
     runtime, kubelet = cluster
     pod = await runtime.create(agent())
@@ -226,7 +147,7 @@ async def test_log_waits_for_the_container_to_start(
 
 
 async def test_log_of_a_pod_deleted_meanwhile_ends_quietly(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+    kmock: kmock.KubernetesEmulator, cluster: Cluster
 ) -> None:
     runtime, _ = cluster
     pod = await runtime.create(agent())
@@ -237,7 +158,7 @@ async def test_log_of_a_pod_deleted_meanwhile_ends_quietly(
 
 
 async def test_a_follower_that_goes_away_stops_watching_a_pod_that_never_starts(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+    kmock: kmock.KubernetesEmulator, cluster: Cluster
 ) -> None:
     runtime, kubelet = cluster
     pod = await runtime.create(agent())
@@ -250,7 +171,7 @@ async def test_a_follower_that_goes_away_stops_watching_a_pod_that_never_starts(
 
 
 async def test_stop_deletes_with_the_grace_period_and_kill_with_none(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+    kmock: kmock.KubernetesEmulator, cluster: Cluster
 ) -> None:
     runtime, kubelet = cluster
     first, second = await runtime.create(agent()), await runtime.create(agent("s-111111111111"))
@@ -264,7 +185,7 @@ async def test_stop_deletes_with_the_grace_period_and_kill_with_none(
     await runtime.stop(first)  # gone: already stopped, not an error
 
 
-async def test_remove_of_a_pod_already_gone_is_not_an_error(cluster: tuple[KubernetesRuntime, Kubelet]) -> None:
+async def test_remove_of_a_pod_already_gone_is_not_an_error(cluster: Cluster) -> None:
     runtime, _ = cluster
     await runtime.remove("hydra-s-999999999999-0")
     with pytest.raises(RuntimeUnavailableError, match="hydra-s-999999999999-0 not found in namespace hydra-agents"):
@@ -272,7 +193,7 @@ async def test_remove_of_a_pod_already_gone_is_not_an_error(cluster: tuple[Kuber
 
 
 async def test_restarted_hydra_finds_its_pod_by_labels_and_replays_its_log(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+    kmock: kmock.KubernetesEmulator, cluster: Cluster
 ) -> None:
     runtime, kubelet = cluster
     pod = await runtime.create(agent())
@@ -288,7 +209,7 @@ async def test_restarted_hydra_finds_its_pod_by_labels_and_replays_its_log(
 
 
 async def test_listing_filters_by_labels_on_hydras_side_too(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+    kmock: kmock.KubernetesEmulator, cluster: Cluster
 ) -> None:
     runtime, _ = cluster
     await runtime.create(agent("s-aaaaaaaaaaaa"))
@@ -298,27 +219,8 @@ async def test_listing_filters_by_labels_on_hydras_side_too(
     assert kmock[f"get {PODS}"][0].params == {"labelSelector": f"{LABEL_HOME}={HOME}"}
 
 
-async def test_gc_removes_orphaned_pods_and_policies_of_this_hydra_only(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
-) -> None:
-    runtime, _ = cluster
-    await runtime.create(agent("s-aaaaaaaaaaaa", gateway=True))
-    await runtime.create(agent("s-bbbbbbbbbbbb", gateway=True))
-    await runtime.create(agent("s-cccccccccccc", home="fedcba9876543210"))
-    report = await collect_garbage(runtime, {"s-bbbbbbbbbbbb"}, home=HOME)
-    assert report.containers == ["hydra-s-aaaaaaaaaaaa-0"]
-    assert report.networks == [gateway_policy_name("s-aaaaaaaaaaaa")]
-    left = {name for (_resource, _ns, name) in kmock.objects if not kmock.objects[_resource, _ns, name].deleted}
-    assert left == {
-        DEFAULT_DENY_POLICY,
-        "hydra-s-bbbbbbbbbbbb-0",
-        gateway_policy_name("s-bbbbbbbbbbbb"),
-        "hydra-s-cccccccccccc-0",
-    }
-
-
 async def test_refusal_by_the_api_server_names_the_pod_and_namespace(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+    kmock: kmock.KubernetesEmulator, cluster: Cluster
 ) -> None:
     runtime, _ = cluster
     kmock[f"post {PODS}"] << 403 << {"kind": "Status", "message": 'pods is forbidden: User "x" cannot create'}
@@ -343,7 +245,7 @@ async def test_unreachable_api_server_is_a_runtime_error() -> None:
 
 
 async def test_networks_are_policies_volumes_live_with_pods_images_are_pulled(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
+    kmock: kmock.KubernetesEmulator, cluster: Cluster
 ) -> None:
     runtime, _ = cluster
     with pytest.raises(ConfigError, match="creates no networks"):
@@ -354,77 +256,3 @@ async def test_networks_are_policies_volumes_live_with_pods_images_are_pulled(
     assert await runtime.image_exists("hydra-agent:any") is True
     assert await runtime.image_info("hydra-agent:any") is None
     assert paths(kmock) == []  # none of it asked the cluster anything
-
-
-
-async def test_supervise_runs_a_pod_to_completion_through_the_runtime(
-    cluster: tuple[KubernetesRuntime, Kubelet],
-) -> None:
-    runtime, kubelet = cluster
-    pod = await runtime.create(agent())
-    kubelet.lines[pod] = [("2026-01-01T00:00:01Z", b'{"type":"thread.started"}\n')]
-    kubelet.serve_log(pod)
-    await kubelet.exit(pod, 0)
-    seen: list[bytes] = []
-
-    async def on_output(_stream: str, chunk: bytes) -> None:
-        seen.append(chunk)
-
-    outcome = await supervise(runtime, pod, timeout_s=60, max_output_bytes=1 << 20, on_output=on_output)
-    assert (outcome.status, outcome.exit_code) == ("completed", 0)
-    assert b"".join(seen) == b'{"type":"thread.started"}\n'
-
-
-async def test_supervise_times_out_a_pod_by_deleting_it_and_still_reports(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[KubernetesRuntime, Kubelet]
-) -> None:
-    runtime, kubelet = cluster
-    pod = await runtime.create(agent())
-    await kubelet.run(pod)
-
-    async def on_output(_stream: str, _chunk: bytes) -> None:
-        raise AssertionError("a pod that prints nothing has no output")
-
-    kubelet.serve_log(pod)
-    outcome = await supervise(runtime, pod, timeout_s=1, max_output_bytes=1024, on_output=on_output, grace_s=3)
-    assert (outcome.status, outcome.failure) == ("timed_out", "timeout")
-    assert kmock[f"delete {PODS}/{pod}"][0].params.get("gracePeriodSeconds") == "3"
-    # A follow stream that keeps ending empty is re-read after a pause, not in a tight loop (3 requests
-    # here with the pause, 64 without it); the bound leaves room for a slow machine.
-    assert len(kubelet.log_requests) <= 15
-
-
-async def test_hydra_gc_removes_a_dead_sessions_pod_through_a_kubeconfig(
-    kmock: kmock.KubernetesEmulator,
-    cluster: tuple[KubernetesRuntime, Kubelet],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The whole chain an operator uses: settings, the kubeconfig file, open_runtimes, the CLI."""
-    runtime, _ = cluster
-    home = home_label(tmp_path)
-    await runtime.create(agent("s-aaaaaaaaaaaa", home=home))
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "mock", "cluster": {"server": str(kmock.url).rstrip("/")}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "mock", "context": {"cluster": "mock", "user": "u"}}],
-                "current-context": "mock",
-            }
-        )
-    )
-    for name, value in {
-        "HYDRA_DATA_HOME": str(tmp_path),
-        "HYDRA_BACKEND": "kubernetes",
-        "HYDRA_KUBERNETES_NAMESPACE": NS,
-        "HYDRA_KUBERNETES_KUBECONFIG": str(kubeconfig),
-    }.items():
-        monkeypatch.setenv(name, value)
-    result = await asyncio.to_thread(CliRunner().invoke, app, ["gc"])  # the CLI runs its own event loop
-    assert result.exit_code == 0, result.output
-    assert "removed 1 container(s), 0 volume(s), 0 network(s) on namespace hydra-agents" in result.output
-    assert await runtime.list_containers({LABEL_HOME: home}) == []

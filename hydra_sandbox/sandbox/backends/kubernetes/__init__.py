@@ -27,7 +27,7 @@ MISSING = (
 
 
 def kubernetes_runtime(settings: HydraSettings) -> KubernetesRuntime:
-    """The Kubernetes runtime alone (``hydra gc``); the client connects on first use."""
+    """The Kubernetes runtime alone (``hydra gc``, ``hydra doctor``); the client connects on first use."""
     try:
         from hydra_sandbox.sandbox.backends.kubernetes.manifests import PodOptions
         from hydra_sandbox.sandbox.backends.kubernetes.runtime import KubernetesRuntime, load_api_client
@@ -49,5 +49,5 @@ def kubernetes_sandbox(settings: HydraSettings) -> Sandbox:
     """Not yet: runs need parts this backend does not have (see docs/kubernetes.md)."""
     raise ConfigError(
         f"HYDRA_BACKEND: 'kubernetes' cannot run agents yet: it lacks {MISSING}",
-        hint="use HYDRA_BACKEND=docker to run agents; with 'kubernetes', `hydra gc` works",
+        hint="use HYDRA_BACKEND=docker to run agents; with 'kubernetes', `hydra gc` and `hydra doctor` work",
     )
