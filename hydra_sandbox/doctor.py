@@ -69,7 +69,8 @@ def _codex_version(settings: HydraSettings) -> tuple[bool, str]:
     throwaway hardened container), compared with the version the settings ask for."""
     from hydra_sandbox.sandbox.backends import open_runtime
 
-    finder = CodexVersionFinder(open_runtime(settings), home_label=home_label(settings.data_home))
+    builder = settings.model_copy(update={"backend": "docker"})  # the image is built (and read) in Docker
+    finder = CodexVersionFinder(open_runtime(builder), home_label=home_label(settings.data_home))
     found = asyncio.run(finder.find(settings.agent_image))
     if found is None:
         return False, f"{settings.agent_image} is missing"
@@ -251,9 +252,25 @@ def _private_data(settings: HydraSettings) -> Check:
     )
 
 
+def _kubernetes(settings: HydraSettings) -> str:
+    """The Kubernetes backend's cluster: reachable, and the namespace's pods listable by Hydra's account."""
+    from hydra_sandbox.sandbox.backends import open_runtime
+
+    pods = asyncio.run(open_runtime(settings).list_containers({}))
+    return f"namespace {settings.kubernetes_namespace}: reachable, {len(pods)} pod(s) of Hydra's"
+
+
+def _backend_checks(settings: HydraSettings) -> list[Check]:
+    if settings.backend != "kubernetes":
+        return []
+    fix = "check the kubeconfig (HYDRA_KUBERNETES_KUBECONFIG, KUBECONFIG) and the Role of docs/kubernetes.md"
+    return [_check("kubernetes", lambda: _kubernetes(settings), fix=fix)]
+
+
 def run_checks(settings: HydraSettings) -> list[Check]:
     return [
         *_docker_checks(settings),
+        *_backend_checks(settings),
         _store(settings),
         _private_data(settings),
         _check("embedding model", lambda: _model(settings.embedding_model_dir), fix="run `hydra embeddings install`"),

@@ -133,9 +133,36 @@ class HydraSettings(BaseSettings):
         description="Serve /metrics without the bearer token (only behind a network you trust).",
     )
     disk_warning_bytes: int = Field(default=10 * 1024**3, ge=0)
-    backend: Literal["docker"] = Field(
+    backend: Literal["docker", "kubernetes"] = Field(
         default="docker",
-        description="Where agents run: 'docker' (a Docker engine sharing this machine's filesystem).",
+        description="Where agents run: 'docker' (a Docker engine sharing this machine's filesystem), or "
+        "'kubernetes' (a pod per agent; docs/kubernetes.md).",
+    )
+    kubernetes_namespace: str = Field(
+        default="hydra",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="The one namespace the Kubernetes backend creates agent pods and NetworkPolicies in.",
+    )
+    kubernetes_runtime_class: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=63,
+        description="RuntimeClass of agent pods, e.g. gvisor or kata (the cluster defines it); unset: the default.",
+    )
+    kubernetes_seccomp_profile: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$",
+        max_length=255,
+        description="Hydra's seccomp profile (`hydra_sandbox.sandbox.seccomp`) as installed on every agent node, "
+        "relative to the kubelet's seccomp directory, e.g. hydra/agent.json; unset: the runtime's default profile.",
+    )
+    kubernetes_kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig file of the Kubernetes backend; unset: in-cluster, else KUBECONFIG or ~/.kube/config.",
+    )
+    kubernetes_context: str | None = Field(
+        default=None, description="Kubeconfig context of the Kubernetes backend; unset: the file's current one."
     )
     docker_host: str | None = Field(
         default=None,

@@ -30,13 +30,54 @@ def test_the_docker_backend_is_the_default_and_gives_the_one_orchestrator(tmp_pa
 def test_an_unknown_backend_is_refused_naming_the_setting_and_the_choices(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HYDRA_BACKEND", "kubernetes")
+    monkeypatch.setenv("HYDRA_BACKEND", "nomad")
     with pytest.raises(ConfigError, match="HYDRA_BACKEND"):
         load_settings(data_home=tmp_path)
     monkeypatch.delenv("HYDRA_BACKEND")
-    forced = load_settings(data_home=tmp_path).model_copy(update={"backend": "kubernetes"})
-    with pytest.raises(ConfigError, match="HYDRA_BACKEND: 'kubernetes'.*docker"):
+    forced = load_settings(data_home=tmp_path).model_copy(update={"backend": "nomad"})
+    with pytest.raises(ConfigError, match="HYDRA_BACKEND: 'nomad'.*docker, kubernetes"):
         open_backend(forced, SecretMasker())
+
+
+def test_kubernetes_backend_gives_a_runtime_for_gc_configured_by_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hydra_sandbox.sandbox.backends.kubernetes.runtime import KubernetesRuntime
+
+    monkeypatch.setenv("HYDRA_BACKEND", "kubernetes")
+    monkeypatch.setenv("HYDRA_KUBERNETES_NAMESPACE", "agents")
+    monkeypatch.setenv("HYDRA_KUBERNETES_RUNTIME_CLASS", "gvisor")
+    monkeypatch.setenv("HYDRA_KUBERNETES_SECCOMP_PROFILE", "hydra/agent.json")
+    runtime = open_runtime(load_settings(data_home=tmp_path))  # no cluster asked: it connects on first use
+    assert isinstance(runtime, KubernetesRuntime)
+    options = runtime.options
+    chosen = (options.namespace, options.runtime_class, options.seccomp_localhost)
+    assert chosen == ("agents", "gvisor", "hydra/agent.json")
+
+
+def test_kubernetes_backend_cannot_run_agents_yet_and_says_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HYDRA_BACKEND", "kubernetes")
+    missing = "cannot run agents yet: it lacks a workspace transport over pods/exec.*egress placement"
+    with pytest.raises(ConfigError, match=missing):
+        open_backend(load_settings(data_home=tmp_path), SecretMasker())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HYDRA_KUBERNETES_NAMESPACE", "Not_A_Label"),
+        ("HYDRA_KUBERNETES_RUNTIME_CLASS", "-x"),
+        ("HYDRA_KUBERNETES_SECCOMP_PROFILE", "../../etc/x.json"),
+    ],
+)
+def test_kubernetes_names_that_are_not_dns_labels_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings(data_home=tmp_path)
 
 
 def test_nothing_outside_the_sandbox_package_imports_a_backend_directly() -> None:

@@ -60,6 +60,11 @@ EVERY_FEATURE: dict[str, Any] = {
     "docker": {"host": "tcp://dockerd:2376", "tlsSecret": "docker-tls", "workspaceHostPaths": ["/srv/repos"]},
     "networkPolicy": {"egress": {"docker": {"to": [{"ipBlock": {"cidr": "10.0.3.7/32"}}]}}},
 }
+KUBERNETES: dict[str, Any] = {
+    "backend": "kubernetes",
+    "kubernetes": {"namespace": "agents", "runtimeClassName": "gvisor", "seccompLocalhostProfile": "hydra/agent.json"},
+    "networkPolicy": {"egress": {"kubernetesApi": {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}]}}},
+}
 EXTERNAL_CHROMA: dict[str, Any] = {
     "chroma": {"mode": "external", "externalUrl": "https://c.example:8000"},
     "networkPolicy": {"egress": {"chroma": {"to": [{"ipBlock": {"cidr": "10.0.4.0/24"}}]}}},
@@ -67,7 +72,7 @@ EXTERNAL_CHROMA: dict[str, Any] = {
 
 
 def test_helm_lint_strict_finds_nothing_wrong() -> None:
-    for values in ({}, EVERY_FEATURE):
+    for values in ({}, EVERY_FEATURE, KUBERNETES):
         report = helm.lint(CHART, values, strict=True)
         problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
         assert report["total_charts_linted"] == 1
@@ -90,6 +95,9 @@ def test_default_values_match_the_schema() -> None:
         ({"config": {"maxConcurrentAgents": 0}}, "maxConcurrentAgents"),
         ({"config": {"modelBaseUrl": "127.0.0.1:8080"}}, "modelBaseUrl"),
         ({"replicaCount": 2}, "replicaCount"),
+        ({"backend": "nomad"}, "backend"),
+        ({"kubernetes": {"namespace": "Agents"}}, "namespace"),
+        ({"kubernetes": {"seccompLocalhostProfile": "../x.json"}}, "seccompLocalhostProfile"),
     ],
 )
 def test_schema_refuses_bad_values(values: dict[str, Any], field: str) -> None:
@@ -220,7 +228,7 @@ def test_every_rendered_object_round_trips_through_the_kubernetes_models() -> No
     from kubernetes import client
 
     api = client.ApiClient()
-    for values in ({}, EVERY_FEATURE, EXTERNAL_CHROMA):
+    for values in ({}, EVERY_FEATURE, EXTERNAL_CHROMA, KUBERNETES):
         for doc in objects(values).values():
             model = api._ApiClient__deserialize(doc, f"V1{doc['kind']}")  # type: ignore[attr-defined]
             assert api.sanitize_for_serialization(model) == doc, (doc["kind"], doc["metadata"]["name"])
@@ -363,3 +371,48 @@ def test_an_external_chroma_token_comes_from_its_secret() -> None:
     values = {**EXTERNAL_CHROMA, "chroma": {**EXTERNAL_CHROMA["chroma"], "externalToken": {"existingSecret": "c"}}}
     ref = env_of(server_container(values))["HYDRA_CHROMA_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "c", "key": "token"}
+
+
+def test_kubernetes_backend_gets_a_role_in_the_agent_namespace_and_nothing_cluster_wide() -> None:
+    made = objects(KUBERNETES)
+    assert not [kind for kind, _ in made if kind.startswith("Cluster")]
+    role = made["Role", "hydra-agents"]
+    assert role["metadata"]["namespace"] == "agents"
+    granted = {(r["apiGroups"][0], res): tuple(r["verbs"]) for r in role["rules"] for res in r["resources"]}
+    assert granted == {
+        ("", "pods"): ("create", "get", "list", "watch", "delete"),
+        ("", "pods/log"): ("get",),
+        ("", "pods/exec"): ("create", "get"),
+        ("networking.k8s.io", "networkpolicies"): ("create", "get", "list", "watch", "delete"),
+    }
+    binding = made["RoleBinding", "hydra-agents"]
+    assert binding["metadata"]["namespace"] == "agents"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hydra", "namespace": "ai"}]
+    assert binding["roleRef"]["name"] == "hydra-agents"
+    pod = made["Deployment", "hydra"]["spec"]["template"]["spec"]
+    assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == ("hydra", True)
+    env = env_of(pod["containers"][0])
+    assert {n: env[n]["value"] for n in env if n.startswith(("HYDRA_BACKEND", "HYDRA_KUBERNETES"))} == {
+        "HYDRA_BACKEND": "kubernetes",
+        "HYDRA_KUBERNETES_NAMESPACE": "agents",
+        "HYDRA_KUBERNETES_RUNTIME_CLASS": "gvisor",
+        "HYDRA_KUBERNETES_SECCOMP_PROFILE": "hydra/agent.json",
+    }
+
+
+def test_docker_backend_gets_no_service_account_token_and_no_rbac() -> None:
+    made = objects()
+    assert not [kind for kind, _ in made if kind in {"ServiceAccount", "Role", "RoleBinding"}]
+    pod = made["Deployment", "hydra"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    assert env_of(pod["containers"][0])["HYDRA_BACKEND"]["value"] == "docker"
+
+
+def test_agent_namespace_defaults_to_the_releases(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = objects({"backend": "kubernetes"})
+    assert made["Role", "hydra-agents"]["metadata"]["namespace"] == "ai"
+    for name, entry in env_of(made["Deployment", "hydra"]["spec"]["template"]["spec"]["containers"][0]).items():
+        if name.startswith("HYDRA_"):
+            monkeypatch.setenv(name, entry.get("value", "from-a-secret"))
+    settings = load_settings()
+    assert (settings.backend, settings.kubernetes_namespace) == ("kubernetes", "ai")

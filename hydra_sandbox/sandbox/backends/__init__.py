@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from hydra_sandbox.sandbox.runtime import ContainerRuntime
     from hydra_sandbox.settings import HydraSettings
 
-BACKENDS = ("docker",)
+BACKENDS = ("docker", "kubernetes")
 
 
 def _unknown(name: str) -> ConfigError:
@@ -33,6 +33,10 @@ def open_backend(settings: HydraSettings, masker: SecretMasker, agent_endpoint: 
         from hydra_sandbox.sandbox.backends.docker import docker_sandbox
 
         return docker_sandbox(settings, masker, agent_endpoint)
+    if settings.backend == "kubernetes":
+        from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_sandbox
+
+        return kubernetes_sandbox(settings)
     raise _unknown(settings.backend)
 
 
@@ -43,14 +47,22 @@ def open_runtime(settings: HydraSettings) -> ContainerRuntime:
         from hydra_sandbox.sandbox.backends.docker.engines import default_runtime
 
         return default_runtime(settings)
+    if settings.backend == "kubernetes":
+        from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_runtime
+
+        return kubernetes_runtime(settings)
     raise _unknown(settings.backend)
 
 
 def open_runtimes(settings: HydraSettings) -> dict[str, ContainerRuntime]:
     """Every engine's runtime by name, for maintenance that must visit each (``hydra gc`` with several
-    Docker engines in ``HYDRA_DOCKER_HOST``)."""
+    Docker engines in ``HYDRA_DOCKER_HOST``; the one namespace of the Kubernetes backend)."""
     if settings.backend == "docker":
         from hydra_sandbox.sandbox.backends.docker.engines import all_runtimes
 
         return dict(all_runtimes(settings))
+    if settings.backend == "kubernetes":
+        from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_runtime
+
+        return {f"namespace {settings.kubernetes_namespace}": kubernetes_runtime(settings)}
     raise _unknown(settings.backend)

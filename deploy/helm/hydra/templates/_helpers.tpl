@@ -92,6 +92,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/* Hydra's settings as HYDRA_* variables: each name is a field of hydra_sandbox.settings.HydraSettings. */}}
+{{/* The namespace of agent pods (kubernetes backend): kubernetes.namespace, else the release's. */}}
+{{- define "hydra.agentNamespace" -}}
+{{- .Values.kubernetes.namespace | default .Release.Namespace -}}
+{{- end }}
+
 {{- define "hydra.env" -}}
 - name: HYDRA_TRANSPORT
   value: http
@@ -144,6 +149,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
       name: {{ include "hydra.fullname" . }}-model
       key: api-key
       {{- end }}
+{{- end }}
+- name: HYDRA_BACKEND
+  value: {{ .Values.backend | quote }}
+{{- if eq .Values.backend "kubernetes" }}
+- name: HYDRA_KUBERNETES_NAMESPACE
+  value: {{ include "hydra.agentNamespace" . | quote }}
+{{- with .Values.kubernetes.runtimeClassName }}
+- name: HYDRA_KUBERNETES_RUNTIME_CLASS
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.kubernetes.seccompLocalhostProfile }}
+- name: HYDRA_KUBERNETES_SECCOMP_PROFILE
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 - name: HYDRA_MAX_CONCURRENT_AGENTS
   value: {{ .Values.config.maxConcurrentAgents | quote }}
