@@ -172,10 +172,11 @@ def test_a_failure_that_repeats_is_logged_once_until_indexing_works_again(
             assert warnings() == 1
             store.down.clear()
             wait_until(lambda: indexer.lag() == 0)
+            failed_before = store.failed_calls  # may be past 5: the outage went on while the test looked
             store.down.set()
             append(journal, 1, session="t")
             indexer.notify()
-            wait_until(lambda: store.failed_calls >= 7)
+            wait_until(lambda: store.failed_calls >= failed_before + 2)  # the first one's warning is written
             assert warnings() == 2  # the same error after a success is news again
         finally:
             store.down.clear()
