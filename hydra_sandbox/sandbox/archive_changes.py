@@ -53,6 +53,11 @@ def bounds_for(ws: StagedWorkspace, manifest: Manifest) -> UnpackBounds:
     return UnpackBounds(max_file_bytes=ws.max_apply_file_mb * MIB, max_total_bytes=manifest.total_bytes() + extra)
 
 
+def stream_limit(bounds: UnpackBounds) -> int:
+    """The most bytes an archive within ``bounds`` can take, headers included."""
+    return bounds.max_total_bytes + bounds.max_members * 1536 + MIB
+
+
 class UnpackResult(BaseModel):
     changed: int = 0
     deleted: int = 0
@@ -309,8 +314,8 @@ def unpack_changes(
             stack.callback(os.close, incoming)
             reader = _Reader(ws, manifest, bounds, incoming)
             try:
-                limit = bounds.max_total_bytes + bounds.max_members * 1536 + MIB
-                with tarfile.open(fileobj=cast(BinaryIO, _Bounded(ws, stream, limit)), mode="r|") as tar:
+                bounded = cast(BinaryIO, _Bounded(ws, stream, stream_limit(bounds)))
+                with tarfile.open(fileobj=bounded, mode="r|") as tar:
                     for member in tar:
                         reader.take(tar, member)
             except tarfile.TarError as exc:
