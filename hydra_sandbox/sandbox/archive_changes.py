@@ -37,20 +37,30 @@ from hydra_sandbox.sandbox.workspace import StagedWorkspace
 MIB = 1 << 20
 MAX_NAME_BYTES = 4096
 DEFAULT_EXTRA_MB = 4096
+NEW_MEMBERS = 200_000
+MAX_HEADER_BYTES = 64 << 10
+_LONG_HEADERS = (
+    tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+)  # fmt: skip
 _OPAQUE = "trusted.overlay.opaque"
 _CHUNK = 1 << 20
 
 
 class UnpackBounds(BaseModel):
-    max_members: int = Field(default=500_000, ge=1)
+    max_members: int = Field(default=NEW_MEMBERS, ge=1)
     max_file_bytes: int = Field(default=100 * MIB, ge=0, description="A changed file larger than this is refused.")
     max_total_bytes: int = Field(default=DEFAULT_EXTRA_MB * MIB, ge=0, description="File bytes in the whole archive.")
 
 
 def bounds_for(ws: StagedWorkspace, manifest: Manifest) -> UnpackBounds:
-    """The session's bounds: the apply-size limit, and the baseline plus its disk quota (or 4 GiB)."""
+    """The session's bounds: the apply-size limit, the baseline plus its disk quota (or 4 GiB), and the
+    baseline's entries plus :data:`NEW_MEMBERS`."""
     extra = (ws.quota_mb or DEFAULT_EXTRA_MB) * MIB
-    return UnpackBounds(max_file_bytes=ws.max_apply_file_mb * MIB, max_total_bytes=manifest.total_bytes() + extra)
+    return UnpackBounds(
+        max_members=len(manifest.entries) + NEW_MEMBERS,
+        max_file_bytes=ws.max_apply_file_mb * MIB,
+        max_total_bytes=manifest.total_bytes() + extra,
+    )
 
 
 def stream_limit(bounds: UnpackBounds) -> int:
@@ -78,6 +88,18 @@ def _refuse(ws: StagedWorkspace, name: str, what: str, allowed: str) -> Workspac
         f"session {ws.session_id}: the agent's archive member {name!r} {what}; nothing of it was applied to the layer",
         hint=allowed,
     )
+
+
+class _BoundedHeaders(tarfile.TarInfo):
+    """Members whose PAX or GNU long-name header, which :mod:`tarfile` reads whole, is small."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type in _LONG_HEADERS and self.size > MAX_HEADER_BYTES:
+            raise WorkspaceError(
+                f"the agent's archive has an extended header of {self.size} bytes; nothing of it was applied",
+                hint=f"extended headers up to {MAX_HEADER_BYTES} bytes",
+            )
+        return super()._proc_member(archive)  # type: ignore[misc, no-any-return]
 
 
 class _Bounded:
@@ -315,7 +337,7 @@ def unpack_changes(
             reader = _Reader(ws, manifest, bounds, incoming)
             try:
                 bounded = cast(BinaryIO, _Bounded(ws, stream, stream_limit(bounds)))
-                with tarfile.open(fileobj=bounded, mode="r|") as tar:
+                with tarfile.open(fileobj=bounded, mode="r|", tarinfo=_BoundedHeaders) as tar:
                     for member in tar:
                         reader.take(tar, member)
             except tarfile.TarError as exc:

@@ -17,7 +17,7 @@ from hydra_sandbox.diffing import compute_diff
 from hydra_sandbox.errors import WorkspaceError
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox.archive import ROOT_MEMBER, Manifest, pack_workspace
-from hydra_sandbox.sandbox.archive_changes import UnpackBounds, unpack_changes
+from hydra_sandbox.sandbox.archive_changes import NEW_MEMBERS, UnpackBounds, bounds_for, unpack_changes
 from hydra_sandbox.sandbox.workspace import StagedWorkspace, prepare_layer
 from tests.layer_kit import staged_workspace, whiteout
 
@@ -250,6 +250,13 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = None, 
     return info, data
 
 
+def padded(name: str) -> tuple:
+    """A member whose PAX header is 100 KiB (tarfile reads such a header whole)."""
+    info, data = member(name)
+    info.pax_headers = {"comment": "p" * 100_000}
+    return info, data
+
+
 DIR, SYM = tarfile.DIRTYPE, tarfile.SYMTYPE
 HOSTILE = {
     "absolute name": ([member("/etc/cron.d/x")], "absolute name"),
@@ -266,6 +273,7 @@ HOSTILE = {
     "too many members": ([member(f"./f{n}") for n in range(5)], "past 4 members"),
     "file over the limit": ([member("./big", data=b"y" * 2000)], "2000 bytes"),
     "too many bytes": ([member(f"./f{n}", data=b"z" * 900) for n in range(3)], "past the bytes allowed"),
+    "huge extended header": ([padded("./f")], "extended header of 100"),
 }
 
 
@@ -280,6 +288,12 @@ def test_a_hostile_archive_is_refused_naming_the_member_and_nothing_is_written(t
         unpack_changes(hostile(members), manifest, ws, bounds)
     assert listing(ws.upper) == before
     assert [p.name for p in ws.upper.parent.iterdir() if p.name.startswith("incoming-")] == []
+
+
+def test_the_member_bound_grows_with_the_baseline(tmp_path: Path) -> None:
+    ws = staged(tmp_path, host(tmp_path, {f"f{n}": "x" for n in range(50)}))
+    _, manifest = pack(ws)
+    assert bounds_for(ws, manifest).max_members == 50 + NEW_MEMBERS
 
 
 def test_garbage_instead_of_a_tar_is_refused(tmp_path: Path) -> None:
