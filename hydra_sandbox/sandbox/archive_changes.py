@@ -202,13 +202,19 @@ class _Reader:
             raise _refuse(
                 self.ws, member.name, "goes past the bytes allowed", f"{self.bounds.max_total_bytes} bytes in all"
             )
+        source = tar.extractfile(member)
+        assert source is not None  # a regular member always has a file object
+        head = source.read(_CHUNK) if as_before else b""
+        small = as_before and len(head) == member.size  # read whole: compared without touching the disk
+        if small and base is not None and base.sha256 == hashlib.sha256(head).hexdigest() and base.mode == mode:
+            self.result.unchanged += 1
+            return
         staged = f"{len(self.changes)}-{secrets.token_hex(4)}"
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(head)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(staged, flags, 0o600, dir_fd=self.incoming)
         with os.fdopen(fd, "wb") as out:
-            source = tar.extractfile(member)
-            assert source is not None  # a regular member always has a file object
+            out.write(head)
             for block in iter(lambda: source.read(_CHUNK), b""):
                 digest.update(block)
                 out.write(block)
