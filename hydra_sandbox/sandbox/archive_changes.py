@@ -327,6 +327,22 @@ class _Writer:
             os.close(fd)
 
 
+def _write(reader: _Reader, upper: Tree) -> UnpackResult:
+    writer = _Writer(reader, upper)
+    try:
+        for change in reader.changes:
+            writer.change(change)
+        gone = reader.deletions()
+        for rel in gone:
+            writer.delete(rel)
+    except OSError as exc:
+        raise WorkspaceError(
+            f"session {reader.ws.session_id}: writing the agent's changes into {upper.root} failed ({exc})",
+            hint="the layer holds part of the change set: review it with care, or discard the session's changes",
+        ) from None
+    return reader.result.model_copy(update={"changed": len(reader.changes), "deleted": len(gone)})
+
+
 def unpack_changes(
     stream: BinaryIO, manifest: Manifest, ws: StagedWorkspace, bounds: UnpackBounds | None = None
 ) -> UnpackResult:
@@ -351,12 +367,11 @@ def unpack_changes(
                     f"session {ws.session_id}: the agent's archive is not a valid tar ({exc})",
                     hint="nothing of it was applied to the layer",
                 ) from None
-            writer = _Writer(reader, stack.enter_context(Tree(ws.upper)))
-            for change in reader.changes:
-                writer.change(change)
-            gone = reader.deletions()
-            for rel in gone:
-                writer.delete(rel)
-            return reader.result.model_copy(update={"changed": len(reader.changes), "deleted": len(gone)})
+            except OSError as exc:  # staging: e.g. the layer's quota filesystem is full
+                raise WorkspaceError(
+                    f"session {ws.session_id}: staging the agent's changes failed ({exc.strerror})",
+                    hint="nothing of it was applied to the layer; is the disk (or the session's quota) full?",
+                ) from None
+            return _write(reader, stack.enter_context(Tree(ws.upper)))
     finally:
         shutil.rmtree(incoming_path, ignore_errors=True)
