@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from hydra_sandbox.errors import WorkspaceError
+from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox.archive_transport import ArchiveVolumeTransport
 from hydra_sandbox.sandbox.fake import FakeProgram, FakeRuntime
 from hydra_sandbox.sandbox.orchestrator import SandboxOrchestrator
+from hydra_sandbox.sandbox.workspace import prepare_layer
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.unit.test_orchestrator import CODEX_RUN, IMAGE, SID, Sink, orchestrator, request, run_dir, wait_for
 
@@ -119,3 +121,38 @@ async def test_a_resume_packs_the_first_runs_changes(settings: HydraSettings, wo
     assert runtime.volume_files[volume]["new.py"][1] == b"first\n"
     runtime.exit(runtime.running()[0], 0)
     assert (await second).has_changes
+
+
+async def test_a_restarted_server_brings_home_the_changes_of_the_agent_it_followed(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)], keeps_running=True), images=[IMAGE])
+    task = await start(orchestrator(settings, runtime, run_dir), runtime, workdir)
+    task.cancel()  # the server shuts down; the agent keeps running on its volume
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    second = orchestrator(settings, runtime, run_dir)  # a new server: only the baseline on disk is shared
+    volume = second.workspace(SID).volume_name
+    agent_writes(runtime, volume, "app.py", b"x = 3\n")
+    sink = Sink()
+    follow = asyncio.create_task(second.follow(request(workdir), sink, asyncio.Event(), 0))
+    await wait_for(lambda: "done, key" in sink.text, "the replayed log")
+    runtime.exit(runtime.running()[0], 0)
+    assert (await follow).has_changes
+    preview = await second.diff(SID, request(workdir).policy)
+    assert {f.path: f.status for f in preview.files} == {"app.py": "modified"}
+    assert volume not in runtime.volumes
+
+
+async def test_a_volume_a_crashed_run_left_is_read_back_before_the_next_run(tmp_path: Path, workdir: Path) -> None:
+    runtime = FakeRuntime(images=[IMAGE])
+    transport = ArchiveVolumeTransport(runtime, IMAGE)
+    labels = {"hydra.session": SID, "hydra.role": "workspace"}
+    ws = prepare_layer(SID, workdir, Policy(name="t"), tmp_path / "sessions", labels)
+    await transport.attach(ws)
+    agent_writes(runtime, ws.volume_name, "crash.py", b"kept\n")
+    await transport.attach(ws)  # the next run, after one that died before its release
+    assert runtime.volume_files[ws.volume_name]["crash.py"][1] == b"kept\n"
+    assert (ws.upper / "crash.py").read_bytes() == b"kept\n"
+    await transport.discard(ws)
+    assert runtime.volumes == {} and runtime.containers == {}
