@@ -19,10 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from typing import BinaryIO, Protocol
 
-from hydra_sandbox.sandbox.archive import ROOT_MEMBER, load_manifest, manifest_path, pack_workspace, save_manifest
+from hydra_sandbox.sandbox.archive import (
+    ROOT_MEMBER,
+    Manifest,
+    load_manifest,
+    manifest_path,
+    pack_workspace,
+    save_manifest,
+)
 from hydra_sandbox.sandbox.archive_changes import UnpackResult, bounds_for, stream_limit, unpack_changes
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
 from hydra_sandbox.sandbox.spec import LABEL_ROLE, ContainerSpec, Mount
@@ -69,26 +77,49 @@ class ArchiveVolumeTransport:
         if await self._exists(ws) and manifest_path(ws).exists():
             await self.release(ws)
         await self._runtime.remove_volume(ws.volume_name)
-        archive = ws.session_dir / "transfer-in.tar"
         try:
-            with archive.open("w+b") as fh:
-                manifest = await asyncio.to_thread(pack_workspace, ws, fh)
-                await asyncio.to_thread(save_manifest, ws, manifest)
-                fh.seek(0)
-                await self._runtime.create_volume(ws.volume_name, ws.labels)
-                await self._runtime.create_volume(scratch_volume(ws), ws.labels)
-                mounts = [
-                    Mount(type="volume", source=scratch_volume(ws), target=TRANSFER_ROOT),
-                    Mount(type="volume", source=ws.volume_name, target=f"{TRANSFER_ROOT}/{ROOT_MEMBER}"),
-                ]
-                await self._through(ws, mounts, lambda cid: self._runtime.put_archive(cid, TRANSFER_ROOT, fh))
+            await self._runtime.create_volume(ws.volume_name, ws.labels)
+            await self._runtime.create_volume(scratch_volume(ws), ws.labels)
+            mounts = [
+                Mount(type="volume", source=scratch_volume(ws), target=TRANSFER_ROOT),
+                Mount(type="volume", source=ws.volume_name, target=f"{TRANSFER_ROOT}/{ROOT_MEMBER}"),
+            ]
+            await self._through(ws, mounts, lambda cid: self._put_streamed(ws, cid))
         except BaseException:
             await asyncio.shield(self.discard(ws))
             raise
         finally:
-            archive.unlink(missing_ok=True)
             await asyncio.shield(self._runtime.remove_volume(scratch_volume(ws)))
         return Mount(type="volume", source=ws.volume_name, target=WORKSPACE_IN_CONTAINER)
+
+    async def _put_streamed(self, ws: StagedWorkspace, container_id: str) -> None:
+        """Pack in a worker thread straight into the engine's extraction through a pipe (nothing on disk,
+        the two overlapped), then keep the manifest. Whichever side fails first, the other is released:
+        the read end is closed once the engine is done, so a pack still writing stops (EPIPE)."""
+        read_fd, write_fd = os.pipe()
+        reader, writer = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
+
+        def pack() -> Manifest:
+            with writer:
+                return pack_workspace(ws, writer)
+
+        packing = asyncio.get_running_loop().run_in_executor(None, pack)  # submitted now, not at the next await
+        put_error: BaseException | None = None
+        try:
+            await self._runtime.put_archive(container_id, TRANSFER_ROOT, reader)
+        except BaseException as exc:
+            put_error = exc
+        finally:
+            reader.close()
+        try:
+            manifest = await packing
+        except Exception:  # the pack's EPIPE after the engine failed: the engine's error is the reason
+            if put_error is not None:
+                raise put_error from None
+            raise
+        if put_error is not None:
+            raise put_error
+        await asyncio.to_thread(save_manifest, ws, manifest)
 
     async def _through(self, ws: StagedWorkspace, mounts: list[Mount], call: Callable[[str], Awaitable[None]]) -> None:
         container_id = await self._runtime.create(self._transfer_spec(ws, mounts))

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from hydra_sandbox.errors import WorkspaceError
+from hydra_sandbox.errors import RuntimeUnavailableError, WorkspaceError
 from hydra_sandbox.policy import Policy
 from hydra_sandbox.sandbox.archive_transport import ArchiveVolumeTransport
 from hydra_sandbox.sandbox.fake import FakeProgram, FakeRuntime
@@ -155,4 +156,17 @@ async def test_a_volume_a_crashed_run_left_is_read_back_before_the_next_run(tmp_
     assert runtime.volume_files[ws.volume_name]["crash.py"][1] == b"kept\n"
     assert (ws.upper / "crash.py").read_bytes() == b"kept\n"
     await transport.discard(ws)
+    assert runtime.volumes == {} and runtime.containers == {}
+
+
+async def test_an_engine_refusing_the_archive_stops_the_pack_and_leaves_nothing(tmp_path: Path, workdir: Path) -> None:
+    for n in range(200):  # more than a pipe holds, so the pack is still writing when the engine gives up
+        (workdir / f"f{n}.txt").write_bytes(os.urandom(1024))
+    runtime = FakeRuntime(images=[IMAGE])
+    runtime.failures["put_archive"] = RuntimeUnavailableError("Docker refused: no space left on device")
+    transport = ArchiveVolumeTransport(runtime, IMAGE)
+    ws = prepare_layer(SID, workdir, Policy(name="t"), tmp_path / "sessions", {"hydra.session": SID})
+    async with asyncio.timeout(60):  # a pack left blocked on the pipe would hang here, not pass
+        with pytest.raises(RuntimeUnavailableError, match="no space left"):
+            await transport.attach(ws)
     assert runtime.volumes == {} and runtime.containers == {}

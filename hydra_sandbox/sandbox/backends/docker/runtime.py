@@ -211,7 +211,8 @@ class DockerRuntime:
     async def put_archive(self, container_id: str, path: str, data: BinaryIO) -> None:
         """Extract a tar into ``path`` of a (created) container, streamed from ``data``; Docker extracts
         into the container's volumes even when its root is read-only, keeping owners and modes."""
-        done = await self._call(self.client.api.put_archive, container_id, path, data)
+        chunks = iter(lambda: data.read(1 << 20), b"")  # sent chunked: ``data`` may be a pipe of unknown length
+        done = await self._call(self.client.api.put_archive, container_id, path, chunks)
         if not done:
             raise RuntimeUnavailableError(f"Docker refused the archive for {path} in container {container_id[:12]}")
 
