@@ -2,11 +2,12 @@
 
 :meth:`ArchiveVolumeTransport.attach` packs the agent's view (:func:`~.archive.pack_workspace`: hidden
 and denied paths never leave this machine), keeps its manifest as the run's baseline on Hydra's disk,
-and puts the archive into a fresh labelled volume through a short-lived transfer container (created,
-never started, as hardened as an agent: the engine extracts into its volumes while it is stopped, also
-under a read-only root). The volume's root takes the agent's owner and mode because the transfer
-container mounts it *below* a scratch volume (``/xfer/ws``): the archive's top entry ``ws`` lands on
-the mount point itself, which an entry ``.`` would not change.
+and streams the archive (through a pipe, nothing on disk) into a fresh labelled volume through a
+short-lived transfer container (created, never started, as hardened as an agent: the engine extracts
+into its volumes while it is stopped, also under a read-only root). The volume's root takes the
+agent's owner and mode because the transfer container mounts it *below* a scratch volume
+(``/xfer/ws``): the archive's top entry ``ws`` lands on the mount point itself, which an entry ``.``
+would not change.
 
 :meth:`release` reads the agent's tree back the same way and turns it into the overlay form of the
 change set in ``ws.upper`` (:func:`~.archive_changes.unpack_changes`, which treats it as hostile), then
