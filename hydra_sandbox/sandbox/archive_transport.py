@@ -71,7 +71,7 @@ class ArchiveVolumeTransport:
         )
 
     async def _exists(self, ws: StagedWorkspace) -> bool:
-        return ws.volume_name in {v.name for v in await self._runtime.list_volumes({LABEL_ROLE: "workspace"})}
+        return ws.volume_name in {v.name for v in await self._runtime.list_volumes(ws.labels)}  # made with these
 
     async def attach(self, ws: StagedWorkspace) -> Mount:
         """Pack the session's view into a fresh volume (a volume a crashed run left is read back first)."""
