@@ -133,6 +133,8 @@ class _Reader:
             raise _refuse(self.ws, name[:80] + "…", f"has a name over {MAX_NAME_BYTES} bytes", "shorter paths")
         if name.startswith("/"):
             raise _refuse(self.ws, name, "is an absolute name", "names relative to the workspace, under './'")
+        if "\0" in name:
+            raise _refuse(self.ws, name, "holds a NUL character", "names without NUL")
         if name in {".", "./"}:
             if not member.isdir():
                 raise _refuse(self.ws, name, "is the workspace root but not a directory", "a directory")

@@ -257,6 +257,12 @@ def padded(name: str) -> tuple:
     return info, data
 
 
+def nul_named() -> tuple:
+    info, data = member("./a")
+    info.pax_headers = {"path": "./a\0b"}
+    return info, data
+
+
 DIR, SYM = tarfile.DIRTYPE, tarfile.SYMTYPE
 HOSTILE = {
     "absolute name": ([member("/etc/cron.d/x")], "absolute name"),
@@ -274,6 +280,7 @@ HOSTILE = {
     "file over the limit": ([member("./big", data=b"y" * 2000)], "2000 bytes"),
     "too many bytes": ([member(f"./f{n}", data=b"z" * 900) for n in range(3)], "past the bytes allowed"),
     "huge extended header": ([padded("./f")], "extended header of 100"),
+    "NUL in a name": ([nul_named()], "holds a NUL character"),
 }
 
 
