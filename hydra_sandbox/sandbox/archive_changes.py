@@ -2,12 +2,13 @@
 
 The archive is HOSTILE: the agent made it. :func:`unpack_changes` reads it once, as a stream, and
 refuses (with a :class:`~hydra_sandbox.errors.WorkspaceError` naming the member and what is allowed)
-absolute names, ``..``, a member whose directory did not come before it as a directory (under a link or a
-file an earlier member made), duplicates, hard links, devices and fifos, names over 4096 bytes, more
-members than :attr:`UnpackBounds.max_members`, a file over the apply-size limit and more bytes in all
-than :attr:`UnpackBounds.max_total_bytes`. Changed content is staged under a fresh directory on the
-layer's own filesystem (``O_EXCL | O_NOFOLLOW``), and only once the whole archive passed is anything
-moved into ``ws.upper``, through a :class:`~hydra_sandbox.beneath.Tree` (a link is never followed).
+absolute names, ``..``, NUL in a name or a link's target, a member whose directory did not come before
+it as a directory (under a link or a file an earlier member made), duplicates, hard links, devices and
+fifos, names over 4096 bytes, more members than :attr:`UnpackBounds.max_members`, a file over the
+apply-size limit and more bytes in all than :attr:`UnpackBounds.max_total_bytes`. Changed content is
+staged under a fresh directory on the layer's own filesystem (``O_EXCL | O_NOFOLLOW``), and only once
+the whole archive passed is anything moved into ``ws.upper``, through a
+:class:`~hydra_sandbox.beneath.Tree` (a link is never followed).
 
 What lands in ``ws.upper`` is what the overlay would have written for the same changes: changed and
 added files, links and directories owned by the agent; a whiteout (``c 0 0``) for each deleted path; an
@@ -173,6 +174,9 @@ class _Reader:
             same = base is not None and base.type == "dir" and base.mode == mode
             self._record(same, _Change(rel=rel, type="dir", mode=mode))
         elif member.issym():
+            if "\0" in member.linkname or len(os.fsencode(member.linkname)) >= MAX_NAME_BYTES:
+                what = "is a link to a target with NUL or over 4095 bytes"
+                raise _refuse(self.ws, member.name, what, "shorter link targets")
             self.seen[rel] = "link"
             same = base is not None and base.type == "link" and base.target == member.linkname
             self._record(same, _Change(rel=rel, type="link", mode=mode, target=member.linkname))

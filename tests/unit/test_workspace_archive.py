@@ -281,6 +281,7 @@ HOSTILE = {
     "too many bytes": ([member(f"./f{n}", data=b"z" * 900) for n in range(3)], "past the bytes allowed"),
     "huge extended header": ([padded("./f")], "extended header of 100"),
     "NUL in a name": ([nul_named()], "holds a NUL character"),
+    "long link target": ([member("./l", SYM, link="t" * 5000)], "target with NUL or over 4095 bytes"),
 }
 
 
