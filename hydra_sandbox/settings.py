@@ -173,6 +173,12 @@ class HydraSettings(BaseSettings):
         default=None,
         description="ca.pem, cert.pem, key.pem for tcp:// engines; a HOST_PORT subdirectory overrides per engine.",
     )
+    workspace_transport: Literal["overlay", "archive"] = Field(
+        default="overlay",
+        description="How the docker backend brings the workspace in: 'overlay' (a volume over the layer on "
+        "this disk, O(1)) or 'archive' (the visible tree copied into a volume and the changes copied back, "
+        "for an engine that does not share this machine's filesystem).",
+    )
     agent_mcp: bool = Field(
         default=True,
         description="Give agents whose policy allows children Hydra's MCP endpoint, so they can delegate.",

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import io
 import itertools
+import posixpath
+import tarfile
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import BinaryIO
 
-from hydra_sandbox.errors import RuntimeUnavailableError
+from hydra_sandbox.errors import RuntimeUnavailableError, WorkspaceError
 from hydra_sandbox.sandbox.spec import (
     LABEL_SESSION,
     ContainerInfo,
@@ -97,6 +102,8 @@ class FakeRuntime:
         self.containers: dict[str, FakeContainer] = {}
         self.volumes: dict[str, FakeVolume] = {}
         self.networks: dict[str, NetworkInfo] = {}
+        self.volume_files: dict[str, dict[str, tuple[tarfile.TarInfo, bytes]]] = {}
+        """Volume -> path in it ("" is its root) -> (tar member, content): what archives put there."""
         self.calls: list[str] = []
         self.failures: dict[str, Exception] = {}
         """Method name -> the error its next call raises (then it works again)."""
@@ -226,6 +233,7 @@ class FakeRuntime:
         if any(m.source == name for c in self.containers.values() for m in c.spec.mounts):
             raise RuntimeUnavailableError(f"Docker refused: remove {name}: volume is in use")
         self.volumes.pop(name, None)
+        self.volume_files.pop(name, None)
 
     async def list_volumes(self, labels: dict[str, str]) -> list[VolumeInfo]:
         self._enter("list_volumes")
@@ -254,3 +262,36 @@ class FakeRuntime:
             return None
         image_id = self.image_ids.get(tag, f"sha256:fake-{tag}")
         return ImageInfo(id=image_id, labels=dict(self.image_labels.get(tag, {})))
+
+    # -- archives (the ArchiveRuntime calls) --------------------------------------------------
+
+    def _volume_at(self, container_id: str, path: str) -> tuple[str, str]:
+        """The volume of the container holding ``path``, and the path inside it."""
+        mounts = [m for m in self._get(container_id).spec.mounts if m.type == "volume"]
+        for mount in sorted(mounts, key=lambda m: len(m.target), reverse=True):
+            if path == mount.target or path.startswith(mount.target + "/"):
+                return mount.source, path[len(mount.target) :].lstrip("/")
+        raise RuntimeUnavailableError(f"Docker refused: {path} is not in a volume and the root is read-only")
+
+    async def put_archive(self, container_id: str, path: str, data: BinaryIO) -> None:
+        self._enter("put_archive")
+        with tarfile.open(fileobj=data, mode="r|") as tar:
+            for member in tar:
+                volume, rel = self._volume_at(container_id, posixpath.normpath(f"{path}/{member.name}"))
+                content = tar.extractfile(member).read() if member.isreg() else b""  # type: ignore[union-attr]
+                self.volume_files.setdefault(volume, {})[rel] = (copy.copy(member), content)
+
+    async def get_archive(self, container_id: str, path: str, dest: BinaryIO, max_bytes: int) -> None:
+        self._enter("get_archive")
+        volume, below = self._volume_at(container_id, posixpath.normpath(path))
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for rel, (member, content) in sorted(self.volume_files.get(volume, {}).items()):
+                if below and not (rel == below or rel.startswith(below + "/")):
+                    continue
+                entry = copy.copy(member)
+                entry.name = "./" + rel[len(below) :].lstrip("/") if rel != below else "."
+                tar.addfile(entry, io.BytesIO(content) if entry.isreg() else None)
+        if out.tell() > max_bytes:
+            raise WorkspaceError(f"container {container_id[:12]}: the archive of {path} is over {max_bytes} bytes")
+        dest.write(out.getvalue())

@@ -58,6 +58,7 @@ class StagedWorkspace(BaseModel):
     hidden_count: int = 0
     labels: dict[str, str] = Field(default_factory=dict)
     quota_mb: int | None = Field(default=None, description="The layer's disk quota (its own filesystem), if any.")
+    max_apply_file_mb: int = Field(default=100, description="The policy's apply-size limit, for changes read back.")
 
     @property
     def session_dir(self) -> Path:
@@ -251,6 +252,7 @@ def prepare_layer(
         hidden_count=len(hidden),
         labels=labels,
         quota_mb=disk_mb,
+        max_apply_file_mb=policy.resources.max_apply_file_mb,
     )
 
 

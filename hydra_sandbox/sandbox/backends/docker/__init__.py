@@ -1,20 +1,25 @@
 """The Docker backend: agents in containers of a Docker engine that shares this machine's filesystem.
 
 Docker's part of a run is the runtime (docker-py), the workspace as an overlay volume over the local
-layer, and egress relays served on this host behind a bind-mounted Unix socket. Everything else is the
+layer (or, with ``HYDRA_WORKSPACE_TRANSPORT=archive``, copied in and out as archives), and egress
+relays served on this host behind a bind-mounted Unix socket. Everything else is the
 backend-neutral :class:`~hydra_sandbox.sandbox.orchestrator.SandboxOrchestrator`.
 """
 
 from __future__ import annotations
 
+from typing import cast
+
 from hydra_sandbox.agent_endpoint import AgentEndpoint
 from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.sandbox.archive_transport import ArchiveRuntime, ArchiveVolumeTransport
 from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
 from hydra_sandbox.sandbox.backends.docker.engines import engine_runtime, runs_engine
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.backends.docker.workspace import OverlayVolumeTransport, VolumeDriverRuntime
 from hydra_sandbox.sandbox.egress import runtime_dir
 from hydra_sandbox.sandbox.orchestrator import Backend, SandboxOrchestrator
+from hydra_sandbox.sandbox.workspace import WorkspaceTransport
 from hydra_sandbox.settings import HydraSettings
 
 NAME = "docker"
@@ -28,7 +33,10 @@ def docker_backend(settings: HydraSettings, runtime: VolumeDriverRuntime | None 
         engine = runs_engine(settings)
         runtime = engine_runtime(engine) if engine is not None else DockerRuntime()
     egress = HostSocketEgress(lambda: runtime_dir(settings.runtime_dir))
-    return Backend(name=NAME, runtime=runtime, workspace=OverlayVolumeTransport(runtime), egress=egress)
+    workspace: WorkspaceTransport = OverlayVolumeTransport(runtime)
+    if settings.workspace_transport == "archive":
+        workspace = ArchiveVolumeTransport(cast(ArchiveRuntime, runtime), settings.agent_image)
+    return Backend(name=NAME, runtime=runtime, workspace=workspace, egress=egress)
 
 
 def docker_sandbox(

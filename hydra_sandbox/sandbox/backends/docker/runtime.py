@@ -13,14 +13,14 @@ import re
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker
 import docker.errors
 import docker.tls
 
 from hydra_sandbox.docker_engines import UNREACHABLE_HINT, EngineClient
-from hydra_sandbox.errors import RuntimeUnavailableError
+from hydra_sandbox.errors import RuntimeUnavailableError, WorkspaceError
 from hydra_sandbox.sandbox.backends.docker.create_args import container_create_kwargs
 from hydra_sandbox.sandbox.backends.docker.logs import follow_logs
 from hydra_sandbox.sandbox.spec import ContainerInfo, ContainerSpec, ImageInfo, LogStream, NetworkInfo, VolumeInfo
@@ -207,3 +207,29 @@ class DockerRuntime:
             return ImageInfo(id=str(image.id), labels=image.labels or {})
 
         return await self._call(_info)  # type: ignore[no-any-return]
+
+    async def put_archive(self, container_id: str, path: str, data: BinaryIO) -> None:
+        """Extract a tar into ``path`` of a (created) container, streamed from ``data``; Docker extracts
+        into the container's volumes even when its root is read-only, keeping owners and modes."""
+        chunks = iter(lambda: data.read(1 << 20), b"")  # sent chunked: ``data`` may be a pipe of unknown length
+        done = await self._call(self.client.api.put_archive, container_id, path, chunks)
+        if not done:
+            raise RuntimeUnavailableError(f"Docker refused the archive for {path} in container {container_id[:12]}")
+
+    async def get_archive(self, container_id: str, path: str, dest: BinaryIO, max_bytes: int) -> None:
+        """Write the tar of ``path`` in the container to ``dest``, refusing more than ``max_bytes``."""
+
+        def _copy() -> None:
+            stream, _ = self.client.api.get_archive(container_id, path, chunk_size=1 << 20)
+            written = 0
+            for chunk in stream:
+                written += len(chunk)
+                if written > max_bytes:
+                    stream.close()
+                    raise WorkspaceError(
+                        f"container {container_id[:12]}: the archive of {path} is over {max_bytes} bytes",
+                        hint="the agent wrote more than the session's disk quota allows",
+                    )
+                dest.write(chunk)
+
+        await self._call(_copy)
