@@ -1,0 +1,235 @@
+"""Agents per host: how many concurrent agents one machine carries before a second one is needed.
+
+For each count (8, 32, 64 by default) Hydra runs as its own process (``hydra serve --transport http``)
+with its concurrency cap at that count, and that many real Codex agents run at once in their hardened
+containers, each talking to a slow scripted model: every model request is answered after 2 s, and an
+agent takes 10 turns (9 commands and a summary). While they run, a real MCP client calls
+``list_sessions`` in a loop. Measured, each against the idle server of the same run:
+
+* ``list_sessions`` p50/p95 (target: p95 at most 50 ms at 64 agents);
+* the server's resident memory, idle and at its peak;
+* each agent container's memory (the cgroup's current usage, read from ``docker stats``) at the peak;
+* events lost: every agent's 9 command outputs and its summary must be in its timeline exactly once.
+
+Usage: python benchmarks/bench_agents_per_host.py [--counts 8,32,64] [--turn-seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fastmcp import Client
+from fastmcp.client.transports import StreamableHttpTransport
+
+from benchmarks.bench_server import MODEL_DIR, TOKEN, call, pct, repo, rss_kib
+from hydra_sandbox.scripted_model import Script, ScriptedModel
+
+STEPS = 9  # commands; the tenth turn is the summary
+ENDED = {"awaiting_approval", "completed", "failed", "cancelled", "timed_out"}
+
+
+class _LateWriter:
+    """A stream writer whose first ``drain`` of a response waits: the model takes its time to answer."""
+
+    def __init__(self, writer: asyncio.StreamWriter, delay_s: float) -> None:
+        self._writer = writer
+        self._delay_s = delay_s
+        self._waited = False
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    async def drain(self) -> None:
+        if not self._waited:
+            self._waited = True
+            await asyncio.sleep(self._delay_s)
+        await self._writer.drain()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
+
+
+class SlowModel(ScriptedModel):
+    """The scripted model, answering each request ``delay_s`` after it arrives."""
+
+    def __init__(self, script: Script, delay_s: float) -> None:
+        super().__init__(script)
+        self.delay_s = delay_s
+
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        return await super()._one_request(reader, _LateWriter(writer, self.delay_s))  # type: ignore[arg-type]
+
+
+def script(agents: int) -> Script:
+    routes = []
+    for n in range(agents):
+        turns: list[list[dict[str, Any]]] = [[{"exec": f"echo agent-{n}-step-{i}-done"}] for i in range(STEPS)]
+        turns.append([{"message": f"Summary: agent-{n}-finished."}])
+        routes.append({"match": f"PER-HOST-{n}-", "turns": turns})
+    return Script.model_validate({"routes": routes})
+
+
+def container_memory_mib() -> list[float]:
+    """Current memory of every running Hydra agent container, in MiB."""
+    ids = subprocess.run(
+        ["docker", "ps", "-q", "--filter", "label=hydra.role=agent"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if not ids:
+        return []
+    out = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{json .}}", *ids], capture_output=True, text=True, check=False
+    ).stdout  # a container that ended meanwhile makes the command fail; the others are still printed
+    sizes = []
+    for line in out.splitlines():
+        used = json.loads(line)["MemUsage"].split("/")[0].strip()
+        number, unit = float(used.rstrip("KMGiB")), used.lstrip("0123456789.")
+        sizes.append(number * {"KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0, "B": 1 / 2**20}.get(unit, 1.0))
+    return sizes
+
+
+def lost_events(n: int, events: list[dict[str, Any]]) -> int:
+    """How many of agent ``n``'s expected outputs are missing from its timeline, or there twice."""
+    texts = [str(e.get("text", "")) + json.dumps(e.get("data", {})) for e in events]
+    missing = 0
+    for i in range(STEPS):
+        marker = f"agent-{n}-step-{i}-done"
+        commands = [t for t, e in zip(texts, events, strict=True) if marker in t and e.get("type") == "command"]
+        missing += abs(1 - len(commands))
+    summaries = [e for e in events if e.get("type") == "message" and f"agent-{n}-finished" in str(e.get("text"))]
+    return missing + abs(1 - len(summaries))
+
+
+async def timeline(client: Client, session_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    since = 0
+    while True:
+        page = await call(client, "tail_logs", session_id=session_id, since=since, limit=1000)
+        events += page["events"]
+        since = page["next_since"]
+        if not page["more"]:
+            return events
+
+
+async def one_count(agents: int, turn_s: float) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="hydra-bench-"))
+    work = repo(tmp)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with SlowModel(script(agents), turn_s) as model:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")} | {
+            "HYDRA_DATA_HOME": str(tmp / "data"),
+            "HYDRA_MODEL_BASE_URL": model.base_url,
+            "HYDRA_MODEL": "test-model",
+            "HYDRA_EMBEDDING_MODEL_DIR": str(MODEL_DIR),
+            "HYDRA_HTTP_TOKEN": TOKEN,
+            "HYDRA_MAX_CONCURRENT_AGENTS": str(agents),
+        }
+        argv = [sys.executable, "-m", "hydra_sandbox", "serve", "--transport", "http", "--port", str(port)]
+        server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), 1):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("the server did not start") from None
+                    await asyncio.sleep(0.2)
+            url = f"http://127.0.0.1:{port}/mcp"
+            async with Client(StreamableHttpTransport(url, auth=TOKEN), timeout=600) as client:
+                await call(client, "log_context", note="bench warm-up: the store is open")
+                idle: list[float] = []
+                for _ in range(100):
+                    start = time.perf_counter()
+                    await call(client, "list_sessions")
+                    idle.append(time.perf_counter() - start)
+                idle_rss = rss_kib(server.pid)
+                started = time.perf_counter()
+                sessions = [
+                    (await call(client, "spawn_agent", working_dir=str(work), custom_prompt=f"PER-HOST-{n}-"))[
+                        "session_id"
+                    ]
+                    for n in range(agents)
+                ]
+                loaded: list[float] = []
+                peak_rss, most_running, agent_mib = idle_rss, 0, [0.0]
+                next_stats = 0.0
+                while True:
+                    start = time.perf_counter()
+                    listed = (await call(client, "list_sessions", limit=agents + 10))["sessions"]
+                    loaded.append(time.perf_counter() - start)
+                    peak_rss = max(peak_rss, rss_kib(server.pid))
+                    running = sum(1 for s in listed if s["status"] == "running")
+                    if running >= most_running and time.monotonic() >= next_stats:
+                        agent_mib = container_memory_mib() or agent_mib  # at the most agents running
+                        most_running = running
+                        next_stats = time.monotonic() + 5
+                    if all(s["status"] in ENDED for s in listed if s["session_id"] in sessions):
+                        break
+                    await asyncio.sleep(0.05)
+                elapsed = time.perf_counter() - started
+                lost, statuses = 0, dict[str, int]()
+                for n, sid in enumerate(sessions):
+                    record = (await call(client, "summarize_session", session_id=sid))["session"]
+                    statuses[record["status"]] = statuses.get(record["status"], 0) + 1
+                    lost += lost_events(n, await timeline(client, sid))
+                for sid in sessions:
+                    await call(client, "discard_diff", session_id=sid)
+        finally:
+            server.terminate()
+            server.wait(60)
+            subprocess.run([sys.executable, "-m", "hydra_sandbox", "gc"], env=env, capture_output=True, check=False)
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "agents": agents,
+        "most_running": most_running,
+        "seconds": round(elapsed, 1),
+        "statuses": statuses,
+        "idle_p95_ms": round(pct(idle, 0.95) * 1000, 1),
+        "p50_ms": round(pct(loaded, 0.5) * 1000, 1),
+        "p95_ms": round(pct(loaded, 0.95) * 1000, 1),
+        "calls": len(loaded),
+        "server_idle_mib": round(idle_rss / 1024),
+        "server_peak_mib": round(peak_rss / 1024),
+        "agent_mib_median": round(sorted(agent_mib)[len(agent_mib) // 2], 1),
+        "agent_mib_max": round(max(agent_mib), 1),
+        "lost_or_duplicated": lost,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--counts", default="8,32,64")
+    parser.add_argument("--turn-seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    print("| agents | most running at once | run (s) | statuses | list_sessions p50 / p95 (idle p95) | p95 / idle | "
+          "server memory idle → peak | agent memory median / max | events lost or doubled |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for count in (int(c) for c in args.counts.split(",")):
+        r = asyncio.run(one_count(count, args.turn_seconds))
+        print(
+            f"| {r['agents']} | {r['most_running']} | {r['seconds']} | {r['statuses']} | {r['p50_ms']} / "
+            f"**{r['p95_ms']} ms** ({r['idle_p95_ms']} ms) | {r['p95_ms'] / r['idle_p95_ms']:.1f}x | "
+            f"{r['server_idle_mib']} → {r['server_peak_mib']} MiB "
+            f"({r['server_peak_mib'] / r['server_idle_mib']:.2f}x) | "
+            f"{r['agent_mib_median']} / {r['agent_mib_max']} MiB | {r['lost_or_duplicated']} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
