@@ -82,18 +82,17 @@ def script(agents: int) -> Script:
 
 
 def container_memory_mib() -> list[float]:
-    """Current memory of every running Hydra agent container, in MiB."""
-    ids = subprocess.run(
-        ["docker", "ps", "-q", "--filter", "label=hydra.role=agent"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    if not ids:
-        return []
+    """Current memory of every running Hydra agent container, in MiB. ``docker stats`` of all running
+    containers, filtered by name: given ids, it fails outright when one of them ended meanwhile."""
     out = subprocess.run(
-        ["docker", "stats", "--no-stream", "--format", "{{json .}}", *ids], capture_output=True, text=True, check=False
-    ).stdout  # a container that ended meanwhile makes the command fail; the others are still printed
+        ["docker", "stats", "--no-stream", "--format", "{{json .}}"], capture_output=True, text=True, check=False
+    ).stdout
     sizes = []
     for line in out.splitlines():
-        used = json.loads(line)["MemUsage"].split("/")[0].strip()
+        row = json.loads(line)
+        if not str(row.get("Name", "")).startswith("hydra-s-"):
+            continue
+        used = row["MemUsage"].split("/")[0].strip()
         number, unit = float(used.rstrip("KMGiB")), used.lstrip("0123456789.")
         sizes.append(number * {"KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0, "B": 1 / 2**20}.get(unit, 1.0))
     return sizes
@@ -166,7 +165,7 @@ async def one_count(agents: int, turn_s: float) -> dict[str, Any]:
                     for n in range(agents)
                 ]
                 loaded: list[float] = []
-                peak_rss, most_running, agent_mib = idle_rss, 0, [0.0]
+                peak_rss, most_running, sampled_at, agent_mib = idle_rss, 0, 0, [0.0]
                 next_stats = 0.0
                 while True:
                     start = time.perf_counter()
@@ -174,9 +173,10 @@ async def one_count(agents: int, turn_s: float) -> dict[str, Any]:
                     loaded.append(time.perf_counter() - start)
                     peak_rss = max(peak_rss, rss_kib(server.pid))
                     running = sum(1 for s in listed if s["status"] == "running")
-                    if running >= most_running and time.monotonic() >= next_stats:
+                    most_running = max(most_running, running)
+                    if running >= sampled_at and time.monotonic() >= next_stats:
                         agent_mib = container_memory_mib() or agent_mib  # at the most agents running
-                        most_running = running
+                        sampled_at = running
                         next_stats = time.monotonic() + 5
                     if all(s["status"] in ENDED for s in listed if s["session_id"] in sessions):
                         break
