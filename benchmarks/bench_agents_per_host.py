@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
 
-from benchmarks.bench_server import MODEL_DIR, TOKEN, call, pct, repo, rss_kib
+from benchmarks.bench_server import TOKEN, call, http_server, pct, repo, rss_kib
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 
 STEPS = 9  # commands; the tenth turn is the summary
@@ -124,76 +122,53 @@ async def timeline(client: Client, session_id: str) -> list[dict[str, Any]]:
 async def one_count(agents: int, turn_s: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="hydra-bench-"))
     work = repo(tmp)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    async with SlowModel(script(agents), turn_s) as model:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")} | {
-            "HYDRA_DATA_HOME": str(tmp / "data"),
-            "HYDRA_MODEL_BASE_URL": model.base_url,
-            "HYDRA_MODEL": "test-model",
-            "HYDRA_EMBEDDING_MODEL_DIR": str(MODEL_DIR),
-            "HYDRA_HTTP_TOKEN": TOKEN,
-            "HYDRA_MAX_CONCURRENT_AGENTS": str(agents),
-        }
-        argv = [sys.executable, "-m", "hydra_sandbox", "serve", "--transport", "http", "--port", str(port)]
-        server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), 1):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("the server did not start") from None
-                    await asyncio.sleep(0.2)
-            url = f"http://127.0.0.1:{port}/mcp"
-            async with Client(StreamableHttpTransport(url, auth=TOKEN), timeout=600) as client:
-                await call(client, "log_context", note="bench warm-up: the store is open")
-                idle: list[float] = []
-                for _ in range(100):
-                    start = time.perf_counter()
-                    await call(client, "list_sessions")
-                    idle.append(time.perf_counter() - start)
-                idle_rss = rss_kib(server.pid)
-                started = time.perf_counter()
-                sessions = [
-                    (await call(client, "spawn_agent", working_dir=str(work), custom_prompt=f"PER-HOST-{n}-"))[
-                        "session_id"
-                    ]
-                    for n in range(agents)
+    try:
+        async with (
+            SlowModel(script(agents), turn_s) as model,
+            http_server(tmp / "data", model.base_url, agents) as (server, url),
+            Client(StreamableHttpTransport(url, auth=TOKEN), timeout=600) as client,
+        ):
+            await call(client, "log_context", note="bench warm-up: the store is open")
+            idle: list[float] = []
+            for _ in range(100):
+                start = time.perf_counter()
+                await call(client, "list_sessions")
+                idle.append(time.perf_counter() - start)
+            idle_rss = rss_kib(server.pid)
+            started = time.perf_counter()
+            sessions = [
+                (await call(client, "spawn_agent", working_dir=str(work), custom_prompt=f"PER-HOST-{n}-"))[
+                    "session_id"
                 ]
-                loaded: list[float] = []
-                peak_rss, most_running, sampled_at, agent_mib = idle_rss, 0, 0, [0.0]
-                next_stats = 0.0
-                while True:
-                    start = time.perf_counter()
-                    listed = (await call(client, "list_sessions", limit=agents + 10))["sessions"]
-                    loaded.append(time.perf_counter() - start)
-                    peak_rss = max(peak_rss, rss_kib(server.pid))
-                    running = sum(1 for s in listed if s["status"] == "running")
-                    most_running = max(most_running, running)
-                    if running >= sampled_at and time.monotonic() >= next_stats:
-                        agent_mib = container_memory_mib() or agent_mib  # at the most agents running
-                        sampled_at = running
-                        next_stats = time.monotonic() + 5
-                    if all(s["status"] in ENDED for s in listed if s["session_id"] in sessions):
-                        break
-                    await asyncio.sleep(0.05)
-                elapsed = time.perf_counter() - started
-                lost, statuses = 0, dict[str, int]()
-                for n, sid in enumerate(sessions):
-                    record = (await call(client, "summarize_session", session_id=sid))["session"]
-                    statuses[record["status"]] = statuses.get(record["status"], 0) + 1
-                    lost += lost_events(n, await timeline(client, sid))
-                for sid in sessions:
-                    await call(client, "discard_diff", session_id=sid)
-        finally:
-            server.terminate()
-            server.wait(60)
-            subprocess.run([sys.executable, "-m", "hydra_sandbox", "gc"], env=env, capture_output=True, check=False)
-            shutil.rmtree(tmp, ignore_errors=True)
+                for n in range(agents)
+            ]
+            loaded: list[float] = []
+            peak_rss, most_running, sampled_at, agent_mib = idle_rss, 0, 0, [0.0]
+            next_stats = 0.0
+            while True:
+                start = time.perf_counter()
+                listed = (await call(client, "list_sessions", limit=agents + 10))["sessions"]
+                loaded.append(time.perf_counter() - start)
+                peak_rss = max(peak_rss, rss_kib(server.pid))
+                running = sum(1 for s in listed if s["status"] == "running")
+                most_running = max(most_running, running)
+                if running >= sampled_at and time.monotonic() >= next_stats:
+                    agent_mib = container_memory_mib() or agent_mib  # at the most agents running
+                    sampled_at = running
+                    next_stats = time.monotonic() + 5
+                if all(s["status"] in ENDED for s in listed if s["session_id"] in sessions):
+                    break
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            lost, statuses = 0, dict[str, int]()
+            for n, sid in enumerate(sessions):
+                record = (await call(client, "summarize_session", session_id=sid))["session"]
+                statuses[record["status"]] = statuses.get(record["status"], 0) + 1
+                lost += lost_events(n, await timeline(client, sid))
+            for sid in sessions:
+                await call(client, "discard_diff", session_id=sid)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "agents": agents,
         "most_running": most_running,

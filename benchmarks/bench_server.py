@@ -11,6 +11,7 @@ Usage: python benchmarks/bench_server.py [--quick]
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -85,84 +87,97 @@ def repo(root: Path) -> Path:
     return path
 
 
+@contextlib.asynccontextmanager
+async def http_server(
+    data_home: Path, model_url: str, max_agents: int
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
+    """``hydra serve --transport http`` as its own process on a free loopback port, yielding the process
+    and its MCP URL once it listens. Stopped, and what it left collected by ``hydra gc``, at the end."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")} | {
+        "HYDRA_DATA_HOME": str(data_home),
+        "HYDRA_MODEL_BASE_URL": model_url,
+        "HYDRA_MODEL": "test-model",
+        "HYDRA_EMBEDDING_MODEL_DIR": str(MODEL_DIR),
+        "HYDRA_HTTP_TOKEN": TOKEN,
+        "HYDRA_MAX_CONCURRENT_AGENTS": str(max_agents),
+    }
+    argv = [sys.executable, "-m", "hydra_sandbox", "serve", "--transport", "http", "--port", str(port)]
+    server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the server did not start") from None
+                await asyncio.sleep(0.2)
+        yield server, f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.terminate()
+        server.wait(60)
+        subprocess.run([sys.executable, "-m", "hydra_sandbox", "gc"], env=env, capture_output=True, check=False)
+
+
 async def main(quick: bool) -> None:
     steps, calls = (6, 60) if quick else (20, 300)
     image = load_settings().agent_image
     tmp = Path(tempfile.mkdtemp(prefix="hydra-bench-"))
     work = repo(tmp)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    async with ScriptedModel(script(steps)) as model:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HYDRA_")} | {
-            "HYDRA_DATA_HOME": str(tmp / "data"),
-            "HYDRA_MODEL_BASE_URL": model.base_url,
-            "HYDRA_MODEL": "test-model",
-            "HYDRA_EMBEDDING_MODEL_DIR": str(MODEL_DIR),
-            "HYDRA_HTTP_TOKEN": TOKEN,
-            "HYDRA_MAX_CONCURRENT_AGENTS": str(AGENTS + 1),
-        }
-        argv = [sys.executable, "-m", "hydra_sandbox", "serve", "--transport", "http", "--port", str(port)]
-        server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}/mcp"
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), 1):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("the server did not start") from None
-                    await asyncio.sleep(0.2)
-            async with Client(StreamableHttpTransport(url, auth=TOKEN), timeout=300) as client:
-                await call(client, "log_context", note="bench warm-up: the store is open")
-                idle = await latencies(client, calls // 3)
-                idle_rss = rss_kib(server.pid)
+    try:
+        async with (
+            ScriptedModel(script(steps)) as model,
+            http_server(tmp / "data", model.base_url, AGENTS + 1) as (server, url),
+            Client(StreamableHttpTransport(url, auth=TOKEN), timeout=300) as client,
+        ):
+            await call(client, "log_context", note="bench warm-up: the store is open")
+            idle = await latencies(client, calls // 3)
+            idle_rss = rss_kib(server.pid)
 
-                plain = []
-                for _ in range(3):
-                    start = time.perf_counter()
-                    subprocess.run(["docker", "run", "--rm", image, "true"], check=True, capture_output=True)
-                    plain.append(time.perf_counter() - start)
-                first = []
-                for i in range(3):
-                    start = time.perf_counter()
-                    spawned = await call(client, "spawn_agent", working_dir=str(work), custom_prompt=f"BENCH-FIRST-{i}")
-                    sid = spawned["session_id"]
-                    while True:
-                        events = (await call(client, "tail_logs", session_id=sid, limit=100))["events"]
-                        if any(e["data"].get("codex") == "thread.started" for e in events):
-                            break
-                        await asyncio.sleep(0.02)
-                    first.append(time.perf_counter() - start)
-                    await call(client, "wait_session", session_id=sid, timeout_s=120)
-
-                sessions = [
-                    (await call(client, "spawn_agent", working_dir=str(work), custom_prompt=f"BENCH-AGENT-{n}-"))[
-                        "session_id"
-                    ]
-                    for n in range(AGENTS)
-                ]
+            plain = []
+            for _ in range(3):
+                start = time.perf_counter()
+                subprocess.run(["docker", "run", "--rm", image, "true"], check=True, capture_output=True)
+                plain.append(time.perf_counter() - start)
+            first = []
+            for i in range(3):
+                start = time.perf_counter()
+                spawned = await call(client, "spawn_agent", working_dir=str(work), custom_prompt=f"BENCH-FIRST-{i}")
+                sid = spawned["session_id"]
                 while True:
-                    running = (await call(client, "list_sessions", status="running"))["sessions"]
-                    if len(running) >= AGENTS:
+                    events = (await call(client, "tail_logs", session_id=sid, limit=100))["events"]
+                    if any(e["data"].get("codex") == "thread.started" for e in events):
                         break
-                    await asyncio.sleep(0.2)
-                loaded = await latencies(client, calls)
-                peak = rss_kib(server.pid)
-                events = 0
-                for sid in sessions:
-                    done = await call(client, "wait_session", session_id=sid, timeout_s=600)
-                    events += int(done["session"].get("event_count", 0) or 0)
-                    peak = max(peak, rss_kib(server.pid))
-                for sid in sessions:
-                    await call(client, "discard_diff", session_id=sid)
-        finally:
-            server.terminate()
-            server.wait(60)
-            subprocess.run([sys.executable, "-m", "hydra_sandbox", "gc"], env=env, capture_output=True, check=False)
-            shutil.rmtree(tmp, ignore_errors=True)
+                    await asyncio.sleep(0.02)
+                first.append(time.perf_counter() - start)
+                await call(client, "wait_session", session_id=sid, timeout_s=120)
+
+            sessions = [
+                (await call(client, "spawn_agent", working_dir=str(work), custom_prompt=f"BENCH-AGENT-{n}-"))[
+                    "session_id"
+                ]
+                for n in range(AGENTS)
+            ]
+            while True:
+                running = (await call(client, "list_sessions", status="running"))["sessions"]
+                if len(running) >= AGENTS:
+                    break
+                await asyncio.sleep(0.2)
+            loaded = await latencies(client, calls)
+            peak = rss_kib(server.pid)
+            events = 0
+            for sid in sessions:
+                done = await call(client, "wait_session", session_id=sid, timeout_s=600)
+                events += int(done["session"].get("event_count", 0) or 0)
+                peak = max(peak, rss_kib(server.pid))
+            for sid in sessions:
+                await call(client, "discard_diff", session_id=sid)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"# bench_server ({'quick' if quick else 'full'}): {AGENTS} agents x {steps} commands, {calls} calls")
     for tool in ("list_sessions", "search_context"):
