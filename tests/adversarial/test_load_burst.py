@@ -25,6 +25,7 @@ from hydra_sandbox.store import InMemoryStore
 from tests.adversarial.results import model_dir, scenario_recorder
 from tests.fake_sandbox import FakeSandbox
 from tests.hydra_server import serve as serve_hydra
+from tests.mcp_calls import call
 
 pytestmark = pytest.mark.adversarial
 
@@ -98,13 +99,6 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HydraSettings:
 async def serve(settings: HydraSettings, sandbox: FakeSandbox, store: Any) -> AsyncIterator[tuple[Client, Services]]:
     async with serve_hydra(settings, sandbox, store=store) as hydra:
         yield hydra.client, hydra.services
-
-
-async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(name, args, raise_on_error=False)
-    assert not result.is_error, f"{name}: " + " ".join(getattr(b, "text", "") for b in result.content)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def until(predicate: Any, timeout_s: float, what: str) -> None:

@@ -40,6 +40,7 @@ from tests.adversarial.results import model_dir, scenario_recorder
 from tests.fake_sandbox import FakeRun, FakeSandbox, command, message
 from tests.hydra_server import REAL_STORE
 from tests.hydra_server import serve as serve_hydra
+from tests.mcp_calls import call
 
 pytestmark = pytest.mark.adversarial
 
@@ -238,13 +239,6 @@ def leaky_runs() -> dict[str, FakeRun]:
 async def serve(settings: HydraSettings, sandbox: FakeSandbox) -> AsyncIterator[tuple[Client, Services]]:
     async with serve_hydra(settings, sandbox, store=REAL_STORE) as hydra:  # the real embedded ChromaStore
         yield hydra.client, hydra.services
-
-
-async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(name, args, raise_on_error=False)
-    assert not result.is_error, f"{name}: " + " ".join(getattr(b, "text", "") for b in result.content)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def chroma_everything(store: Any) -> str:

@@ -19,6 +19,7 @@ from hydra_sandbox.sandbox.spec import Mount, home_label
 from hydra_sandbox.sandbox.workspace import StagedWorkspace
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
+from tests.mcp_calls import call
 
 pytestmark = pytest.mark.docker
 MODEL_DIR = Path.home() / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v2" / "onnx"
@@ -27,14 +28,6 @@ AGENT = [
     [{"exec": "sed -i 's/a - b/a + b/' src/calc.py && echo notes > NOTES.md && rm test_calc.py && echo x > .env"}],
     [{"message": "Fixed add, added NOTES.md, removed the old test."}],
 ]
-
-
-async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(name, args, raise_on_error=False)
-    text = " ".join(getattr(b, "text", "") for b in result.content)
-    assert not result.is_error, text
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def one_session(model: ScriptedModel, data_home: Path, repo: Path, transport: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastmcp import Client
@@ -17,6 +16,7 @@ from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
+from tests.mcp_calls import call
 
 pytestmark = pytest.mark.docker
 MODEL_DIR = Path.home() / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v2" / "onnx"
@@ -27,14 +27,6 @@ TURNS = [
     [{"message": FIRST_ANSWER}],
     [{"message": "I wrote ONE.md in the first turn."}],
 ]
-
-
-async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(name, args, raise_on_error=False)
-    text = " ".join(getattr(b, "text", "") for b in result.content)
-    assert not result.is_error, text
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def test_a_follow_up_reaches_the_model_with_the_earlier_turn(

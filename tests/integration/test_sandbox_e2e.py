@@ -18,6 +18,7 @@ from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
+from tests.mcp_calls import call
 
 pytestmark = pytest.mark.docker
 MODEL_DIR = Path.home() / ".cache" / "chroma" / "onnx_models" / "all-MiniLM-L6-v2" / "onnx"
@@ -33,14 +34,6 @@ REVIEWER = [
     [{"exec": "grep -n 'a + b' src/calc.py && python3 -m pytest -q"}],
     [{"message": "The change is correct.\nVERDICT: APPROVE"}],
 ]
-
-
-async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(name, args, raise_on_error=False)
-    text = " ".join(getattr(b, "text", "") for b in result.content)
-    assert not result.is_error, text
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 @pytest.fixture

@@ -15,20 +15,13 @@ from typer.testing import CliRunner
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.fake_sandbox import FakeRun, FakeSandbox, command, ran_tests
 from tests.hydra_server import serve
+from tests.mcp_calls import call
 
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HydraSettings:
     monkeypatch.setenv("HYDRA_DATA_HOME", str(tmp_path / "data"))
     return load_settings()
-
-
-async def call(client: Client, name: str, **args: Any) -> dict[str, Any]:
-    result = await client.call_tool(name, args, raise_on_error=False)
-    text = " ".join(getattr(b, "text", "") for b in result.content)
-    assert not result.is_error, text
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 async def search_until(client: Client, expected: set[str], **args: Any) -> set[str]:
