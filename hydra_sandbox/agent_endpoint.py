@@ -8,9 +8,12 @@ adds the run's token and forwards to :class:`AgentEndpoint`: Hydra's own MCP ser
 HTTP on a private Unix socket, sharing the running server's services, and accepting only agent
 tokens. The token never enters the container.
 
-Each run gets a fresh random token (:class:`AgentTokens`; a re-attach after a restart issues another).
-Only its SHA-256 is stored, as a file named after the hash that holds the session id. A token is valid
-for its own session and the sessions below it, and is revoked when the session stops running.
+Each run gets a fresh random token (:class:`AgentTokens`; a re-attach after a restart issues another),
+``hydra_at_`` and 43 URL-safe base64 characters: the masking rule ``hydra-agent-token`` masks any token
+of that form wherever it might be printed, so tokens are not added to the masker one by one (each
+addition recompiles its known-value database, which grew with every run). Only its SHA-256 is stored,
+as a file named after the hash that holds the session id. A token is valid for its own session and the
+sessions below it, and is revoked when the session stops running.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 MCP_PORT = 18081
 MCP_SOCKET_NAME = "hydra-mcp.sock"
+TOKEN_PREFIX = "hydra_at_"
+"""How every agent token starts; the built-in masking rule ``hydra-agent-token`` matches the form."""
 
 
 def _digest(token: str) -> str:
@@ -45,7 +50,7 @@ class AgentTokens:
 
     def issue(self, session_id: str) -> str:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(32)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         path = self.directory / _digest(token)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -89,6 +89,12 @@ class SecretMasker:
         return 2 * longest + 2 * CONTEXT
 
     @property
+    def known_forms(self) -> int:
+        """How many strings are masked by value: every encoded form of every added secret."""
+        with self._lock:
+            return len(self._known)
+
+    @property
     def hits(self) -> dict[str, int]:
         with self._lock:
             return dict(self._hits)

@@ -209,3 +209,36 @@ async def test_bytes_sent_after_a_connect_head_before_the_tunnel_exists_are_refu
         raw = b"CONNECT pkg.example:443 HTTP/1.1\r\nhost: pkg.example:443\r\n\r\n\x16\x03\x01early"
         answer = await ask(run_dir / SID / "egress.sock", raw)
     assert answer.status == 400 and "before the tunnel" in answer.error
+
+
+async def test_delegating_runs_do_not_grow_the_masker_and_each_runs_token_is_masked_by_its_form(
+    tmp_path: Path, run_dir: Path
+) -> None:
+    """Each run's token used to be added to the masker, whose known-value database is recompiled per
+    addition: spawns got slower with every run (0.8 s after 40). Tokens are masked by the built-in rule."""
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    tokens = AgentTokens(tmp_path / "tokens")
+    issued: list[str] = []
+    issue = tokens.issue
+
+    def recording_issue(session_id: str) -> str:
+        issued.append(issue(session_id))
+        return issued[-1]
+
+    tokens.issue = recording_issue  # type: ignore[method-assign]
+    masker = SecretMasker()
+    settings = load_settings(data_home=tmp_path / "data", agent_image=IMAGE, model_base_url="http://127.0.0.1:9/v1")
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", RUN)]), images=[IMAGE])
+    backend = Backend("docker", runtime, docker_backend(settings, runtime).workspace, HostSocketEgress(lambda: run_dir))
+    endpoint: Any = Endpoint(run_dir / "endpoint.sock", tokens)
+    sandbox = SandboxOrchestrator(settings, masker, backend, endpoint)
+    known = []
+    for run_index in range(3):
+        request = _request(workdir, "model-only").model_copy(update={"run_index": run_index})
+        assert (await sandbox.run(request, _sink, asyncio.Event())).status == "completed"
+        known.append(masker.known_forms)
+    assert len(issued) == 3 and len(set(issued)) == 3
+    assert known[0] == known[1] == known[2], "a run's token was added to the known-value database"
+    for token in issued:
+        assert token.startswith("hydra_at_") and token not in masker.mask(f"leaked: Bearer {token}.")
