@@ -115,6 +115,8 @@ class MiniLMEmbedding(EmbeddingFunction[Documents]):
                 options = ort.SessionOptions()
                 options.log_severity_level = 3
                 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                # idle pool threads sleep instead of spinning: the server shares its cores with agents
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 if self.threads:
                     options.intra_op_num_threads = self.threads
                 session = ort.InferenceSession(

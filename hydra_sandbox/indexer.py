@@ -15,11 +15,16 @@ tried again by ``hydra reindex``) when:
 - a batch failed ``isolate_after`` times in a row and, written one event at a time, the store took
   other events of it but failed on this one. If it takes none, that is an outage: nothing is set aside
   and the batch is retried.
+
+The background thread runs at a lower CPU priority (:data:`INDEX_NICE`): embedding is the server's
+largest CPU cost while agents run, and on a small machine it took the cores tool calls needed. Falling
+behind costs nothing but search freshness: the cursor catches up from the journal.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +41,20 @@ from hydra_sandbox.store import ContextStore
 log = logging.getLogger(__name__)
 
 CURSOR_KEY = "indexer.cursor"
+INDEX_NICE = 10
+"""How much nicer than the server the indexing thread runs (Linux sets nice per thread; threads it
+starts, such as the embedding runtime's, inherit it)."""
 ProgressCallback = Callable[[int, int], None]
+
+
+def lower_priority(increment: int) -> None:
+    """Make the calling thread ``increment`` nicer; where threads have no nice of their own (not Linux)
+    or the call is refused, it runs as it is."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + increment, 19))
+    except (OSError, AttributeError) as exc:
+        log.debug("indexer: priority unchanged (%s)", exc)
 
 
 class Indexer:
@@ -284,6 +302,7 @@ class Indexer:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        lower_priority(INDEX_NICE)
         while not self._stopping.is_set():
             self._wake.clear()
             try:

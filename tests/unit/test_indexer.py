@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -13,7 +14,7 @@ import pytest
 
 from hydra_sandbox.errors import StoreError
 from hydra_sandbox.events import Event, EventDraft, SessionRef
-from hydra_sandbox.indexer import CURSOR_KEY, Indexer
+from hydra_sandbox.indexer import CURSOR_KEY, INDEX_NICE, Indexer
 from hydra_sandbox.journal import Journal
 from hydra_sandbox.store import InMemoryStore
 
@@ -128,6 +129,35 @@ def test_background_thread_indexes_events_appended_while_it_runs(journal: Journa
     finally:
         indexer.stop()
     assert not indexer.running
+
+
+class PriorityProbe(InMemoryStore):
+    """Notes the nice value of the thread that writes to the index."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nice: list[int] = []
+
+    def record_events(self, events: Sequence[Event]) -> None:
+        self.nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        super().record_events(events)
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="threads have no nice value of their own here")
+def test_the_background_thread_indexes_at_a_lower_cpu_priority_than_the_server(journal: Journal) -> None:
+    """Embedding took the cores tool calls needed while agents ran; indexing is what may wait."""
+    store = PriorityProbe()
+    indexer = Indexer(journal, store, poll_interval_s=0.01)
+    server_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    indexer.start()
+    try:
+        append(journal, 3)
+        indexer.notify()
+        wait_until(lambda: store.count() == 3)
+    finally:
+        indexer.stop()
+    assert store.nice and all(n == min(server_nice + INDEX_NICE, 19) for n in store.nice)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == server_nice, "the caller was slowed"
 
 
 def test_reindex_rebuilds_the_store_from_the_journal_with_progress(journal: Journal) -> None:
