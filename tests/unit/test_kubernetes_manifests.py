@@ -221,8 +221,9 @@ def test_session_policy_opens_only_the_sessions_own_gateway() -> None:
     assert rules["policyTypes"] == ["Egress"]
     [rule] = rules["egress"]
     gateway = {LABEL_SESSION: "s-0a1b2c3d4e5f", LABEL_ROLE: GATEWAY_ROLE}
-    assert rule == {"to": [{"podSelector": {"matchLabels": gateway}}]}
-    assert "ports" not in rule and "namespaceSelector" not in rule["to"][0]  # no other namespace, no ipBlock
+    ports = [{"protocol": "TCP", "port": 18080}, {"protocol": "TCP", "port": 18081}]  # model, agent MCP
+    assert rule == {"to": [{"podSelector": {"matchLabels": gateway}}], "ports": ports}
+    assert "namespaceSelector" not in rule["to"][0]  # no other namespace, no ipBlock
 
 
 def test_the_agent_spec_the_orchestrator_builds_becomes_a_valid_pod(tmp_path: Path) -> None:

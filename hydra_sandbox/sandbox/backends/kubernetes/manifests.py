@@ -16,7 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hydra_sandbox.agent_endpoint import MCP_PORT
 from hydra_sandbox.errors import UnsafeSpecError
+from hydra_sandbox.sandbox.egress import EGRESS_PORT
 from hydra_sandbox.sandbox.spec import (
     HYDRA_NAME_PREFIX,
     LABEL_ROLE,
@@ -51,6 +53,9 @@ GATEWAY_ROLE = "gateway"
 """:data:`~hydra_sandbox.sandbox.spec.LABEL_ROLE` of the pod that relays an agent's egress: the only
 pods an agent pod may reach."""
 
+GATEWAY_PORTS = (EGRESS_PORT, MCP_PORT)
+"""The ports of a gateway pod: the model gateway, and the agent MCP relay of a run that may delegate."""
+
 SECCOMP_PATH = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
 """A Localhost profile's path: relative, of plain names none of which starts with '.' (no '..')."""
 
@@ -84,7 +89,7 @@ class PodOptions(BaseModel):
     )
 
 
-def _name(value: str | None, what: str) -> str:
+def dns_name(value: str | None, what: str) -> str:
     if value is None or len(value) > 63 or not _DNS_LABEL.match(value):
         raise UnsafeSpecError(
             f"container spec name: {value!r} cannot name a Kubernetes {what}",
@@ -206,7 +211,7 @@ def _mountable(mount: Mount) -> None:
         )
 
 
-def _seccomp(options: PodOptions) -> dict[str, str]:
+def seccomp_profile(options: PodOptions) -> dict[str, str]:
     """Hydra's own profile where the operator installed it on the nodes, else the runtime's default."""
     if options.seccomp_localhost is None:
         return {"type": "RuntimeDefault"}
@@ -223,7 +228,7 @@ def _security_context(spec: ContainerSpec, options: PodOptions) -> dict[str, Any
         "allowPrivilegeEscalation": not spec.no_new_privileges,
         "privileged": spec.privileged,
         "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": _seccomp(options),  # Hydra's own profile is a file on the nodes (docs/kubernetes.md)
+        "seccompProfile": seccomp_profile(options),  # Hydra's own profile is a file on the nodes (docs/kubernetes.md)
         "procMount": "Default",
     }
 
@@ -275,7 +280,7 @@ def pod_manifest(spec: ContainerSpec, options: PodOptions) -> dict[str, Any]:
             "runAsNonRoot": True,
             "runAsUser": uid,
             "runAsGroup": gid,
-            "seccompProfile": _seccomp(options),
+            "seccompProfile": seccomp_profile(options),
         },
         "containers": [_container(spec, options, volume_mounts)],
         "volumes": volumes,
@@ -290,7 +295,7 @@ def pod_manifest(spec: ContainerSpec, options: PodOptions) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": _name(spec.name, "pod"),
+            "name": dns_name(spec.name, "pod"),
             "namespace": options.namespace,
             "labels": _labels(spec),
         },
@@ -324,14 +329,16 @@ def default_deny_policy(options: PodOptions) -> dict[str, Any]:
 
 
 def gateway_policy_name(session_id: str) -> str:
-    return _name(f"{HYDRA_NAME_PREFIX}{session_id}-egress", "network policy")
+    return dns_name(f"{HYDRA_NAME_PREFIX}{session_id}-egress", "network policy")
 
 
 def gateway_policy(session_id: str, labels: dict[str, str], options: PodOptions) -> dict[str, Any]:
     """The one allowance a session with a gateway gets: its agent pods may reach the pods labelled as
-    the session's gateway, and nothing else (no DNS, no other pod, no address outside)."""
+    the session's gateway on the gateway's ports (model, agent MCP), and nothing else (no DNS, no other
+    pod, no address outside)."""
     agents = {LABEL_SESSION: session_id, LABEL_ROLE: "agent"}
     gateway = {LABEL_SESSION: session_id, LABEL_ROLE: GATEWAY_ROLE}
+    ports = [{"protocol": "TCP", "port": port} for port in GATEWAY_PORTS]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -339,6 +346,6 @@ def gateway_policy(session_id: str, labels: dict[str, str], options: PodOptions)
         "spec": {
             "podSelector": {"matchLabels": agents},
             "policyTypes": ["Egress"],
-            "egress": [{"to": [{"podSelector": {"matchLabels": gateway}}]}],
+            "egress": [{"to": [{"podSelector": {"matchLabels": gateway}}], "ports": ports}],
         },
     }
