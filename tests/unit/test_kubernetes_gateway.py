@@ -64,7 +64,6 @@ def gateway(session: str = SID, *, delegate: bool = False, mode: str = "model-on
         plan=plan(mode, session, **changes),
         labels=session_labels,
         image="hydra-server:test",
-        command=["hydra", "gateway"],
         timeout_s=600,
         delegate=delegate,
     )
@@ -100,6 +99,7 @@ def test_the_gateway_pod_is_hardened_like_the_agent() -> None:
     assert spec["activeDeadlineSeconds"] > 600 and spec["restartPolicy"] == "Never"
     assert spec["runtimeClassName"] == "gvisor"
     assert pod["metadata"]["name"] == gateway_pod_name(SID) == f"hydra-{SID}-gateway"
+    assert container["command"] == ["python", "-m", "hydra_sandbox.sandbox.backends.kubernetes.gateway_process"]
     assert pod["metadata"]["labels"][LABEL_ROLE] == "gateway" and pod["metadata"]["labels"][LABEL_SESSION] == SID
 
 

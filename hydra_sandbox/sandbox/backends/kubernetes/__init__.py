@@ -22,10 +22,11 @@ if TYPE_CHECKING:
 NAME = "kubernetes"
 
 MISSING = (
-    "the run wiring: the gateway process in its pod (session_gateways served on the pod's TCP ports) and the "
-    "agent's relay to the gateway pod's address, and the orchestrator calling the pods/exec workspace transport "
-    "between the pod's creation and its agent's start and again before the pod is removed (the transport, the "
-    "gateway pod, its NetworkPolicies and Secret are built)"
+    "the run wiring: the agent's relay to its gateway pod's address (its entry relays to a Unix socket), the "
+    "gateway's token usage reported back to Hydra (budgets) and the agent MCP relay, and the orchestrator "
+    "calling the pods/exec workspace transport between the pod's creation and its agent's start and again "
+    "before the pod is removed (the transport, the gateway pod and process, its NetworkPolicies and Secret "
+    "are built)"
 )
 
 

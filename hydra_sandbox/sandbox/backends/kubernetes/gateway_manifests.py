@@ -32,6 +32,8 @@ from hydra_sandbox.sandbox.egress import EGRESS_PORT, EgressPlan, GatewaySecrets
 from hydra_sandbox.sandbox.spec import HYDRA_NAME_PREFIX, LABEL_ROLE, LABEL_SESSION
 
 GATEWAY_CONTAINER = "gateway"
+GATEWAY_COMMAND = ("python", "-m", "hydra_sandbox.sandbox.backends.kubernetes.gateway_process")
+"""The gateway pod's process (:mod:`.gateway_process`), in an image with Hydra installed (the server's)."""
 GATEWAY_SOCKET_DIR = "/run/hydra"
 PLAN_ENV = "HYDRA_GATEWAY_PLAN"
 MODEL_KEY_ENV = "HYDRA_GATEWAY_MODEL_KEY"
@@ -53,7 +55,9 @@ class GatewayPodSpec(BaseModel):
     plan: EgressPlan
     labels: dict[str, str] = Field(description="The session's labels (home, session, parent); the role is set here.")
     image: str = Field(min_length=1)
-    command: list[str] = Field(min_length=1, description="Runs session_gateways for the plan in the pod.")
+    command: list[str] = Field(
+        default_factory=lambda: list(GATEWAY_COMMAND), min_length=1, description="Serves the plan in the pod."
+    )
     uid: int = Field(default=65532, ge=1, description="Non-root user of the gateway process.")
     gid: int = Field(default=65532, ge=1)
     cpus: float = Field(default=0.25, gt=0)
