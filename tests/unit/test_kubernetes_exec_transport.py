@@ -122,6 +122,18 @@ async def test_an_extraction_the_pod_fails_is_named_and_the_agent_never_starts(t
     assert not (pod.volume / READY_MARKER).exists() and not manifest_path(ws).exists()
 
 
+async def test_a_pod_that_stops_reading_mid_archive_is_named_with_what_its_tar_said(tmp_path: Path) -> None:
+    src = host(tmp_path, {"a.txt": "a\n"})
+    (src / "big.bin").write_bytes(b"x" * (4 << 20))  # more than a pipe holds: the send meets the closed end
+    ws = staged(tmp_path, src)
+    pod = LocalPod(tmp_path / "volume")
+    full = ["sh", "-c", "head -c 100 >/dev/null; echo 'tar: ws/big.bin: No space left on device' >&2; exit 2"]
+    transport = PodExecTransport(lambda p, c, argv: pod.open_exec(p, c, full))
+    with pytest.raises(WorkspaceError, match=r"stopped taking the workspace .* tar exited 2: .*No space left"):
+        await transport.put(POD, ws)
+    assert not (pod.volume / READY_MARKER).exists() and not manifest_path(ws).exists()
+
+
 async def put_and_edit(tmp_path: Path, files: dict[str, str]) -> tuple[PodExecTransport, LocalPod, StagedWorkspace]:
     ws = staged(tmp_path, host(tmp_path, files))
     pod = LocalPod(tmp_path / "volume")
