@@ -4,6 +4,7 @@ test's stand-in for the kubelet (it moves a pod's status and serves its log)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,13 @@ def paths(server: kmock.KubernetesEmulator) -> list[tuple[str, str]]:
 
 async def collect(stream: AsyncIterator[tuple[str, bytes]]) -> bytes:
     return b"".join([chunk async for _stream, chunk in stream])
+
+
+class UidEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus what the API server adds to every object it creates: ``metadata.uid``
+    (owner references name it). Use with ``@pytest.mark.kmock(cls=UidEmulator)``."""
+
+    async def _handle(self, request: Any) -> Any:
+        if str(request.action).rpartition(".")[2].upper() == "CREATE" and isinstance(request.data, dict):
+            request.data.setdefault("metadata", {}).setdefault("uid", str(uuid.uuid4()))
+        return await super()._handle(request)

@@ -19,7 +19,7 @@ import hashlib
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -152,15 +152,23 @@ def _add_file(out: tarfile.TarFile, layer: Tree, rel: str, st: os.stat_result) -
     return ManifestEntry(type="file", mode=info.mode, size=info.size, sha256=reader.digest.hexdigest())
 
 
-def pack_workspace(ws: StagedWorkspace, out: BinaryIO) -> Manifest:
+EntryCheck = Callable[[str, os.stat_result], None]
+"""Called with each entry about to be packed (``""`` is the root); raises to refuse the whole pack."""
+
+
+def pack_workspace(ws: StagedWorkspace, out: BinaryIO, check: EntryCheck | None = None) -> Manifest:
     """Write the agent's view of ``ws`` to ``out`` as a tar stream (members under :data:`ROOT_MEMBER`,
-    parents before children) and return its :class:`Manifest`. Nothing is held whole in memory."""
+    parents before children) and return its :class:`Manifest`. Nothing is held whole in memory.
+    ``check`` sees every entry before it is written (a backend's own refusals)."""
     hidden = ws.hidden()
     manifest = Manifest()
     with contextlib.ExitStack() as stack:
         layers = [stack.enter_context(Tree(p)) for p in [ws.upper, *ws.lowers] if p.exists()]
         tar = stack.enter_context(tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT))
-        tar.addfile(_info("", os.fstat(layers[0].fd), tarfile.DIRTYPE))
+        root = os.fstat(layers[0].fd)
+        if check is not None:
+            check("", root)
+        tar.addfile(_info("", root, tarfile.DIRTYPE))
         stack_dirs: list[tuple[str, list[Tree]]] = [("", layers)]
         while stack_dirs:
             rel_dir, dir_layers = stack_dirs.pop()
@@ -169,6 +177,10 @@ def pack_workspace(ws: StagedWorkspace, out: BinaryIO) -> Manifest:
                 if rel in hidden:
                     continue
                 mode = stat.S_IMODE(st.st_mode)
+                if check is not None and (
+                    stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode)
+                ):
+                    check(rel, st)
                 if stat.S_ISDIR(st.st_mode):
                     tar.addfile(_info(rel, st, tarfile.DIRTYPE))
                     manifest.entries[rel] = ManifestEntry(type="dir", mode=mode)

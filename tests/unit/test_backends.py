@@ -59,7 +59,7 @@ def test_kubernetes_backend_cannot_run_agents_yet_and_says_what_is_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HYDRA_BACKEND", "kubernetes")
-    missing = "cannot run agents yet: it lacks a workspace transport over pods/exec.*egress placement"
+    missing = "cannot run agents yet: it lacks the run wiring: the agent's relay to its gateway pod.* the orchestrator"
     with pytest.raises(ConfigError, match=missing):
         open_backend(load_settings(data_home=tmp_path), SecretMasker())
 

@@ -383,6 +383,7 @@ def test_kubernetes_backend_gets_a_role_in_the_agent_namespace_and_nothing_clust
         ("", "pods"): ("create", "get", "list", "watch", "delete"),
         ("", "pods/log"): ("get",),
         ("", "pods/exec"): ("create", "get"),
+        ("", "secrets"): ("create", "delete"),  # the gateway's key: written, never read back
         ("networking.k8s.io", "networkpolicies"): ("create", "get", "list", "watch", "delete"),
     }
     binding = made["RoleBinding", "hydra-agents"]

@@ -4,6 +4,7 @@ minimum cluster version (kubernetes-validate, strict: an unknown or misspelt fie
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,17 @@ from hydra_sandbox.sandbox.backends.kubernetes.manifests import (
     DEADLINE_MARGIN_S,
     GATEWAY_ROLE,
     MIN_KUBERNETES,
+    READY_MARKER,
+    TRANSFER_MOUNT,
+    WORKSPACE_IN_CONTAINER_NAME,
+    WORKSPACE_OUT_CONTAINER_NAME,
+    WORKSPACE_SUBPATH,
     PodOptions,
     default_deny_policy,
     gateway_policy,
     pod_manifest,
     tmpfs_size,
+    wait_for_archive_command,
 )
 from hydra_sandbox.sandbox.egress import ActiveEgress
 from hydra_sandbox.sandbox.spec import (
@@ -54,9 +61,11 @@ def spec(**changes: Any) -> ContainerSpec:
     return ContainerSpec(**{**fields, **changes})
 
 
-def container(manifest: dict[str, Any]) -> dict[str, Any]:
-    [only] = manifest["spec"]["containers"]
-    return only  # type: ignore[no-any-return]
+def container(manifest: dict[str, Any], name: str = "agent") -> dict[str, Any]:
+    [found] = [
+        c for c in manifest["spec"]["containers"] + manifest["spec"].get("initContainers", []) if c["name"] == name
+    ]
+    return found  # type: ignore[no-any-return]
 
 
 def assert_valid(manifest: dict[str, Any]) -> None:
@@ -212,8 +221,9 @@ def test_session_policy_opens_only_the_sessions_own_gateway() -> None:
     assert rules["policyTypes"] == ["Egress"]
     [rule] = rules["egress"]
     gateway = {LABEL_SESSION: "s-0a1b2c3d4e5f", LABEL_ROLE: GATEWAY_ROLE}
-    assert rule == {"to": [{"podSelector": {"matchLabels": gateway}}]}
-    assert "ports" not in rule and "namespaceSelector" not in rule["to"][0]  # no other namespace, no ipBlock
+    ports = [{"protocol": "TCP", "port": 18080}, {"protocol": "TCP", "port": 18081}]  # model, agent MCP
+    assert rule == {"to": [{"podSelector": {"matchLabels": gateway}}], "ports": ports}
+    assert "namespaceSelector" not in rule["to"][0]  # no other namespace, no ipBlock
 
 
 def test_the_agent_spec_the_orchestrator_builds_becomes_a_valid_pod(tmp_path: Path) -> None:
@@ -246,3 +256,42 @@ def test_hydras_own_seccomp_profile_is_used_where_the_operator_installed_it() ->
 def test_seccomp_profile_path_outside_the_kubelets_directory_is_refused(path: str) -> None:
     with pytest.raises(ValidationError, match="seccomp_localhost"):
         PodOptions(namespace="hydra", seccomp_localhost=path)
+
+
+def test_a_pod_with_a_workspace_waits_for_it_and_keeps_it_readable_after_the_agent() -> None:
+    manifest = pod_manifest(spec(), OPTIONS)
+    assert_valid(manifest)
+    pod = manifest["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == [WORKSPACE_IN_CONTAINER_NAME]
+    assert [c["name"] for c in pod["containers"]] == ["agent", WORKSPACE_OUT_CONTAINER_NAME]
+    agent_mount = next(m for m in container(manifest)["volumeMounts"] if m["mountPath"] == "/workspace")
+    assert agent_mount["subPath"] == WORKSPACE_SUBPATH, "the agent must see only the extracted top directory"
+    for name, read_only in ((WORKSPACE_IN_CONTAINER_NAME, False), (WORKSPACE_OUT_CONTAINER_NAME, True)):
+        [mount] = container(manifest, name)["volumeMounts"]
+        assert mount == {"name": agent_mount["name"], "mountPath": TRANSFER_MOUNT, "readOnly": read_only}
+    assert container(manifest, WORKSPACE_OUT_CONTAINER_NAME)["command"] == ["sleep", str(600 + DEADLINE_MARGIN_S)]
+    assert container(manifest, WORKSPACE_IN_CONTAINER_NAME)["command"] == wait_for_archive_command()
+
+
+def test_the_transfer_containers_are_as_locked_down_as_the_agent_and_get_nothing_else() -> None:
+    manifest = pod_manifest(spec(env={"HOME": "/home/agent", "OPENAI_BASE_URL": "http://127.0.0.1:18080/v1"}), OPTIONS)
+    for name in (WORKSPACE_IN_CONTAINER_NAME, WORKSPACE_OUT_CONTAINER_NAME):
+        transfer = container(manifest, name)
+        assert transfer["securityContext"] == container(manifest)["securityContext"]
+        assert transfer["image"] == container(manifest)["image"]
+        assert "env" not in transfer and transfer["resources"]["limits"] == transfer["resources"]["requests"]
+
+
+def test_the_init_container_gives_up_on_an_archive_that_never_comes(tmp_path: Path) -> None:
+    marker_dir = tmp_path / "xfer"
+    marker_dir.mkdir()
+    script = wait_for_archive_command(wait_s=0)[2].replace(TRANSFER_MOUNT, str(marker_dir))
+    assert subprocess.run(["sh", "-c", script], check=False, timeout=30).returncode == 1
+    (marker_dir / READY_MARKER).touch()
+    released = wait_for_archive_command()[2].replace(TRANSFER_MOUNT, str(marker_dir))
+    assert subprocess.run(["sh", "-c", released], check=False, timeout=30).returncode == 0
+
+
+def test_a_pod_without_a_workspace_has_no_transfer_containers() -> None:
+    pod = pod_manifest(spec(mounts=[]), OPTIONS)["spec"]
+    assert "initContainers" not in pod and [c["name"] for c in pod["containers"]] == ["agent"]

@@ -1,6 +1,8 @@
 """The Kubernetes backend: an agent as a hardened pod in one namespace, isolated by NetworkPolicies.
 
 :mod:`.manifests` translates the neutral spec into the Pod and NetworkPolicy manifests (pure),
+:mod:`.exec_transport` moves the workspace in and out over ``pods/exec`` (:mod:`.exec_channels` frames
+it), :mod:`.gateway_manifests` and :mod:`.gateway_pods` place a session's gateway in a pod of its own,
 :mod:`.runtime` implements the :class:`~hydra_sandbox.sandbox.runtime.ContainerRuntime` with the official
 ``kubernetes`` client (the optional extra ``hydra-sandbox[kubernetes]``). docs/kubernetes.md says what is
 built, what Kubernetes cannot express, and what was tested without a cluster.
@@ -20,9 +22,11 @@ if TYPE_CHECKING:
 NAME = "kubernetes"
 
 MISSING = (
-    "a workspace transport over pods/exec (the policy-filtered workspace in as an archive, the change set "
-    "back out) and an egress placement beside the agent pod (its model and MCP gateway, the only pods its "
-    "NetworkPolicy lets it reach)"
+    "the run wiring: the agent's relay to its gateway pod's address (its entry relays to a Unix socket), the "
+    "gateway's token usage reported back to Hydra (budgets) and the agent MCP relay, and the orchestrator "
+    "calling the pods/exec workspace transport between the pod's creation and its agent's start and again "
+    "before the pod is removed (the transport, the gateway pod and process, its NetworkPolicies and Secret "
+    "are built)"
 )
 
 

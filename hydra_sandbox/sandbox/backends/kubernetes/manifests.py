@@ -16,7 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hydra_sandbox.agent_endpoint import MCP_PORT
 from hydra_sandbox.errors import UnsafeSpecError
+from hydra_sandbox.sandbox.egress import EGRESS_PORT
 from hydra_sandbox.sandbox.spec import (
     HYDRA_NAME_PREFIX,
     LABEL_ROLE,
@@ -25,14 +27,34 @@ from hydra_sandbox.sandbox.spec import (
     Mount,
     check_hardening,
 )
+from hydra_sandbox.sandbox.workspace import WORKSPACE_IN_CONTAINER
 
 MIN_KUBERNETES = "1.30.0"
 """The oldest cluster version the manifests are validated against (tests, docs/kubernetes.md)."""
 
 AGENT_CONTAINER = "agent"
+WORKSPACE_IN_CONTAINER_NAME = "workspace-in"
+"""Init container of a pod with a workspace: it holds the pod until the transport extracted the archive
+(:mod:`.exec_transport`), so the agent never starts on a partial tree."""
+WORKSPACE_OUT_CONTAINER_NAME = "workspace-out"
+"""Container that keeps the workspace readable (read-only) after the agent exited, for the change set."""
+TRANSFER_MOUNT = "/xfer"
+"""Where the two transfer containers mount the workspace volume; the agent sees only its ``ws`` below."""
+WORKSPACE_SUBPATH = "ws"
+"""The directory of the workspace volume the agent gets as its workspace (the archive's top member), so
+the tar extraction sets its owner and mode: an emptyDir's own root is root's."""
+READY_MARKER = ".hydra-ready"
+"""Written beside ``ws`` once the archive is in: the init container then exits and the agent starts."""
+TRANSFER_WAIT_S = 600
+"""How long the init container waits for the archive before it fails the pod."""
+TRANSFER_CPU = "250m"
+TRANSFER_MEMORY = "128Mi"
 GATEWAY_ROLE = "gateway"
 """:data:`~hydra_sandbox.sandbox.spec.LABEL_ROLE` of the pod that relays an agent's egress: the only
 pods an agent pod may reach."""
+
+GATEWAY_PORTS = (EGRESS_PORT, MCP_PORT)
+"""The ports of a gateway pod: the model gateway, and the agent MCP relay of a run that may delegate."""
 
 SECCOMP_PATH = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$"
 """A Localhost profile's path: relative, of plain names none of which starts with '.' (no '..')."""
@@ -67,7 +89,7 @@ class PodOptions(BaseModel):
     )
 
 
-def _name(value: str | None, what: str) -> str:
+def dns_name(value: str | None, what: str) -> str:
     if value is None or len(value) > 63 or not _DNS_LABEL.match(value):
         raise UnsafeSpecError(
             f"container spec name: {value!r} cannot name a Kubernetes {what}",
@@ -124,8 +146,60 @@ def _volumes(spec: ContainerSpec) -> tuple[list[dict[str, Any]], list[dict[str, 
         _mountable(mount)
         name = _volume_name(index, "volume")
         volumes.append({"name": name, "emptyDir": dict(disk)})  # past sizeLimit the kubelet evicts the pod
-        mounts.append({"name": name, "mountPath": mount.target, "readOnly": mount.read_only})
+        entry = {"name": name, "mountPath": mount.target, "readOnly": mount.read_only}
+        if mount.target == WORKSPACE_IN_CONTAINER:
+            entry["subPath"] = WORKSPACE_SUBPATH  # the extracted top directory: the agent's owner and mode
+        mounts.append(entry)
     return volumes, mounts
+
+
+def _workspace_volume(spec: ContainerSpec, volume_mounts: list[dict[str, Any]]) -> str | None:
+    """The pod volume name of the spec's workspace, if it has one."""
+    found = [m["name"] for m in volume_mounts if m["mountPath"] == WORKSPACE_IN_CONTAINER]
+    return found[0] if found else None
+
+
+def _transfer_container(
+    spec: ContainerSpec, options: PodOptions, name: str, volume: str, command: list[str], read_only: bool
+) -> dict[str, Any]:
+    """A container of the agent's image, as locked down as the agent, that sees the whole workspace
+    volume at :data:`TRANSFER_MOUNT` and nothing else (no environment, no token, small limits)."""
+    quantities = {"cpu": TRANSFER_CPU, "memory": TRANSFER_MEMORY}
+    return {
+        "name": name,
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "securityContext": _security_context(spec, options),
+        "resources": {"requests": dict(quantities), "limits": dict(quantities)},
+        "volumeMounts": [{"name": volume, "mountPath": TRANSFER_MOUNT, "readOnly": read_only}],
+        "stdin": False,
+        "tty": False,
+    }
+
+
+def wait_for_archive_command(wait_s: int = TRANSFER_WAIT_S) -> list[str]:
+    """The init container's command: poll for :data:`READY_MARKER` (the transport writes it after the
+    archive is in), give up after ``wait_s`` so a pod Hydra forgot fails instead of waiting forever."""
+    marker = f"{TRANSFER_MOUNT}/{READY_MARKER}"
+    polls = wait_s * 5
+    script = f"i=0; until [ -e {marker} ]; do i=$((i+1)); [ $i -gt {polls} ] && exit 1; sleep 0.2; done"
+    return ["sh", "-c", script]
+
+
+def _workspace_containers(
+    spec: ContainerSpec, options: PodOptions, volume: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(init containers, keeper): the one that waits for the archive, the one that keeps the tree
+    readable after the agent exited, until Hydra read it back and deleted the pod."""
+    keep_s = spec.limits.timeout_s + DEADLINE_MARGIN_S
+    init = _transfer_container(
+        spec, options, WORKSPACE_IN_CONTAINER_NAME, volume, wait_for_archive_command(), read_only=False
+    )
+    keeper = _transfer_container(
+        spec, options, WORKSPACE_OUT_CONTAINER_NAME, volume, ["sleep", str(keep_s)], read_only=True
+    )
+    return [init], keeper
 
 
 def _mountable(mount: Mount) -> None:
@@ -137,7 +211,7 @@ def _mountable(mount: Mount) -> None:
         )
 
 
-def _seccomp(options: PodOptions) -> dict[str, str]:
+def seccomp_profile(options: PodOptions) -> dict[str, str]:
     """Hydra's own profile where the operator installed it on the nodes, else the runtime's default."""
     if options.seccomp_localhost is None:
         return {"type": "RuntimeDefault"}
@@ -154,7 +228,7 @@ def _security_context(spec: ContainerSpec, options: PodOptions) -> dict[str, Any
         "allowPrivilegeEscalation": not spec.no_new_privileges,
         "privileged": spec.privileged,
         "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": _seccomp(options),  # Hydra's own profile is a file on the nodes (docs/kubernetes.md)
+        "seccompProfile": seccomp_profile(options),  # Hydra's own profile is a file on the nodes (docs/kubernetes.md)
         "procMount": "Default",
     }
 
@@ -206,18 +280,22 @@ def pod_manifest(spec: ContainerSpec, options: PodOptions) -> dict[str, Any]:
             "runAsNonRoot": True,
             "runAsUser": uid,
             "runAsGroup": gid,
-            "seccompProfile": _seccomp(options),
+            "seccompProfile": seccomp_profile(options),
         },
         "containers": [_container(spec, options, volume_mounts)],
         "volumes": volumes,
     }
+    workspace = _workspace_volume(spec, volume_mounts)
+    if workspace is not None:
+        pod_spec["initContainers"], keeper = _workspace_containers(spec, options, workspace)
+        pod_spec["containers"].append(keeper)
     if options.runtime_class is not None:
         pod_spec["runtimeClassName"] = options.runtime_class
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": _name(spec.name, "pod"),
+            "name": dns_name(spec.name, "pod"),
             "namespace": options.namespace,
             "labels": _labels(spec),
         },
@@ -251,14 +329,16 @@ def default_deny_policy(options: PodOptions) -> dict[str, Any]:
 
 
 def gateway_policy_name(session_id: str) -> str:
-    return _name(f"{HYDRA_NAME_PREFIX}{session_id}-egress", "network policy")
+    return dns_name(f"{HYDRA_NAME_PREFIX}{session_id}-egress", "network policy")
 
 
 def gateway_policy(session_id: str, labels: dict[str, str], options: PodOptions) -> dict[str, Any]:
     """The one allowance a session with a gateway gets: its agent pods may reach the pods labelled as
-    the session's gateway, and nothing else (no DNS, no other pod, no address outside)."""
+    the session's gateway on the gateway's ports (model, agent MCP), and nothing else (no DNS, no other
+    pod, no address outside)."""
     agents = {LABEL_SESSION: session_id, LABEL_ROLE: "agent"}
     gateway = {LABEL_SESSION: session_id, LABEL_ROLE: GATEWAY_ROLE}
+    ports = [{"protocol": "TCP", "port": port} for port in GATEWAY_PORTS]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -266,6 +346,6 @@ def gateway_policy(session_id: str, labels: dict[str, str], options: PodOptions)
         "spec": {
             "podSelector": {"matchLabels": agents},
             "policyTypes": ["Egress"],
-            "egress": [{"to": [{"podSelector": {"matchLabels": gateway}}]}],
+            "egress": [{"to": [{"podSelector": {"matchLabels": gateway}}], "ports": ports}],
         },
     }

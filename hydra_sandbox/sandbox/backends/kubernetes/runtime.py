@@ -91,7 +91,7 @@ def _matches(obj: dict[str, Any], labels: dict[str, str]) -> bool:
     return all(have.get(k) == v for k, v in labels.items()) if labels else LABEL_SESSION in have
 
 
-def _raw(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def raw_call(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``call``'s raw HTTP response (JSON left undecoded, streams left open): Hydra reads dicts, not the
     client's models, so a field the models do not know is never dropped."""
     return call(*args, _preload_content=False, **kwargs)
@@ -141,7 +141,7 @@ class KubernetesRuntime:
     def ns(self) -> str:
         return self.options.namespace
 
-    async def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         async with self._limit:
             try:
                 return await asyncio.to_thread(fn, *args, **kwargs)
@@ -167,7 +167,7 @@ class KubernetesRuntime:
     def _read_pod(self, name: str) -> dict[str, Any] | None:
         """The pod as the API server has it (and remembered), or None when it is gone."""
         try:
-            pod: dict[str, Any] = self._json(_raw(self.core.read_namespaced_pod, name, self.ns))
+            pod: dict[str, Any] = self._json(raw_call(self.core.read_namespaced_pod, name, self.ns))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -175,9 +175,9 @@ class KubernetesRuntime:
         self._last_seen[name] = pod
         return pod
 
-    def _create_ignoring_conflict(self, create: Callable[..., Any], body: dict[str, Any]) -> None:
+    def create_ignoring_conflict(self, create: Callable[..., Any], body: dict[str, Any]) -> None:
         try:
-            _raw(create, self.ns, body).release_conn()
+            raw_call(create, self.ns, body).release_conn()
         except ApiException as exc:
             if exc.status != 409:  # already there: ours, by name
                 raise
@@ -185,11 +185,11 @@ class KubernetesRuntime:
     def _ensure_policies(self, spec: ContainerSpec) -> None:
         create = self.networking.create_namespaced_network_policy
         if not self._policy_ready:
-            self._create_ignoring_conflict(create, default_deny_policy(self.options))
+            self.create_ignoring_conflict(create, default_deny_policy(self.options))
             self._policy_ready = True
         session = spec.labels.get(LABEL_SESSION)
         if spec.network_mode != "none" and session:
-            self._create_ignoring_conflict(create, gateway_policy(session, spec.labels, self.options))
+            self.create_ignoring_conflict(create, gateway_policy(session, spec.labels, self.options))
 
     async def create(self, spec: ContainerSpec) -> str:
         manifest = pod_manifest(spec, self.options)  # refuses an unhardened spec before any request
@@ -197,14 +197,14 @@ class KubernetesRuntime:
 
         def _create() -> None:
             self._ensure_policies(spec)
-            _raw(self.core.create_namespaced_pod, self.ns, manifest).release_conn()
+            raw_call(self.core.create_namespaced_pod, self.ns, manifest).release_conn()
 
-        await self._call(f"create pod {name}", _create)
+        await self.call(f"create pod {name}", _create)
         return name
 
     async def start(self, container_id: str) -> None:
         """A pod starts when it is created; this only checks that it still exists."""
-        if await self._call(f"read pod {container_id}", self._read_pod, container_id) is None:
+        if await self.call(f"read pod {container_id}", self._read_pod, container_id) is None:
             raise RuntimeUnavailableError(f"pod {container_id} in namespace {self.ns} is gone: it cannot start")
 
     def stream_logs(self, container_id: str) -> AsyncIterator[tuple[LogStream, bytes]]:
@@ -221,7 +221,7 @@ class KubernetesRuntime:
         """The pod's timestamped log; None when the pod is gone or ended without ever running."""
         try:
             read = self.core.read_namespaced_pod_log
-            return _raw(read, pod, self.ns, container=AGENT_CONTAINER, follow=follow, timestamps=True)
+            return raw_call(read, pod, self.ns, container=AGENT_CONTAINER, follow=follow, timestamps=True)
         except ApiException as exc:
             if exc.status in {404, 400}:  # gone, or ended without ever running: no log to read
                 return None
@@ -237,7 +237,7 @@ class KubernetesRuntime:
         pod = self._read_pod(name)
         if pod is None or until(pod):
             return pod if pod is not None else self._last_seen.get(name, {})
-        response = _raw(
+        response = raw_call(
             self.core.list_namespaced_pod,
             self.ns,
             field_selector=f"metadata.name={name}",
@@ -268,13 +268,13 @@ class KubernetesRuntime:
             window = self.watch_window_s if deadline is None else min(WATCH_WINDOW_S, deadline - loop.time())
             if window <= 0:
                 return None
-            pod = await self._call(f"watch pod {container_id}", self._watch, container_id, window, finished)
+            pod = await self.call(f"watch pod {container_id}", self._watch, container_id, window, finished)
             if pod is not None:
                 return exit_code(pod) if pod else GONE_EXIT_CODE
 
-    def _delete_pod(self, name: str, grace_s: int) -> None:
+    def delete_pod(self, name: str, grace_s: int) -> None:
         try:
-            _raw(
+            raw_call(
                 self.core.delete_namespaced_pod,
                 name,
                 self.ns,
@@ -287,13 +287,13 @@ class KubernetesRuntime:
 
     async def stop(self, container_id: str, grace_s: float = 10.0) -> None:
         """Delete the pod: SIGTERM, then SIGKILL after ``grace_s``. A pod already gone is stopped."""
-        await self._call(f"delete pod {container_id}", self._delete_pod, container_id, max(int(grace_s), 1))
+        await self.call(f"delete pod {container_id}", self.delete_pod, container_id, max(int(grace_s), 1))
 
     async def kill(self, container_id: str) -> None:
-        await self._call(f"delete pod {container_id}", self._delete_pod, container_id, 0)
+        await self.call(f"delete pod {container_id}", self.delete_pod, container_id, 0)
 
     async def inspect(self, container_id: str) -> ContainerInfo:
-        pod = await self._call(f"read pod {container_id}", self._read_pod, container_id)
+        pod = await self.call(f"read pod {container_id}", self._read_pod, container_id)
         if pod is None:
             last = self._last_seen.get(container_id)
             if last is None:
@@ -303,13 +303,13 @@ class KubernetesRuntime:
 
     async def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
         def _list() -> list[dict[str, Any]]:
-            found = _raw(self.core.list_namespaced_pod, self.ns, label_selector=_selector(labels))
+            found = raw_call(self.core.list_namespaced_pod, self.ns, label_selector=_selector(labels))
             return [p for p in self._json(found).get("items", []) if _matches(p, labels)]
 
-        return [container_info(p) for p in await self._call("list pods", _list)]
+        return [container_info(p) for p in await self.call("list pods", _list)]
 
     async def remove(self, container_id: str) -> None:
-        await self._call(f"delete pod {container_id}", self._delete_pod, container_id, 0)
+        await self.call(f"delete pod {container_id}", self.delete_pod, container_id, 0)
         self._last_seen.pop(container_id, None)
 
     # -- volumes: emptyDirs that live with their pod -----------------------------------------
@@ -336,19 +336,19 @@ class KubernetesRuntime:
     async def remove_network(self, name: str) -> None:
         def _remove() -> None:
             try:
-                _raw(self.networking.delete_namespaced_network_policy, name, self.ns).release_conn()
+                raw_call(self.networking.delete_namespaced_network_policy, name, self.ns).release_conn()
             except ApiException as exc:
                 if exc.status != 404:
                     raise
 
-        await self._call(f"delete network policy {name}", _remove)
+        await self.call(f"delete network policy {name}", _remove)
 
     async def list_networks(self, labels: dict[str, str]) -> list[NetworkInfo]:
         def _list() -> list[dict[str, Any]]:
-            found = _raw(self.networking.list_namespaced_network_policy, self.ns, label_selector=_selector(labels))
+            found = raw_call(self.networking.list_namespaced_network_policy, self.ns, label_selector=_selector(labels))
             return [p for p in self._json(found).get("items", []) if _matches(p, labels)]
 
-        policies = await self._call("list network policies", _list)
+        policies = await self.call("list network policies", _list)
         return [
             NetworkInfo(id=p["metadata"]["name"], name=p["metadata"]["name"], labels=p["metadata"].get("labels") or {})
             for p in policies
