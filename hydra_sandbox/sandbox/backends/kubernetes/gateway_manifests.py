@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hydra_sandbox.errors import UnsafeSpecError
 from hydra_sandbox.sandbox.backends.kubernetes.manifests import (
-    DEADLINE_MARGIN_S,
     GATEWAY_PORTS,
     GATEWAY_ROLE,
     PodOptions,
     dns_name,
+    hardened_pod_spec,
     seccomp_profile,
 )
 from hydra_sandbox.sandbox.egress import EGRESS_PORT, EgressPlan, GatewaySecrets, model_endpoint
@@ -142,29 +142,11 @@ def gateway_pod_manifest(spec: GatewayPodSpec, secrets: GatewaySecrets, options:
         "stdin": False,
         "tty": False,
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "activeDeadlineSeconds": spec.timeout_s + DEADLINE_MARGIN_S,
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "hostNetwork": False,
-        "hostPID": False,
-        "hostIPC": False,
-        "shareProcessNamespace": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": spec.uid,
-            "runAsGroup": spec.gid,
-            "seccompProfile": seccomp_profile(options),
-        },
-        "containers": [container],
-        "volumes": [
-            {"name": "sockets", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
-            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-        ],
-    }
-    if options.runtime_class is not None:
-        pod_spec["runtimeClassName"] = options.runtime_class
+    volumes = [
+        {"name": "sockets", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+    ]
+    pod_spec = hardened_pod_spec(spec.timeout_s, spec.uid, spec.gid, options, [container], volumes)
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -261,15 +261,20 @@ def _check_network(spec: ContainerSpec) -> None:
         raise UnsafeSpecError(f"container spec network_mode: {mode!r} has no Kubernetes translation")
 
 
-def pod_manifest(spec: ContainerSpec, options: PodOptions) -> dict[str, Any]:
-    """The Pod running ``spec`` in ``options.namespace``; refuses a spec that is not hardened."""
-    check_hardening(spec)
-    _check_network(spec)
-    uid, gid = _user(spec)
-    volumes, volume_mounts = _volumes(spec)
+def hardened_pod_spec(
+    timeout_s: int,
+    uid: int,
+    gid: int,
+    options: PodOptions,
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The pod-level fields every pod Hydra makes shares (the agent's, the gateway's): never restarted, a
+    deadline past the run's, no service-account token, no host namespaces, non-root, the seccomp profile and
+    the runtime class of ``options``."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "activeDeadlineSeconds": spec.limits.timeout_s + DEADLINE_MARGIN_S,
+        "activeDeadlineSeconds": timeout_s + DEADLINE_MARGIN_S,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "hostNetwork": False,
@@ -282,15 +287,27 @@ def pod_manifest(spec: ContainerSpec, options: PodOptions) -> dict[str, Any]:
             "runAsGroup": gid,
             "seccompProfile": seccomp_profile(options),
         },
-        "containers": [_container(spec, options, volume_mounts)],
+        "containers": containers,
         "volumes": volumes,
     }
+    if options.runtime_class is not None:
+        pod_spec["runtimeClassName"] = options.runtime_class
+    return pod_spec
+
+
+def pod_manifest(spec: ContainerSpec, options: PodOptions) -> dict[str, Any]:
+    """The Pod running ``spec`` in ``options.namespace``; refuses a spec that is not hardened."""
+    check_hardening(spec)
+    _check_network(spec)
+    uid, gid = _user(spec)
+    volumes, volume_mounts = _volumes(spec)
+    pod_spec = hardened_pod_spec(
+        spec.limits.timeout_s, uid, gid, options, [_container(spec, options, volume_mounts)], volumes
+    )
     workspace = _workspace_volume(spec, volume_mounts)
     if workspace is not None:
         pod_spec["initContainers"], keeper = _workspace_containers(spec, options, workspace)
         pod_spec["containers"].append(keeper)
-    if options.runtime_class is not None:
-        pod_spec["runtimeClassName"] = options.runtime_class
     return {
         "apiVersion": "v1",
         "kind": "Pod",
