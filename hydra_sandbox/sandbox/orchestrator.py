@@ -84,9 +84,12 @@ class SandboxOrchestrator:
         agent_endpoint: AgentEndpoint | None = None,
         *,
         layers: LayerStore | None = None,
+        model_tokens: dict[str, int] | None = None,
     ) -> None:
-        """``layers``: the store of staged workspaces, shared by the orchestrators of several engines
-        (the layers are on this machine whichever engine runs the agent)."""
+        """``layers`` (the staged workspaces) and ``model_tokens`` (model tokens used per session, as the
+        gateways reported, against ``max_model_tokens``) are shared by the orchestrators of several
+        engines: the layers are on this machine whichever engine runs the agent, and a session resumed
+        on another engine must not start its budget again."""
         self.settings = settings
         self.masker = masker
         self.backend = backend
@@ -97,7 +100,7 @@ class SandboxOrchestrator:
         self._codex = CodexVersionFinder(self.runtime, home_label=self._home)
         self._observers: list[ContainerObserver] = []
         self._placement_listeners: list[PlacementListener] = []
-        self._model_tokens: dict[str, int] = {}  # model tokens used per session, as the gateways reported
+        self.model_tokens = model_tokens if model_tokens is not None else {}
 
     def add_observer(self, observer: ContainerObserver) -> None:
         """Report container starts and failed runs to ``observer`` from now on."""
@@ -193,7 +196,7 @@ class SandboxOrchestrator:
             request.session_id,
             request.policy.resources.max_model_tokens,
             sink,
-            self._model_tokens.get(request.session_id, 0),
+            self.model_tokens.get(request.session_id, 0),
         )
         detached = failed = False
         try:
@@ -212,7 +215,7 @@ class SandboxOrchestrator:
             raise
         finally:
             run.pipeline.discard()  # its group timer must not record after the run (closed or detached)
-            self._model_tokens[request.session_id] = budget.used
+            self.model_tokens[request.session_id] = budget.used
             if not detached:
                 await asyncio.shield(self._teardown(run))
             if failed:  # the session fails: its Codex transcripts go with the container

@@ -325,13 +325,15 @@ def test_a_bad_per_engine_limit_is_refused_naming_the_variable(
         load_settings(data_home=tmp_path)
 
 
-def test_several_local_engines_open_as_one_set_limited_per_engine(tmp_path: Path) -> None:
+def test_several_local_engines_open_as_one_set_limited_per_engine_sharing_layers_and_budgets(tmp_path: Path) -> None:
     hosts = "unix:///run/a/docker.sock, unix:///run/b/docker.sock"
     default = open_backend(
         HydraSettings(docker_host=hosts, data_home=tmp_path, max_concurrent_agents=3), SecretMasker()
     )
     assert isinstance(default, EngineSet) and default.limit == 3
     assert list(default.engines) == ["unix:///run/a/docker.sock", "unix:///run/b/docker.sock"]
+    a, b = default.engines.values()
+    assert a.layers is b.layers and a.model_tokens is b.model_tokens, "a session's layer or budget split by engine"
     capped = open_backend(HydraSettings(docker_host=hosts, data_home=tmp_path, engine_max_agents=5), SecretMasker())
     assert isinstance(capped, EngineSet) and capped.limit == 5
     one = open_backend(HydraSettings(docker_host="unix:///run/a/docker.sock", data_home=tmp_path), SecretMasker())

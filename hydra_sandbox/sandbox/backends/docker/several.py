@@ -38,10 +38,12 @@ def engine_set(
     engines: Sequence[tuple[EngineConfig, VolumeDriverRuntime]],
 ) -> EngineSet:
     """The sandbox over ``engines`` (each with its runtime), in the order listed; they share the masker,
-    the agent endpoint and the store of workspace layers (all on this machine)."""
+    the agent endpoint, the store of workspace layers (all on this machine) and the model tokens each
+    session used (its budget holds whichever engine runs it)."""
     from hydra_sandbox.sandbox.backends.docker import docker_backend
 
     layers = LayerStore(settings.sessions_dir)
+    model_tokens: dict[str, int] = {}
     sandboxes = [
         SandboxOrchestrator(
             settings,
@@ -49,6 +51,7 @@ def engine_set(
             dataclasses.replace(docker_backend(settings, runtime), host=engine_host(engine)),
             agent_endpoint,
             layers=layers,
+            model_tokens=model_tokens,
         )
         for engine, runtime in engines
     ]
