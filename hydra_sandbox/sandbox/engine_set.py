@@ -73,6 +73,8 @@ class EngineSet:
         """Session -> the engine its agent was placed on or found on (this server's life)."""
         self._pending: dict[str, set[str]] = {name: set() for name in self.engines}
         """Engine -> sessions placed there whose container has not started yet (not counted by the engine)."""
+        self._waiting: set[str] = set()
+        """Sessions whose run waits for a free place (shown by :meth:`status`)."""
         self._place_lock = asyncio.Lock()
         self._freed = asyncio.Event()
         self._listeners: list[PlacementListener] = []
@@ -128,6 +130,12 @@ class EngineSet:
     async def _place(self, request: RunRequest, cancel: asyncio.Event) -> str | RunResult:
         """An engine with a free place for ``request`` (now reserved), or the result of a run that never
         got one: failed when no engine answers, cancelled when cancelled while it waited."""
+        try:
+            return await self._place_or_wait(request, cancel)
+        finally:
+            self._waiting.discard(request.session_id)
+
+    async def _place_or_wait(self, request: RunRequest, cancel: asyncio.Event) -> str | RunResult:
         said = False
         while True:
             freed = self._freed
@@ -141,6 +149,7 @@ class EngineSet:
                 return RunResult(status="failed", reason=f"no Docker engine answers: {describe_loads(loads)}")
             if not said:
                 log.info("session %s waits for a free place: %s", request.session_id, describe_loads(loads))
+                self._waiting.add(request.session_id)
                 said = True
             waits = [asyncio.ensure_future(cancel.wait()), asyncio.ensure_future(freed.wait())]
             try:
@@ -237,7 +246,11 @@ class EngineSet:
         return {
             "backend": "docker",
             "docker": "ok" if not down else f"unavailable: {', '.join(down)} (the others take the sessions)",
-            "placement": {"engines": len(names), "max_agents_per_engine": self.limit},
+            "placement": {
+                "engines": len(names),
+                "max_agents_per_engine": self.limit,
+                "waiting_for_a_place": sorted(self._waiting),
+            },
             "engines": engines,
         }
 

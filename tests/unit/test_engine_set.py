@@ -80,7 +80,9 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def fake_engine() -> FakeRuntime:
-    return FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)], keeps_running=True), images=[IMAGE])
+    runtime = FakeRuntime(FakeProgram(output=[("stdout", CODEX_RUN)], keeps_running=True), images=[IMAGE])
+    runtime.image_labels[IMAGE] = {LABEL_CODEX_VERSION: "0.169.0"}  # the status reads it from the image
+    return runtime
 
 
 def engine_set(
@@ -185,11 +187,15 @@ async def test_when_every_engine_is_full_the_run_waits_and_starts_where_a_place_
     task = asyncio.create_task(sandbox.run(request(workdir, "s-000000000001"), Sink(), asyncio.Event()))
     await wait_for(lambda: b.calls.count("list_containers") >= 2, "it asked the engines again")
     assert not task.done() and placed == [] and a.calls.count("create") == b.calls.count("create") == 1
+    placement: Any = (await sandbox.status())["placement"]
+    assert placement["waiting_for_a_place"] == ["s-000000000001"]
     b.exit(other, 0)  # another Hydra's agent on b ends
     await wait_for(lambda: bool(ours(b, "s-000000000001")), "placed on b")
     await wait_for(lambda: len(b.running()) == 1, "running on b")
     b.exit(b.running()[0], 0)
     assert (await task).status == "completed" and placed == [("s-000000000001", "unix:///b.sock")]
+    placement = (await sandbox.status())["placement"]
+    assert placement["waiting_for_a_place"] == []
 
 
 async def test_a_run_cancelled_while_it_waits_for_a_place_ends_cancelled_and_starts_nothing(
@@ -211,7 +217,6 @@ async def test_an_engine_that_does_not_answer_is_skipped_and_the_status_says_whi
     settings: HydraSettings, run_dir: Path, workdir: Path
 ) -> None:
     down, b = DownRuntime(images=[IMAGE]), fake_engine()
-    b.image_labels[IMAGE] = {LABEL_CODEX_VERSION: "0.169.0"}  # read from the image, not from a container
     sandbox, placed = engine_set(settings, run_dir, {"tcp://down.lan:2376": down, "unix:///b.sock": b})
     task, container_id = await run_until_started(sandbox, b, request(workdir, "s-000000000001"))
     assert placed == [("s-000000000001", "unix:///b.sock")]
