@@ -102,9 +102,13 @@ class FakeSandbox:
         self.host = "local"
         """Where its runs say they are placed (before their first event, as the real sandbox does)."""
         self.placement_listeners: list[PlacementListener] = []
+        self.unanswered: set[str] = set()
 
     def add_placement_listener(self, listener: PlacementListener) -> None:
         self.placement_listeners.append(listener)
+
+    async def unanswered_hosts(self) -> set[str]:
+        return set(self.unanswered)
 
     def _placed(self, session_id: str) -> None:
         for listener in self.placement_listeners:

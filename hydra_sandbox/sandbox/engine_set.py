@@ -175,9 +175,34 @@ class EngineSet:
         finally:
             self._release(placed, request.session_id)
 
+    async def unanswered_hosts(self) -> set[str]:
+        loads = await self.loads()
+        if not any(load.reachable for load in loads):
+            return set()  # nothing answers: the sessions are failed, as with one engine that is down
+        return {load.engine for load in loads if not load.reachable}
+
+    async def _until_answers(self, name: str, cancel: asyncio.Event) -> bool:
+        """Wait until engine ``name`` answers (True), or until cancelled (False)."""
+        said = False
+        while True:
+            try:
+                await self.engines[name].runtime.list_containers({LABEL_ROLE: "agent"})
+                return True
+            except HydraError as exc:
+                if not said:
+                    log.warning("engine %s does not answer (%s); waiting for it to re-attach", name, exc)
+                    said = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cancel.wait(), timeout=self.recheck_s)
+            if cancel.is_set():
+                return False
+
     async def follow(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int) -> RunResult:
         """Re-attach on the engine whose running agent container carries the session's label (the
-        recorded engine is asked first); an engine that does not answer is skipped and named."""
+        recorded engine is asked first, and waited for while it does not answer); another engine that
+        does not answer is skipped and named."""
+        if request.host in self.engines and not await self._until_answers(request.host, cancel):
+            return RunResult(status="cancelled", reason=f"cancelled while its engine {request.host} did not answer")
         order = sorted(self.engines, key=lambda name: name != request.host)
         labels = {LABEL_SESSION: request.session_id, LABEL_ROLE: "agent"}
         unanswered: list[str] = []

@@ -110,6 +110,10 @@ class SandboxOrchestrator:
         """Tell ``listener`` this backend's ``host`` for each session whose agent starts or is re-attached here."""
         self._placement_listeners.append(listener)
 
+    async def unanswered_hosts(self) -> set[str]:
+        """None: with one engine, one that does not answer fails its sessions at a restart, as before."""
+        return set()
+
     def _placed(self, session_id: str) -> None:
         for listener in self._placement_listeners:
             listener(session_id, self.backend.host)

@@ -89,6 +89,12 @@ class PlacingSandbox(Protocol):
 
     def add_placement_listener(self, listener: PlacementListener) -> None: ...
 
+    async def unanswered_hosts(self) -> set[str]:
+        """Hosts that do not answer now while others do: their running agents cannot be seen, so a
+        restarted server re-attaches to their sessions (:meth:`Sandbox.follow` waits for the host)
+        instead of failing them."""
+        ...
+
 
 @runtime_checkable
 class Sandbox(Protocol):

@@ -51,6 +51,18 @@ class DownRuntime(FakeRuntime):
         raise RuntimeUnavailableError("docker daemon unreachable: connection refused")
 
 
+class FlakyRuntime(FakeRuntime):
+    """An engine that stops answering while ``down`` is set (its containers keep running)."""
+
+    down = False
+
+    def _enter(self, method: str) -> None:
+        if self.down:
+            self.calls.append(method)
+            raise RuntimeUnavailableError("docker daemon unreachable: connection refused")
+        super()._enter(method)
+
+
 class Sink:
     def __init__(self) -> None:
         self.drafts: list[EventDraft] = []
@@ -288,7 +300,8 @@ async def test_follow_of_a_vanished_container_fails_and_names_the_engine_that_di
     settings: HydraSettings, run_dir: Path, workdir: Path
 ) -> None:
     sandbox, _placed = engine_set(settings, run_dir, {"unix:///a.sock": fake_engine(), "unix:///b.sock": DownRuntime()})
-    result = await sandbox.follow(request(workdir, "s-000000000001", host="unix:///b.sock"), Sink(), asyncio.Event(), 0)
+    req = request(workdir, "s-000000000001", host="unix:///a.sock")  # its engine answers: no wait
+    result = await sandbox.follow(req, Sink(), asyncio.Event(), 0)
     assert result.status == "failed" and "vanished" in (result.reason or "")
     assert "unix:///b.sock (docker daemon unreachable: connection refused)" in (result.reason or "")
 
@@ -360,3 +373,49 @@ def test_several_local_engines_open_as_one_set_limited_per_engine_sharing_layers
 def test_the_host_a_session_shows_never_carries_a_user_name(url: str, host: str) -> None:
     (engine,) = parse_docker_hosts(url)
     assert engine_host(engine) == host
+
+
+async def test_a_restarted_server_waits_for_a_sessions_engine_that_does_not_answer_and_then_re_attaches(
+    settings: HydraSettings, run_dir: Path, workdir: Path
+) -> None:
+    a = fake_engine()
+    b = FlakyRuntime(FakeProgram(output=[("stdout", CODEX_RUN)], keeps_running=True), images=[IMAGE])
+    await foreign_agent(a)
+    first, _placed = engine_set(settings, run_dir, {"unix:///a.sock": a, "unix:///b.sock": b})
+    task, container_id = await run_until_started(first, b, request(workdir, "s-000000000001"))
+    task.cancel()  # the server shuts down, and engine b stops answering for a while
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    b.down = True
+    second, placed = engine_set(settings, run_dir, {"unix:///a.sock": a, "unix:///b.sock": b})
+    assert await second.unanswered_hosts() == {"unix:///b.sock"}
+    assert await second.live_sessions() == {"s-foreign00001"}  # b's agent cannot be seen
+    sink = Sink()
+    req = request(workdir, "s-000000000001", host="unix:///b.sock")
+    follow = asyncio.create_task(second.follow(req, sink, asyncio.Event(), 0))
+    await wait_for(lambda: b.calls.count("list_containers") >= 2, "it asked b again")
+    assert not follow.done() and sink.drafts == []
+    b.down = False
+    await wait_for(lambda: bool(sink.drafts), "the replayed log")
+    b.exit(container_id, 0)
+    assert (await follow).status == "completed" and placed == [("s-000000000001", "unix:///b.sock")]
+
+
+async def test_a_follow_waiting_for_its_engine_ends_cancelled_when_terminated(
+    settings: HydraSettings, run_dir: Path, workdir: Path
+) -> None:
+    down = DownRuntime()
+    sandbox, _placed = engine_set(settings, run_dir, {"unix:///a.sock": fake_engine(), "unix:///b.sock": down})
+    cancel = asyncio.Event()
+    req = request(workdir, "s-000000000001", host="unix:///b.sock")
+    follow = asyncio.create_task(sandbox.follow(req, Sink(), cancel, 0))
+    await wait_for(lambda: down.calls.count("list_containers") >= 2, "it waits for b")
+    cancel.set()
+    result = await follow
+    assert result.status == "cancelled" and result.reason == "cancelled while its engine unix:///b.sock did not answer"
+
+
+async def test_when_no_engine_answers_none_is_waited_for() -> None:
+    settings = load_settings(agent_image=IMAGE)
+    sandbox, _placed = engine_set(settings, Path("/nonexistent"), {"unix:///a.sock": DownRuntime()})
+    assert await sandbox.unanswered_hosts() == set()

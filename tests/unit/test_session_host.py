@@ -4,6 +4,7 @@ restart; records written before it was kept still load."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionRecord, SessionStatus
 from hydra_sandbox.orchestration.spawning import SpawnRequest
 from tests.fake_sandbox import FakeSandbox
-from tests.manager_kit import finish, manager_over
+from tests.manager_kit import finish, manager_over, wait_until
 
 HOST = "unix:///run/engine-b/docker.sock"
 
@@ -112,3 +113,26 @@ def test_hydra_sessions_list_shows_the_host_escaped(tmp_path: Path, monkeypatch:
     assert json.loads(listed.output)[0]["host"] == "[b]h[/b]"
     table = CliRunner().invoke(app, ["sessions", "list"])
     assert table.exit_code == 0 and "host" in table.output and "[b]h[/b]" in table.output
+
+
+async def test_a_restarted_server_re_attaches_a_running_session_whose_engine_does_not_answer(
+    tmp_path: Path, workdir: Path
+) -> None:
+    sandbox = FakeSandbox()
+    sandbox.host = HOST
+    sandbox.gate = asyncio.Event()
+    first = manager_over(tmp_path, sandbox)
+    await first.start()
+    session_id = (await first.spawn(SpawnRequest(working_dir=str(workdir)), principal=OPERATOR)).session["session_id"]
+    await wait_until(lambda: first.get(session_id, principal=OPERATOR).status == SessionStatus.RUNNING)
+    await first.close()
+    first.journal.close()
+    restarted = FakeSandbox()
+    restarted.unanswered = {HOST}  # its agent cannot be seen: not live, but not gone either
+    second = manager_over(tmp_path, restarted)
+    await second.start()
+    try:
+        assert await finish(second, session_id) == SessionStatus.AWAITING_APPROVAL
+        assert [sid for sid, _skip in restarted.follow_calls] == [session_id]
+    finally:
+        await second.close()
