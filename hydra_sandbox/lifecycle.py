@@ -96,6 +96,11 @@ class SessionRecord(BaseModel):
     reason: str | None = None
     thread_id: str | None = None
     container_id: str | None = None
+    host: str | None = Field(
+        default=None,
+        description="The engine the agent runs (or last ran) on: an engine URL without credentials, or "
+        "'local'. None until a container started (and on records written before it was kept).",
+    )
     runs: int = 0
     diff_state: DiffState = DiffState.NONE
     children: list[str] = Field(default_factory=list)
@@ -128,6 +133,7 @@ class SessionRecord(BaseModel):
                 "finished_at",
                 "reason",
                 "thread_id",
+                "host",
                 "runs",
                 "diff_state",
                 "children",

@@ -118,6 +118,13 @@ class HydraSettings(BaseSettings):
     )
     policies_dir: Path | None = Field(default=None, description="User policies; override built-ins by name.")
     max_concurrent_agents: int = Field(default=4, ge=1, le=256)
+    engine_max_agents: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Running agents one Docker engine of HYDRA_DOCKER_HOST takes (any Hydra's count), when several "
+        "are listed; unset: HYDRA_MAX_CONCURRENT_AGENTS. See docs/remote-docker.md.",
+    )
     agent_uid: int | None = Field(default=None, ge=0, description="uid agents run as; unset: workspace owner.")
     transport: Literal["stdio", "http"] = "stdio"
     http_host: str = "127.0.0.1"

@@ -16,7 +16,7 @@ from hydra_sandbox.diffing import compute_diff
 from hydra_sandbox.errors import ApplyConflictError
 from hydra_sandbox.events import EventDraft
 from hydra_sandbox.policy import Policy
-from hydra_sandbox.sandbox import ContainerObserver, EventSink, RunRequest, RunResult
+from hydra_sandbox.sandbox import ContainerObserver, EventSink, PlacementListener, RunRequest, RunResult
 from hydra_sandbox.sandbox.supervisor import FailureCause
 from hydra_sandbox.sandbox.workspace import StagedWorkspace
 
@@ -99,6 +99,20 @@ class FakeSandbox:
         self.live: set[str] = set()
         self.follow_calls: list[tuple[str, int]] = []
         self.observers: list[ContainerObserver] = []
+        self.host = "local"
+        """Where its runs say they are placed (before their first event, as the real sandbox does)."""
+        self.placement_listeners: list[PlacementListener] = []
+        self.unanswered: set[str] = set()
+
+    def add_placement_listener(self, listener: PlacementListener) -> None:
+        self.placement_listeners.append(listener)
+
+    async def unanswered_hosts(self) -> set[str]:
+        return set(self.unanswered)
+
+    def _placed(self, session_id: str) -> None:
+        for listener in self.placement_listeners:
+            listener(session_id, self.host)
 
     def add_observer(self, observer: ContainerObserver) -> None:
         self.observers.append(observer)
@@ -124,6 +138,7 @@ class FakeSandbox:
         self.started.append(request.session_id)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
+        self._placed(request.session_id)
         for observer in self.observers:
             observer.container_started()
         try:
@@ -159,6 +174,7 @@ class FakeSandbox:
 
     async def follow(self, request: RunRequest, sink: EventSink, cancel: asyncio.Event, skip: int) -> RunResult:
         self.follow_calls.append((request.session_id, skip))
+        self._placed(request.session_id)
         script = self._run_for(request)
         drafts = [
             EventDraft(

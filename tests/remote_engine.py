@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import itertools
 import os
 import shutil
 import signal
@@ -42,6 +43,7 @@ from hydra_sandbox.docker_hosts import EngineConfig, resolve_engines
 from hydra_sandbox.image_copy import copy_image
 
 START_DEADLINE_S = 60.0
+_BRIDGES = itertools.count()
 STOP_DEADLINE_S = 20.0
 
 
@@ -129,8 +131,10 @@ def _unused_subnet() -> str:
 
 @contextlib.contextmanager
 def _own_bridge() -> Iterator[str]:
-    """A bridge interface for the second engine alone, removed afterwards."""
-    name = f"hre{os.getpid() % 100000}"
+    """A bridge interface for the second engine alone, removed afterwards (a suffix for each further
+    engine this process starts)."""
+    count = next(_BRIDGES)
+    name = f"hre{os.getpid() % 100000}" + (f"x{count}" if count else "")
     subprocess.run(["ip", "link", "add", name, "type", "bridge"], capture_output=True, check=True)
     try:
         subprocess.run(["ip", "addr", "add", _unused_subnet(), "dev", name], capture_output=True, check=True)

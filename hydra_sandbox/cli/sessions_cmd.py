@@ -59,13 +59,14 @@ def list_sessions(
         return
     print_table(
         "Sessions",
-        ["session", "status", "profile", "parent", "task", "created"],
+        ["session", "status", "profile", "parent", "host", "task", "created"],
         [
             (
                 r["session_id"],
                 r["status"],
                 r["profile_id"],
                 r.get("parent_session_id"),
+                r.get("host"),
                 (r.get("task") or "")[:50],
                 str(r.get("created_at", ""))[:19],
             )
@@ -89,6 +90,7 @@ def show(session_id: str, as_json: bool = typer.Option(False, "--json", help=JSO
         "working_dir",
         "parent_session_id",
         "model",
+        "host",
         "diff_state",
         "created_at",
         "finished_at",

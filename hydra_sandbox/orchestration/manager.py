@@ -34,7 +34,7 @@ from hydra_sandbox.orchestration.spawning import (
 from hydra_sandbox.policy import Policy, PolicyCatalog
 from hydra_sandbox.profiles import Profile, ProfileCatalog
 from hydra_sandbox.recorder import Recorder
-from hydra_sandbox.sandbox import Sandbox
+from hydra_sandbox.sandbox import PlacingSandbox, Sandbox
 from hydra_sandbox.session_ids import HOST_SESSION, check_session_id, new_session_id
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class AgentManager:
         """Load sessions, recover from a restart, start the workers."""
         records = await self.sessions.load()
         live = await self.sandbox.live_sessions()
+        unanswered = await self.sandbox.unanswered_hosts() if isinstance(self.sandbox, PlacingSandbox) else set()
         for record in records:
             if record.status not in ACTIVE:
                 continue
@@ -98,7 +99,7 @@ class AgentManager:
             await self.runs.track(record)
             if record.status == SessionStatus.QUEUED:
                 self.scheduler.submit(record.session_id)
-            elif record.session_id in live and record.status == SessionStatus.RUNNING:
+            elif record.status == SessionStatus.RUNNING and (record.session_id in live or record.host in unanswered):
                 self.scheduler.in_background(self.runs.follow(record), f"follow-{record.session_id}")
             else:
                 await self.runs.transition(

@@ -12,7 +12,7 @@ from hydra_sandbox.lifecycle import ACTIVE, DiffState, SessionRecord, SessionSta
 from hydra_sandbox.orchestration.observers import SessionChange, SessionObservers
 from hydra_sandbox.orchestration.registry import SessionRegistry
 from hydra_sandbox.recorder import Recorder
-from hydra_sandbox.sandbox import RunRequest, RunResult, Sandbox
+from hydra_sandbox.sandbox import PlacingSandbox, RunRequest, RunResult, Sandbox
 
 MAX_CHANGE_SET = 200
 
@@ -51,6 +51,15 @@ class SessionRuns:
         self._status_locks: dict[str, asyncio.Lock] = {}
         self._start_order = asyncio.Lock()
         self.running = 0
+        if isinstance(sandbox, PlacingSandbox):
+            sandbox.add_placement_listener(self._placed)
+
+    def _placed(self, session_id: str, host: str) -> None:
+        """The sandbox says where the session's agent runs: kept on the record (written with its next
+        transition, which follows at its first event or at the end of the run)."""
+        record = self.registry.find(session_id)
+        if record is not None:
+            record.host = host
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -131,6 +140,7 @@ class SessionRuns:
             test_runners=record.profile.test_runners if record.profile else [],
             layer_sessions=self.registry.ancestors(record.session_id),
             secrets=self._secrets,
+            host=record.host,
         )
 
     def cancel_event(self, session_id: str, *, fresh: bool = False) -> asyncio.Event:

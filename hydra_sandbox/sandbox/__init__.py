@@ -8,9 +8,20 @@ from hydra_sandbox.sandbox.protocol import (
     ContainerObserver,
     EventSink,
     ObservableSandbox,
+    PlacementListener,
+    PlacingSandbox,
     RunRequest,
     RunResult,
     Sandbox,
 )
 
-__all__ = ["ContainerObserver", "EventSink", "ObservableSandbox", "RunRequest", "RunResult", "Sandbox"]
+__all__ = [
+    "ContainerObserver",
+    "EventSink",
+    "ObservableSandbox",
+    "PlacementListener",
+    "PlacingSandbox",
+    "RunRequest",
+    "RunResult",
+    "Sandbox",
+]

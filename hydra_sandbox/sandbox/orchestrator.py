@@ -39,7 +39,7 @@ from hydra_sandbox.sandbox.budget import ModelBudget
 from hydra_sandbox.sandbox.codex_version import CodexVersionFinder
 from hydra_sandbox.sandbox.egress import ActiveEgress, EgressPlacement, GatewaySecrets, plan_egress
 from hydra_sandbox.sandbox.pipeline import OutputPipeline
-from hydra_sandbox.sandbox.protocol import ContainerObserver, EventSink, RunRequest, RunResult
+from hydra_sandbox.sandbox.protocol import ContainerObserver, EventSink, PlacementListener, RunRequest, RunResult
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
 from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, home_label
 from hydra_sandbox.sandbox.supervisor import FailureCause, RunOutcome, supervise
@@ -48,15 +48,20 @@ from hydra_sandbox.settings import HydraSettings
 
 log = logging.getLogger(__name__)
 
+LOCAL_HOST = "local"
+"""The ``host`` of sessions whose engine is the one Hydra finds by default (``DOCKER_HOST`` or the local socket)."""
+
 
 @dataclass(frozen=True)
 class Backend:
-    """What a backend contributes; everything else about a run is the orchestrator's."""
+    """What a backend contributes; everything else about a run is the orchestrator's. ``host`` is
+    what sessions run here show as their ``host`` (an engine's URL without credentials)."""
 
     name: str
     runtime: ContainerRuntime
     workspace: WorkspaceTransport
     egress: EgressPlacement
+    host: str = LOCAL_HOST
 
 
 @dataclass
@@ -77,21 +82,41 @@ class SandboxOrchestrator:
         masker: SecretMasker,
         backend: Backend,
         agent_endpoint: AgentEndpoint | None = None,
+        *,
+        layers: LayerStore | None = None,
+        model_tokens: dict[str, int] | None = None,
     ) -> None:
+        """``layers`` (the staged workspaces) and ``model_tokens`` (model tokens used per session, as the
+        gateways reported, against ``max_model_tokens``) are shared by the orchestrators of several
+        engines: the layers are on this machine whichever engine runs the agent, and a session resumed
+        on another engine must not start its budget again."""
         self.settings = settings
         self.masker = masker
         self.backend = backend
         self.runtime = backend.runtime
         self.agent_endpoint = agent_endpoint
-        self.layers = LayerStore(settings.sessions_dir)
+        self.layers = layers if layers is not None else LayerStore(settings.sessions_dir)
         self._home = home_label(settings.data_home)
         self._codex = CodexVersionFinder(self.runtime, home_label=self._home)
         self._observers: list[ContainerObserver] = []
-        self._model_tokens: dict[str, int] = {}  # model tokens used per session, as the gateways reported
+        self._placement_listeners: list[PlacementListener] = []
+        self.model_tokens = model_tokens if model_tokens is not None else {}
 
     def add_observer(self, observer: ContainerObserver) -> None:
         """Report container starts and failed runs to ``observer`` from now on."""
         self._observers.append(observer)
+
+    def add_placement_listener(self, listener: PlacementListener) -> None:
+        """Tell ``listener`` this backend's ``host`` for each session whose agent starts or is re-attached here."""
+        self._placement_listeners.append(listener)
+
+    async def unanswered_hosts(self) -> set[str]:
+        """None: with one engine, one that does not answer fails its sessions at a restart, as before."""
+        return set()
+
+    def _placed(self, session_id: str) -> None:
+        for listener in self._placement_listeners:
+            listener(session_id, self.backend.host)
 
     def _started(self) -> None:
         for observer in self._observers:
@@ -141,6 +166,7 @@ class SandboxOrchestrator:
         if not running:
             return RunResult(status="failed", reason="its container vanished while the server was down")
         ws = await self._layer(request.session_id)
+        self._placed(request.session_id)
         return await self._drive(request, ws, sink, cancel, container_id=running[0].id)
 
     async def _stage(self, request: RunRequest) -> StagedWorkspace:
@@ -174,7 +200,7 @@ class SandboxOrchestrator:
             request.session_id,
             request.policy.resources.max_model_tokens,
             sink,
-            self._model_tokens.get(request.session_id, 0),
+            self.model_tokens.get(request.session_id, 0),
         )
         detached = failed = False
         try:
@@ -193,7 +219,7 @@ class SandboxOrchestrator:
             raise
         finally:
             run.pipeline.discard()  # its group timer must not record after the run (closed or detached)
-            self._model_tokens[request.session_id] = budget.used
+            self.model_tokens[request.session_id] = budget.used
             if not detached:
                 await asyncio.shield(self._teardown(run))
             if failed:  # the session fails: its Codex transcripts go with the container
@@ -234,6 +260,7 @@ class SandboxOrchestrator:
         )
         run.container_id = await self.runtime.create(agent_spec(request, agent))
         await self.runtime.start(run.container_id)
+        self._placed(request.session_id)
         self._started()
 
     async def _ensure_codex_home(self, request: RunRequest) -> bool:

@@ -1,9 +1,9 @@
 """Placement across several engines: which engine a new agent goes to.
 
-Each engine has a limit of running agents (a setting once placement is wired into runs, see docs/remote-
-docker.md); its load is the number of agent containers on it that are created or running, by any Hydra
-(a second Hydra's agents use the same machine). A new agent goes to the engine with the most free
-places, the first listed on a tie, and waits in the queue when every engine is full.
+Each engine has a limit of running agents (``HYDRA_ENGINE_MAX_AGENTS``, see docs/remote-docker.md); its
+load is the number of agent containers on it that are created or running, by any Hydra (a second
+Hydra's agents use the same machine). A new agent goes to the engine with the most free places, the
+first listed on a tie, and waits when every engine is full (see :mod:`.engine_set`).
 :func:`choose_engine` is pure; :func:`engine_loads` counts through each engine's
 :class:`~hydra_sandbox.sandbox.runtime.ContainerRuntime`.
 """
@@ -23,7 +23,8 @@ BUSY = frozenset({"created", "running", "restarting", "paused"})
 
 
 class EngineLoad(BaseModel):
-    """One engine's agents now; ``reachable`` is false when it could not be asked (it then takes none)."""
+    """One engine's agents now; ``reachable`` is false when it could not be asked (it then takes none),
+    and ``error`` says why."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -31,6 +32,7 @@ class EngineLoad(BaseModel):
     running: int = Field(ge=0)
     limit: int = Field(ge=0)
     reachable: bool = True
+    error: str | None = None
 
     @property
     def free(self) -> int:
@@ -53,8 +55,8 @@ async def engine_loads(runtimes: Mapping[str, ContainerRuntime], limit: int) -> 
     async def ask(engine: str, runtime: ContainerRuntime) -> EngineLoad:
         try:
             found = await runtime.list_containers({LABEL_ROLE: "agent"})
-        except HydraError:
-            return EngineLoad(engine=engine, running=0, limit=limit, reachable=False)
+        except HydraError as exc:
+            return EngineLoad(engine=engine, running=0, limit=limit, reachable=False, error=str(exc))
         return EngineLoad(engine=engine, running=sum(c.status in BUSY for c in found), limit=limit)
 
     return list(await asyncio.gather(*(ask(engine, runtime) for engine, runtime in runtimes.items())))

@@ -43,6 +43,11 @@ class RunRequest(BaseModel):
         default_factory=list, description="Ancestor sessions whose changes this session sees, nearest first."
     )
     secrets: list[str] = Field(default_factory=list, repr=False, description="Values to mask by value.")
+    host: str | None = Field(
+        default=None,
+        description="Where the session's agent ran last (its Codex home is there), as the session records it; "
+        "a sandbox over several engines prefers it for a resume and looks there first to re-attach.",
+    )
 
 
 class RunResult(BaseModel):
@@ -71,6 +76,24 @@ class ObservableSandbox(Protocol):
     """A sandbox that runs containers and reports them to observers (the metrics, for one)."""
 
     def add_observer(self, observer: ContainerObserver) -> None: ...
+
+
+PlacementListener = Callable[[str, str], None]
+"""Told ``(session_id, host)`` when a session's agent container starts on an engine, or is found there
+again after a restart; ``host`` names the engine (never a credential), ``local`` for the local one."""
+
+
+@runtime_checkable
+class PlacingSandbox(Protocol):
+    """A sandbox that says where each session's agent runs (the ``host`` of ``list_sessions``)."""
+
+    def add_placement_listener(self, listener: PlacementListener) -> None: ...
+
+    async def unanswered_hosts(self) -> set[str]:
+        """Hosts that do not answer now while others do: their running agents cannot be seen, so a
+        restarted server re-attaches to their sessions (:meth:`Sandbox.follow` waits for the host)
+        instead of failing them."""
+        ...
 
 
 @runtime_checkable

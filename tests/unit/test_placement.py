@@ -54,5 +54,7 @@ async def test_loads_count_agents_that_run_or_are_about_to_and_an_engine_that_fa
     down.failures["list_containers"] = RuntimeUnavailableError("cannot reach tcp://build2.lan:2376")
     runtimes: dict[str, ContainerRuntime] = {"tcp://build1.lan:2376": busy, "tcp://build2.lan:2376": down}
     loads = await engine_loads(runtimes, limit=4)
-    assert loads == [load("tcp://build1.lan:2376", 2), load("tcp://build2.lan:2376", 0, reachable=False)]
+    unreachable = load("tcp://build2.lan:2376", 0, reachable=False)
+    unreachable = unreachable.model_copy(update={"error": "cannot reach tcp://build2.lan:2376"})
+    assert loads == [load("tcp://build1.lan:2376", 2), unreachable]
     assert choose_engine(loads) == "tcp://build1.lan:2376"

@@ -73,10 +73,10 @@ def all_runtimes(settings: HydraSettings) -> dict[str, DockerRuntime]:
 
 
 def runs_engine(settings: HydraSettings) -> EngineConfig | None:
-    """The engine runs use (``None``: the local one). Refused, naming what is missing, when the settings
-    ask for what this version cannot do yet: agents on an engine that does not share this machine's
-    files (needs the archive workspace transport and egress beside the agent), or placement across
-    several engines."""
+    """The (first) engine runs use (``None``: the local one; several are placed across, see
+    :mod:`.several`). Refused, naming what is missing, when the settings ask for what this version cannot
+    do yet: agents on an engine that does not share this machine's files (needs the archive workspace
+    transport and egress beside the agent)."""
     engines = configured_engines(settings)
     remote = [e.url for e in engines if e.remote]
     if remote:
@@ -86,11 +86,5 @@ def runs_engine(settings: HydraSettings) -> EngineConfig | None:
             "not have",
             hint="run agents on a unix:// engine of this machine (or unset the setting); `hydra images` and "
             "`hydra doctor` already work with remote engines",
-        )
-    if len(engines) > 1:
-        raise ConfigError(
-            f"{HOST_VARIABLE}: {len(engines)} engines are listed, and placing runs across several engines is "
-            "not built yet",
-            hint="list one engine",
         )
     return engines[0] if engines else None
