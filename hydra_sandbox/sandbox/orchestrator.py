@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from hydra_sandbox.applying import ApplyResult, apply_changes
 from hydra_sandbox.codex_events import CodexEventParser
 from hydra_sandbox.diffing import DiffPreview, compute_diff
 from hydra_sandbox.errors import ConfigError, RuntimeUnavailableError, WorkspaceError
+from hydra_sandbox.events import EventDraft
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.model_credentials import describe_model_key, find_model_key
 from hydra_sandbox.policy import Policy
@@ -47,6 +49,12 @@ from hydra_sandbox.sandbox.workspace import LayerStore, StagedWorkspace, Workspa
 from hydra_sandbox.settings import HydraSettings
 
 log = logging.getLogger(__name__)
+
+NO_DELEGATION = (
+    "delegation is off for this run: its policy allows children, but the agent runs on an engine whose "
+    "gateway cannot reach Hydra's agent MCP endpoint (a socket on Hydra's machine); set HYDRA_AGENT_MCP=false "
+    "or use a policy with delegation.max_depth: 0 to say so up front"
+)
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,11 @@ class SandboxOrchestrator:
         run = _Run(request, ws, parser, OutputPipeline(self.masker, parser, sink), container_id)
         plan = plan_egress(request.policy.network, self.settings.model_base_url, request.session_id)
         mcp_target = self._mcp_target(request)
+        if mcp_target is not None and not getattr(self.backend.egress, "reaches_hydra", True):
+            mcp_target = None
+            if container_id is None:  # said once, when the run starts (a re-attach replays it from the journal)
+                draft = EventDraft(type="status", text=NO_DELEGATION, data={"delegation": "off"}, tags=["delegation"])
+                await sink(draft)
         budget = ModelBudget(
             request.session_id,
             request.policy.resources.max_model_tokens,
@@ -179,7 +192,8 @@ class SandboxOrchestrator:
         detached = failed = False
         try:
             secrets = self._secrets(request, delegate=mcp_target is not None)
-            async with self.backend.egress.serve(plan, mcp_target, secrets=secrets, on_usage=budget) as active:
+            serving = self.backend.egress.serve(plan, mcp_target, secrets=secrets, on_usage=budget)
+            async with serving as active, self._container_removed_first(run):
                 if run.container_id is None:
                     await self._launch(run, active, delegate=mcp_target is not None)
                 outcome = await self._supervise(run, cancel)
@@ -204,6 +218,24 @@ class SandboxOrchestrator:
         if not (result.status == "completed" and result.has_changes and not request.read_only):
             await self._session_ended(request.session_id)  # nothing left to review
         return result
+
+    @contextlib.asynccontextmanager
+    async def _container_removed_first(self, run: _Run) -> AsyncIterator[None]:
+        """Remove the agent's container before its egress placement tears down what it mounted (a volume in
+        use cannot be removed); kept on a server shutdown, for the next server to follow."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            await asyncio.shield(self._remove_container(run))
+            raise
+        await asyncio.shield(self._remove_container(run))
+
+    async def _remove_container(self, run: _Run) -> None:
+        if run.container_id is not None:
+            with contextlib.suppress(RuntimeUnavailableError):
+                await self.runtime.remove(run.container_id)
 
     async def _salvage_output(self, run: _Run) -> None:
         """A failed run's output lines still grouped are recorded before the session fails with the reason
@@ -305,9 +337,7 @@ class SandboxOrchestrator:
         """Remove the container, then bring the change set home and release the workspace."""
         if self.agent_endpoint is not None:
             self.agent_endpoint.tokens.revoke(run.ws.session_id)
-        if run.container_id is not None:
-            with contextlib.suppress(RuntimeUnavailableError):
-                await self.runtime.remove(run.container_id)
+        await self._remove_container(run)
         with contextlib.suppress(RuntimeUnavailableError):
             await self.backend.workspace.release(run.ws)
 

@@ -33,14 +33,21 @@ class RemoteDockerRuntime(DockerRuntime):
         super().__init__(base_url=url, **kwargs)
         self.url = url
 
-    async def create(self, spec: ContainerSpec) -> str:
+    def _refuse_binds(self, spec: ContainerSpec) -> None:
         binds = [m.source for m in spec.mounts if m.type == "bind"]
         if binds:
             raise UnsafeSpecError(
                 f"container spec mounts: {', '.join(binds)} would be bound from the machine of {self.url}",
                 hint="an engine that may be remote gets named volumes only",
             )
+
+    async def create(self, spec: ContainerSpec) -> str:
+        self._refuse_binds(spec)
         return await super().create(spec)
+
+    async def create_networked(self, spec: ContainerSpec, network: str) -> str:
+        self._refuse_binds(spec)
+        return await super().create_networked(spec, network)
 
     async def create_volume(self, name: str, labels: dict[str, str], driver_opts: dict[str, str] | None = None) -> str:
         if driver_opts:
@@ -73,20 +80,10 @@ def all_runtimes(settings: HydraSettings) -> dict[str, DockerRuntime]:
 
 
 def runs_engine(settings: HydraSettings) -> EngineConfig | None:
-    """The engine runs use (``None``: the local one). Refused, naming what is missing, when the settings
-    ask for what this version cannot do yet: agents on an engine that does not share this machine's
-    files (needs the archive workspace transport and egress beside the agent), or placement across
-    several engines."""
+    """The engine runs use (``None``: the local one). One engine may be remote (tcp:// or ssh://): its agents
+    get the archive workspace transport and a gateway container beside them. Refused, naming what is
+    missing, when several engines are listed: placement across engines is not built yet."""
     engines = configured_engines(settings)
-    remote = [e.url for e in engines if e.remote]
-    if remote:
-        raise ConfigError(
-            f"{HOST_VARIABLE}: {', '.join(remote)} may be on another machine, and running agents there needs "
-            "the archive workspace transport and egress enforced beside the agent, which this version does "
-            "not have",
-            hint="run agents on a unix:// engine of this machine (or unset the setting); `hydra images` and "
-            "`hydra doctor` already work with remote engines",
-        )
     if len(engines) > 1:
         raise ConfigError(
             f"{HOST_VARIABLE}: {len(engines)} engines are listed, and placing runs across several engines is "
