@@ -123,7 +123,8 @@ async def test_a_remote_agent_reaches_only_its_model_through_a_gateway_beside_it
             s = remote_settings(settings, remote_engine, model)
             first = manager_for(s)
             await first.start()
-            spawned = await first.spawn(SpawnRequest(working_dir=str(repo), custom_prompt="fix add"), principal=OPERATOR)
+            request = SpawnRequest(working_dir=str(repo), custom_prompt="fix add")
+            spawned = await first.spawn(request, principal=OPERATOR)
             session_id = spawned.session["session_id"]
             second: AgentManager | None = None
             try:
