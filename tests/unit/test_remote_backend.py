@@ -32,7 +32,8 @@ def test_an_explicit_overlay_on_a_remote_engine_is_refused_naming_the_setting() 
     with pytest.raises(ConfigError, match="HYDRA_WORKSPACE_TRANSPORT=overlay") as raised:
         docker_backend(load_settings(workspace_transport="overlay"), remote_runtime())
     assert "archive" in (raised.value.hint or "")
-    assert isinstance(docker_backend(load_settings(workspace_transport="archive"), remote_runtime()).egress, SidecarEgress)
+    explicit_archive = docker_backend(load_settings(workspace_transport="archive"), remote_runtime())
+    assert isinstance(explicit_archive.egress, SidecarEgress)
 
 
 def test_this_machines_engine_keeps_host_sockets_and_the_chosen_transport() -> None:
@@ -42,7 +43,7 @@ def test_this_machines_engine_keeps_host_sockets_and_the_chosen_transport() -> N
     assert isinstance(archive.egress, HostSocketEgress) and isinstance(archive.workspace, ArchiveVolumeTransport)
 
 
-def test_one_remote_engine_runs_agents_and_several_engines_are_still_refused(tmp_path: object) -> None:
+def test_one_remote_engine_runs_agents_and_several_engines_are_still_refused() -> None:
     engine = runs_engine(load_settings(docker_host="ssh://builder@build1"))
     assert engine is not None and engine.remote
     with pytest.raises(ConfigError, match="2 engines are listed"):

@@ -54,7 +54,9 @@ def gateway_program(*lines: bytes, exits: bool = False) -> FakeProgram:
 
 
 def runtime_with(program: FakeProgram) -> FakeRuntime:
-    return FakeRuntime(lambda spec: program if spec.labels.get(LABEL_ROLE) == "gateway" else FakeProgram(), images=[IMAGE])
+    return FakeRuntime(
+        lambda spec: program if spec.labels.get(LABEL_ROLE) == "gateway" else FakeProgram(), images=[IMAGE]
+    )
 
 
 def plan(mode: str = "model-only") -> EgressPlan:
