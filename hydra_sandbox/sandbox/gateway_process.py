@@ -55,11 +55,17 @@ def emit_line(message: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-def load_config(path: Path) -> GatewayProcessConfig:
+def load_config(path: Path, *, consume: bool = False) -> GatewayProcessConfig:
+    """The configuration in ``path``; with ``consume`` the file is removed once read, so the model key is
+    left in this process's memory only, not on the engine's disk for as long as the run lasts."""
     try:
-        return GatewayProcessConfig.model_validate_json(path.read_bytes())
+        config = GatewayProcessConfig.model_validate_json(path.read_bytes())
     except (OSError, ValidationError) as exc:
         raise SystemExit(f"gateway: cannot read its configuration {path}: {exc}") from None
+    if consume:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return config
 
 
 async def serve(config: GatewayProcessConfig, stop: asyncio.Event) -> None:
@@ -84,8 +90,9 @@ async def _main(config: GatewayProcessConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hydra-gateway", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--config", type=Path, required=True, help="the configuration file Hydra put in")
+    parser.add_argument("--consume", action="store_true", help="remove the file once read")
     args = parser.parse_args(argv)
-    asyncio.run(_main(load_config(args.config)))
+    asyncio.run(_main(load_config(args.config, consume=args.consume)))
     return 0
 
 

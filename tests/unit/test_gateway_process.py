@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from hydra_sandbox.gateway_image import gateway_distributions, gateway_imports
 from hydra_sandbox.policy import NetworkPolicy
 from hydra_sandbox.sandbox.egress import plan_egress
-from hydra_sandbox.sandbox.gateway_process import GatewayProcessConfig, main, serve
+from hydra_sandbox.sandbox.gateway_process import GatewayProcessConfig, load_config, main, serve
 from tests.unit.test_model_gateway import Upstream, ask, request
 
 KEY = "sk-gateway-process-0123456789abcdef"
@@ -70,3 +70,11 @@ def test_the_gateway_image_stages_what_the_gateway_imports_and_nothing_of_the_se
     names = gateway_distributions(modules)
     assert "hydra_sandbox" in modules and {"pydantic", "httptools"} <= set(names)
     assert not {"chromadb", "fastmcp", "docker", "onnxruntime", "hydra-sandbox", "setuptools"} & set(names)
+
+
+def test_a_consumed_configuration_is_gone_from_disk_once_read(tmp_path: Path) -> None:
+    plan = plan_egress(NetworkPolicy(mode="model-only"), "http://10.0.0.1:8080/v1", "s-0000000000ab")
+    path = tmp_path / "config.json"
+    path.write_text(GatewayProcessConfig(plan=plan).model_dump_json())
+    assert load_config(path).plan == plan and path.exists()
+    assert load_config(path, consume=True).plan == plan and not path.exists()

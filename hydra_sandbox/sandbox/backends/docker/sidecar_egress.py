@@ -10,7 +10,7 @@ behind Unix sockets in a **socket volume** that the agent's container mounts rea
   capability dropped, no new privileges, Hydra's seccomp profile, pids/memory/CPU limits, no Docker socket.
 * The model key reaches it as a file (0400, the gateway user's) put into a **config volume** of its own
   before it starts: not its environment, labels or command line, which ``docker inspect`` shows, and not
-  the socket volume the agent sees.
+  the socket volume the agent sees. The gateway removes the file once read (``--consume``).
 * Usage: the gateway prints a JSON line per model response; Hydra follows the container's log and tells
   ``on_usage``. Once that says the budget is spent, the gateway is stopped: no further model request
   gets through. A re-attached server replays the gateway's log from its start; its budget starts from
@@ -122,7 +122,10 @@ class SidecarEgress:
         """The gateway container: hardened as an agent is; only its network differs (given at create)."""
         return ContainerSpec(
             image=self._image,
-            argv=["python3", "-m", "hydra_sandbox.sandbox.gateway_process", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+            argv=[
+                *("python3", "-m", "hydra_sandbox.sandbox.gateway_process"),
+                *("--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--consume"),
+            ],
             workdir="/",
             user=f"{GATEWAY_UID}:{GATEWAY_UID}",
             labels=self._labels(session_id),
