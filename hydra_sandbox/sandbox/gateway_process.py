@@ -60,8 +60,11 @@ def load_config(path: Path, *, consume: bool = False) -> GatewayProcessConfig:
     left in this process's memory only, not on the engine's disk for as long as the run lasts."""
     try:
         config = GatewayProcessConfig.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError) as exc:
+    except OSError as exc:
         raise SystemExit(f"gateway: cannot read its configuration {path}: {exc}") from None
+    except ValidationError as exc:  # the fields and what is wrong, never the values (the key is one)
+        wrong = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the file'}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"gateway: cannot read its configuration {path}: {wrong}") from None
     if consume:
         with contextlib.suppress(OSError):
             path.unlink()

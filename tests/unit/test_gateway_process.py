@@ -58,11 +58,14 @@ async def test_the_gateway_process_serves_the_model_socket_and_reports_usage_wit
     assert KEY not in out.getvalue()
 
 
-def test_an_unreadable_configuration_stops_the_process_naming_the_file(tmp_path: Path) -> None:
+def test_an_unreadable_configuration_stops_the_process_naming_the_file_but_never_a_value(tmp_path: Path) -> None:
     bad = tmp_path / "config.json"
-    bad.write_text('{"plan": {}}')
-    with pytest.raises(SystemExit, match=f"cannot read its configuration {bad}"):
+    bad.write_text(json.dumps({"plan": {}, "model_key": KEY, "extra": KEY}))
+    with pytest.raises(SystemExit, match=f"cannot read its configuration {bad}: plan.session_id") as raised:
         main(["--config", str(bad)])
+    assert KEY not in str(raised.value)
+    with pytest.raises(SystemExit, match="No such file"):
+        main(["--config", str(tmp_path / "missing.json")])
 
 
 def test_the_gateway_image_stages_what_the_gateway_imports_and_nothing_of_the_server() -> None:

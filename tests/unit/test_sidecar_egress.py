@@ -157,9 +157,12 @@ async def test_a_spent_budget_stops_the_gateway() -> None:
         assert runtime.running() == []
 
 
-async def test_a_gateway_that_exits_before_it_is_ready_fails_the_run_and_leaves_nothing() -> None:
-    runtime = runtime_with(gateway_program(b"gateway: cannot read its configuration\n", exits=True))
-    with pytest.raises(RuntimeUnavailableError, match="exited with 1") as raised:
+async def test_a_gateway_that_exits_before_it_is_ready_fails_the_run_naming_why_and_leaves_nothing() -> None:
+    said = FakeProgram(output=[("stderr", b"gateway: cannot read its configuration x: plan: Field required\n")])
+    runtime = runtime_with(said.__class__(output=said.output, exit_code=1))
+    with pytest.raises(
+        RuntimeUnavailableError, match="exited with 1: gateway: cannot read its configuration"
+    ) as raised:
         async with egress(runtime).serve(plan(), secrets=GatewaySecrets()):
             pytest.fail("served without a ready gateway")
     assert "hydra images copy" in (raised.value.hint or "")
@@ -244,3 +247,12 @@ async def test_a_delegating_run_on_a_remote_engine_runs_without_delegation_says_
     assert any(d.data.get("delegation") == "off" and "HYDRA_AGENT_MCP" in d.text for d in said)
     assert in_use == [], f"volumes removed while a container still mounted them: {in_use}"
     assert not [c for c in runtime.containers.values() if c.spec.labels.get(LABEL_ROLE) == "gateway"]
+
+
+async def test_a_gateway_image_missing_on_the_engine_is_named_with_the_commands_that_put_it_there() -> None:
+    runtime = FakeRuntime(images=[])
+    with pytest.raises(RuntimeUnavailableError, match=f"gateway image {IMAGE} is missing") as raised:
+        async with egress(runtime).serve(plan(), secrets=GatewaySecrets()):
+            pytest.fail("served without a gateway image")
+    assert "hydra images build --gateway" in (raised.value.hint or "")
+    assert runtime.containers == {} and runtime.volumes == {}

@@ -57,6 +57,7 @@ GATEWAY_UID = 10002
 CONFIG_DIR = "/etc/hydra-gateway"
 CONFIG_FILE = "config.json"
 READY_DEADLINE_S = 60.0
+STDERR_KEPT = 4096
 GATEWAY_LIMITS = ResourceLimits(memory_mb=256, cpus=0.5, pids=64)
 GATEWAY_TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=16m"}
 
@@ -114,6 +115,7 @@ class SidecarEgress:
         self._image = image
         self._home = home
         self._network = network
+        self._stderr: dict[str, bytes] = {}  # container id -> the tail of its stderr, for a failed start
 
     def _labels(self, session_id: str) -> dict[str, str]:
         return {LABEL_HOME: self._home, LABEL_SESSION: session_id, LABEL_ROLE: ROLE, LABEL_VERSION: __version__}
@@ -196,6 +198,11 @@ class SidecarEgress:
 
     async def _start_gateway(self, plan: EgressPlan, secrets: GatewaySecrets) -> str:
         session_id = plan.session_id
+        if not await self._runtime.image_exists(self._image):
+            raise RuntimeUnavailableError(
+                f"session {session_id}: the gateway image {self._image} is missing on the agent's engine",
+                hint="run `hydra images build --gateway`, then `hydra images copy` (HYDRA_GATEWAY_IMAGE names it)",
+            )
         labels = self._labels(session_id)
         existing = {v.name for v in await self._runtime.list_volumes(labels)}
         if socket_volume(session_id) not in existing:  # kept when an agent still running mounts it
@@ -216,6 +223,9 @@ class SidecarEgress:
         how = f"not ready after {READY_DEADLINE_S:.0f} s"
         if info.status != "running":
             how = f"exited with {info.exit_code}"
+        said = self._stderr.pop(container_id, b"").decode(errors="replace").strip()
+        if said:
+            how += f": {said.splitlines()[-1]}"
         if follower in done and not follower.cancelled() and follower.exception() is not None:
             how += f" (following its log failed: {follower.exception()})"
         raise RuntimeUnavailableError(
@@ -228,6 +238,7 @@ class SidecarEgress:
         pending = b""
         async for stream, chunk in self._runtime.stream_logs(container_id):
             if stream != "stdout":
+                self._stderr[container_id] = (self._stderr.get(container_id, b"") + chunk)[-STDERR_KEPT:]
                 continue
             pending += chunk
             *lines, pending = pending.split(b"\n")
