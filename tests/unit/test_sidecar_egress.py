@@ -158,8 +158,8 @@ async def test_a_spent_budget_stops_the_gateway() -> None:
 
 
 async def test_a_gateway_that_exits_before_it_is_ready_fails_the_run_naming_why_and_leaves_nothing() -> None:
-    said = FakeProgram(output=[("stderr", b"gateway: cannot read its configuration x: plan: Field required\n")])
-    runtime = runtime_with(said.__class__(output=said.output, exit_code=1))
+    stderr = b"gateway: cannot read its configuration x: plan: Field required\n"
+    runtime = runtime_with(FakeProgram(output=[("stderr", stderr)], exit_code=1))
     with pytest.raises(
         RuntimeUnavailableError, match="exited with 1: gateway: cannot read its configuration"
     ) as raised:
