@@ -43,7 +43,7 @@ from hydra_sandbox.sandbox.egress import ActiveEgress, EgressPlacement, GatewayS
 from hydra_sandbox.sandbox.pipeline import OutputPipeline
 from hydra_sandbox.sandbox.protocol import ContainerObserver, EventSink, RunRequest, RunResult
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
-from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, home_label
+from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, Mount, home_label
 from hydra_sandbox.sandbox.supervisor import FailureCause, RunOutcome, supervise
 from hydra_sandbox.sandbox.workspace import LayerStore, StagedWorkspace, WorkspaceTransport, prepare_layer, remove_layer
 from hydra_sandbox.settings import HydraSettings
@@ -190,12 +190,15 @@ class SandboxOrchestrator:
             self._model_tokens.get(request.session_id, 0),
         )
         detached = failed = False
+        # A new run's Codex home and workspace are made while its egress starts (a gateway container on a
+        # remote engine takes as long as the workspace's archive): neither needs the other.
+        preparing = asyncio.ensure_future(self._prepare(run)) if run.container_id is None else None
         try:
             secrets = self._secrets(request, delegate=mcp_target is not None)
             serving = self.backend.egress.serve(plan, mcp_target, secrets=secrets, on_usage=budget)
             async with serving as active, self._container_removed_first(run):
-                if run.container_id is None:
-                    await self._launch(run, active, delegate=mcp_target is not None)
+                if preparing is not None:
+                    await self._launch(run, active, await preparing, delegate=mcp_target is not None)
                 outcome = await self._supervise(run, cancel)
         except asyncio.CancelledError:
             detached = run.container_id is not None  # server shutdown: the agent keeps running for re-attach
@@ -206,6 +209,11 @@ class SandboxOrchestrator:
             await self._salvage_output(run)
             raise
         finally:
+            if preparing is not None:  # done before the workspace is released (egress failed first: cancelled)
+                preparing.cancel()
+                await asyncio.wait([preparing])
+                if not preparing.cancelled():
+                    preparing.exception()  # egress's error is the run's; this one is retrieved, not raised
             run.pipeline.discard()  # its group timer must not record after the run (closed or detached)
             self._model_tokens[request.session_id] = budget.used
             if not detached:
@@ -245,8 +253,14 @@ class SandboxOrchestrator:
         except Exception as exc:  # the run's own error is what gets raised and recorded
             log.warning("session %s: output lines of the failed run not recorded: %s", run.request.session_id, exc)
 
-    async def _launch(self, run: _Run, active: ActiveEgress, *, delegate: bool) -> None:
-        if not await self._ensure_codex_home(run.request) and run.request.resume_thread_id:
+    async def _prepare(self, run: _Run) -> tuple[bool, Mount]:
+        """The run's Codex home (whether it existed) and its workspace in the engine's form."""
+        existed = await self._ensure_codex_home(run.request)
+        return existed, await self.backend.workspace.attach(run.ws)
+
+    async def _launch(self, run: _Run, active: ActiveEgress, prepared: tuple[bool, Mount], *, delegate: bool) -> None:
+        home_existed, workspace = prepared
+        if not home_existed and run.request.resume_thread_id:
             log.warning(
                 "session %s: its Codex home was removed when the session ended; the resume starts a new "
                 "Codex thread on the same workspace",
@@ -256,7 +270,7 @@ class SandboxOrchestrator:
         request = run.request
         agent = AgentContainer(
             image=self.settings.agent_image,
-            workspace=await self.backend.workspace.attach(run.ws),
+            workspace=workspace,
             agent_uid=run.ws.agent_uid,
             agent_gid=run.ws.agent_gid,
             labels=session_labels(request, "agent", self._home),
