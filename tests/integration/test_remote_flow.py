@@ -6,17 +6,21 @@ The scripted model listens on the second engine's bridge address (a listener thi
 gateway container reaches; a listener of the test's own on the same address must get nothing, neither
 from the agent directly (it has no network) nor through its gateway's proxy. The server is replaced
 while the agent runs and the new one follows it; preview and apply then work as on one machine, and
-``hydra gc`` removes what a server that died mid-run left there."""
+``hydra gc`` removes what a server that died mid-run left there (the engine confirming, on the way, that
+the gateway is hardened like the agent and that the model key is in neither container's inspectable state)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
+from pydantic import SecretStr
 
 from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.docker_engines import engine_client
@@ -39,6 +43,7 @@ from tests.remote_engine import RemoteEngine
 
 pytestmark = pytest.mark.docker
 RUN_DEADLINE_S = 240.0
+KEY = "sk-remote-flow-test-key-0123456789abcdef"
 
 
 def bridge_address(engine: RemoteEngine) -> str:
@@ -158,6 +163,21 @@ async def test_a_remote_agent_reaches_only_its_model_through_a_gateway_beside_it
         assert reached == [], f"the test's own listener was reached from the sandbox: {reached}"
 
 
+def assert_hardened_on_the_engine(gateway: dict[str, Any], agent: dict[str, Any]) -> None:
+    """What the engine itself says about the two containers: the gateway hardened like the agent, only it
+    on a network, the agent's socket volume read-only, the model key in neither's inspectable state."""
+    for attrs in (gateway, agent):
+        host = attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"] and not host["Privileged"]
+        assert "no-new-privileges:true" in host["SecurityOpt"] and host["PidsLimit"] > 0 and host["Memory"] > 0
+        assert not [m for m in attrs["Mounts"] if m["Type"] == "bind"]
+        assert KEY not in json.dumps(attrs), "the model key is in what docker inspect shows"
+    assert gateway["Config"]["User"] == "10002:10002" and gateway["HostConfig"]["NetworkMode"] == "bridge"
+    assert agent["HostConfig"]["NetworkMode"] == "none"
+    (sockets,) = [m for m in agent["Mounts"] if m["Destination"] == "/run/hydra"]
+    assert sockets["Name"].startswith("hydra-egress-") and sockets["RW"] is False
+
+
 async def test_gc_removes_what_a_server_that_died_mid_run_left_on_the_remote_engine(
     agent_image: str, remote_agent_image: str, remote_gateway_image: str, remote_engine: RemoteEngine,
     repo: Path, settings: HydraSettings,
@@ -165,7 +185,7 @@ async def test_gc_removes_what_a_server_that_died_mid_run_left_on_the_remote_eng
     host = bridge_address(remote_engine)
     script = {"turns": [[{"exec": "echo started; sleep 60"}], [{"message": "done"}]]}
     async with ScriptedModel(Script.model_validate(script), host=host) as model:
-        s = remote_settings(settings, remote_engine, model)
+        s = remote_settings(settings, remote_engine, model).model_copy(update={"model_api_key": SecretStr(KEY)})
         manager = manager_for(s)
         await manager.start()
         spawned = await manager.spawn(SpawnRequest(working_dir=str(repo), custom_prompt="wait"), principal=OPERATOR)
@@ -177,9 +197,10 @@ async def test_gc_removes_what_a_server_that_died_mid_run_left_on_the_remote_eng
             manager.journal.close()
             client = engine_client(remote_engine.engine)
             labelled = {"label": [f"hydra.session={session_id}"]}
-            roles = {c.labels["hydra.role"] for c in client.containers.list(all=True, filters=labelled)}
+            containers = {c.labels["hydra.role"]: c for c in client.containers.list(all=True, filters=labelled)}
             volumes = {v.name for v in client.volumes.list(filters=labelled)}
-            assert roles == {"agent", "gateway"}
+            assert set(containers) == {"agent", "gateway"}
+            assert_hardened_on_the_engine(containers["gateway"].attrs, containers["agent"].attrs)
             assert {f"hydra-egress-{session_id}", f"hydra-gwconf-{session_id}"} <= volumes
             report = await collect_garbage(runtime, set(), home=home_label(s.data_home))
             assert len(report.containers) == 2 and set(report.volumes) >= volumes
