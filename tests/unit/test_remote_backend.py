@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hydra_sandbox.errors import ConfigError
+from hydra_sandbox.errors import ConfigError, UnsafeSpecError
 from hydra_sandbox.sandbox.archive_transport import ArchiveVolumeTransport
 from hydra_sandbox.sandbox.backends.docker import docker_backend
 from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
@@ -13,6 +13,7 @@ from hydra_sandbox.sandbox.backends.docker.engines import RemoteDockerRuntime, r
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.backends.docker.sidecar_egress import SidecarEgress
 from hydra_sandbox.sandbox.backends.docker.workspace import OverlayVolumeTransport
+from hydra_sandbox.sandbox.spec import ContainerSpec, Mount
 from hydra_sandbox.settings import load_settings
 
 REMOTE = "tcp://127.0.0.1:2376"
@@ -56,3 +57,17 @@ def test_the_gateway_network_setting_refuses_the_engines_own_network() -> None:
             load_settings(gateway_network=network)
     with pytest.raises(ConfigError, match="HYDRA_GATEWAY_NETWORK"):
         load_settings(gateway_network="container:hydra-x")
+
+
+async def test_only_a_gateway_gets_a_network_and_never_the_engines_own_nor_another_containers() -> None:
+    runtime = remote_runtime()  # never connected: every refusal comes before the engine is asked
+    spec = ContainerSpec(image="hydra-gateway:x", argv=["true"], user="10002:10002")
+    for network in ("host", "none", "container:hydra-gw-x", "ns:/proc/1/ns/net"):
+        with pytest.raises(UnsafeSpecError, match=f"network '{network}' is the engine's own or another container's"):
+            await runtime.create_networked(spec, network)
+    bound = spec.model_copy(update={"mounts": [Mount(type="bind", source="/srv/x", target="/run/hydra")]})
+    with pytest.raises(UnsafeSpecError, match="would be bound from the machine of"):
+        await runtime.create_networked(bound, "bridge")
+    weakened = spec.model_copy(update={"cap_add": ["NET_ADMIN"]})
+    with pytest.raises(UnsafeSpecError, match="cap_add"):
+        await runtime.create_networked(weakened, "bridge")

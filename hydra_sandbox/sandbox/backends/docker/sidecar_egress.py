@@ -244,6 +244,9 @@ class SidecarEgress:
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 await self._line(container_id, line, ready, on_usage)
+        if ready.done():  # its log ended before the run did: the agent's model requests now fail
+            said = self._stderr.get(container_id, b"").decode(errors="replace").strip().splitlines()[-1:]
+            log.warning("egress gateway %s exited while its agent runs %s", container_id[:12], "".join(said))
 
     async def _line(
         self, container_id: str, line: bytes, ready: asyncio.Future[None], on_usage: UsageCallback | None
