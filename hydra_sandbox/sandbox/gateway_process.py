@@ -43,10 +43,16 @@ class GatewayProcessConfig(BaseModel):
     socket_dir: Path = Path("/run/hydra")
 
 
-def report_usage(usage: TokenUsage) -> None:
-    """The gateway's ``on_usage``: a usage line for Hydra, which counts the session's budget and stops this
-    container once it is spent."""
-    emit_line({USAGE: usage.model_dump()})
+class UsageReporter:
+    """The gateway's ``on_usage``: a numbered usage line for Hydra, which counts the session's budget and
+    stops this container once it is spent (the number lets a re-attaching server record each once)."""
+
+    def __init__(self) -> None:
+        self.reported = 0
+
+    def __call__(self, usage: TokenUsage) -> None:
+        emit_line({USAGE: usage.model_copy(update={"seq": self.reported}).model_dump()})
+        self.reported += 1
 
 
 def emit_line(message: dict[str, object]) -> None:
@@ -74,7 +80,7 @@ def load_config(path: Path, *, consume: bool = False) -> GatewayProcessConfig:
 async def serve(config: GatewayProcessConfig, stop: asyncio.Event) -> None:
     """Serve the plan's gateways in ``config.socket_dir`` until ``stop`` is set."""
     secrets = GatewaySecrets(model_key=config.model_key)
-    services = session_gateways(config.plan, config.socket_dir, secrets, on_usage=report_usage)
+    services = session_gateways(config.plan, config.socket_dir, secrets, on_usage=UsageReporter())
     async with contextlib.AsyncExitStack() as stack:
         for service in services:
             await stack.enter_async_context(service)

@@ -148,7 +148,8 @@ async def test_a_remote_agent_reaches_only_its_model_through_a_gateway_beside_it
                 assert "sockets-read-only-42" in texts and "secret-variables-0" in texts, texts[-4000:]
                 assert " egress.sock" in texts
                 assert "config.json" not in texts, "the gateway's configuration is visible to the agent"
-                assert any(e.data.get("gateway") == USAGE_EVENT for e in events), "no model usage came back"
+                usage = [e.data["seq"] for e in events if e.data.get("gateway") == USAGE_EVENT]
+                assert usage == list(range(len(usage))) and len(usage) >= 3, f"usage recorded as {usage}"
                 diff = await second.diff(session_id, principal=OPERATOR)
                 assert {f.path: f.status for f in diff.files} == {"src/calc.py": "modified", "NOTES.md": "added"}
                 assert (repo / "src" / "calc.py").read_text().endswith("a - b\n"), "the host changed before apply"

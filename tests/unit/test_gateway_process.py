@@ -54,7 +54,7 @@ async def test_the_gateway_process_serves_the_model_socket_and_reports_usage_wit
             await serving
     assert answer.status == 200 and model.seen[0].header("authorization") == [f"Bearer {KEY}"]
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert lines[0] == {"ready": True} and any("usage" in line for line in lines[1:])
+    assert lines[0] == {"ready": True} and [line["usage"]["seq"] for line in lines[1:] if "usage" in line] == [0]
     assert KEY not in out.getvalue()
 
 

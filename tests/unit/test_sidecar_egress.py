@@ -19,10 +19,12 @@ from pydantic import SecretStr
 
 from hydra_sandbox.agent_endpoint import AgentTokens
 from hydra_sandbox.errors import ConfigError, RuntimeUnavailableError
-from hydra_sandbox.events import EventDraft
+from hydra_sandbox.events import EventDraft, SessionRef
+from hydra_sandbox.journal import Journal
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.model_usage import TokenUsage
 from hydra_sandbox.policy import DelegationLimits, NetworkPolicy, Policy
+from hydra_sandbox.recorder import Recorder
 from hydra_sandbox.sandbox import RunRequest
 from hydra_sandbox.sandbox.backends.docker import docker_backend
 from hydra_sandbox.sandbox.backends.docker.sidecar_egress import (
@@ -34,6 +36,7 @@ from hydra_sandbox.sandbox.backends.docker.sidecar_egress import (
     gateway_name,
     socket_volume,
 )
+from hydra_sandbox.sandbox.budget import USAGE_EVENT, USAGE_STREAM, ModelBudget
 from hydra_sandbox.sandbox.egress import EgressPlan, GatewaySecrets, plan_egress
 from hydra_sandbox.sandbox.fake import FakeProgram, FakeRuntime
 from hydra_sandbox.sandbox.gateway_process import GatewayProcessConfig
@@ -256,3 +259,28 @@ async def test_a_gateway_image_missing_on_the_engine_is_named_with_the_commands_
             pytest.fail("served without a gateway image")
     assert "hydra images build --gateway" in (raised.value.hint or "")
     assert runtime.containers == {} and runtime.volumes == {}
+
+
+async def test_a_re_attach_counts_the_gateways_usage_again_but_records_each_event_once(tmp_path: Path) -> None:
+    ref, path = SessionRef(session_id=SESSION), tmp_path / "journal.sqlite3"
+
+    async def one_server(*seqs: int) -> int:
+        journal = Journal(path)
+        recorder = Recorder(journal, SecretMasker())
+        await recorder.track(ref, None)
+
+        async def sink(draft: EventDraft) -> None:
+            await recorder.record(ref, draft.model_copy(update={"data": {**draft.data, "run": 0}}))
+
+        budget = ModelBudget(SESSION, None, sink)
+        lines = [_usage_line(USAGE.model_copy(update={"seq": seq})) for seq in seqs]
+        runtime = runtime_with(gateway_program(*READY, *lines))
+        async with egress(runtime).serve(plan(), secrets=GatewaySecrets(), on_usage=budget):
+            await _until(lambda: budget.used == USAGE.total_tokens * len(seqs))
+        journal.close()
+        return budget.used
+
+    assert await one_server(0) == 12
+    assert await one_server(0, 1) == 24, "the new server counts the whole run"
+    usage = [e for e in Journal(path).events(SESSION) if e.data.get("gateway") == USAGE_EVENT]
+    assert [(e.data["stream"], e.data["seq"]) for e in usage] == [(USAGE_STREAM, 0), (USAGE_STREAM, 1)]

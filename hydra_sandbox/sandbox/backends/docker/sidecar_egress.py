@@ -11,10 +11,11 @@ behind Unix sockets in a **socket volume** that the agent's container mounts rea
 * The model key reaches it as a file (0400, the gateway user's) put into a **config volume** of its own
   before it starts: not its environment, labels or command line, which ``docker inspect`` shows, and not
   the socket volume the agent sees. The gateway removes the file once read (``--consume``).
-* Usage: the gateway prints a JSON line per model response; Hydra follows the container's log and tells
-  ``on_usage``. Once that says the budget is spent, the gateway is stopped: no further model request
-  gets through. A re-attached server replays the gateway's log from its start; its budget starts from
-  zero, so each response of this run is counted once.
+* Usage: the gateway prints a numbered JSON line per model response; Hydra follows the container's log
+  and tells ``on_usage``. Once that says the budget is spent, the gateway is stopped: no further model
+  request gets through. A re-attached server replays the gateway's log from its start; its budget
+  starts from zero, so each response of this run is counted once, and the numbers let the recorder
+  keep each usage event once.
 * Delegation (a gateway to Hydra's agent MCP endpoint) cannot reach Hydra from another machine:
   :attr:`SidecarEgress.reaches_hydra` is false, and the orchestrator runs such agents without it and
   records why.
