@@ -107,10 +107,14 @@ def _docker_checks(settings: HydraSettings) -> list[Check]:
     ]
     engines = _engine_checks(settings, client) if settings.docker_host else []
     if not daemon.ok:
-        return [daemon] + [
-            Check(name=name, ok=False, detail="skipped: no Docker daemon", fix="fix docker first")
-            for name, *_ in needs_docker
-        ] + engines
+        return (
+            [daemon]
+            + [
+                Check(name=name, ok=False, detail="skipped: no Docker daemon", fix="fix docker first")
+                for name, *_ in needs_docker
+            ]
+            + engines
+        )
     checked = [_check(name, probe, fix=fix, failed=failed) for name, probe, fix, failed in needs_docker]
     return [daemon, *checked, *engines]
 
@@ -136,15 +140,14 @@ def _engine_image(client: Any, tag: str, local_id: str | None) -> tuple[bool, st
 
 
 def _engine_checks(settings: HydraSettings, local_client: Any) -> list[Check]:
-    """For each engine of HYDRA_DOCKER_HOST: it answers (TLS accepted), and holds the agent image."""
+    """For each engine of HYDRA_DOCKER_HOST: it answers (TLS accepted), and holds the agent image (and, when it
+    may be remote, the gateway image)."""
     try:
         engines = resolve_engines(settings.docker_host, settings.docker_tls_dir)
     except HydraError as exc:
         return [Check(name="docker engines", ok=False, detail=exc.message, fix=exc.hint)]
-    local_id: str | None = None
-    if local_client is not None:
-        with contextlib.suppress(Exception):
-            local_id = local_client.images.get(settings.agent_image).id
+    local_id = _local_id(local_client, settings.agent_image)
+    gateway_id = _local_id(local_client, settings.gateway_image)
     checks: list[Check] = []
     copy = f"run `hydra images copy` (or `hydra images build --docker-host URL`) to put {settings.agent_image} there"
     for engine in engines:
@@ -169,7 +172,26 @@ def _engine_checks(settings: HydraSettings, local_client: Any) -> list[Check]:
                 failed=lambda _exc: f"{settings.agent_image} is missing there",
             )
         )
+        if engine.remote:  # its agents' egress runs in a gateway container there
+            checks.append(
+                _check(
+                    f"gateway image {engine.url}",
+                    functools.partial(_engine_image, found[0], settings.gateway_image, gateway_id),
+                    fix=f"run `hydra images build --gateway`, then `hydra images copy` to put {settings.gateway_image} "
+                    "there (agents on this engine need it for their egress)",
+                    failed=lambda _exc: f"{settings.gateway_image} is missing there",
+                )
+            )
     return checks
+
+
+def _local_id(local_client: Any, tag: str) -> str | None:
+    """The id of ``tag`` on the local engine, or ``None`` (no local engine, or no such image)."""
+    if local_client is None:
+        return None
+    with contextlib.suppress(Exception):
+        return str(local_client.images.get(tag).id)
+    return None
 
 
 def _heartbeat(url: str) -> tuple[bool, str]:

@@ -110,3 +110,21 @@ def copy_agent_image(
         progress(f"{engine.url}: checking {tags[0]}")
         copied.append((engine.url, copy_image(source, engine_client(engine), tags, progress)))
     return copied
+
+
+def copy_gateway_image(
+    settings: HydraSettings, engines: list[EngineConfig], progress: Progress = lambda _m: None
+) -> list[tuple[str, CopiedImage]]:
+    """The gateway image (egress beside agents on a remote engine) onto each of ``engines``; refused, with
+    the fix, when it was not built here."""
+    source = engine_client(None)
+    if _image(source, settings.gateway_image) is None:
+        raise ImageBuildError(
+            f"{settings.gateway_image} is not on the local engine, so it cannot be copied",
+            hint="run `hydra images build --gateway` first",
+        )
+    copied = []
+    for engine in engines:
+        progress(f"{engine.url}: checking {settings.gateway_image}")
+        copied.append((engine.url, copy_image(source, engine_client(engine), [settings.gateway_image], progress)))
+    return copied

@@ -33,6 +33,12 @@ class TokenUsage(BaseModel):
     known: bool = True
     path: str = ""
     status: int = 200
+    seq: int | None = Field(
+        default=None,
+        ge=0,
+        description="The response's place among its gateway's reports, when the gateway numbers them (one in "
+        "a container beside the agent, whose log a re-attaching server reads again from the start).",
+    )
 
     @classmethod
     def from_usage(cls, usage: dict[str, Any], path: str = "", status: int = 200) -> TokenUsage:

@@ -15,6 +15,7 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hydra_sandbox import __version__
 from hydra_sandbox.docker_hosts import parse_docker_hosts
 from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.image_tags import default_agent_image
@@ -47,9 +48,7 @@ def _default_model_dir() -> Path:
 class HydraSettings(BaseSettings):
     """Every setting Hydra reads. Field names map to ``HYDRA_<NAME>`` variables."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="HYDRA_", extra="forbid", validate_default=True, populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="HYDRA_", extra="forbid", validate_default=True, populate_by_name=True)
 
     data_home: Path = Field(default_factory=_default_data_home, description="Journal, Chroma, sessions.")
     chroma_url: str | None = Field(
@@ -186,10 +185,32 @@ class HydraSettings(BaseSettings):
         "this disk, O(1)) or 'archive' (the visible tree copied into a volume and the changes copied back, "
         "for an engine that does not share this machine's filesystem).",
     )
+    gateway_image: str = Field(
+        default=f"hydra-gateway:{__version__}",
+        min_length=1,
+        description="Image of the gateway container that enforces egress beside an agent on a remote engine "
+        "(`hydra images build` builds it, `hydra images copy` puts it there).",
+    )
+    gateway_network: str = Field(
+        default="bridge",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="Docker network of the gateway containers on a remote engine (the agent itself has none); "
+        "never 'host' or 'none'.",
+    )
     agent_mcp: bool = Field(
         default=True,
         description="Give agents whose policy allows children Hydra's MCP endpoint, so they can delegate.",
     )
+
+    @field_validator("gateway_network")
+    @classmethod
+    def _check_gateway_network(cls, value: str) -> str:
+        if value in {"host", "none"}:
+            raise ValueError(
+                f"{value!r} is not a network a gateway may use: 'host' is the engine machine's own network, 'none' "
+                "reaches no model; name a bridge network (default 'bridge')"
+            )
+        return value
 
     @field_validator("openai_api_key", "codex_home", mode="before")
     @classmethod

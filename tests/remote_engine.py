@@ -40,7 +40,9 @@ from pydantic import BaseModel, ConfigDict
 
 from hydra_sandbox.docker_engines import engine_client
 from hydra_sandbox.docker_hosts import EngineConfig, resolve_engines
+from hydra_sandbox.gateway_image import build_gateway_image
 from hydra_sandbox.image_copy import copy_image
+from hydra_sandbox.settings import load_settings
 
 START_DEADLINE_S = 60.0
 _BRIDGES = itertools.count()
@@ -146,7 +148,8 @@ def _own_bridge() -> Iterator[str]:
 
 def _dockerd_argv(root: Path, port: int, tls: tuple[Path, Path, Path], bridge: str) -> list[str]:
     ca, cert, key = tls
-    name = root.name
+    # containerd namespaces are [A-Za-z0-9]+ joined by single . _ or -: mkdtemp's suffix may hold "_" next to "-"
+    name = "hre" + "".join(ch for ch in root.name.removeprefix("hre-") if ch.isalnum())
     return [
         "dockerd",
         f"--data-root={root / 'data'}",
@@ -241,6 +244,14 @@ def remote_agent_image(remote_engine: RemoteEngine, agent_image: str) -> str:
     """The real agent image, copied from the main engine into the second one by Hydra's copy code."""
     copy_image(docker.from_env(), engine_client(remote_engine.engine), [agent_image])
     return agent_image
+
+
+@pytest.fixture(scope="session")
+def remote_gateway_image(remote_engine: RemoteEngine, docker_client: docker.DockerClient) -> str:
+    """The gateway image (built here when missing or changed), copied into the second engine like the agent's."""
+    tag = build_gateway_image(load_settings()).tag
+    copy_image(docker_client, engine_client(remote_engine.engine), [tag])
+    return tag
 
 
 def _hydra_objects(client: docker.DockerClient) -> set[str]:

@@ -4,7 +4,9 @@ session's ``resources.max_model_tokens`` is spent the gateway refuses every furt
 run ends ``failed`` with the reason.
 
 Usage is counted per session (a resumed run continues the count) for as long as this server runs; the
-events carry the running total, so the journal shows where a session stands.
+events carry the running total, so the journal shows where a session stands. A gateway that outlives a
+server (beside an agent on a remote engine) numbers its reports: the next server counts them all again
+from its start, and the recorder keeps each event once.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from hydra_sandbox.events import EventDraft
 from hydra_sandbox.model_usage import TokenUsage
 from hydra_sandbox.sandbox.protocol import EventSink
 
-__all__ = ["BUDGET_EVENT", "USAGE_EVENT", "ModelBudget"]
+__all__ = ["BUDGET_EVENT", "USAGE_EVENT", "USAGE_STREAM", "ModelBudget"]
 
 USAGE_EVENT = "model_usage"
 """``data["gateway"]`` of the event recording one model response's usage."""
 BUDGET_EVENT = "model_budget_spent"
 """``data["gateway"]`` of the event recording that the session's budget is spent."""
+USAGE_STREAM = "model-usage"
+"""``data["stream"]`` of a usage event whose gateway numbered it: the recorder then drops it when a
+re-attaching server reads the gateway's log again (the count still includes it)."""
 
 
 class ModelBudget:
@@ -46,9 +51,10 @@ class ModelBudget:
                 text=f"model response: {counted}; {self.used}{of} used by this session",
                 data={
                     "gateway": USAGE_EVENT,
-                    "model_usage": usage.model_dump(),
+                    "model_usage": usage.model_dump(exclude={"seq"}),
                     "session_tokens": self.used,
                     "max_model_tokens": self.limit,
+                    **({"stream": USAGE_STREAM, "seq": usage.seq} if usage.seq is not None else {}),
                 },
                 tags=["model-usage"],
             )

@@ -105,6 +105,8 @@ class FakeRuntime:
         self.volume_files: dict[str, dict[str, tuple[tarfile.TarInfo, bytes]]] = {}
         """Volume -> path in it ("" is its root) -> (tar member, content): what archives put there."""
         self.calls: list[str] = []
+        self.networks_of: dict[str, str] = {}
+        """Container id -> the network :meth:`create_networked` attached it to."""
         self.failures: dict[str, Exception] = {}
         """Method name -> the error its next call raises (then it works again)."""
         self._ids = itertools.count(1)
@@ -153,6 +155,13 @@ class FakeRuntime:
         program = self._program(spec) if callable(self._program) else self._program
         container_id = f"fake{next(self._ids):060d}"
         self.containers[container_id] = FakeContainer(id=container_id, spec=spec, program=program)
+        return container_id
+
+    async def create_networked(self, spec: ContainerSpec, network: str) -> str:
+        """As :meth:`create`; the network is kept in :attr:`networks_of` (the id's network)."""
+        container_id = await self.create(spec)
+        self.calls[-1] = "create_networked"
+        self.networks_of[container_id] = network
         return container_id
 
     async def start(self, container_id: str) -> None:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from hydra_sandbox.applying import ApplyResult, apply_changes
 from hydra_sandbox.codex_events import CodexEventParser
 from hydra_sandbox.diffing import DiffPreview, compute_diff
 from hydra_sandbox.errors import ConfigError, RuntimeUnavailableError, WorkspaceError
+from hydra_sandbox.events import EventDraft
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.model_credentials import describe_model_key, find_model_key
 from hydra_sandbox.policy import Policy
@@ -41,7 +43,7 @@ from hydra_sandbox.sandbox.egress import ActiveEgress, EgressPlacement, GatewayS
 from hydra_sandbox.sandbox.pipeline import OutputPipeline
 from hydra_sandbox.sandbox.protocol import ContainerObserver, EventSink, PlacementListener, RunRequest, RunResult
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
-from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, home_label
+from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, Mount, home_label
 from hydra_sandbox.sandbox.supervisor import FailureCause, RunOutcome, supervise
 from hydra_sandbox.sandbox.workspace import LayerStore, StagedWorkspace, WorkspaceTransport, prepare_layer, remove_layer
 from hydra_sandbox.settings import HydraSettings
@@ -50,6 +52,12 @@ log = logging.getLogger(__name__)
 
 LOCAL_HOST = "local"
 """The ``host`` of sessions whose engine is the one Hydra finds by default (``DOCKER_HOST`` or the local socket)."""
+
+NO_DELEGATION = (
+    "delegation is off for this run: its policy allows children, but the agent runs on an engine whose "
+    "gateway cannot reach Hydra's agent MCP endpoint (a socket on Hydra's machine); set HYDRA_AGENT_MCP=false "
+    "or use a policy with delegation.max_depth: 0 to say so up front"
+)
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,11 @@ class SandboxOrchestrator:
         run = _Run(request, ws, parser, OutputPipeline(self.masker, parser, sink), container_id)
         plan = plan_egress(request.policy.network, self.settings.model_base_url, request.session_id)
         mcp_target = self._mcp_target(request)
+        if mcp_target is not None and not getattr(self.backend.egress, "reaches_hydra", True):
+            mcp_target = None
+            if container_id is None:  # said once, when the run starts (a re-attach replays it from the journal)
+                draft = EventDraft(type="status", text=NO_DELEGATION, data={"delegation": "off"}, tags=["delegation"])
+                await sink(draft)
         budget = ModelBudget(
             request.session_id,
             request.policy.resources.max_model_tokens,
@@ -203,11 +216,15 @@ class SandboxOrchestrator:
             self.model_tokens.get(request.session_id, 0),
         )
         detached = failed = False
+        # A new run's Codex home and workspace are made while its egress starts (a gateway container on a
+        # remote engine takes as long as the workspace's archive): neither needs the other.
+        preparing = asyncio.ensure_future(self._prepare(run)) if run.container_id is None else None
         try:
             secrets = self._secrets(request, delegate=mcp_target is not None)
-            async with self.backend.egress.serve(plan, mcp_target, secrets=secrets, on_usage=budget) as active:
-                if run.container_id is None:
-                    await self._launch(run, active, delegate=mcp_target is not None)
+            serving = self.backend.egress.serve(plan, mcp_target, secrets=secrets, on_usage=budget)
+            async with serving as active, self._container_removed_first(run):
+                if preparing is not None:
+                    await self._launch(run, active, await preparing, delegate=mcp_target is not None)
                 outcome = await self._supervise(run, cancel)
         except asyncio.CancelledError:
             detached = run.container_id is not None  # server shutdown: the agent keeps running for re-attach
@@ -218,6 +235,11 @@ class SandboxOrchestrator:
             await self._salvage_output(run)
             raise
         finally:
+            if preparing is not None:  # done before the workspace is released (egress failed first: cancelled)
+                preparing.cancel()
+                await asyncio.wait([preparing])
+                if not preparing.cancelled():
+                    preparing.exception()  # egress's error is the run's; this one is retrieved, not raised
             run.pipeline.discard()  # its group timer must not record after the run (closed or detached)
             self.model_tokens[request.session_id] = budget.used
             if not detached:
@@ -231,6 +253,24 @@ class SandboxOrchestrator:
             await self._session_ended(request.session_id)  # nothing left to review
         return result
 
+    @contextlib.asynccontextmanager
+    async def _container_removed_first(self, run: _Run) -> AsyncIterator[None]:
+        """Remove the agent's container before its egress placement tears down what it mounted (a volume in
+        use cannot be removed); kept on a server shutdown, for the next server to follow."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            await asyncio.shield(self._remove_container(run))
+            raise
+        await asyncio.shield(self._remove_container(run))
+
+    async def _remove_container(self, run: _Run) -> None:
+        if run.container_id is not None:
+            with contextlib.suppress(RuntimeUnavailableError):
+                await self.runtime.remove(run.container_id)
+
     async def _salvage_output(self, run: _Run) -> None:
         """A failed run's output lines still grouped are recorded before the session fails with the reason
         (the sink itself may be what failed: then they are lost, and the log says how the run ended)."""
@@ -239,8 +279,14 @@ class SandboxOrchestrator:
         except Exception as exc:  # the run's own error is what gets raised and recorded
             log.warning("session %s: output lines of the failed run not recorded: %s", run.request.session_id, exc)
 
-    async def _launch(self, run: _Run, active: ActiveEgress, *, delegate: bool) -> None:
-        if not await self._ensure_codex_home(run.request) and run.request.resume_thread_id:
+    async def _prepare(self, run: _Run) -> tuple[bool, Mount]:
+        """The run's Codex home (whether it existed) and its workspace in the engine's form."""
+        existed = await self._ensure_codex_home(run.request)
+        return existed, await self.backend.workspace.attach(run.ws)
+
+    async def _launch(self, run: _Run, active: ActiveEgress, prepared: tuple[bool, Mount], *, delegate: bool) -> None:
+        home_existed, workspace = prepared
+        if not home_existed and run.request.resume_thread_id:
             log.warning(
                 "session %s: its Codex home was removed when the session ended; the resume starts a new "
                 "Codex thread on the same workspace",
@@ -250,7 +296,7 @@ class SandboxOrchestrator:
         request = run.request
         agent = AgentContainer(
             image=self.settings.agent_image,
-            workspace=await self.backend.workspace.attach(run.ws),
+            workspace=workspace,
             agent_uid=run.ws.agent_uid,
             agent_gid=run.ws.agent_gid,
             labels=session_labels(request, "agent", self._home),
@@ -333,9 +379,7 @@ class SandboxOrchestrator:
         """Remove the container, then bring the change set home and release the workspace."""
         if self.agent_endpoint is not None:
             self.agent_endpoint.tokens.revoke(run.ws.session_id)
-        if run.container_id is not None:
-            with contextlib.suppress(RuntimeUnavailableError):
-                await self.runtime.remove(run.container_id)
+        await self._remove_container(run)
         with contextlib.suppress(RuntimeUnavailableError):
             await self.backend.workspace.release(run.ws)
 

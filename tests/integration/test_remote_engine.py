@@ -151,20 +151,30 @@ def test_an_image_is_copied_under_every_tag_and_not_sent_twice(
 
 
 def test_the_cli_copies_to_and_doctor_checks_an_engine_named_by_url(
-    remote_engine: RemoteEngine, remote_agent_image: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+    remote_engine: RemoteEngine, remote_agent_image: str, remote_gateway_image: str,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:  # fmt: skip
     monkeypatch.setenv("HYDRA_DOCKER_TLS_DIR", str(remote_engine.tls_dir))
     monkeypatch.setenv("HYDRA_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("HYDRA_AGENT_IMAGE", remote_agent_image)
     url = remote_engine.engine.url
     copied = CliRunner().invoke(app, ["images", "copy", "--to", url, "--json"])
     assert copied.exit_code == 0, copied.output
-    assert [(c["engine"], c["skipped"]) for c in json.loads(copied.output)] == [(url, True)]
+    assert [(c["engine"], c["skipped"]) for c in json.loads(copied.output)] == [(url, True), (url, True)]
     monkeypatch.setenv("HYDRA_DOCKER_HOST", url)
     doctor = CliRunner().invoke(app, ["doctor", "--json"])
     checks = {c["name"]: c for c in json.loads(doctor.output)}
     assert checks[f"docker {url}"]["ok"] and "over mutual TLS" in checks[f"docker {url}"]["detail"]
     assert checks[f"agent image {url}"]["ok"], checks[f"agent image {url}"]
+    assert checks[f"gateway image {url}"]["ok"], checks[f"gateway image {url}"]
+    engine_client(remote_engine.engine).images.remove(remote_gateway_image)
+    try:
+        doctor = CliRunner().invoke(app, ["doctor", "--json"])
+        missing = {c["name"]: c for c in json.loads(doctor.output)}[f"gateway image {url}"]
+        assert not missing["ok"] and "is missing there" in missing["detail"]
+        assert "hydra images copy" in missing["fix"]
+    finally:
+        copy_image(docker.from_env(), engine_client(remote_engine.engine), [remote_gateway_image])
 
 
 async def test_hydra_gc_sweeps_the_engine_hydra_docker_host_names(

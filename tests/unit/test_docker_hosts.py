@@ -12,6 +12,7 @@ from hydra_sandbox.errors import ConfigError, UnsafeSpecError
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.sandbox.backends import open_backend
 from hydra_sandbox.sandbox.backends.docker.engines import engine_runtime, runs_engine
+from hydra_sandbox.sandbox.backends.docker.sidecar_egress import SidecarEgress
 from hydra_sandbox.sandbox.spec import ContainerSpec, Mount
 from hydra_sandbox.settings import HydraSettings, load_settings
 
@@ -24,7 +25,9 @@ def tls_files(folder: Path) -> Path:
 
 
 def test_each_scheme_is_read_into_an_engine_and_tcp_gets_dockers_tls_port() -> None:
-    engines = parse_docker_hosts(" unix:///run/docker.sock, tcp://build1.lan, ssh://ops@build2.lan:2222 ,tcp://[::1]:2400")
+    engines = parse_docker_hosts(
+        " unix:///run/docker.sock, tcp://build1.lan, ssh://ops@build2.lan:2222 ,tcp://[::1]:2400"
+    )
     assert [(e.scheme, e.url, e.port) for e in engines] == [
         ("unix", "unix:///run/docker.sock", None),
         ("tcp", "tcp://build1.lan:2376", 2376),
@@ -85,11 +88,17 @@ def test_a_missing_tls_file_is_named_with_the_folder_it_was_looked_for_in(tmp_pa
     assert "build1.lan_2376/" in (caught.value.hint or "")
 
 
-def test_runs_are_refused_on_a_remote_engine_naming_what_is_missing(tmp_path: Path) -> None:
+def test_a_remote_engine_runs_agents_behind_a_gateway_also_among_several_engines(tmp_path: Path) -> None:
     tls_files(tmp_path)
     remote = HydraSettings(docker_host="tcp://build1.lan:2376", docker_tls_dir=tmp_path, data_home=tmp_path)
-    with pytest.raises(ConfigError, match="archive workspace transport and egress"):
-        open_backend(remote, SecretMasker())
+    sandbox = open_backend(remote, SecretMasker())  # built without connecting: the engine is asked at first use
+    assert isinstance(sandbox.backend.egress, SidecarEgress)  # type: ignore[attr-defined]
+    mixed = HydraSettings(
+        docker_host="unix:///run/other-docker.sock,tcp://build1.lan:2376", docker_tls_dir=tmp_path, data_home=tmp_path
+    )
+    engines = open_backend(mixed, SecretMasker()).engines  # type: ignore[attr-defined]
+    egress = {host: type(orchestrator.backend.egress).__name__ for host, orchestrator in engines.items()}
+    assert egress == {"unix:///run/other-docker.sock": "HostSocketEgress", "tcp://build1.lan:2376": "SidecarEgress"}
     local = HydraSettings(docker_host="unix:///run/other-docker.sock", data_home=tmp_path)
     engine = runs_engine(local)
     assert engine is not None and engine.url == "unix:///run/other-docker.sock"
@@ -102,7 +111,9 @@ async def test_an_engine_that_may_be_remote_refuses_host_paths_before_it_is_aske
     runtime = engine_runtime(engine)  # never connected: the refusals come first
     bind = Mount(type="bind", source="/srv/hydra-run/relay", target="/run/hydra", read_only=True)
     spec = ContainerSpec(image="hydra-agent:x", argv=["true"], user="1000:1000", mounts=[bind])
-    with pytest.raises(UnsafeSpecError, match="/srv/hydra-run/relay would be bound from the machine of tcp://build1.lan:2376"):
+    with pytest.raises(
+        UnsafeSpecError, match="/srv/hydra-run/relay would be bound from the machine of tcp://build1.lan:2376"
+    ):
         await runtime.create(spec)
     overlay = {"type": "overlay", "device": "overlay", "o": "lowerdir=/srv/repo"}
     with pytest.raises(UnsafeSpecError, match="driver options .* would mount paths"):

@@ -1,8 +1,9 @@
-"""The Docker backend: agents in containers of a Docker engine that shares this machine's filesystem.
+"""The Docker backend: agents in containers of a Docker engine, this machine's or a remote one.
 
 Docker's part of a run is the runtime (docker-py), the workspace as an overlay volume over the local
-layer (or, with ``HYDRA_WORKSPACE_TRANSPORT=archive``, copied in and out as archives), and egress
-relays served on this host behind a bind-mounted Unix socket. Everything else is the
+layer (or, with ``HYDRA_WORKSPACE_TRANSPORT=archive`` and always on a remote engine, copied in and out
+as archives), and egress relays served on this host behind a bind-mounted Unix socket (on a remote
+engine: in a gateway container beside the agent). Everything else is the
 backend-neutral :class:`~hydra_sandbox.sandbox.orchestrator.SandboxOrchestrator`.
 """
 
@@ -12,15 +13,23 @@ import dataclasses
 from typing import cast
 
 from hydra_sandbox.agent_endpoint import AgentEndpoint
+from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.sandbox.archive_transport import ArchiveRuntime, ArchiveVolumeTransport
 from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
-from hydra_sandbox.sandbox.backends.docker.engines import configured_engines, engine_runtime, runs_engine
+from hydra_sandbox.sandbox.backends.docker.engines import (
+    RemoteDockerRuntime,
+    configured_engines,
+    engine_runtime,
+    runs_engine,
+)
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
+from hydra_sandbox.sandbox.backends.docker.sidecar_egress import SidecarEgress
 from hydra_sandbox.sandbox.backends.docker.workspace import OverlayVolumeTransport, VolumeDriverRuntime
 from hydra_sandbox.sandbox.egress import runtime_dir
 from hydra_sandbox.sandbox.engine_set import EngineSet
 from hydra_sandbox.sandbox.orchestrator import Backend, SandboxOrchestrator
+from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.sandbox.workspace import WorkspaceTransport
 from hydra_sandbox.settings import HydraSettings
 
@@ -28,16 +37,37 @@ NAME = "docker"
 
 
 def docker_backend(settings: HydraSettings, runtime: VolumeDriverRuntime | None = None) -> Backend:
-    """Docker's parts for ``settings``; ``runtime`` defaults to the engine of ``HYDRA_DOCKER_HOST`` (a
-    remote one is refused: see :func:`.engines.runs_engine`), else the local one (``DOCKER_HOST`` and
-    friends). Relay sockets go to the ``runtime_dir`` setting."""
+    """Docker's parts for ``settings`` on ``runtime`` (default: the engine of ``HYDRA_DOCKER_HOST``, see
+    :func:`.engines.runs_engine`, else the local one of ``DOCKER_HOST`` and friends).
+
+    On an engine that shares this machine's files, egress relays are served here behind bind-mounted
+    sockets (relay sockets in the ``runtime_dir`` setting) and the workspace is the overlay volume
+    unless ``HYDRA_WORKSPACE_TRANSPORT=archive``. On a :class:`.engines.RemoteDockerRuntime` the workspace
+    goes as archives (an explicit ``overlay`` is refused) and egress runs in a gateway container beside
+    each agent (:class:`.sidecar_egress.SidecarEgress`)."""
     if runtime is None:
         engine = runs_engine(settings)
         runtime = engine_runtime(engine) if engine is not None else DockerRuntime()
+    if isinstance(runtime, RemoteDockerRuntime):
+        return _remote_backend(settings, runtime)
     egress = HostSocketEgress(lambda: runtime_dir(settings.runtime_dir))
     workspace: WorkspaceTransport = OverlayVolumeTransport(runtime)
     if settings.workspace_transport == "archive":
         workspace = ArchiveVolumeTransport(cast(ArchiveRuntime, runtime), settings.agent_image)
+    return Backend(name=NAME, runtime=runtime, workspace=workspace, egress=egress)
+
+
+def _remote_backend(settings: HydraSettings, runtime: RemoteDockerRuntime) -> Backend:
+    if "workspace_transport" in settings.model_fields_set and settings.workspace_transport != "archive":
+        raise ConfigError(
+            f"HYDRA_WORKSPACE_TRANSPORT={settings.workspace_transport}: the engine {runtime.url} may be on another "
+            "machine, where an overlay of this machine's folders cannot be mounted",
+            hint="unset HYDRA_WORKSPACE_TRANSPORT (remote engines use 'archive') or set it to 'archive'",
+        )
+    egress = SidecarEgress(
+        runtime, settings.gateway_image, home=home_label(settings.data_home), network=settings.gateway_network
+    )
+    workspace = ArchiveVolumeTransport(runtime, settings.agent_image)
     return Backend(name=NAME, runtime=runtime, workspace=workspace, egress=egress)
 
 
@@ -52,7 +82,6 @@ def docker_sandbox(
     (placed across them when it lists several, see :mod:`.several`), else on the local one."""
     if runtime is not None:
         return SandboxOrchestrator(settings, masker, docker_backend(settings, runtime), agent_endpoint)
-    runs_engine(settings)  # refuses engines that cannot run agents, naming them
     engines = configured_engines(settings)
     if len(engines) > 1:
         from hydra_sandbox.sandbox.backends.docker.several import engine_set

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from hydra_sandbox.docker_engines import tls_config
-from hydra_sandbox.docker_hosts import HOST_VARIABLE, EngineConfig, resolve_engines
-from hydra_sandbox.errors import ConfigError, UnsafeSpecError
+from hydra_sandbox.docker_hosts import EngineConfig, resolve_engines
+from hydra_sandbox.errors import UnsafeSpecError
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.spec import ContainerSpec
 from hydra_sandbox.settings import HydraSettings
@@ -33,14 +33,21 @@ class RemoteDockerRuntime(DockerRuntime):
         super().__init__(base_url=url, **kwargs)
         self.url = url
 
-    async def create(self, spec: ContainerSpec) -> str:
+    def _refuse_binds(self, spec: ContainerSpec) -> None:
         binds = [m.source for m in spec.mounts if m.type == "bind"]
         if binds:
             raise UnsafeSpecError(
                 f"container spec mounts: {', '.join(binds)} would be bound from the machine of {self.url}",
                 hint="an engine that may be remote gets named volumes only",
             )
+
+    async def create(self, spec: ContainerSpec) -> str:
+        self._refuse_binds(spec)
         return await super().create(spec)
+
+    async def create_networked(self, spec: ContainerSpec, network: str) -> str:
+        self._refuse_binds(spec)
+        return await super().create_networked(spec, network)
 
     async def create_volume(self, name: str, labels: dict[str, str], driver_opts: dict[str, str] | None = None) -> str:
         if driver_opts:
@@ -73,18 +80,8 @@ def all_runtimes(settings: HydraSettings) -> dict[str, DockerRuntime]:
 
 
 def runs_engine(settings: HydraSettings) -> EngineConfig | None:
-    """The (first) engine runs use (``None``: the local one; several are placed across, see
-    :mod:`.several`). Refused, naming what is missing, when the settings ask for what this version cannot
-    do yet: agents on an engine that does not share this machine's files (needs the archive workspace
-    transport and egress beside the agent)."""
+    """The (first) engine runs use (``None``: the local one). Several listed engines are placed across
+    (:mod:`.several`); a remote one (tcp:// or ssh://) gets the archive workspace transport and a gateway
+    container beside its agents (:func:`hydra_sandbox.sandbox.backends.docker.docker_backend`)."""
     engines = configured_engines(settings)
-    remote = [e.url for e in engines if e.remote]
-    if remote:
-        raise ConfigError(
-            f"{HOST_VARIABLE}: {', '.join(remote)} may be on another machine, and running agents there needs "
-            "the archive workspace transport and egress enforced beside the agent, which this version does "
-            "not have",
-            hint="run agents on a unix:// engine of this machine (or unset the setting); `hydra images` and "
-            "`hydra doctor` already work with remote engines",
-        )
     return engines[0] if engines else None

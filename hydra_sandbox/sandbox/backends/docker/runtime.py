@@ -20,7 +20,7 @@ import docker.errors
 import docker.tls
 
 from hydra_sandbox.docker_engines import UNREACHABLE_HINT, EngineClient
-from hydra_sandbox.errors import RuntimeUnavailableError, WorkspaceError
+from hydra_sandbox.errors import RuntimeUnavailableError, UnsafeSpecError, WorkspaceError
 from hydra_sandbox.sandbox.backends.docker.create_args import container_create_kwargs
 from hydra_sandbox.sandbox.backends.docker.logs import follow_logs
 from hydra_sandbox.sandbox.spec import ContainerInfo, ContainerSpec, ImageInfo, LogStream, NetworkInfo, VolumeInfo
@@ -113,6 +113,19 @@ class DockerRuntime:
     async def create(self, spec: ContainerSpec) -> str:
         kwargs = container_create_kwargs(spec)
         container = await self._call(self.client.containers.create, **kwargs)
+        return str(container.id)
+
+    async def create_networked(self, spec: ContainerSpec, network: str) -> str:
+        """Create ``spec`` (hardened, checked as every spec) attached to the Docker network ``network``: for
+        Hydra's egress gateway beside a remote agent, never for an agent. The engine's own network
+        (``host``) and another container's namespace are refused."""
+        kwargs = container_create_kwargs(spec)
+        if network in {"host", "none"} or ":" in network:
+            raise UnsafeSpecError(
+                f"container {spec.name}: network {network!r} is the engine's own or another container's",
+                hint="name a bridge network",
+            )
+        container = await self._call(self.client.containers.create, **kwargs | {"network_mode": network})
         return str(container.id)
 
     async def start(self, container_id: str) -> None:
