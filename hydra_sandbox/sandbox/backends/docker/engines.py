@@ -1,7 +1,7 @@
 """Docker engines as the settings name them (:mod:`hydra_sandbox.docker_hosts`): a
 :class:`~hydra_sandbox.sandbox.backends.docker.runtime.DockerRuntime` for each (clients are
-:mod:`hydra_sandbox.docker_engines`), and the rule that keeps runs off engines whose containers cannot
-see this machine's files.
+:mod:`hydra_sandbox.docker_engines`), and the runtime that keeps this machine's paths off engines that may
+be on another machine.
 """
 
 from __future__ import annotations
