@@ -30,35 +30,17 @@ from hydra_sandbox.gateway_image import build_gateway_image
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.image_copy import copy_image
 from hydra_sandbox.images import build_agent_image
-from hydra_sandbox.journal import Journal
-from hydra_sandbox.masking import SecretMasker
-from hydra_sandbox.orchestration.manager import AgentManager
 from hydra_sandbox.orchestration.spawning import SpawnRequest
-from hydra_sandbox.policy import PolicyCatalog
-from hydra_sandbox.profiles import ProfileCatalog
-from hydra_sandbox.recorder import Recorder
-from hydra_sandbox.sandbox.backends.docker import docker_sandbox
 from hydra_sandbox.sandbox.backends.docker.engines import engine_runtime
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
 from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
+from tests.managers import manager_for
 from tests.remote_engine import RemoteEngine, second_engine
 
 SCRIPT = Script.model_validate({"turns": [[{"message": "first event probe"}]] * 50})
-
-
-def manager_for(settings: HydraSettings) -> AgentManager:
-    masker = SecretMasker()
-    return AgentManager(
-        sandbox=docker_sandbox(settings, masker),
-        recorder=Recorder(Journal(settings.journal_path), masker),
-        profiles=ProfileCatalog(settings.profile_dirs),
-        policies=PolicyCatalog(settings.policy_dirs),
-        default_model="test-model",
-        max_concurrent=1,
-    )
 
 
 def bridge_address(engine: RemoteEngine) -> str:
@@ -77,7 +59,7 @@ def plain_runs(argv: list[str], runs: int) -> list[float]:
 
 async def first_events(settings: HydraSettings, repo: Path, runs: int, runtime: ContainerRuntime) -> list[float]:
     """Spawn → the first ``thread.started`` event, one session after another (each run to its end)."""
-    manager = manager_for(settings)
+    manager = manager_for(settings, max_concurrent=1)
     await manager.start()
     times = []
     try:

@@ -18,20 +18,15 @@ from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.cli import app
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.image_copy import copy_image
-from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionStatus
-from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.orchestration.manager import AgentManager
 from hydra_sandbox.orchestration.spawning import SpawnRequest
-from hydra_sandbox.policy import PolicyCatalog
-from hydra_sandbox.profiles import ProfileCatalog
-from hydra_sandbox.recorder import Recorder
-from hydra_sandbox.sandbox.backends.docker import docker_sandbox
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.docker_fixtures import hydra_objects
+from tests.managers import manager_for
 from tests.remote_engine import RemoteEngine, second_engine
 
 pytestmark = pytest.mark.docker
@@ -46,18 +41,6 @@ def agent(marker: str, name: str) -> dict[str, object]:
             [{"message": f"wrote {name}.txt"}],
         ],
     }
-
-
-def manager_for(settings: HydraSettings) -> AgentManager:
-    masker = SecretMasker()
-    return AgentManager(
-        sandbox=docker_sandbox(settings, masker),
-        recorder=Recorder(Journal(settings.journal_path), masker),
-        profiles=ProfileCatalog(settings.profile_dirs),
-        policies=PolicyCatalog(settings.policy_dirs),
-        default_model="test-model",
-        max_concurrent=settings.max_concurrent_agents,
-    )
 
 
 async def until_running(manager: AgentManager, session_ids: list[str]) -> None:

@@ -25,20 +25,15 @@ from pydantic import SecretStr
 from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.docker_engines import engine_client
 from hydra_sandbox.gc import collect_garbage
-from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionStatus
-from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.orchestration.manager import AgentManager
 from hydra_sandbox.orchestration.spawning import SpawnRequest
-from hydra_sandbox.policy import PolicyCatalog
-from hydra_sandbox.profiles import ProfileCatalog
-from hydra_sandbox.recorder import Recorder
-from hydra_sandbox.sandbox.backends.docker import docker_sandbox
 from hydra_sandbox.sandbox.backends.docker.engines import engine_runtime
 from hydra_sandbox.sandbox.budget import USAGE_EVENT
 from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
+from tests.managers import manager_for
 from tests.remote_engine import RemoteEngine
 
 pytestmark = pytest.mark.docker
@@ -74,18 +69,6 @@ def remote_settings(base: HydraSettings, engine: RemoteEngine, model: ScriptedMo
         data_home=base.data_home, model_base_url=model.base_url, model="test-model",
         docker_host=engine.engine.url, docker_tls_dir=engine.tls_dir,
     )  # fmt: skip
-
-
-def manager_for(settings: HydraSettings) -> AgentManager:
-    masker = SecretMasker()
-    return AgentManager(
-        sandbox=docker_sandbox(settings, masker),
-        recorder=Recorder(Journal(settings.journal_path), masker),
-        profiles=ProfileCatalog(settings.profile_dirs),
-        policies=PolicyCatalog(settings.policy_dirs),
-        default_model="test-model",
-        max_concurrent=2,
-    )
 
 
 async def until_said(manager: AgentManager, session_id: str, text: str) -> None:
@@ -126,7 +109,7 @@ async def test_a_remote_agent_reaches_only_its_model_through_a_gateway_beside_it
         }
         async with ScriptedModel(Script.model_validate(script), host=host) as model:
             s = remote_settings(settings, remote_engine, model)
-            first = manager_for(s)
+            first = manager_for(s, max_concurrent=2)
             await first.start()
             request = SpawnRequest(working_dir=str(repo), custom_prompt="fix add")
             spawned = await first.spawn(request, principal=OPERATOR)
@@ -136,7 +119,7 @@ async def test_a_remote_agent_reaches_only_its_model_through_a_gateway_beside_it
                 await until_said(first, session_id, "before")
                 await first.close()  # the server dies; the agent and its gateway keep running on the engine
                 first.journal.close()
-                second = manager_for(s)
+                second = manager_for(s, max_concurrent=2)
                 await second.start()
                 record = await second.wait(session_id, RUN_DEADLINE_S, principal=OPERATOR)
                 assert record.status == SessionStatus.AWAITING_APPROVAL, record.reason
@@ -187,7 +170,7 @@ async def test_gc_removes_what_a_server_that_died_mid_run_left_on_the_remote_eng
     script = {"turns": [[{"exec": "echo started; sleep 60"}], [{"message": "done"}]]}
     async with ScriptedModel(Script.model_validate(script), host=host) as model:
         s = remote_settings(settings, remote_engine, model).model_copy(update={"model_api_key": SecretStr(KEY)})
-        manager = manager_for(s)
+        manager = manager_for(s, max_concurrent=2)
         await manager.start()
         spawned = await manager.spawn(SpawnRequest(working_dir=str(repo), custom_prompt="wait"), principal=OPERATOR)
         session_id = spawned.session["session_id"]

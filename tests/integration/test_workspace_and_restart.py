@@ -12,39 +12,22 @@ import pytest
 
 from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.gc import collect_garbage
-from hydra_sandbox.journal import Journal
 from hydra_sandbox.lifecycle import SessionStatus
-from hydra_sandbox.masking import SecretMasker
 from hydra_sandbox.orchestration.manager import AgentManager
 from hydra_sandbox.orchestration.spawning import SpawnRequest
-from hydra_sandbox.policy import PolicyCatalog
-from hydra_sandbox.profiles import ProfileCatalog
-from hydra_sandbox.recorder import Recorder
-from hydra_sandbox.sandbox.backends.docker import docker_sandbox
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.spec import home_label
 from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
+from tests.managers import manager_for
 
 pytestmark = pytest.mark.docker
 
 EDIT = [[{"exec": "id -u; sed -i 's/a - b/a + b/' src/calc.py && echo edited"}], [{"message": "done"}]]
 
 
-def manager_for(settings: HydraSettings) -> AgentManager:
-    masker = SecretMasker()
-    return AgentManager(
-        sandbox=docker_sandbox(settings, masker),
-        recorder=Recorder(Journal(settings.journal_path), masker),
-        profiles=ProfileCatalog(settings.profile_dirs),
-        policies=PolicyCatalog(settings.policy_dirs),
-        default_model="test-model",
-        max_concurrent=2,
-    )
-
-
 async def run_edit(settings: HydraSettings, repo: Path) -> tuple[AgentManager, str]:
-    manager = manager_for(settings)
+    manager = manager_for(settings, max_concurrent=2)
     await manager.start()
     session_id = (
         await manager.spawn(SpawnRequest(working_dir=str(repo), custom_prompt="edit"), principal=OPERATOR)
@@ -86,7 +69,7 @@ async def test_a_restarted_server_follows_the_running_agent_without_duplicates(
     }
     async with ScriptedModel(Script.model_validate(script)) as model:
         s = load_settings(data_home=settings.data_home, model_base_url=model.base_url, model="test-model")
-        first = manager_for(s)
+        first = manager_for(s, max_concurrent=2)
         await first.start()
         session_id = (await first.spawn(SpawnRequest(working_dir=str(repo)), principal=OPERATOR)).session["session_id"]
         loop = asyncio.get_running_loop()
@@ -96,7 +79,7 @@ async def test_a_restarted_server_follows_the_running_agent_without_duplicates(
             await asyncio.sleep(0.1)
         await first.close()  # the server dies; the container keeps running
         first.journal.close()
-        second = manager_for(s)
+        second = manager_for(s, max_concurrent=2)
         await second.start()
         try:
             record = await second.wait(session_id, 180, principal=OPERATOR)
