@@ -45,7 +45,14 @@ from hydra_sandbox.sandbox.protocol import ContainerObserver, EventSink, Placeme
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
 from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, Mount, home_label
 from hydra_sandbox.sandbox.supervisor import FailureCause, RunOutcome, supervise
-from hydra_sandbox.sandbox.workspace import LayerStore, StagedWorkspace, WorkspaceTransport, prepare_layer, remove_layer
+from hydra_sandbox.sandbox.workspace import (
+    ContainerWorkspace,
+    LayerStore,
+    StagedWorkspace,
+    WorkspaceTransport,
+    prepare_layer,
+    remove_layer,
+)
 from hydra_sandbox.settings import HydraSettings
 
 log = logging.getLogger(__name__)
@@ -81,6 +88,8 @@ class _Run:
     parser: CodexEventParser
     pipeline: OutputPipeline
     container_id: str | None = None
+    taken: bool = False
+    """Whether the change set was already brought out of the container (:class:`ContainerWorkspace`)."""
 
 
 class SandboxOrchestrator:
@@ -262,14 +271,36 @@ class SandboxOrchestrator:
         except asyncio.CancelledError:
             raise
         except BaseException:
-            await asyncio.shield(self._remove_container(run))
+            await asyncio.shield(self._remove_container(run, failed=True))
             raise
         await asyncio.shield(self._remove_container(run))
 
-    async def _remove_container(self, run: _Run) -> None:
-        if run.container_id is not None:
+    async def _remove_container(self, run: _Run, *, failed: bool = False) -> None:
+        """Remove the agent's container; a transport that keeps the workspace in it first brings the
+        change set home (its error fails the run, unless the run already failed with its own)."""
+        if run.container_id is None:
+            return
+        try:
+            await self._take_workspace(run, failed=failed)
+        finally:
             with contextlib.suppress(RuntimeUnavailableError):
                 await self.runtime.remove(run.container_id)
+
+    def _container_workspace(self) -> ContainerWorkspace | None:
+        transport = self.backend.workspace
+        return transport if isinstance(transport, ContainerWorkspace) else None
+
+    async def _take_workspace(self, run: _Run, *, failed: bool) -> None:
+        hooks = self._container_workspace()
+        if hooks is None or run.taken or run.container_id is None:
+            return
+        run.taken = True
+        try:
+            await hooks.before_remove(run.ws, run.container_id)
+        except Exception as exc:
+            if not failed:
+                raise
+            log.warning("session %s: the change set of the failed run was not read back: %s", run.ws.session_id, exc)
 
     async def _salvage_output(self, run: _Run) -> None:
         """A failed run's output lines still grouped are recorded before the session fails with the reason
@@ -305,6 +336,11 @@ class SandboxOrchestrator:
             runtime=self.settings.agent_runtime,
         )
         run.container_id = await self.runtime.create(agent_spec(request, agent))
+        hooks = self._container_workspace()
+        if hooks is not None:  # its agent waits for the workspace; the container exists, so it is removed on failure
+            run.taken = True  # nothing of this run to read back until the workspace is in
+            await hooks.after_create(run.ws, run.container_id)
+            run.taken = False
         await self.runtime.start(run.container_id)
         self._placed(request.session_id)
         self._started()
