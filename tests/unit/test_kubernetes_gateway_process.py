@@ -111,3 +111,14 @@ async def test_the_port_closes_with_the_gateway(tmp_path: Path) -> None:
         port = front.port
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+def test_the_pods_process_reads_the_two_variables_from_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra_sandbox.sandbox.backends.kubernetes.gateway_process import PodEnvironment
+
+    monkeypatch.setenv(PLAN_ENV, plan("http://127.0.0.1:9/v1").model_dump_json())
+    monkeypatch.setenv(MODEL_KEY_ENV, KEY.get_secret_value())
+    config = config_from_env(PodEnvironment().as_mapping())
+    assert config.plan.session_id == SID and config.model_key == KEY
+    monkeypatch.delenv(MODEL_KEY_ENV)
+    assert config_from_env(PodEnvironment().as_mapping()).model_key is None

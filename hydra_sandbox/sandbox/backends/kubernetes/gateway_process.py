@@ -13,11 +13,11 @@ Run as ``python -m hydra_sandbox.sandbox.backends.kubernetes.gateway_process``; 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hydra_sandbox.errors import ConfigError
 from hydra_sandbox.sandbox.backends.kubernetes.gateway_manifests import GATEWAY_SOCKET_DIR, MODEL_KEY_ENV, PLAN_ENV
@@ -47,5 +47,26 @@ def config_from_env(
     )
 
 
+class PodEnvironment(BaseSettings):
+    """The two variables the gateway pod's manifest sets, read from the process environment (the pod's,
+    not a Hydra server's: these are not Hydra settings)."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore")
+
+    plan: str = Field(default="", validation_alias=PLAN_ENV)
+    model_key: SecretStr | None = Field(default=None, validation_alias=MODEL_KEY_ENV)
+
+    def as_mapping(self) -> dict[str, str]:
+        env = {PLAN_ENV: self.plan}
+        if self.model_key is not None:
+            env[MODEL_KEY_ENV] = self.model_key.get_secret_value()
+        return env
+
+
+def main() -> None:
+    """Serve the pod's plan until SIGTERM."""
+    asyncio.run(run(config_from_env(PodEnvironment().as_mapping())))
+
+
 if __name__ == "__main__":
-    asyncio.run(run(config_from_env(os.environ)))
+    main()
