@@ -90,6 +90,11 @@ class _Run:
     container_id: str | None = None
     taken: bool = False
     """Whether the change set was already brought out of the container (:class:`ContainerWorkspace`)."""
+    stopped: bool = False
+    """Whether the supervisor stopped the agent (timeout, cancel, output limit): a runtime whose stop
+    removes the container (a pod's delete) leaves no change set to read back, and that is not an error."""
+    lost: str | None = None
+    """Why the change set of a stopped run could not be read back, for its result's reason."""
 
 
 class SandboxOrchestrator:
@@ -255,6 +260,10 @@ class SandboxOrchestrator:
                 await asyncio.shield(self._teardown(run))
             if failed:  # the session fails: its Codex transcripts go with the container
                 await asyncio.shield(self._session_ended(request.session_id))
+        if run.lost is not None:
+            outcome = outcome.model_copy(
+                update={"reason": f"{outcome.reason}; {run.lost}" if outcome.reason else run.lost}
+            )
         if budget.spent is not None:  # Codex fails on the refusal; the reason is the budget, whatever it exits with
             outcome = outcome.model_copy(update={"status": "failed", "reason": budget.spent, "failure": "budget"})
         result = await self._result(request, outcome, parser)
@@ -298,9 +307,10 @@ class SandboxOrchestrator:
         try:
             await hooks.before_remove(run.ws, run.container_id)
         except Exception as exc:
-            if not failed:
+            if not (failed or run.stopped):
                 raise
-            log.warning("session %s: the change set of the failed run was not read back: %s", run.ws.session_id, exc)
+            run.lost = f"its changes could not be read back from the stopped agent's container ({exc})"
+            log.warning("session %s: the change set of the run was not read back: %s", run.ws.session_id, exc)
 
     async def _salvage_output(self, run: _Run) -> None:
         """A failed run's output lines still grouped are recorded before the session fails with the reason
@@ -404,6 +414,7 @@ class SandboxOrchestrator:
             on_output=run.pipeline.feed,
             cancel=cancel,
         )
+        run.stopped = outcome.status in {"timed_out", "cancelled"} or outcome.truncated
         if run.ws.quota_mb and await asyncio.to_thread(quota.layer_full, run.ws.session_dir):
             said = f"disk quota of {run.ws.quota_mb} MB reached: the agent's writes failed with ENOSPC"
             await run.pipeline.feed("stderr", f"\n[hydra: {said}]\n".encode())

@@ -13,6 +13,7 @@ import pytest
 
 from hydra_sandbox.errors import WorkspaceError
 from hydra_sandbox.masking import SecretMasker
+from hydra_sandbox.policy import ResourceLimits
 from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
 from hydra_sandbox.sandbox.fake import FakeProgram, FakeRuntime
 from hydra_sandbox.sandbox.orchestrator import Backend, SandboxOrchestrator
@@ -141,3 +142,14 @@ async def test_a_server_shutdown_leaves_the_workspace_in_the_pod_and_the_followe
     result = await follow
     assert transport.names() == ["attach", "after_create", "before_remove", "release"]
     assert result.status == "completed" and result.has_changes and left_behind(runtime)[0] == []
+
+
+async def test_a_stopped_run_whose_changes_cannot_be_read_back_keeps_its_status_and_says_why(
+    settings: HydraSettings, workdir: Path, run_dir: Path
+) -> None:
+    runtime = FakeRuntime(FakeProgram(keeps_running=True), images=[IMAGE])
+    transport = PodLikeTransport(runtime, fail="before_remove")  # a pod deleted by the stop: nothing to exec into
+    sandbox = orchestrator(settings, runtime, transport, run_dir)
+    result = await sandbox.run(request(workdir, limits=ResourceLimits(timeout_s=1)), Sink(), asyncio.Event())
+    assert result.status == "timed_out" and "could not be read back" in (result.reason or "")
+    assert "the pod said no" in (result.reason or "") and left_behind(runtime)[0] == []
