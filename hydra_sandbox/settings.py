@@ -189,7 +189,8 @@ class HydraSettings(BaseSettings):
         default=f"hydra-gateway:{__version__}",
         min_length=1,
         description="Image of the gateway container that enforces egress beside an agent on a remote engine "
-        "(`hydra images build` builds it, `hydra images copy` puts it there).",
+        "(`hydra images build` builds it, `hydra images copy` puts it there); on Kubernetes, of the gateway pod: "
+        "an image with Hydra installed that the cluster can pull (e.g. the server's).",
     )
     gateway_network: str = Field(
         default="bridge",

@@ -45,7 +45,14 @@ from hydra_sandbox.sandbox.protocol import ContainerObserver, EventSink, Placeme
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
 from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, Mount, home_label
 from hydra_sandbox.sandbox.supervisor import FailureCause, RunOutcome, supervise
-from hydra_sandbox.sandbox.workspace import LayerStore, StagedWorkspace, WorkspaceTransport, prepare_layer, remove_layer
+from hydra_sandbox.sandbox.workspace import (
+    ContainerWorkspace,
+    LayerStore,
+    StagedWorkspace,
+    WorkspaceTransport,
+    prepare_layer,
+    remove_layer,
+)
 from hydra_sandbox.settings import HydraSettings
 
 log = logging.getLogger(__name__)
@@ -81,6 +88,13 @@ class _Run:
     parser: CodexEventParser
     pipeline: OutputPipeline
     container_id: str | None = None
+    taken: bool = False
+    """Whether the change set was already brought out of the container (:class:`ContainerWorkspace`)."""
+    stopped: bool = False
+    """Whether the supervisor stopped the agent (timeout, cancel, output limit): a runtime whose stop
+    removes the container (a pod's delete) leaves no change set to read back, and that is not an error."""
+    lost: str | None = None
+    """Why the change set of a stopped run could not be read back, for its result's reason."""
 
 
 class SandboxOrchestrator:
@@ -246,6 +260,10 @@ class SandboxOrchestrator:
                 await asyncio.shield(self._teardown(run))
             if failed:  # the session fails: its Codex transcripts go with the container
                 await asyncio.shield(self._session_ended(request.session_id))
+        if run.lost is not None:
+            outcome = outcome.model_copy(
+                update={"reason": f"{outcome.reason}; {run.lost}" if outcome.reason else run.lost}
+            )
         if budget.spent is not None:  # Codex fails on the refusal; the reason is the budget, whatever it exits with
             outcome = outcome.model_copy(update={"status": "failed", "reason": budget.spent, "failure": "budget"})
         result = await self._result(request, outcome, parser)
@@ -262,14 +280,37 @@ class SandboxOrchestrator:
         except asyncio.CancelledError:
             raise
         except BaseException:
-            await asyncio.shield(self._remove_container(run))
+            await asyncio.shield(self._remove_container(run, failed=True))
             raise
         await asyncio.shield(self._remove_container(run))
 
-    async def _remove_container(self, run: _Run) -> None:
-        if run.container_id is not None:
+    async def _remove_container(self, run: _Run, *, failed: bool = False) -> None:
+        """Remove the agent's container; a transport that keeps the workspace in it first brings the
+        change set home (its error fails the run, unless the run already failed with its own)."""
+        if run.container_id is None:
+            return
+        try:
+            await self._take_workspace(run, failed=failed)
+        finally:
             with contextlib.suppress(RuntimeUnavailableError):
                 await self.runtime.remove(run.container_id)
+
+    def _container_workspace(self) -> ContainerWorkspace | None:
+        transport = self.backend.workspace
+        return transport if isinstance(transport, ContainerWorkspace) else None
+
+    async def _take_workspace(self, run: _Run, *, failed: bool) -> None:
+        hooks = self._container_workspace()
+        if hooks is None or run.taken or run.container_id is None:
+            return
+        run.taken = True
+        try:
+            await hooks.before_remove(run.ws, run.container_id)
+        except Exception as exc:
+            if not (failed or run.stopped):
+                raise
+            run.lost = f"its changes could not be read back from the stopped agent's container ({exc})"
+            log.warning("session %s: the change set of the run was not read back: %s", run.ws.session_id, exc)
 
     async def _salvage_output(self, run: _Run) -> None:
         """A failed run's output lines still grouped are recorded before the session fails with the reason
@@ -305,6 +346,11 @@ class SandboxOrchestrator:
             runtime=self.settings.agent_runtime,
         )
         run.container_id = await self.runtime.create(agent_spec(request, agent))
+        hooks = self._container_workspace()
+        if hooks is not None:  # its agent waits for the workspace; the container exists, so it is removed on failure
+            run.taken = True  # nothing of this run to read back until the workspace is in
+            await hooks.after_create(run.ws, run.container_id)
+            run.taken = False
         await self.runtime.start(run.container_id)
         self._placed(request.session_id)
         self._started()
@@ -368,6 +414,7 @@ class SandboxOrchestrator:
             on_output=run.pipeline.feed,
             cancel=cancel,
         )
+        run.stopped = outcome.status in {"timed_out", "cancelled"} or outcome.truncated
         if run.ws.quota_mb and await asyncio.to_thread(quota.layer_full, run.ws.session_dir):
             said = f"disk quota of {run.ws.quota_mb} MB reached: the agent's writes failed with ENOSPC"
             await run.pipeline.feed("stderr", f"\n[hydra: {said}]\n".encode())

@@ -94,6 +94,24 @@ class WorkspaceTransport(Protocol):
         ...
 
 
+@runtime_checkable
+class ContainerWorkspace(Protocol):
+    """The optional part of a :class:`WorkspaceTransport` whose workspace lives in the agent's container
+    itself (a pod's emptyDir, filled and read over ``pods/exec``), so it can only be moved while that
+    container exists. The orchestrator calls :meth:`after_create` once the agent's container is created
+    (before it is started) and :meth:`before_remove` before the container is removed at the end of a
+    run or of a re-attached run (not on a server shutdown: the container stays for the next server).
+    Transports that keep the workspace elsewhere (an overlay, a volume) do not have these."""
+
+    async def after_create(self, ws: StagedWorkspace, container_id: str) -> None:
+        """Put the layer into the created container (its agent does not start before this is done)."""
+        ...
+
+    async def before_remove(self, ws: StagedWorkspace, container_id: str) -> None:
+        """Bring the agent's change set home into ``ws.upper`` while the container still exists."""
+        ...
+
+
 def _check_source(source: Path) -> Path:
     if source.is_symlink():
         raise WorkspaceError(f"working_dir: {source} is a symbolic link", hint="pass the real directory")
@@ -108,6 +126,8 @@ def _check_source(source: Path) -> Path:
             hint="rename the directory or work on a copy",
         )
     return resolved
+
+
 def hidden_paths(root: Path, matcher: PathMatcher) -> list[str]:
     """Workspace-relative paths to hide: denied directories whole (not descended), and every other
     entry the policy does not make visible."""

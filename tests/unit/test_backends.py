@@ -55,13 +55,21 @@ def test_kubernetes_backend_gives_a_runtime_for_gc_configured_by_the_settings(
     assert chosen == ("agents", "gvisor", "hydra/agent.json")
 
 
-def test_kubernetes_backend_cannot_run_agents_yet_and_says_what_is_missing(
+def test_kubernetes_backend_runs_agents_as_pods_with_the_exec_transport_and_gateway_pods(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from hydra_sandbox.sandbox.backends.kubernetes.egress import KubernetesEgress
+    from hydra_sandbox.sandbox.backends.kubernetes.exec_transport import PodExecTransport
+    from hydra_sandbox.sandbox.orchestrator import SandboxOrchestrator
+
     monkeypatch.setenv("HYDRA_BACKEND", "kubernetes")
-    missing = "cannot run agents yet: it lacks the run wiring: the agent's relay to its gateway pod.* the orchestrator"
-    with pytest.raises(ConfigError, match=missing):
-        open_backend(load_settings(data_home=tmp_path), SecretMasker())
+    monkeypatch.setenv("HYDRA_KUBERNETES_NAMESPACE", "agents")
+    sandbox = open_backend(load_settings(data_home=tmp_path), SecretMasker())  # no cluster asked yet
+    assert isinstance(sandbox, SandboxOrchestrator)
+    backend = sandbox.backend
+    assert backend.name == "kubernetes" and backend.host == "kubernetes:agents"
+    assert isinstance(backend.workspace, PodExecTransport) and isinstance(backend.egress, KubernetesEgress)
+    assert backend.egress.reaches_hydra is False
 
 
 @pytest.mark.parametrize(

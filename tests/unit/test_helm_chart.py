@@ -399,6 +399,7 @@ def test_kubernetes_backend_gets_a_role_in_the_agent_namespace_and_nothing_clust
         "HYDRA_KUBERNETES_RUNTIME_CLASS": "gvisor",
         "HYDRA_KUBERNETES_SECCOMP_PROFILE": "hydra/agent.json",
     }
+    assert env["HYDRA_GATEWAY_IMAGE"]["value"] == pod["containers"][0]["image"]  # the gateway pod runs Hydra
 
 
 def test_docker_backend_gets_no_service_account_token_and_no_rbac() -> None:

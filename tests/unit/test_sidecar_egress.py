@@ -269,14 +269,18 @@ async def test_a_re_attach_counts_the_gateways_usage_again_but_records_each_even
         recorder = Recorder(journal, SecretMasker())
         await recorder.track(ref, None)
 
+        handled: list[EventDraft] = []
+
         async def sink(draft: EventDraft) -> None:
             await recorder.record(ref, draft.model_copy(update={"data": {**draft.data, "run": 0}}))
+            handled.append(draft)
 
         budget = ModelBudget(SESSION, None, sink)
         lines = [_usage_line(USAGE.model_copy(update={"seq": seq})) for seq in seqs]
         runtime = runtime_with(gateway_program(*READY, *lines))
         async with egress(runtime).serve(plan(), secrets=GatewaySecrets(), on_usage=budget):
-            await _until(lambda: budget.used == USAGE.total_tokens * len(seqs))
+            # the budget counts before its event is handed on: wait for the recorder, not the count
+            await _until(lambda: len(handled) == len(seqs))
         journal.close()
         return budget.used
 

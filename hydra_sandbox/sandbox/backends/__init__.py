@@ -36,7 +36,7 @@ def open_backend(settings: HydraSettings, masker: SecretMasker, agent_endpoint: 
     if settings.backend == "kubernetes":
         from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_sandbox
 
-        return kubernetes_sandbox(settings)
+        return kubernetes_sandbox(settings, masker, agent_endpoint)
     raise _unknown(settings.backend)
 
 

@@ -155,6 +155,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if eq .Values.backend "kubernetes" }}
 - name: HYDRA_KUBERNETES_NAMESPACE
   value: {{ include "hydra.agentNamespace" . | quote }}
+- name: HYDRA_GATEWAY_IMAGE
+  value: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
 {{- with .Values.kubernetes.runtimeClassName }}
 - name: HYDRA_KUBERNETES_RUNTIME_CLASS
   value: {{ . | quote }}

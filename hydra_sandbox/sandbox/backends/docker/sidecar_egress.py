@@ -32,20 +32,18 @@ import io
 import json
 import logging
 import tarfile
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
-
-from pydantic import ValidationError
 
 from hydra_sandbox import __version__
 from hydra_sandbox.errors import ConfigError, RuntimeUnavailableError
 from hydra_sandbox.model_gateway import UsageCallback
-from hydra_sandbox.model_usage import TokenUsage
 from hydra_sandbox.policy import ResourceLimits
 from hydra_sandbox.sandbox.backends.docker.egress import ENTRYPOINT, SOCKET_DIR_IN_CONTAINER
 from hydra_sandbox.sandbox.egress import DEFAULT_MODEL_URL, ActiveEgress, EgressPlan, GatewaySecrets
-from hydra_sandbox.sandbox.gateway_process import READY, USAGE, GatewayProcessConfig
+from hydra_sandbox.sandbox.gateway_lines import gateway_line
+from hydra_sandbox.sandbox.gateway_process import GatewayProcessConfig
 from hydra_sandbox.sandbox.gateways import agent_wiring
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
 from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_ROLE, LABEL_SESSION, LABEL_VERSION, ContainerSpec, Mount
@@ -252,25 +250,11 @@ class SidecarEgress:
     async def _line(
         self, container_id: str, line: bytes, ready: asyncio.Future[None], on_usage: UsageCallback | None
     ) -> None:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(message, dict):
-            return
-        if message.get(READY) is True and not ready.done():
-            ready.set_result(None)
-        if USAGE in message and on_usage is not None:
-            try:
-                usage = TokenUsage.model_validate(message[USAGE])
-            except ValidationError:
-                return
-            answer = on_usage(usage)
-            reason = await answer if isinstance(answer, Awaitable) else answer
-            if reason:  # the budget is spent: no further model request may pass
-                log.warning("gateway %s stopped: %s", container_id[:12], reason)
-                with contextlib.suppress(RuntimeUnavailableError):
-                    await self._runtime.kill(container_id)
+        reason = await gateway_line(line, ready, on_usage)
+        if reason:  # the budget is spent: no further model request may pass
+            log.warning("gateway %s stopped: %s", container_id[:12], reason)
+            with contextlib.suppress(RuntimeUnavailableError):
+                await self._runtime.kill(container_id)
 
     async def remove(self, session_id: str) -> None:
         """Remove the session's gateway and both its volumes (after the agent's container is gone)."""

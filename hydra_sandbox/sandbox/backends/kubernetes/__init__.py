@@ -4,8 +4,9 @@
 :mod:`.exec_transport` moves the workspace in and out over ``pods/exec`` (:mod:`.exec_channels` frames
 it), :mod:`.gateway_manifests` and :mod:`.gateway_pods` place a session's gateway in a pod of its own,
 :mod:`.runtime` implements the :class:`~hydra_sandbox.sandbox.runtime.ContainerRuntime` with the official
-``kubernetes`` client (the optional extra ``hydra-sandbox[kubernetes]``). docs/kubernetes.md says what is
-built, what Kubernetes cannot express, and what was tested without a cluster.
+``kubernetes`` client (the optional extra ``hydra-sandbox[kubernetes]``), and :mod:`.egress` runs each
+session's gateway pod; :func:`kubernetes_sandbox` puts them together behind the shared orchestrator.
+docs/kubernetes.md says what is built, what Kubernetes cannot express, and what was tested without a cluster.
 """
 
 from __future__ import annotations
@@ -15,19 +16,14 @@ from typing import TYPE_CHECKING
 from hydra_sandbox.errors import ConfigError
 
 if TYPE_CHECKING:
+    from hydra_sandbox.agent_endpoint import AgentEndpoint
+    from hydra_sandbox.masking import SecretMasker
+    from hydra_sandbox.sandbox.backends.kubernetes.exec_transport import ExecOpener
     from hydra_sandbox.sandbox.backends.kubernetes.runtime import KubernetesRuntime
-    from hydra_sandbox.sandbox.protocol import Sandbox
+    from hydra_sandbox.sandbox.orchestrator import SandboxOrchestrator
     from hydra_sandbox.settings import HydraSettings
 
 NAME = "kubernetes"
-
-MISSING = (
-    "the run wiring: the agent's relay to its gateway pod's address (its entry relays to a Unix socket), the "
-    "gateway's token usage reported back to Hydra (budgets) and the agent MCP relay, and the orchestrator "
-    "calling the pods/exec workspace transport between the pod's creation and its agent's start and again "
-    "before the pod is removed (the transport, the gateway pod and process, its NetworkPolicies and Secret "
-    "are built)"
-)
 
 
 def kubernetes_runtime(settings: HydraSettings) -> KubernetesRuntime:
@@ -49,9 +45,25 @@ def kubernetes_runtime(settings: HydraSettings) -> KubernetesRuntime:
     return KubernetesRuntime(options, lambda: load_api_client(kubeconfig, context))
 
 
-def kubernetes_sandbox(settings: HydraSettings) -> Sandbox:
-    """Not yet: runs need parts this backend does not have (see docs/kubernetes.md)."""
-    raise ConfigError(
-        f"HYDRA_BACKEND: 'kubernetes' cannot run agents yet: it lacks {MISSING}",
-        hint="use HYDRA_BACKEND=docker to run agents; with 'kubernetes', `hydra gc` and `hydra doctor` work",
-    )
+def kubernetes_sandbox(
+    settings: HydraSettings,
+    masker: SecretMasker,
+    agent_endpoint: AgentEndpoint | None = None,
+    *,
+    runtime: KubernetesRuntime | None = None,
+    open_exec: ExecOpener | None = None,
+) -> SandboxOrchestrator:
+    """The sandbox that runs agents as pods: the runtime, the workspace over ``pods/exec``
+    (:class:`~.exec_transport.PodExecTransport`) and a gateway pod per session
+    (:class:`~.egress.KubernetesEgress`). ``runtime`` and ``open_exec`` replace the cluster's (tests)."""
+    runtime = runtime or kubernetes_runtime(settings)
+    from hydra_sandbox.sandbox.backends.kubernetes.egress import KubernetesEgress
+    from hydra_sandbox.sandbox.backends.kubernetes.exec_transport import PodExecTransport, kubernetes_exec
+    from hydra_sandbox.sandbox.orchestrator import Backend, SandboxOrchestrator
+    from hydra_sandbox.sandbox.spec import home_label
+
+    kube = runtime
+    transport = PodExecTransport(open_exec or kubernetes_exec(lambda: kube.api_client, kube.ns))
+    egress = KubernetesEgress(runtime, settings.gateway_image, home=home_label(settings.data_home))
+    host = f"kubernetes:{runtime.ns}"
+    return SandboxOrchestrator(settings, masker, Backend(NAME, runtime, transport, egress, host), agent_endpoint)

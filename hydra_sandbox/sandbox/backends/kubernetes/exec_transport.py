@@ -43,7 +43,8 @@ from hydra_sandbox.sandbox.backends.kubernetes.manifests import (
     WORKSPACE_OUT_CONTAINER_NAME,
     WORKSPACE_SUBPATH,
 )
-from hydra_sandbox.sandbox.workspace import StagedWorkspace
+from hydra_sandbox.sandbox.spec import Mount
+from hydra_sandbox.sandbox.workspace import WORKSPACE_IN_CONTAINER, StagedWorkspace
 
 TRANSFER_TIMEOUT_S = 600.0
 """Longest a put or a take may take, end to end."""
@@ -140,11 +141,30 @@ def _agents_own(ws: StagedWorkspace) -> Callable[[str, os.stat_result], None]:
 
 class PodExecTransport:
     """The workspace of a pod over ``pods/exec``: :meth:`put` before the agent starts, :meth:`take`
-    after it exited (while ``workspace-out`` still runs), then :meth:`discard` what is left on Hydra's side."""
+    after it exited (while ``workspace-out`` still runs), then :meth:`discard` what is left on Hydra's side.
+
+    As the orchestrator's :class:`~hydra_sandbox.sandbox.workspace.WorkspaceTransport` it is also a
+    :class:`~hydra_sandbox.sandbox.workspace.ContainerWorkspace`: :meth:`attach` only names the volume
+    (the pod's emptyDir does not exist yet), :meth:`after_create` puts, :meth:`before_remove` takes."""
 
     def __init__(self, open_exec: ExecOpener, *, timeout_s: float = TRANSFER_TIMEOUT_S) -> None:
         self._open = open_exec
         self.timeout_s = timeout_s
+
+    async def attach(self, ws: StagedWorkspace) -> Mount:
+        """The workspace mount of the agent's spec: an emptyDir of its pod, filled by :meth:`after_create`."""
+        return Mount(type="volume", source=ws.volume_name, target=WORKSPACE_IN_CONTAINER)
+
+    async def after_create(self, ws: StagedWorkspace, container_id: str) -> None:
+        await self.put(container_id, ws)
+
+    async def before_remove(self, ws: StagedWorkspace, container_id: str) -> None:
+        await self.take(container_id, ws)
+
+    async def release(self, ws: StagedWorkspace) -> None:
+        """The pod is gone and its volume with it; the change set came home in :meth:`before_remove`
+        (a run that failed before that leaves its baseline, spent, to remove)."""
+        await self.discard(ws)
 
     async def put(self, pod: str, ws: StagedWorkspace) -> Manifest:
         """Send the session's view into ``pod`` and keep its manifest as the run's baseline."""

@@ -217,11 +217,11 @@ class KubernetesRuntime:
             return False  # still waiting to start
         return True if found and started(found) else None  # gone: ran before, or never ran
 
-    def open_log(self, pod: str, follow: bool) -> Any:
-        """The pod's timestamped log; None when the pod is gone or ended without ever running."""
+    def open_log(self, pod: str, follow: bool, container: str = AGENT_CONTAINER) -> Any:
+        """The timestamped log of the pod's ``container``; None when the pod is gone or it never ran."""
         try:
             read = self.core.read_namespaced_pod_log
-            return raw_call(read, pod, self.ns, container=AGENT_CONTAINER, follow=follow, timestamps=True)
+            return raw_call(read, pod, self.ns, container=container, follow=follow, timestamps=True)
         except ApiException as exc:
             if exc.status in {404, 400}:  # gone, or ended without ever running: no log to read
                 return None
@@ -230,6 +230,14 @@ class KubernetesRuntime:
     def pod_running(self, pod: str) -> bool:
         found = self._read_pod(pod)
         return found is not None and not finished(found)
+
+    def read_pod(self, name: str) -> dict[str, Any] | None:
+        """The pod as the API server has it, or None when it is gone (blocking: run it through :meth:`call`)."""
+        return self._read_pod(name)
+
+    def watch(self, name: str, window_s: float, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        """:meth:`_watch` for the backend's other pods (the gateway's); blocking."""
+        return self._watch(name, window_s, until)
 
     def _watch(self, name: str, window_s: float, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
         """The pod once ``until`` holds for it, ``{}`` (or its last state) once it is gone, or None when
