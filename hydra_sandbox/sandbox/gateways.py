@@ -29,9 +29,11 @@ from hydra_sandbox.gateway_config import mcp_gateway_config, model_gateway_confi
 from hydra_sandbox.model_gateway import ModelGateway, UsageCallback
 from hydra_sandbox.sandbox.egress import EGRESS_PORT, EgressPlan, GatewaySecrets
 
-__all__ = ["SOCKET_NAME", "AgentWiring", "agent_wiring", "session_gateways"]
+__all__ = ["ENTRYPOINT", "SOCKET_NAME", "AgentWiring", "agent_wiring", "session_gateways"]
 
 SOCKET_NAME = "egress.sock"
+ENTRYPOINT = ["hydra-agent-entry"]
+"""The agent image's entry: starts the relays the agent's environment names, then runs the command."""
 LOOPBACK = "127.0.0.1,localhost"
 
 

@@ -18,12 +18,11 @@ from pathlib import Path
 
 from hydra_sandbox.model_gateway import UsageCallback
 from hydra_sandbox.sandbox.egress import DEFAULT_MODEL_URL, ActiveEgress, EgressPlan, GatewaySecrets, runtime_dir
-from hydra_sandbox.sandbox.gateways import agent_wiring, session_gateways
+from hydra_sandbox.sandbox.gateways import ENTRYPOINT, agent_wiring, session_gateways
 from hydra_sandbox.sandbox.spec import Mount
 from hydra_sandbox.session_ids import session_path
 
 SOCKET_DIR_IN_CONTAINER = "/run/hydra"
-ENTRYPOINT = ["hydra-agent-entry"]
 
 
 class HostSocketEgress:

@@ -32,7 +32,6 @@ import io
 import json
 import logging
 import tarfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -40,11 +39,12 @@ from hydra_sandbox import __version__
 from hydra_sandbox.errors import ConfigError, RuntimeUnavailableError
 from hydra_sandbox.model_gateway import UsageCallback
 from hydra_sandbox.policy import ResourceLimits
-from hydra_sandbox.sandbox.backends.docker.egress import ENTRYPOINT, SOCKET_DIR_IN_CONTAINER
-from hydra_sandbox.sandbox.egress import DEFAULT_MODEL_URL, ActiveEgress, EgressPlan, GatewaySecrets
+from hydra_sandbox.sandbox.backends.docker.egress import SOCKET_DIR_IN_CONTAINER
+from hydra_sandbox.sandbox.egress import ActiveEgress, EgressPlan, GatewaySecrets
+from hydra_sandbox.sandbox.gateway_beside import GatewayBeside
 from hydra_sandbox.sandbox.gateway_lines import gateway_line
 from hydra_sandbox.sandbox.gateway_process import GatewayProcessConfig
-from hydra_sandbox.sandbox.gateways import agent_wiring
+from hydra_sandbox.sandbox.gateways import ENTRYPOINT, agent_wiring
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
 from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_ROLE, LABEL_SESSION, LABEL_VERSION, ContainerSpec, Mount
 
@@ -98,11 +98,11 @@ def config_archive(config: GatewayProcessConfig) -> bytes:
     return out.getvalue()
 
 
-class SidecarEgress:
-    """The :class:`~hydra_sandbox.sandbox.egress.EgressPlacement` of a remote Docker engine."""
+class SidecarEgress(GatewayBeside):
+    """The :class:`~hydra_sandbox.sandbox.egress.EgressPlacement` of a remote Docker engine: a gateway
+    container on the agent's engine (the lifecycle is :class:`~hydra_sandbox.sandbox.gateway_beside.GatewayBeside`)."""
 
-    reaches_hydra = False
-    """Hydra's agent MCP endpoint is a socket on Hydra's machine: no gateway here can reach it."""
+    where = "beside an agent on a remote engine"
 
     def __init__(self, runtime: GatewayRuntime, image: str, *, home: str, network: str = "bridge") -> None:
         if network in {"host", "none"} or network.startswith("container:"):
@@ -139,52 +139,19 @@ class SidecarEgress:
             limits=GATEWAY_LIMITS,
         )
 
-    @contextlib.asynccontextmanager
-    async def serve(
-        self,
-        plan: EgressPlan,
-        mcp_target: Path | None = None,
-        *,
-        secrets: GatewaySecrets | None = None,
-        on_usage: UsageCallback | None = None,
-    ) -> AsyncIterator[ActiveEgress]:
-        """Run (or, after a restart, find) the session's gateway container for the duration of a run."""
-        if mcp_target is not None:
-            raise ConfigError(
-                f"session {plan.session_id}: the agent MCP gateway cannot run beside an agent on a remote engine "
-                "(Hydra's endpoint is a socket on Hydra's machine)",
-                hint="set HYDRA_AGENT_MCP=false, or use a policy with delegation.max_depth: 0",
-            )
-        if plan.relay == "none":
-            yield ActiveEgress(model_base_url=None if plan.model_url == DEFAULT_MODEL_URL else plan.model_url)
-            return
-        session_id = plan.session_id
-        detached = False
-        follower: asyncio.Task[None] | None = None
-        try:
-            container_id = await self._running_gateway(session_id)
-            if container_id is None:
-                container_id = await self._start_gateway(plan, secrets or GatewaySecrets())
-            ready = asyncio.get_running_loop().create_future()
-            follower = asyncio.create_task(self._follow(container_id, ready, on_usage))
-            await self._wait_ready(container_id, ready, follower)
-            wiring = agent_wiring(plan, SOCKET_DIR_IN_CONTAINER, delegate=False)
-            mount = Mount(
-                type="volume", source=socket_volume(session_id), target=SOCKET_DIR_IN_CONTAINER, read_only=True
-            )
-            yield ActiveEgress(
-                env=wiring.env, mounts=[mount], model_base_url=wiring.model_base_url, entrypoint=ENTRYPOINT
-            )
-        except asyncio.CancelledError:
-            detached = True  # server shutdown: the agent keeps its gateway; the next server follows it
-            raise
-        finally:
-            if follower is not None:
-                follower.cancel()
-                with contextlib.suppress(BaseException):
-                    await follower
-            if not detached:
-                await asyncio.shield(self.remove(session_id))
+    async def _find_or_start(self, plan: EgressPlan, secrets: GatewaySecrets) -> str:
+        container_id = await self._running_gateway(plan.session_id)
+        return container_id if container_id is not None else await self._start_gateway(plan, secrets)
+
+    async def _agent_side(
+        self, plan: EgressPlan, gateway: str, ready: asyncio.Future[None], follower: asyncio.Task[None]
+    ) -> ActiveEgress:
+        await self._wait_ready(gateway, ready, follower)
+        wiring = agent_wiring(plan, SOCKET_DIR_IN_CONTAINER, delegate=False)
+        mount = Mount(
+            type="volume", source=socket_volume(plan.session_id), target=SOCKET_DIR_IN_CONTAINER, read_only=True
+        )
+        return ActiveEgress(env=wiring.env, mounts=[mount], model_base_url=wiring.model_base_url, entrypoint=ENTRYPOINT)
 
     async def _running_gateway(self, session_id: str) -> str | None:
         """The session's gateway left running by a previous server (re-attach); stale ones are removed."""

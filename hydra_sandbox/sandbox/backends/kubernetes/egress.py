@@ -26,13 +26,10 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-from hydra_sandbox.errors import ConfigError, RuntimeUnavailableError
+from hydra_sandbox.errors import RuntimeUnavailableError
 from hydra_sandbox.model_gateway import UsageCallback
-from hydra_sandbox.sandbox.backends.docker.egress import ENTRYPOINT
 from hydra_sandbox.sandbox.backends.kubernetes.gateway_manifests import (
     GATEWAY_CONTAINER,
     GatewayPodSpec,
@@ -42,9 +39,10 @@ from hydra_sandbox.sandbox.backends.kubernetes.gateway_pods import GatewayPods
 from hydra_sandbox.sandbox.backends.kubernetes.logs import follow_pod_logs
 from hydra_sandbox.sandbox.backends.kubernetes.manifests import gateway_policy_name
 from hydra_sandbox.sandbox.backends.kubernetes.runtime import KubernetesRuntime
-from hydra_sandbox.sandbox.egress import DEFAULT_MODEL_URL, EGRESS_PORT, ActiveEgress, EgressPlan, GatewaySecrets
+from hydra_sandbox.sandbox.egress import EGRESS_PORT, ActiveEgress, EgressPlan, GatewaySecrets
+from hydra_sandbox.sandbox.gateway_beside import GatewayBeside
 from hydra_sandbox.sandbox.gateway_lines import gateway_line
-from hydra_sandbox.sandbox.gateways import agent_wiring
+from hydra_sandbox.sandbox.gateways import ENTRYPOINT, agent_wiring
 from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_SESSION
 
 log = logging.getLogger(__name__)
@@ -123,11 +121,11 @@ class _GatewayLogSource:
         return found is not None and not _gateway_ended(found)
 
 
-class KubernetesEgress:
-    """The :class:`~hydra_sandbox.sandbox.egress.EgressPlacement` of the Kubernetes backend."""
+class KubernetesEgress(GatewayBeside):
+    """The :class:`~hydra_sandbox.sandbox.egress.EgressPlacement` of the Kubernetes backend: a gateway pod
+    per session (the lifecycle is :class:`~hydra_sandbox.sandbox.gateway_beside.GatewayBeside`)."""
 
-    reaches_hydra = False
-    """Hydra's agent MCP endpoint is a socket on Hydra's machine: no gateway pod can reach it."""
+    where = "beside an agent pod"
 
     def __init__(
         self,
@@ -148,57 +146,28 @@ class KubernetesEgress:
     def _labels(self, session_id: str) -> dict[str, str]:
         return {LABEL_HOME: self._home, LABEL_SESSION: session_id}
 
-    @contextlib.asynccontextmanager
-    async def serve(
-        self,
-        plan: EgressPlan,
-        mcp_target: Path | None = None,
-        *,
-        secrets: GatewaySecrets | None = None,
-        on_usage: UsageCallback | None = None,
-    ) -> AsyncIterator[ActiveEgress]:
-        """Run (or, after a restart, find) the session's gateway pod for the duration of a run."""
-        if mcp_target is not None:
-            raise ConfigError(
-                f"session {plan.session_id}: the agent MCP gateway cannot run beside an agent pod "
-                "(Hydra's endpoint is a socket on Hydra's machine)",
-                hint="set HYDRA_AGENT_MCP=false, or use a policy with delegation.max_depth: 0",
+    async def _find_or_start(self, plan: EgressPlan, secrets: GatewaySecrets) -> str:
+        name = gateway_pod_name(plan.session_id)
+        if not await self._running(name):
+            await self._pods.remove(plan.session_id)  # what a crashed or ended run left (pod, Secret, policy)
+            spec = GatewayPodSpec(
+                plan=plan, labels=self._labels(plan.session_id), image=self._image, timeout_s=self._timeout_s
             )
-        if plan.relay == "none":
-            yield ActiveEgress(model_base_url=None if plan.model_url == DEFAULT_MODEL_URL else plan.model_url)
-            return
-        session_id = plan.session_id
-        name = gateway_pod_name(session_id)
-        detached = False
-        follower: asyncio.Task[None] | None = None
-        try:
-            if not await self._running(name):
-                await self._pods.remove(session_id)  # what a crashed or ended run left (pod, Secret, policy)
-                spec = GatewayPodSpec(
-                    plan=plan, labels=self._labels(session_id), image=self._image, timeout_s=self._timeout_s
-                )
-                await self._pods.create(spec, secrets or GatewaySecrets())
-            ready = asyncio.get_running_loop().create_future()
-            follower = asyncio.create_task(self._follow(name, ready, on_usage))
-            target = await self._wait_ready(name, ready, follower)
-            wiring = agent_wiring(plan, "/run/hydra", delegate=False)
-            env = {k: v for k, v in wiring.env.items() if k != "HYDRA_EGRESS_SOCKET"} | {TARGET_ENV: target}
-            yield ActiveEgress(
-                network_mode=f"container:{name}",  # the runtime opens the agent pod's way to this pod only
-                env=env,
-                model_base_url=wiring.model_base_url,
-                entrypoint=ENTRYPOINT,
-            )
-        except asyncio.CancelledError:
-            detached = True  # server shutdown: the agent keeps its gateway; the next server follows it
-            raise
-        finally:
-            if follower is not None:
-                follower.cancel()
-                with contextlib.suppress(BaseException):
-                    await follower
-            if not detached:
-                await asyncio.shield(self.remove(session_id))
+            await self._pods.create(spec, secrets)
+        return name
+
+    async def _agent_side(
+        self, plan: EgressPlan, gateway: str, ready: asyncio.Future[None], follower: asyncio.Task[None]
+    ) -> ActiveEgress:
+        target = await self._wait_ready(gateway, ready, follower)
+        wiring = agent_wiring(plan, "/run/hydra", delegate=False)
+        env = {k: v for k, v in wiring.env.items() if k != "HYDRA_EGRESS_SOCKET"} | {TARGET_ENV: target}
+        return ActiveEgress(
+            network_mode=f"container:{gateway}",  # the runtime opens the agent pod's way to this pod only
+            env=env,
+            model_base_url=wiring.model_base_url,
+            entrypoint=ENTRYPOINT,
+        )
 
     async def remove(self, session_id: str) -> None:
         """The session's gateway pod, Secret and policy, and the agent's allowance to reach it (after
