@@ -274,12 +274,19 @@ def _private_data(settings: HydraSettings) -> Check:
     )
 
 
-def _kubernetes(settings: HydraSettings) -> str:
-    """The Kubernetes backend's cluster: reachable, and the namespace's pods listable by Hydra's account."""
-    from hydra_sandbox.sandbox.backends import open_runtime
+def _kubernetes(settings: HydraSettings) -> tuple[bool, str]:
+    """The Kubernetes backend's cluster: reachable, the namespace's pods listable by Hydra's account, and
+    every right the backend uses granted there (the cluster is asked; each missing one is named)."""
+    from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_runtime
+    from hydra_sandbox.sandbox.backends.kubernetes.permissions import NEEDED, missing_permissions
 
-    pods = asyncio.run(open_runtime(settings).list_containers({}))
-    return f"namespace {settings.kubernetes_namespace}: reachable, {len(pods)} pod(s) of Hydra's"
+    runtime = kubernetes_runtime(settings)
+    pods = asyncio.run(runtime.list_containers({}))
+    missing = asyncio.run(missing_permissions(runtime))
+    where = f"namespace {settings.kubernetes_namespace}"
+    if missing:
+        return False, f"{where}: reachable, but Hydra's account may not " + ", ".join(map(str, missing))
+    return True, f"{where}: reachable, {len(pods)} pod(s) of Hydra's, all {len(NEEDED)} rights granted"
 
 
 def _backend_checks(settings: HydraSettings) -> list[Check]:

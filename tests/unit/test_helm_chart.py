@@ -373,6 +373,20 @@ def test_an_external_chroma_token_comes_from_its_secret() -> None:
     assert ref == {"name": "c", "key": "token"}
 
 
+def test_hydra_doctor_asks_the_cluster_for_exactly_the_rights_the_chart_grants() -> None:
+    from hydra_sandbox.sandbox.backends.kubernetes.permissions import NEEDED
+
+    role = objects(KUBERNETES)["Role", "hydra-agents"]
+    granted = {
+        (group, *resource.partition("/")[::2], verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted == {(p.group, p.resource, p.subresource, p.verb) for p in NEEDED}
+
+
 def test_kubernetes_backend_gets_a_role_in_the_agent_namespace_and_nothing_cluster_wide() -> None:
     made = objects(KUBERNETES)
     assert not [kind for kind, _ in made if kind.startswith("Cluster")]

@@ -8,6 +8,8 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import kmock
 import pytest
@@ -16,7 +18,9 @@ from typer.testing import CliRunner
 from hydra_sandbox.cli import app
 from hydra_sandbox.doctor import _backend_checks
 from hydra_sandbox.gc import collect_garbage
+from hydra_sandbox.sandbox.backends.kubernetes import permissions
 from hydra_sandbox.sandbox.backends.kubernetes.manifests import DEFAULT_DENY_POLICY, gateway_policy_name
+from hydra_sandbox.sandbox.backends.kubernetes.permissions import NEEDED
 from hydra_sandbox.sandbox.spec import LABEL_HOME, home_label
 from hydra_sandbox.sandbox.supervisor import supervise
 from hydra_sandbox.settings import load_settings
@@ -108,8 +112,50 @@ async def test_hydra_gc_removes_a_dead_sessions_pod_through_a_kubeconfig(
     assert await runtime.list_containers({LABEL_HOME: home}) == []
 
 
+class Authorization:
+    """Stands in for the cluster's SelfSubjectAccessReview API (the mock server stores every review under
+    one empty name, so a second one conflicts): allowed unless (verb, resource[/sub]) is refused."""
+
+    asked: ClassVar[list[Any]] = []
+    refused: ClassVar[set[tuple[str, str]]] = set()
+
+    def __init__(self, _client: object) -> None:
+        pass
+
+    def create_self_subject_access_review(self, review: Any) -> Any:
+        attributes = review.spec.resource_attributes
+        self.asked.append(attributes)
+        resource = "/".join(filter(None, (attributes.resource, attributes.subresource)))
+        allowed = (attributes.verb, resource) not in self.refused
+        return SimpleNamespace(spec=review.spec, status=SimpleNamespace(allowed=allowed))
+
+
+@pytest.fixture
+def authorization(monkeypatch: pytest.MonkeyPatch) -> type[Authorization]:
+    monkeypatch.setattr(Authorization, "asked", [])
+    monkeypatch.setattr(Authorization, "refused", set())
+    monkeypatch.setattr(permissions.k8s, "AuthorizationV1Api", Authorization)
+    return Authorization
+
+
+async def test_doctor_names_each_right_the_cluster_refuses_hydras_account(
+    kmock: kmock.KubernetesEmulator, cluster: Cluster, tmp_path: Path, authorization: type[Authorization]
+) -> None:
+    runtime, _ = cluster
+    await runtime.create(agent())
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url).rstrip("/"))
+    settings = load_settings(
+        data_home=tmp_path, backend="kubernetes", kubernetes_namespace=NS, kubernetes_kubeconfig=kubeconfig
+    )
+    authorization.refused = {("create", "pods/exec"), ("delete", "secrets")}
+    [check] = await asyncio.to_thread(_backend_checks, settings)
+    assert not check.ok
+    assert check.detail == f"namespace {NS}: reachable, but Hydra's account may not create pods/exec, delete secrets"
+    assert check.fix is not None and "docs/kubernetes.md" in check.fix
+
+
 async def test_doctor_checks_the_kubernetes_backends_cluster_and_namespace(
-    kmock: kmock.KubernetesEmulator, cluster: Cluster, tmp_path: Path
+    kmock: kmock.KubernetesEmulator, cluster: Cluster, tmp_path: Path, authorization: type[Authorization]
 ) -> None:
     runtime, _ = cluster
     await runtime.create(agent())
@@ -119,7 +165,8 @@ async def test_doctor_checks_the_kubernetes_backends_cluster_and_namespace(
     )
     [check] = await asyncio.to_thread(_backend_checks, settings)
     assert (check.name, check.ok) == ("kubernetes", True)
-    assert check.detail == f"namespace {NS}: reachable, 1 pod(s) of Hydra's"
+    assert check.detail == f"namespace {NS}: reachable, 1 pod(s) of Hydra's, all {len(NEEDED)} rights granted"
+    assert {a.namespace for a in authorization.asked} == {NS} and len(authorization.asked) == len(NEEDED)
     with socket.socket() as bound:  # nothing listens there
         bound.bind(("127.0.0.1", 0))
         unreachable = write_kubeconfig(tmp_path / "gone", f"http://127.0.0.1:{bound.getsockname()[1]}")
