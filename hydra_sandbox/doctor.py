@@ -277,16 +277,14 @@ def _private_data(settings: HydraSettings) -> Check:
 def _kubernetes(settings: HydraSettings) -> tuple[bool, str]:
     """The Kubernetes backend's cluster: reachable, the namespace's pods listable by Hydra's account, and
     every right the backend uses granted there (the cluster is asked; each missing one is named)."""
-    from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_runtime
-    from hydra_sandbox.sandbox.backends.kubernetes.permissions import NEEDED, missing_permissions
+    from hydra_sandbox.sandbox.backends import missing_rights, open_runtime
 
-    runtime = kubernetes_runtime(settings)
-    pods = asyncio.run(runtime.list_containers({}))
-    missing = asyncio.run(missing_permissions(runtime))
+    pods = asyncio.run(open_runtime(settings).list_containers({}))
+    missing = asyncio.run(missing_rights(settings))
     where = f"namespace {settings.kubernetes_namespace}"
     if missing:
-        return False, f"{where}: reachable, but Hydra's account may not " + ", ".join(map(str, missing))
-    return True, f"{where}: reachable, {len(pods)} pod(s) of Hydra's, all {len(NEEDED)} rights granted"
+        return False, f"{where}: reachable, but Hydra's account may not " + ", ".join(missing)
+    return True, f"{where}: reachable, {len(pods)} pod(s) of Hydra's, every right of the Role granted"
 
 
 def _backend_checks(settings: HydraSettings) -> list[Check]:

@@ -165,7 +165,7 @@ async def test_doctor_checks_the_kubernetes_backends_cluster_and_namespace(
     )
     [check] = await asyncio.to_thread(_backend_checks, settings)
     assert (check.name, check.ok) == ("kubernetes", True)
-    assert check.detail == f"namespace {NS}: reachable, 1 pod(s) of Hydra's, all {len(NEEDED)} rights granted"
+    assert check.detail == f"namespace {NS}: reachable, 1 pod(s) of Hydra's, every right of the Role granted"
     assert {a.namespace for a in authorization.asked} == {NS} and len(authorization.asked) == len(NEEDED)
     with socket.socket() as bound:  # nothing listens there
         bound.bind(("127.0.0.1", 0))

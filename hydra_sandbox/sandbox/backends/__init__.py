@@ -66,3 +66,14 @@ def open_runtimes(settings: HydraSettings) -> dict[str, ContainerRuntime]:
 
         return {f"namespace {settings.kubernetes_namespace}": kubernetes_runtime(settings)}
     raise _unknown(settings.backend)
+
+
+async def missing_rights(settings: HydraSettings) -> list[str]:
+    """What the chosen backend's account needs and is refused (Kubernetes asks its cluster, one review per
+    right of the chart's Role); nothing for Docker, whose socket gives all or nothing."""
+    if settings.backend == "kubernetes":
+        from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_runtime
+        from hydra_sandbox.sandbox.backends.kubernetes.permissions import missing_permissions
+
+        return [str(p) for p in await missing_permissions(kubernetes_runtime(settings))]
+    return []
