@@ -20,9 +20,7 @@ from hydra_sandbox.sandbox.fake import FakeProgram, FakeRuntime
 from hydra_sandbox.sandbox.orchestrator import SandboxOrchestrator
 from hydra_sandbox.sandbox.workspace import prepare_layer
 from hydra_sandbox.settings import HydraSettings, load_settings
-from tests.unit.test_orchestrator import CODEX_RUN, IMAGE, SID, Sink, orchestrator, request, run_dir, wait_for
-
-__all__ = ["run_dir"]  # the fixture, shared
+from tests.unit.test_orchestrator import CODEX_RUN, IMAGE, SID, Sink, orchestrator, request, wait_for
 
 
 @pytest.fixture

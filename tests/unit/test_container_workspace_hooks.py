@@ -26,13 +26,12 @@ from tests.unit.test_orchestrator import (
     Sink,
     left_behind,
     request,
-    run_dir,
     settings,
     wait_for,
     workdir,
 )
 
-__all__ = ["run_dir", "settings", "workdir"]  # fixtures, used by name
+__all__ = ["settings", "workdir"]  # fixtures, used by name
 
 
 class PodLikeTransport:

@@ -4,9 +4,6 @@ container is given, and what stays when the server shuts down mid-run."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +14,6 @@ from hydra_sandbox.sandbox.backends.docker.egress import HostSocketEgress
 from hydra_sandbox.sandbox.egress import GatewaySecrets, plan_egress
 
 MODEL = "http://127.0.0.1:9/v1"
-
-
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hydra-t-"))  # short: Unix socket paths have at most 108 bytes
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_no_network_and_no_delegation_gives_the_agent_nothing(run_dir: Path) -> None:

@@ -8,10 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -27,18 +24,11 @@ from tests.unit.test_model_gateway import Upstream, ask, request
 KEY = "sk-gateway-process-0123456789abcdef"
 
 
-@pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hydra-gp-"))  # short: Unix socket paths have at most 108 bytes
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-async def test_the_gateway_process_serves_the_model_socket_and_reports_usage_without_the_key(socket_dir: Path) -> None:
+async def test_the_gateway_process_serves_the_model_socket_and_reports_usage_without_the_key(run_dir: Path) -> None:
     out = io.StringIO()
     async with Upstream() as model:
         plan = plan_egress(NetworkPolicy(mode="model-only"), model.url, "s-0000000000ab")
-        config = GatewayProcessConfig(plan=plan, model_key=SecretStr(KEY), socket_dir=socket_dir)
+        config = GatewayProcessConfig(plan=plan, model_key=SecretStr(KEY), socket_dir=run_dir)
         stop = asyncio.Event()
         with redirect_stdout(out):
             serving = asyncio.create_task(serve(config, stop))
@@ -47,7 +37,7 @@ async def test_the_gateway_process_serves_the_model_socket_and_reports_usage_wit
             while '"ready"' not in out.getvalue():
                 assert loop.time() < deadline and not serving.done(), "the gateway never said it was ready"
                 await asyncio.sleep(0.01)
-            sock = socket_dir / "egress.sock"
+            sock = run_dir / "egress.sock"
             assert stat.S_IMODE(sock.stat().st_mode) == 0o666
             answer = await ask(sock, request())
             stop.set()

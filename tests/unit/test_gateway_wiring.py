@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +33,6 @@ KEY = "sk-proj-WIRINGwiringWIRING0123456789abcdef"
 RUN = b'{"type": "thread.started", "thread_id": "t"}\n'
 
 SID = "s-000000000001"
-
-
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hydra-t-"))  # short: Unix socket paths have at most 108 bytes
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class Endpoint:

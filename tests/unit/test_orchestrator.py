@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +70,6 @@ class Sink:
 @pytest.fixture
 def settings(tmp_path: Path) -> HydraSettings:
     return load_settings(data_home=tmp_path / "data", agent_image=IMAGE, model_base_url="http://127.0.0.1:9/v1")
-
-
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    """Where the egress sockets go: a short path (a Unix socket path has at most 108 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="hydra-t-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
