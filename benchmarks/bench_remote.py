@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.bench_server import repo
 from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.docker_engines import engine_client
 from hydra_sandbox.gateway_image import build_gateway_image
@@ -77,22 +77,13 @@ async def first_events(settings: HydraSettings, repo: Path, runs: int, runtime: 
     return times
 
 
-def make_repo(root: Path) -> Path:
-    path = root / "repo"
-    path.mkdir()
-    (path / "README.md").write_text("bench\n")
-    subprocess.run(["chown", "-R", "1234:1234", str(path)], check=True)
-    os.chmod(root, 0o755)
-    return path
-
-
 async def main(runs: int) -> None:
     base = load_settings()
     agent_image = build_agent_image(base).tag
     gateway = build_gateway_image(base, force=True)
     tmp = Path(tempfile.mkdtemp(prefix="hydra-bench-remote-"))
     try:
-        repo = make_repo(tmp)
+        work = repo(tmp)
         with second_engine() as engine:
             tls = engine.engine.tls
             assert tls is not None
@@ -111,9 +102,9 @@ async def main(runs: int) -> None:
                     data_home=tmp / "remote", docker_host=engine.engine.url, docker_tls_dir=engine.tls_dir, **common
                 )
                 plain_local = plain_runs(["docker", "run", "--rm", agent_image, "true"], runs)
-                hydra_local = await first_events(local_settings, repo, runs, DockerRuntime())
+                hydra_local = await first_events(local_settings, work, runs, DockerRuntime())
                 plain_remote = plain_runs([*remote_cli, "run", "--rm", agent_image, "true"], runs)
-                hydra_remote = await first_events(remote_settings, repo, runs, engine_runtime(engine.engine))
+                hydra_remote = await first_events(remote_settings, work, runs, engine_runtime(engine.engine))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
