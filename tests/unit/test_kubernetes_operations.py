@@ -23,7 +23,7 @@ from hydra_sandbox.sandbox.backends.kubernetes.manifests import DEFAULT_DENY_POL
 from hydra_sandbox.sandbox.backends.kubernetes.permissions import NEEDED
 from hydra_sandbox.sandbox.spec import LABEL_HOME, home_label
 from hydra_sandbox.sandbox.supervisor import supervise
-from hydra_sandbox.settings import load_settings
+from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.kube_kit import HOME, NS, PODS, Cluster, Kubelet, agent, runtime_for, write_kubeconfig
 
 
@@ -130,6 +130,17 @@ class Authorization:
         return SimpleNamespace(spec=review.spec, status=SimpleNamespace(allowed=allowed))
 
 
+async def doctor_settings(kmock: kmock.KubernetesEmulator, cluster: Cluster, tmp_path: Path) -> HydraSettings:
+    """Settings of the Kubernetes backend on the mock cluster (through a kubeconfig, as an operator has
+    it), whose namespace holds one agent pod."""
+    runtime, _ = cluster
+    await runtime.create(agent())
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url).rstrip("/"))
+    return load_settings(
+        data_home=tmp_path, backend="kubernetes", kubernetes_namespace=NS, kubernetes_kubeconfig=kubeconfig
+    )
+
+
 @pytest.fixture
 def authorization(monkeypatch: pytest.MonkeyPatch) -> type[Authorization]:
     monkeypatch.setattr(Authorization, "asked", [])
@@ -141,12 +152,7 @@ def authorization(monkeypatch: pytest.MonkeyPatch) -> type[Authorization]:
 async def test_doctor_names_each_right_the_cluster_refuses_hydras_account(
     kmock: kmock.KubernetesEmulator, cluster: Cluster, tmp_path: Path, authorization: type[Authorization]
 ) -> None:
-    runtime, _ = cluster
-    await runtime.create(agent())
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url).rstrip("/"))
-    settings = load_settings(
-        data_home=tmp_path, backend="kubernetes", kubernetes_namespace=NS, kubernetes_kubeconfig=kubeconfig
-    )
+    settings = await doctor_settings(kmock, cluster, tmp_path)
     authorization.refused = {("create", "pods/exec"), ("delete", "secrets")}
     [check] = await asyncio.to_thread(_backend_checks, settings)
     assert not check.ok
@@ -157,12 +163,7 @@ async def test_doctor_names_each_right_the_cluster_refuses_hydras_account(
 async def test_doctor_checks_the_kubernetes_backends_cluster_and_namespace(
     kmock: kmock.KubernetesEmulator, cluster: Cluster, tmp_path: Path, authorization: type[Authorization]
 ) -> None:
-    runtime, _ = cluster
-    await runtime.create(agent())
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url).rstrip("/"))
-    settings = load_settings(
-        data_home=tmp_path, backend="kubernetes", kubernetes_namespace=NS, kubernetes_kubeconfig=kubeconfig
-    )
+    settings = await doctor_settings(kmock, cluster, tmp_path)
     [check] = await asyncio.to_thread(_backend_checks, settings)
     assert (check.name, check.ok) == ("kubernetes", True)
     assert check.detail == f"namespace {NS}: reachable, 1 pod(s) of Hydra's, every right of the Role granted"
