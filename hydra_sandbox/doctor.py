@@ -279,12 +279,16 @@ def _kubernetes(settings: HydraSettings) -> tuple[bool, str]:
     every right the backend uses granted there (the cluster is asked; each missing one is named)."""
     from hydra_sandbox.sandbox.backends import missing_rights, open_runtime
 
-    pods = asyncio.run(open_runtime(settings).list_containers({}))
-    missing = asyncio.run(missing_rights(settings))
+    async def ask() -> tuple[int, list[str]]:
+        runtime = open_runtime(settings)
+        pods = await runtime.list_containers({})
+        return len(pods), await missing_rights(settings, runtime)
+
+    pods, missing = asyncio.run(ask())
     where = f"namespace {settings.kubernetes_namespace}"
     if missing:
         return False, f"{where}: reachable, but Hydra's account may not " + ", ".join(missing)
-    return True, f"{where}: reachable, {len(pods)} pod(s) of Hydra's, every right of the Role granted"
+    return True, f"{where}: reachable, {pods} pod(s) of Hydra's, every right of the Role granted"
 
 
 def _backend_checks(settings: HydraSettings) -> list[Check]:

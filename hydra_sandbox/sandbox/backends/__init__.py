@@ -68,12 +68,14 @@ def open_runtimes(settings: HydraSettings) -> dict[str, ContainerRuntime]:
     raise _unknown(settings.backend)
 
 
-async def missing_rights(settings: HydraSettings) -> list[str]:
-    """What the chosen backend's account needs and is refused (Kubernetes asks its cluster, one review per
-    right of the chart's Role); nothing for Docker, whose socket gives all or nothing."""
+async def missing_rights(settings: HydraSettings, runtime: ContainerRuntime) -> list[str]:
+    """What the chosen backend's account needs on ``runtime`` (from :func:`open_runtime`) and is refused:
+    Kubernetes asks its cluster, one review per right of the chart's Role; nothing for Docker, whose
+    socket gives all or nothing."""
     if settings.backend == "kubernetes":
-        from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_runtime
         from hydra_sandbox.sandbox.backends.kubernetes.permissions import missing_permissions
+        from hydra_sandbox.sandbox.backends.kubernetes.runtime import KubernetesRuntime
 
-        return [str(p) for p in await missing_permissions(kubernetes_runtime(settings))]
+        assert isinstance(runtime, KubernetesRuntime), "open_runtime gives the chosen backend's runtime"
+        return [str(p) for p in await missing_permissions(runtime)]
     return []
