@@ -70,6 +70,10 @@ class EgressPlacement(Protocol):
     """Where a backend runs a session's gateways (the model gateway, the one to Hydra's agent MCP
     endpoint). Every backend builds them with :func:`hydra_sandbox.sandbox.gateways.session_gateways`."""
 
+    reaches_hydra: bool
+    """Whether its gateways can reach Hydra's agent MCP endpoint (a socket on Hydra's machine); when not,
+    runs here may not delegate, and the orchestrator records why."""
+
     def serve(
         self,
         plan: EgressPlan,

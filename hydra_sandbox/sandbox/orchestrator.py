@@ -218,7 +218,7 @@ class SandboxOrchestrator:
         run = _Run(request, ws, parser, OutputPipeline(self.masker, parser, sink), container_id)
         plan = plan_egress(request.policy.network, self.settings.model_base_url, request.session_id)
         mcp_target = self._mcp_target(request)
-        if mcp_target is not None and not getattr(self.backend.egress, "reaches_hydra", True):
+        if mcp_target is not None and not self.backend.egress.reaches_hydra:
             mcp_target = None
             if container_id is None:  # said once, when the run starts (a re-attach replays it from the journal)
                 draft = EventDraft(type="status", text=NO_DELEGATION, data={"delegation": "off"}, tags=["delegation"])
@@ -294,6 +294,7 @@ class SandboxOrchestrator:
         finally:
             with contextlib.suppress(RuntimeUnavailableError):
                 await self.runtime.remove(run.container_id)
+                run.container_id = None  # removed: the teardown after the egress need not ask again
 
     def _container_workspace(self) -> ContainerWorkspace | None:
         transport = self.backend.workspace

@@ -28,6 +28,9 @@ SOCKET_DIR_IN_CONTAINER = "/run/hydra"
 class HostSocketEgress:
     """The :class:`~hydra_sandbox.sandbox.egress.EgressPlacement` of the local Docker backend."""
 
+    reaches_hydra = True
+    """Its gateways run in Hydra's own process, beside the agent MCP endpoint's socket."""
+
     def __init__(self, base_dir: Callable[[], Path] = runtime_dir) -> None:
         self._base_dir = base_dir
 
