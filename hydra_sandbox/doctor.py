@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from hydra_sandbox.docker_hosts import EngineConfig, resolve_engines
 from hydra_sandbox.embeddings import MiniLMEmbedding
-from hydra_sandbox.errors import HydraError
+from hydra_sandbox.errors import ConfigError, HydraError
 from hydra_sandbox.model_credentials import describe_model_key
 from hydra_sandbox.private_data import exposed
 from hydra_sandbox.sandbox.codex_version import CodexVersionFinder
@@ -291,11 +291,34 @@ def _kubernetes(settings: HydraSettings) -> tuple[bool, str]:
     return True, f"{where}: reachable, {pods} pod(s) of Hydra's, every right of the Role granted"
 
 
+def _warm_pool(settings: HydraSettings) -> tuple[bool, str]:
+    """With HYDRA_KUBERNETES_WARM_POOL set: whether the cluster serves the agent-sandbox CRDs (API discovery)."""
+    from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_runtime
+    from hydra_sandbox.sandbox.backends.kubernetes.crd_discovery import missing_crd_resources
+
+    missing = asyncio.run(missing_crd_resources(kubernetes_runtime(settings)))
+    pool = f"pool {settings.kubernetes_warm_pool}"
+    if missing:
+        return False, f"{pool}: the cluster does not serve " + ", ".join(missing)
+    raise ConfigError(
+        f"{pool}: the agent-sandbox CRDs are served, but runs cannot claim from a warm pool yet "
+        "(with HYDRA_KUBERNETES_WARM_POOL set, every run is refused)",
+        hint="unset HYDRA_KUBERNETES_WARM_POOL to run each agent in a pod of its own",
+    )
+
+
 def _backend_checks(settings: HydraSettings) -> list[Check]:
     if settings.backend != "kubernetes":
         return []
     fix = "check the kubeconfig (HYDRA_KUBERNETES_KUBECONFIG, KUBECONFIG) and the Role of docs/kubernetes.md"
-    return [_check("kubernetes", lambda: _kubernetes(settings), fix=fix)]
+    checks = [_check("kubernetes", lambda: _kubernetes(settings), fix=fix)]
+    if settings.kubernetes_warm_pool is not None:
+        pool_fix = (
+            "install agent-sandbox v0.5 or later with its extensions (docs/kubernetes.md, 'Warm pools'), then "
+            "`hydra kubernetes warm-pool-manifest | kubectl apply -f -`; or unset HYDRA_KUBERNETES_WARM_POOL"
+        )
+        checks.append(_check("kubernetes warm pool", lambda: _warm_pool(settings), fix=pool_fix))
+    return checks
 
 
 def run_checks(settings: HydraSettings) -> list[Check]:

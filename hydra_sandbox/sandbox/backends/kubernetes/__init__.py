@@ -56,6 +56,13 @@ def kubernetes_sandbox(
     """The sandbox that runs agents as pods: the runtime, the workspace over ``pods/exec``
     (:class:`~.exec_transport.PodExecTransport`) and a gateway pod per session
     (:class:`~.egress.KubernetesEgress`). ``runtime`` and ``open_exec`` replace the cluster's (tests)."""
+    if settings.kubernetes_warm_pool is not None:
+        raise ConfigError(
+            f"HYDRA_KUBERNETES_WARM_POOL={settings.kubernetes_warm_pool}: runs cannot claim pods from a warm pool yet "
+            "(Hydra renders the pool's template and checks the CRDs, but does not claim, re-attach or collect claims)",
+            hint="unset HYDRA_KUBERNETES_WARM_POOL to run each agent in a pod of its own; docs/kubernetes.md, "
+            "'Warm pools', says what is built",
+        )
     runtime = runtime or kubernetes_runtime(settings)
     from hydra_sandbox.sandbox.backends.kubernetes.egress import KubernetesEgress
     from hydra_sandbox.sandbox.backends.kubernetes.exec_transport import PodExecTransport, kubernetes_exec
