@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from hydra_sandbox.docker_hosts import EngineConfig, resolve_engines
 from hydra_sandbox.embeddings import MiniLMEmbedding
-from hydra_sandbox.errors import ConfigError, HydraError
+from hydra_sandbox.errors import HydraError
 from hydra_sandbox.model_credentials import describe_model_key
 from hydra_sandbox.private_data import exposed
 from hydra_sandbox.sandbox.codex_version import CodexVersionFinder
@@ -295,16 +295,13 @@ def _warm_pool(settings: HydraSettings) -> tuple[bool, str]:
     """With HYDRA_KUBERNETES_WARM_POOL set: whether the cluster serves the agent-sandbox CRDs (API discovery)."""
     from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_runtime
     from hydra_sandbox.sandbox.backends.kubernetes.crd_discovery import missing_crd_resources
+    from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import API_GROUP, API_VERSION
 
     missing = asyncio.run(missing_crd_resources(kubernetes_runtime(settings)))
     pool = f"pool {settings.kubernetes_warm_pool}"
     if missing:
         return False, f"{pool}: the cluster does not serve " + ", ".join(missing)
-    raise ConfigError(
-        f"{pool}: the agent-sandbox CRDs are served, but runs cannot claim from a warm pool yet "
-        "(with HYDRA_KUBERNETES_WARM_POOL set, every run is refused)",
-        hint="unset HYDRA_KUBERNETES_WARM_POOL to run each agent in a pod of its own",
-    )
+    return True, f"{pool}: the cluster serves the agent-sandbox CRDs ({API_GROUP}/{API_VERSION})"
 
 
 def _backend_checks(settings: HydraSettings) -> list[Check]:

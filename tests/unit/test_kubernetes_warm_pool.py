@@ -1,7 +1,7 @@
 """Hydra's warm pool on the agent-sandbox CRDs: the SandboxTemplate and SandboxWarmPool it renders (valid
 against the CRDs' schemas, their pod valid against Kubernetes's in strict mode, as hardened as an agent pod
 of its own), the launch script a pooled pod runs, the setting, the CLI, and ``hydra doctor``'s check that
-the cluster serves the CRDs. Runs claiming pooled pods are not built: the setting refuses them."""
+the cluster serves the CRDs. Claiming is tested in test_kubernetes_warm_runtime.py."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from hydra_sandbox.cli import app
 from hydra_sandbox.doctor import _backend_checks
 from hydra_sandbox.errors import ConfigError, UnsafeSpecError
 from hydra_sandbox.policy import ResourceLimits
-from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_sandbox
+from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_runtime
 from hydra_sandbox.sandbox.backends.kubernetes.manifests import (
     AGENT_CONTAINER,
     MIN_KUBERNETES,
@@ -30,6 +30,7 @@ from hydra_sandbox.sandbox.backends.kubernetes.manifests import (
     PodOptions,
     pod_manifest,
 )
+from hydra_sandbox.sandbox.backends.kubernetes.permissions import NEEDED, WARM_POOL_NEEDED, needed
 from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import (
     API_GROUP,
     API_VERSION,
@@ -43,6 +44,7 @@ from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import (
     sandbox_warm_pool,
     warm_pool_manifests,
 )
+from hydra_sandbox.sandbox.backends.kubernetes.warm_runtime import WarmPoolRuntime
 from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, ContainerSpec
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.kube_kit import HOME, NS, write_kubeconfig
@@ -167,11 +169,13 @@ def test_warm_pool_setting_that_cannot_name_a_pool_is_refused(name: str, tmp_pat
         load_settings(data_home=tmp_path, kubernetes_warm_pool=name)
 
 
-def test_runs_are_refused_while_the_warm_pool_setting_is_on(tmp_path: Path) -> None:
+def test_the_warm_pool_setting_gives_the_runtime_that_claims_from_that_pool(tmp_path: Path) -> None:
     settings = load_settings(data_home=tmp_path, backend="kubernetes", kubernetes_warm_pool="hydra-pool")
-    with pytest.raises(ConfigError, match="HYDRA_KUBERNETES_WARM_POOL=hydra-pool") as refused:
-        kubernetes_sandbox(settings, masker=None)  # type: ignore[arg-type]  # refused before it is used
-    assert refused.value.hint is not None and "unset HYDRA_KUBERNETES_WARM_POOL" in refused.value.hint
+    runtime = kubernetes_runtime(settings)
+    assert isinstance(runtime, WarmPoolRuntime) and runtime.pool == "hydra-pool"
+    assert set(needed(runtime)) == set(NEEDED + WARM_POOL_NEEDED)
+    plain = kubernetes_runtime(settings.model_copy(update={"kubernetes_warm_pool": None}))
+    assert not isinstance(plain, WarmPoolRuntime) and needed(plain) == NEEDED
 
 
 def test_cli_prints_the_template_and_pool_for_kubectl_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,15 +230,24 @@ async def test_doctor_says_which_crds_the_cluster_does_not_serve(
     assert check.fix is not None and "warm-pool-manifest" in check.fix and "agent-sandbox" in check.fix
 
 
-async def test_doctor_says_the_crds_are_served_but_runs_are_refused(
-    kmock: kmock.KubernetesEmulator, tmp_path: Path
-) -> None:
+async def test_doctor_says_the_cluster_serves_the_crds(kmock: kmock.KubernetesEmulator, tmp_path: Path) -> None:
     settings = pool_settings(kmock, tmp_path)
     resources = [{"name": r} for r in ("sandboxtemplates", "sandboxwarmpools", "sandboxclaims", "sandboxclaims/status")]
     kmock[f"get {DISCOVERY}"] << {"kind": "APIResourceList", "resources": resources}
     check = await asyncio.to_thread(warm_pool_check, settings)
-    assert not check.ok and "CRDs are served" in check.detail
-    assert check.fix is not None and "unset HYDRA_KUBERNETES_WARM_POOL" in check.fix
+    assert (
+        check.ok
+        and check.detail == f"pool hydra-pool: the cluster serves the agent-sandbox CRDs ({API_GROUP}/{API_VERSION})"
+    )
+
+
+async def test_doctor_says_so_when_the_cluster_serves_no_agent_sandbox_api_at_all(
+    kmock: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
+    settings = pool_settings(kmock, tmp_path)
+    kmock[f"get {DISCOVERY}"] << 404
+    check = await asyncio.to_thread(warm_pool_check, settings)
+    assert not check.ok and check.detail.count(f".{API_GROUP}/{API_VERSION}") == 3
 
 
 async def test_doctor_checks_no_crds_while_the_warm_pool_setting_is_off(

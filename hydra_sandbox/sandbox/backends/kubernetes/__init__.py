@@ -27,7 +27,8 @@ NAME = "kubernetes"
 
 
 def kubernetes_runtime(settings: HydraSettings) -> KubernetesRuntime:
-    """The Kubernetes runtime alone (``hydra gc``, ``hydra doctor``); the client connects on first use."""
+    """The Kubernetes runtime alone (``hydra gc``, ``hydra doctor``); the client connects on first use. With
+    ``HYDRA_KUBERNETES_WARM_POOL``, the runtime that claims agent pods from that pool (:mod:`.warm_runtime`)."""
     try:
         from hydra_sandbox.sandbox.backends.kubernetes.manifests import PodOptions
         from hydra_sandbox.sandbox.backends.kubernetes.runtime import KubernetesRuntime, load_api_client
@@ -42,6 +43,10 @@ def kubernetes_runtime(settings: HydraSettings) -> KubernetesRuntime:
         seccomp_localhost=settings.kubernetes_seccomp_profile,
     )
     kubeconfig, context = settings.kubernetes_kubeconfig, settings.kubernetes_context
+    if settings.kubernetes_warm_pool is not None:
+        from hydra_sandbox.sandbox.backends.kubernetes.warm_runtime import WarmPoolRuntime
+
+        return WarmPoolRuntime(options, settings.kubernetes_warm_pool, lambda: load_api_client(kubeconfig, context))
     return KubernetesRuntime(options, lambda: load_api_client(kubeconfig, context))
 
 
@@ -56,13 +61,6 @@ def kubernetes_sandbox(
     """The sandbox that runs agents as pods: the runtime, the workspace over ``pods/exec``
     (:class:`~.exec_transport.PodExecTransport`) and a gateway pod per session
     (:class:`~.egress.KubernetesEgress`). ``runtime`` and ``open_exec`` replace the cluster's (tests)."""
-    if settings.kubernetes_warm_pool is not None:
-        raise ConfigError(
-            f"HYDRA_KUBERNETES_WARM_POOL={settings.kubernetes_warm_pool}: runs cannot claim pods from a warm pool yet "
-            "(Hydra renders the pool's template and checks the CRDs, but does not claim, re-attach or collect claims)",
-            hint="unset HYDRA_KUBERNETES_WARM_POOL to run each agent in a pod of its own; docs/kubernetes.md, "
-            "'Warm pools', says what is built",
-        )
     runtime = runtime or kubernetes_runtime(settings)
     from hydra_sandbox.sandbox.backends.kubernetes.egress import KubernetesEgress
     from hydra_sandbox.sandbox.backends.kubernetes.exec_transport import PodExecTransport, kubernetes_exec
@@ -70,7 +68,12 @@ def kubernetes_sandbox(
     from hydra_sandbox.sandbox.spec import home_label
 
     kube = runtime
-    transport = PodExecTransport(open_exec or kubernetes_exec(lambda: kube.api_client, kube.ns))
+    opener = open_exec or kubernetes_exec(lambda: kube.api_client, kube.ns)
+    transport = PodExecTransport(opener)
+    from hydra_sandbox.sandbox.backends.kubernetes.warm_runtime import WarmPoolRuntime
+
+    if isinstance(runtime, WarmPoolRuntime):
+        runtime.use_exec(opener)  # the launch script goes in the way the workspace does
     egress = KubernetesEgress(runtime, settings.gateway_image, home=home_label(settings.data_home))
     host = f"kubernetes:{runtime.ns}"
     return SandboxOrchestrator(settings, masker, Backend(NAME, runtime, transport, egress, host), agent_endpoint)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +42,7 @@ from hydra_sandbox.sandbox.backends.kubernetes.manifests import (
     TRANSFER_MOUNT,
     WORKSPACE_IN_CONTAINER_NAME,
     PodOptions,
+    dns_name,
     pod_manifest,
 )
 from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_ROLE, ContainerSpec, Mount
@@ -51,6 +53,14 @@ API_VERSION = "v1beta1"
 """The storage version of the agent-sandbox extension CRDs (v1alpha1 is served but deprecated)."""
 CRD_RESOURCES = ("sandboxtemplates", "sandboxwarmpools", "sandboxclaims")
 """What the warm pool needs the cluster to serve in :data:`API_GROUP`/:data:`API_VERSION`."""
+
+LABEL_CLAIM = "hydra.claim"
+"""Label Hydra puts on a claimed pod: the name of its SandboxClaim (deleting the claim frees the pod)."""
+CLAIM_UID_LABEL = "agents.x-k8s.io/claim-uid"
+"""Label the agent-sandbox controllers put on the pod of a claim: the claim's uid."""
+SHUTDOWN_MARGIN_S = 120
+"""Seconds past the run's timeout at which the claim expires and the controller deletes its pod: the
+backstop of a Hydra that went away (a pooled pod has no ``activeDeadlineSeconds``)."""
 
 LAUNCH_SUBPATH = "launch"
 """The directory of the workspace volume that holds the session's launch script (beside ``ws``)."""
@@ -174,3 +184,29 @@ def launch_script(spec: ContainerSpec) -> str:
     assignments = [shlex.quote(f"{key}={value}") for key, value in spec.env.items()]
     command = " ".join(["exec", "env", *assignments, *map(shlex.quote, spec.argv)])
     return f"cd {shlex.quote(spec.workdir)}\n{command}\n"
+
+
+def sandbox_claim(spec: ContainerSpec, pool: str, options: PodOptions, now: datetime) -> dict[str, Any]:
+    """The SandboxClaim of ``spec``'s run on a pod of ``pool``: named and labelled like the pod Hydra would
+    have made (re-attach and ``hydra gc`` find it by its labels), expiring ``SHUTDOWN_MARGIN_S`` after the
+    run's timeout (the controller then deletes the claim and its pod), no environment (it would force a
+    cold start; the launch script brings it)."""
+    expires = now + timedelta(seconds=spec.limits.timeout_s + SHUTDOWN_MARGIN_S)
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "SandboxClaim",
+        "metadata": {"name": dns_name(spec.name, "sandbox claim"), "namespace": options.namespace,
+                     "labels": dict(spec.labels)},
+        "spec": {
+            "warmPoolRef": {"name": pool},
+            "lifecycle": {"shutdownTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ"), "shutdownPolicy": "Delete"},
+        },
+    }  # fmt: skip
+
+
+def write_launch_command() -> list[str]:
+    """What writes the launch script (its stdin) into the pooled pod's workspace volume, in the waiting
+    init container (the agent container sees it read-only at :data:`LAUNCH_DIR`)."""
+    where = f"{TRANSFER_MOUNT}/{LAUNCH_SUBPATH}"
+    partial, script = f"{where}/{LAUNCH_SCRIPT}.tmp", f"{where}/{LAUNCH_SCRIPT}"
+    return ["sh", "-c", f"mkdir -p {where} && cat > {partial} && mv {partial} {script}"]
