@@ -21,6 +21,8 @@ def warm_pool_manifest(
     cpus: float = typer.Option(1.0, help="CPU cores of every pooled agent pod."),
     memory_mb: int = typer.Option(2048, help="Memory (MiB) of every pooled agent pod."),
     disk_mb: int | None = typer.Option(None, help="Size limit (MiB) of the workspace volume; default: none."),
+    uid: int | None = typer.Option(None, help="The agent's uid; default: HYDRA_AGENT_UID, else 1000."),
+    gid: int | None = typer.Option(None, help="The agent's gid; default: the uid."),
 ) -> None:
     """Print the SandboxTemplate (Hydra's hardened agent pod, waiting for a session) and the SandboxWarmPool,
     in HYDRA_KUBERNETES_NAMESPACE, with the agent image and the RuntimeClass and seccomp settings."""
@@ -34,14 +36,15 @@ def warm_pool_manifest(
         raise ConfigError(
             "warm-pool-manifest: no pool name", hint="pass --name or set HYDRA_KUBERNETES_WARM_POOL to the pool's name"
         )
+    agent_uid = uid if uid is not None else settings.agent_uid or 1000
     try:
         limits = ResourceLimits(cpus=cpus, memory_mb=memory_mb, disk_mb=disk_mb)
         pool = WarmPoolOptions(
             name=pool_name,
             image=settings.agent_image,
             replicas=replicas,
-            uid=settings.agent_uid or 1000,
-            gid=settings.agent_uid or 1000,
+            uid=agent_uid,
+            gid=gid if gid is not None else agent_uid,
             limits=limits,
             home=home_label(settings.data_home),
         )
@@ -50,7 +53,7 @@ def warm_pool_manifest(
         raise ConfigError(
             f"warm-pool-manifest: {problems}",
             hint="--name: a DNS label of at most 50 characters; --cpus: 0 to 64; --memory-mb: 64 to 262144; "
-            "--disk-mb: at least 16",
+            "--disk-mb: at least 16; --uid, --gid: not 0",
         ) from None
     options = PodOptions(
         namespace=settings.kubernetes_namespace,

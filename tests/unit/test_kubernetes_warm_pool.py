@@ -187,6 +187,7 @@ def test_cli_prints_the_template_and_pool_for_kubectl_apply(tmp_path: Path, monk
     template, pool = yaml.safe_load_all(result.output)
     assert (template["kind"], pool["kind"], pool["spec"]["replicas"]) == ("SandboxTemplate", "SandboxWarmPool", 3)
     assert template["metadata"]["name"] == pool["metadata"]["name"] == "hydra-pool"
+    assert template["spec"]["podTemplate"]["spec"]["securityContext"]["runAsUser"] == 1000
     jsonschema.validate(template, crd_schema("sandboxtemplates"))
 
 
@@ -198,6 +199,10 @@ def test_cli_without_a_pool_name_or_with_bad_limits_names_what_to_fix(
     with pytest.raises(ConfigError, match="no pool name") as unnamed:
         CliRunner().invoke(app, ["kubernetes", "warm-pool-manifest"], catch_exceptions=False)
     assert unnamed.value.hint is not None and "--name" in unnamed.value.hint
+    with pytest.raises(ConfigError, match="uid"):
+        CliRunner().invoke(
+            app, ["kubernetes", "warm-pool-manifest", "--name", "p", "--uid", "0"], catch_exceptions=False
+        )
     with pytest.raises(ConfigError, match="memory_mb"):
         CliRunner().invoke(
             app, ["kubernetes", "warm-pool-manifest", "--name", "p", "--memory-mb", "1"], catch_exceptions=False
