@@ -47,27 +47,12 @@ from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import (
 from hydra_sandbox.sandbox.backends.kubernetes.warm_runtime import WarmPoolRuntime
 from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, ContainerSpec
 from hydra_sandbox.settings import HydraSettings, load_settings
+from tests.agent_sandbox_kit import crd_schema
 from tests.kube_kit import HOME, NS, write_kubeconfig
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "agent_sandbox"
 OPTIONS = PodOptions(namespace=NS, runtime_class="gvisor")
 POOL = WarmPoolOptions(name="hydra-pool", image="hydra-agent:codex-0.169.0", home=HOME)
 DISCOVERY = f"/apis/{API_GROUP}/{API_VERSION}"
-
-
-def closed(schema: Any) -> Any:
-    """The CRD schema with every object closed to fields it does not name: the API server would prune an
-    unknown field silently, so for Hydra a misspelt field is an error."""
-    if isinstance(schema, dict):
-        schema = {k: closed(v) for k, v in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema:
-            schema["additionalProperties"] = False
-        return schema
-    return [closed(v) for v in schema] if isinstance(schema, list) else schema
-
-
-def crd_schema(resource: str) -> dict[str, Any]:
-    return closed(yaml.safe_load((FIXTURES / f"{resource}.v1beta1.schema.yaml").read_text()))
 
 
 def pod_of(template: dict[str, Any]) -> dict[str, Any]:

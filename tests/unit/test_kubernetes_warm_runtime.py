@@ -14,12 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import jsonschema
 import kmock
 import kubernetes_validate
 import pytest
-import yaml
 from kubernetes import client as k8s
 
 from hydra_sandbox.errors import RuntimeUnavailableError, UnsafeSpecError
@@ -29,31 +27,24 @@ from hydra_sandbox.sandbox.backends.kubernetes.manifests import (
     MIN_KUBERNETES,
     TRANSFER_MOUNT,
     WORKSPACE_IN_CONTAINER_NAME,
-    PodOptions,
 )
 from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import (
     API_GROUP,
     API_VERSION,
-    CLAIM_UID_LABEL,
     LABEL_CLAIM,
     LAUNCH_SCRIPT,
     LAUNCH_SUBPATH,
     SHUTDOWN_MARGIN_S,
-    WarmPoolOptions,
     launch_script,
     sandbox_template,
 )
 from hydra_sandbox.sandbox.backends.kubernetes.warm_runtime import CLAIM_ID_PREFIX, WarmPoolRuntime
 from hydra_sandbox.sandbox.spec import LABEL_SESSION, ContainerSpec, Mount
 from hydra_sandbox.sandbox.workspace import WORKSPACE_IN_CONTAINER
-from tests.kube_kit import HOME, NS, PODS, UidEmulator, labels, paths, until
+from tests.agent_sandbox_kit import CLAIMS, IMAGE, OPTIONS, POOL, Controller, client_of, crd_schema
+from tests.kube_kit import HOME, UidEmulator, labels, paths, until
 from tests.pod_exec_kit import LocalPod
 
-CLAIMS = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{NS}/sandboxclaims"
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "agent_sandbox"
-IMAGE = "hydra-agent:codex-0.169.0"
-POOL = WarmPoolOptions(name="hydra-pool", image=IMAGE, home=HOME)
-OPTIONS = PodOptions(namespace=NS)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 pytestmark = pytest.mark.kmock(cls=UidEmulator)
@@ -75,55 +66,12 @@ def agent(session: str = "s-0a1b2c3d4e5f", **changes: Any) -> ContainerSpec:
     return spec.model_copy(update=changes)
 
 
-class Controller:
-    """The test's agent-sandbox controller and kubelet: binds a claim to a pod of the pool's template
-    (named like its Sandbox, marked with the claim's uid, its init container running)."""
-
-    def __init__(self, server: kmock.KubernetesEmulator) -> None:
-        self.server = server
-        self.url = str(server.url).rstrip("/")
-
-    def claim(self, name: str) -> dict[str, Any] | None:
-        for key in list(self.server.objects):
-            if key[0].plural == "sandboxclaims" and key[2] == name and not self.server.objects[key].deleted:
-                return json.loads(json.dumps(self.server.objects[key].history[-1], default=dict))
-        return None
-
-    async def call(self, method: str, path: str, body: dict[str, Any]) -> None:
-        async with aiohttp.ClientSession() as http:
-            response = await http.request(method, f"{self.url}{path}", json=body)
-            assert response.status in {200, 201}, await response.text()
-
-    async def bind(
-        self, claim: str, pod: str, *, template: dict[str, Any] | None = None, uid: str | None = None
-    ) -> None:
-        await until(lambda: self.claim(claim) is not None)
-        found = self.claim(claim)
-        assert found is not None
-        pod_template = (template or sandbox_template(POOL, OPTIONS))["spec"]["podTemplate"]
-        pod_labels = {**pod_template["metadata"]["labels"], CLAIM_UID_LABEL: uid or found["metadata"]["uid"]}
-        manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NS, "labels": pod_labels},
-                    "spec": pod_template["spec"]}  # fmt: skip
-        await self.call("POST", PODS, manifest)
-        waiting = [{"name": WORKSPACE_IN_CONTAINER_NAME, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]
-        await self.call("PATCH", f"{PODS}/{pod}", {"status": {"phase": "Pending", "initContainerStatuses": waiting}})
-        ready = {"type": "Ready", "status": "True", "reason": "DependenciesReady"}
-        await self.call("PATCH", f"{CLAIMS}/{claim}", {"status": {"sandbox": {"name": pod}, "conditions": [ready]}})
-
-    async def refuse(self, claim: str) -> None:
-        await until(lambda: self.claim(claim) is not None)
-        stuck = {"type": "Ready", "status": "False", "reason": "WarmPoolEmpty", "message": "no sandbox to adopt"}
-        await self.call("PATCH", f"{CLAIMS}/{claim}", {"status": {"conditions": [stuck]}})
-
-
 @pytest.fixture
 async def cluster(
     kmock: kmock.KubernetesEmulator, tmp_path: Path
 ) -> AsyncIterator[tuple[WarmPoolRuntime, Controller, LocalPod]]:
     def connect() -> k8s.ApiClient:
-        configuration = k8s.Configuration()
-        configuration.host = str(kmock.url).rstrip("/")
-        return k8s.ApiClient(configuration)
+        return client_of(kmock)
 
     pod = LocalPod(tmp_path / "volume")
     runtime = WarmPoolRuntime(
@@ -141,12 +89,6 @@ def live(server: kmock.KubernetesEmulator, plural: str) -> set[str]:
     return {k[2] for k in list(server.objects) if k[0].plural == plural and not server.objects[k].deleted}
 
 
-def claim_schema() -> dict[str, Any]:
-    from tests.unit.test_kubernetes_warm_pool import closed
-
-    return closed(yaml.safe_load((FIXTURES / "sandboxclaims.v1beta1.schema.yaml").read_text()))
-
-
 async def test_create_claims_a_pooled_pod_labels_it_and_writes_the_launch_script(
     kmock: kmock.KubernetesEmulator, cluster: tuple[WarmPoolRuntime, Controller, LocalPod]
 ) -> None:
@@ -157,7 +99,7 @@ async def test_create_claims_a_pooled_pod_labels_it_and_writes_the_launch_script
     assert await creating == "hydra-pool-x7k2p"
 
     [claim] = created(kmock, "sandboxclaims")
-    jsonschema.validate(claim, claim_schema())
+    jsonschema.validate(claim, crd_schema("sandboxclaims"))
     assert claim["metadata"]["name"] == spec.name and claim["metadata"]["labels"] == spec.labels
     assert claim["spec"]["warmPoolRef"] == {"name": POOL.name}
     assert claim["spec"]["lifecycle"] == {"shutdownTime": "2026-01-01T00:32:00Z", "shutdownPolicy": "Delete"}
@@ -317,7 +259,7 @@ async def test_a_whole_run_on_a_claimed_pod_puts_the_workspace_follows_the_log_a
     (workdir / "app.py").write_text("x = 1\n")
     local = LocalPod(tmp_path / "pod-volume")
     chosen = settings(tmp_path).model_copy(update={"kubernetes_warm_pool": POOL.name})
-    runtime = WarmPoolRuntime(OPTIONS, POOL.name, lambda: _client(kmock), watch_window_s=2)
+    runtime = WarmPoolRuntime(OPTIONS, POOL.name, lambda: client_of(kmock), watch_window_s=2)
     sandbox = kubernetes_sandbox(chosen, SecretMasker(), runtime=runtime, open_exec=local.open_exec)
     sink = Sink()
     running = asyncio.create_task(sandbox.run(request(workdir), sink, asyncio.Event()))
@@ -337,12 +279,6 @@ async def test_a_whole_run_on_a_claimed_pod_puts_the_workspace_follows_the_log_a
     script = (local.volume / LAUNCH_SUBPATH / LAUNCH_SCRIPT).read_text()
     assert "hydra-agent-entry" in script and KEY not in script
     [claim] = created(kmock, "sandboxclaims")
-    jsonschema.validate(claim, claim_schema())
+    jsonschema.validate(claim, crd_schema("sandboxclaims"))
     assert KEY not in json.dumps(claim)
     assert live_objects(kmock) == {("networkpolicies", "hydra-default-deny")}, "the session left objects behind"
-
-
-def _client(server: kmock.KubernetesEmulator) -> k8s.ApiClient:
-    configuration = k8s.Configuration()
-    configuration.host = str(server.url).rstrip("/")
-    return k8s.ApiClient(configuration)

@@ -30,6 +30,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from websocket import WebSocketException
 
 from hydra_sandbox.errors import RuntimeUnavailableError, UnsafeSpecError
 from hydra_sandbox.sandbox.backends.kubernetes.exec_transport import ExecOpener, kubernetes_exec
@@ -200,14 +201,21 @@ class WarmPoolRuntime(KubernetesRuntime):
     def _write_launch(self, pod: str, script: str) -> None:
         channels = self.open_exec(pod, WORKSPACE_IN_CONTAINER_NAME, write_launch_command())
         try:
-            channels.write_stdin(script.encode())
-            channels.close_stdin()
-            code = channels.finish()
+            with contextlib.suppress(OSError, WebSocketException):  # the command ended early: its status says why
+                channels.write_stdin(script.encode())
+                channels.close_stdin()
+            code: int | None = None
+            with contextlib.suppress(Exception):
+                code = channels.finish()
         finally:
             with contextlib.suppress(Exception):
                 channels.sock.close()
         if code != 0:
-            raise RuntimeUnavailableError(f"{channels.what}: writing the session's launch script failed (exit {code})")
+            said = channels.stderr.decode("utf-8", "replace").strip()[-500:] or "(nothing on stderr)"
+            raise RuntimeUnavailableError(
+                f"{channels.what}: writing the session's launch script failed (exit {code}): {said}",
+                hint="is the pod's workspace volume full, or the pod failing?",
+            )
 
     async def _wait_bound(self, name: str, spec: ContainerSpec) -> str:
         loop = asyncio.get_running_loop()
