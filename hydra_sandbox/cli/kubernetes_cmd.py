@@ -26,9 +26,7 @@ def warm_pool_manifest(
 ) -> None:
     """Print the SandboxTemplate (Hydra's hardened agent pod, waiting for a session) and the SandboxWarmPool,
     in HYDRA_KUBERNETES_NAMESPACE, with the agent image and the RuntimeClass and seccomp settings."""
-    from hydra_sandbox.sandbox.backends.kubernetes.manifests import PodOptions
-    from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import WarmPoolOptions, warm_pool_manifests
-    from hydra_sandbox.sandbox.spec import home_label
+    from hydra_sandbox.sandbox.backends import warm_pool_manifests
 
     settings = load_settings()
     pool_name = name or settings.kubernetes_warm_pool
@@ -39,14 +37,13 @@ def warm_pool_manifest(
     agent_uid = uid if uid is not None else settings.agent_uid or 1000
     try:
         limits = ResourceLimits(cpus=cpus, memory_mb=memory_mb, disk_mb=disk_mb)
-        pool = WarmPoolOptions(
-            name=pool_name,
-            image=settings.agent_image,
+        manifests = warm_pool_manifests(
+            settings,
+            pool_name,
             replicas=replicas,
+            limits=limits,
             uid=agent_uid,
             gid=gid if gid is not None else agent_uid,
-            limits=limits,
-            home=home_label(settings.data_home),
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -55,9 +52,4 @@ def warm_pool_manifest(
             hint="--name: a DNS label of at most 50 characters; --cpus: 0 to 64; --memory-mb: 64 to 262144; "
             "--disk-mb: at least 16; --uid, --gid: not 0",
         ) from None
-    options = PodOptions(
-        namespace=settings.kubernetes_namespace,
-        runtime_class=settings.kubernetes_runtime_class,
-        seccomp_localhost=settings.kubernetes_seccomp_profile,
-    )
-    typer.echo(yaml.safe_dump_all(warm_pool_manifests(pool, options), sort_keys=False), nl=False)
+    typer.echo(yaml.safe_dump_all(manifests, sort_keys=False), nl=False)

@@ -6,6 +6,7 @@ the cluster serves the CRDs. Claiming is tested in test_kubernetes_warm_runtime.
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,9 @@ def test_cli_without_a_pool_name_or_with_bad_limits_names_what_to_fix(
 
 
 def pool_settings(kmock: kmock.KubernetesEmulator, tmp_path: Path) -> HydraSettings:
+    """Settings of a warm pool on the mock cluster, which knows pods and claims (the cluster check lists them)."""
+    kmock.resources["v1/pods"] = {}
+    kmock.resources[f"{API_GROUP}/{API_VERSION}/sandboxclaims"] = {}
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url).rstrip("/"))
     return load_settings(
         data_home=tmp_path, backend="kubernetes", kubernetes_namespace=NS, kubernetes_kubeconfig=kubeconfig,
@@ -225,10 +229,7 @@ async def test_doctor_says_the_cluster_serves_the_crds(kmock: kmock.KubernetesEm
     resources = [{"name": r} for r in ("sandboxtemplates", "sandboxwarmpools", "sandboxclaims", "sandboxclaims/status")]
     kmock[f"get {DISCOVERY}"] << {"kind": "APIResourceList", "resources": resources}
     check = await asyncio.to_thread(warm_pool_check, settings)
-    assert (
-        check.ok
-        and check.detail == f"pool hydra-pool: the cluster serves the agent-sandbox CRDs ({API_GROUP}/{API_VERSION})"
-    )
+    assert check.ok and check.detail.startswith("pool hydra-pool: the cluster serves the agent-sandbox CRDs")
 
 
 async def test_doctor_says_so_when_the_cluster_serves_no_agent_sandbox_api_at_all(
@@ -246,3 +247,15 @@ async def test_doctor_checks_no_crds_while_the_warm_pool_setting_is_off(
     settings = pool_settings(kmock, tmp_path).model_copy(update={"kubernetes_warm_pool": None})
     names = [c.name for c in await asyncio.to_thread(_backend_checks, settings)]
     assert names == ["kubernetes"]
+
+
+async def test_doctor_does_not_guess_about_the_crds_when_the_cluster_does_not_answer(tmp_path: Path) -> None:
+    with socket.socket() as bound:  # nothing listens there
+        bound.bind(("127.0.0.1", 0))
+        unreachable = write_kubeconfig(tmp_path / "gone", f"http://127.0.0.1:{bound.getsockname()[1]}")
+        settings = load_settings(
+            data_home=tmp_path, backend="kubernetes", kubernetes_kubeconfig=unreachable, kubernetes_warm_pool="p"
+        )
+        cluster, pool = await asyncio.to_thread(_backend_checks, settings)
+    assert not cluster.ok and not pool.ok
+    assert pool.detail == "pool p: not checked, the cluster did not answer (see the kubernetes check)"
