@@ -38,7 +38,7 @@ from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import (
     launch_script,
     sandbox_template,
 )
-from hydra_sandbox.sandbox.backends.kubernetes.warm_runtime import CLAIM_ID_PREFIX, WarmPoolRuntime
+from hydra_sandbox.sandbox.backends.kubernetes.warm_runtime import WarmPoolRuntime
 from hydra_sandbox.sandbox.spec import LABEL_SESSION, ContainerSpec, Mount
 from hydra_sandbox.sandbox.workspace import WORKSPACE_IN_CONTAINER
 from tests.agent_sandbox_kit import CLAIMS, IMAGE, OPTIONS, POOL, Controller, client_of, crd_schema
@@ -231,7 +231,6 @@ async def test_gc_deletes_claimed_pods_and_claims_left_mid_claim_of_this_hydra_o
     report = await collect_garbage(runtime, {"s-bbbbbbbbbbbb"}, home=HOME)
     assert sorted(report.containers) == ["claim/hydra-s-cccccccccccc-0", "hydra-pool-aaaaa"]
     assert live(kmock, "sandboxclaims") == {"hydra-s-bbbbbbbbbbbb-0", "theirs"}
-    assert CLAIM_ID_PREFIX == "claim/"
 
 
 async def test_a_failed_launch_script_write_deletes_the_claim(
@@ -282,3 +281,16 @@ async def test_a_whole_run_on_a_claimed_pod_puts_the_workspace_follows_the_log_a
     jsonschema.validate(claim, crd_schema("sandboxclaims"))
     assert KEY not in json.dumps(claim)
     assert live_objects(kmock) == {("networkpolicies", "hydra-default-deny")}, "the session left objects behind"
+
+
+async def test_a_claim_cancelled_while_waiting_for_its_pod_is_deleted(
+    kmock: kmock.KubernetesEmulator, cluster: tuple[WarmPoolRuntime, Controller, LocalPod]
+) -> None:
+    runtime, controller, _local = cluster
+    spec = agent()
+    creating = asyncio.create_task(runtime.create(spec))
+    await until(lambda: controller.claim(spec.name or "") is not None)
+    creating.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await creating
+    await until(lambda: live(kmock, "sandboxclaims") == set())

@@ -1,10 +1,12 @@
 """Hydra's warm pool on the kubernetes-sigs agent-sandbox CRDs: the SandboxTemplate whose pods are
-Hydra's hardened agent pod waiting for a session, and the SandboxWarmPool that keeps some of them running.
-Pure functions returning plain dicts (the JSON the API server takes), like :mod:`.manifests`.
+Hydra's hardened agent pod waiting for a session, the SandboxWarmPool that keeps some of them running, the
+SandboxClaim a run makes (:mod:`.warm_runtime` makes it), and the launch script that gives a claimed pod
+its session. Pure functions returning plain dicts (the JSON the API server takes), like :mod:`.manifests`.
 
 The CRDs (API group :data:`API_GROUP`, version :data:`API_VERSION`, the storage version of agent-sandbox
-v0.5.6; ``extensions/api/v1beta1/sandbox{template,warmpool}_types.go`` upstream) put a whole PodSpec in a
-template (``spec.podTemplate.spec``); the pool's controller creates a Sandbox, and so a pod, per replica.
+v0.5.6; ``extensions/api/v1beta1/sandbox{template,warmpool,claim}_types.go`` upstream) put a whole PodSpec
+in a template (``spec.podTemplate.spec``); the pool's controller creates a Sandbox, and so a pod, per
+replica, and hands one to each claim of the pool.
 
 A warm pod cannot carry a session's command, environment or labels: it was started before the session
 existed. So the template's pod is the pod :func:`~.manifests.pod_manifest` makes of a neutral agent spec,

@@ -6,7 +6,8 @@ on the claimed pod.
 (named and labelled like the pod would be), and waits, bounded, until the controller bound it: the claim
 names its Sandbox, whose pod has the same name, carries the claim's uid as ``agents.x-k8s.io/claim-uid``
 and waits in its init container. The pod must be Hydra's waiting agent pod (the role label that puts it
-under the default-deny policy, the launcher as its command, no token), or it is refused. Hydra then labels
+under the default-deny policy, the launcher as its command, no token) with the isolation, image and limits
+the run's own pod would have (:func:`check_pooled_pod`), or it is refused. Hydra then labels
 the pod with the session's labels (the gateway policy selects it from then on; the claim cannot carry them,
 the controller only passes labels of an allow-listed domain) and its claim's name, and writes the session's
 launch script into it over ``pods/exec``. The workspace transport then puts the workspace and releases the
