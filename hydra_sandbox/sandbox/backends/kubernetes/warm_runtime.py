@@ -4,8 +4,8 @@ on the claimed pod.
 
 ``create`` makes sure the namespace's policies exist (as for a pod of its own), creates the SandboxClaim
 (named and labelled like the pod would be), and waits, bounded, until the controller bound it: the claim
-names its Sandbox, whose pod has the same name, carries the claim's uid as ``agents.x-k8s.io/claim-uid``
-and waits in its init container. The pod must be Hydra's waiting agent pod (the role label that puts it
+names its Sandbox, and one pod, carrying the claim's uid as ``agents.x-k8s.io/claim-uid``, waits in its
+init container. The pod must be Hydra's waiting agent pod (the role label that puts it
 under the default-deny policy, the launcher as its command, no token) with the isolation, image and limits
 the run's own pod would have (:func:`check_pooled_pod`), or it is refused. Hydra then labels
 the pod with the session's labels (the gateway policy selects it from then on; the claim cannot carry them,
@@ -168,7 +168,6 @@ class WarmPoolRuntime(KubernetesRuntime):
         except ApiException as exc:
             if exc.status != 404:
                 raise
-        self._last_seen.pop(CLAIM_ID_PREFIX + name, None)
 
     def _list_claims(self, selector: str) -> list[dict[str, Any]]:
         listed = raw_call(
@@ -182,18 +181,34 @@ class WarmPoolRuntime(KubernetesRuntime):
         create = self.custom.create_namespaced_custom_object
         raw_call(create, API_GROUP, API_VERSION, self.ns, CLAIMS, claim).release_conn()
 
+    def _claimed_pod(self, uid: str) -> dict[str, Any] | None:
+        """The one live pod the controller marked as the claim's (``agents.x-k8s.io/claim-uid``), else None."""
+        listed = raw_call(self.core.list_namespaced_pod, self.ns, label_selector=f"{CLAIM_UID_LABEL}={uid}")
+        pods = [
+            p
+            for p in self._json(listed).get("items", [])
+            if (p["metadata"].get("labels") or {}).get(CLAIM_UID_LABEL) == uid  # the selector again, on our side
+            and not p["metadata"].get("deletionTimestamp")
+        ]
+        if len(pods) != 1:
+            return None  # not marked yet (or, for a moment, an old pod beside its replacement)
+        pod: dict[str, Any] = pods[0]
+        self._last_seen[pod["metadata"]["name"]] = pod
+        return pod
+
     def _bound_pod(self, name: str, spec: ContainerSpec) -> tuple[str | None, dict[str, Any] | None]:
-        """(the claimed pod once it waits for its session, else None; the claim as last read)."""
+        """(the claimed pod's name once it waits for its session, else None; the claim as last read)."""
         claim = self._read_claim(name)
         if claim is None:
             raise RuntimeUnavailableError(f"sandbox claim {name} in namespace {self.ns} was deleted while Hydra waited")
-        sandbox = claim.get("status", {}).get("sandbox", {}).get("name")
         uid = claim.get("metadata", {}).get("uid")
-        pod = self._read_pod(sandbox) if sandbox else None
-        if pod is None or not uid or (pod["metadata"].get("labels") or {}).get(CLAIM_UID_LABEL) != uid:
-            return None, claim  # not bound yet, or the controller has not marked the pod as the claim's
+        if not uid or not claim.get("status", {}).get("sandbox", {}).get("name"):
+            return None, claim  # not bound to a Sandbox yet
+        pod = self._claimed_pod(str(uid))
+        if pod is None:
+            return None, claim
         check_pooled_pod(pod, self.pool, pod_manifest(spec, self.options))
-        return (str(sandbox) if _waiting(pod) else None), claim
+        return (str(pod["metadata"]["name"]) if _waiting(pod) else None), claim
 
     def _label(self, pod: str, labels: dict[str, str]) -> None:
         body = {"metadata": {"labels": labels}}
