@@ -16,7 +16,8 @@ from hydra_sandbox.sandbox.backends.kubernetes.manifests import WORKSPACE_IN_CON
 from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import (
     API_GROUP,
     API_VERSION,
-    CLAIM_UID_LABEL,
+    POD_NAME_ANNOTATION,
+    SANDBOX_GROUP,
     WarmPoolOptions,
     sandbox_template,
 )
@@ -24,6 +25,7 @@ from tests.kube_kit import HOME, NS, PODS, until
 
 FIXTURES = Path(__file__).parent / "fixtures" / "agent_sandbox"
 CLAIMS = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{NS}/sandboxclaims"
+SANDBOXES = f"/apis/{SANDBOX_GROUP}/{API_VERSION}/namespaces/{NS}/sandboxes"
 IMAGE = "hydra-agent:codex-0.169.0"
 POOL = WarmPoolOptions(name="hydra-pool", image=IMAGE, home=HOME)
 OPTIONS = PodOptions(namespace=NS)
@@ -53,8 +55,8 @@ def client_of(server: kmock.KubernetesEmulator) -> k8s.ApiClient:
 
 
 class Controller:
-    """The test's agent-sandbox controller and kubelet: binds a claim to a pod of the pool's template
-    (named like its Sandbox, marked with the claim's uid, its init container running)."""
+    """The test's agent-sandbox controller and kubelet: binds a claim to a Sandbox it controls, whose pod
+    (of the pool's template, controlled by the Sandbox) waits in its init container."""
 
     def __init__(self, server: kmock.KubernetesEmulator) -> None:
         self.server = server
@@ -66,26 +68,52 @@ class Controller:
                 return json.loads(json.dumps(self.server.objects[key].history[-1], default=dict))
         return None
 
-    async def call(self, method: str, path: str, body: dict[str, Any]) -> None:
+    async def call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http:
             response = await http.request(method, f"{self.url}{path}", json=body)
             assert response.status in {200, 201}, await response.text()
+            answer: dict[str, Any] = await response.json()
+            return answer
 
     async def bind(
-        self, claim: str, pod: str, *, template: dict[str, Any] | None = None, uid: str | None = None
+        self,
+        claim: str,
+        sandbox: str,
+        *,
+        pod: str | None = None,
+        template: dict[str, Any] | None = None,
+        claim_uid: str | None = None,
+        sandbox_uid: str | None = None,
     ) -> None:
+        """Bind ``claim`` to Sandbox ``sandbox`` and its pod (``pod``: a name of its own, recorded in the
+        Sandbox's pod-name annotation); ``claim_uid`` / ``sandbox_uid`` make the owner references name another."""
         await until(lambda: self.claim(claim) is not None)
         found = self.claim(claim)
         assert found is not None
+        pod_name = pod or sandbox
         pod_template = (template or sandbox_template(POOL, OPTIONS))["spec"]["podTemplate"]
-        pod_labels = {**pod_template["metadata"]["labels"], CLAIM_UID_LABEL: uid or found["metadata"]["uid"]}
-        manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NS, "labels": pod_labels},
-                    "spec": pod_template["spec"]}  # fmt: skip
-        await self.call("POST", PODS, manifest)
+        claim_ref = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "SandboxClaim", "name": claim,
+                     "uid": claim_uid or found["metadata"]["uid"], "controller": True}  # fmt: skip
+        annotations = {POD_NAME_ANNOTATION: pod_name} if pod else {}
+        made = await self.call(
+            "POST",
+            SANDBOXES,
+            {"apiVersion": f"{SANDBOX_GROUP}/{API_VERSION}", "kind": "Sandbox",
+             "metadata": {"name": sandbox, "ownerReferences": [claim_ref], "annotations": annotations},
+             "spec": {"podTemplate": pod_template}},
+        )  # fmt: skip
+        sandbox_ref = {"apiVersion": f"{SANDBOX_GROUP}/{API_VERSION}", "kind": "Sandbox", "name": sandbox,
+                       "uid": sandbox_uid or made["metadata"]["uid"], "controller": True}  # fmt: skip
+        metadata = {"name": pod_name, "namespace": NS, "labels": pod_template["metadata"]["labels"],
+                    "ownerReferences": [sandbox_ref]}  # fmt: skip
+        await self.call("POST", PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+                                       "spec": pod_template["spec"]})  # fmt: skip
         waiting = [{"name": WORKSPACE_IN_CONTAINER_NAME, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]
-        await self.call("PATCH", f"{PODS}/{pod}", {"status": {"phase": "Pending", "initContainerStatuses": waiting}})
+        await self.call(
+            "PATCH", f"{PODS}/{pod_name}", {"status": {"phase": "Pending", "initContainerStatuses": waiting}}
+        )
         ready = {"type": "Ready", "status": "True", "reason": "DependenciesReady"}
-        await self.call("PATCH", f"{CLAIMS}/{claim}", {"status": {"sandbox": {"name": pod}, "conditions": [ready]}})
+        await self.call("PATCH", f"{CLAIMS}/{claim}", {"status": {"sandbox": {"name": sandbox}, "conditions": [ready]}})
 
     async def refuse(self, claim: str) -> None:
         await until(lambda: self.claim(claim) is not None)

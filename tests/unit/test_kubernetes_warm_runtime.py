@@ -104,7 +104,8 @@ async def test_create_claims_a_pooled_pod_labels_it_and_writes_the_launch_script
     assert claim["spec"]["warmPoolRef"] == {"name": POOL.name}
     assert claim["spec"]["lifecycle"] == {"shutdownTime": "2026-01-01T00:32:00Z", "shutdownPolicy": "Delete"}
     assert spec.limits.timeout_s + SHUTDOWN_MARGIN_S == 32 * 60
-    pod = controller.server.objects[next(k for k in kmock.objects if k[2] == "hydra-pool-x7k2p")].history[-1]
+    key = next(k for k in kmock.objects if (k[0].plural, k[2]) == ("pods", "hydra-pool-x7k2p"))
+    pod = kmock.objects[key].history[-1]
     assert {**spec.labels, LABEL_CLAIM: spec.name}.items() <= dict(pod["metadata"]["labels"]).items()
     [(pod_name, container, argv)] = local.execs
     assert (pod_name, container) == ("hydra-pool-x7k2p", WORKSPACE_IN_CONTAINER_NAME) and TRANSFER_MOUNT in argv[-1]
@@ -134,17 +135,32 @@ async def test_a_claim_not_bound_in_time_is_deleted_and_the_error_names_it_and_i
     assert live(kmock, "sandboxclaims") == set() and local.execs == []
 
 
-async def test_a_pod_not_marked_with_the_claims_uid_is_never_taken(
-    kmock: kmock.KubernetesEmulator, cluster: tuple[WarmPoolRuntime, Controller, LocalPod]
+@pytest.mark.parametrize(
+    "foreign",
+    [{"claim_uid": "another-claims-uid"}, {"sandbox_uid": "another-sandboxes-uid"}],
+    ids=["sandbox-of-another-claim", "pod-of-another-sandbox"],
+)
+async def test_a_pod_not_controlled_by_the_claims_sandbox_is_never_taken(
+    kmock: kmock.KubernetesEmulator, cluster: tuple[WarmPoolRuntime, Controller, LocalPod], foreign: dict[str, str]
 ) -> None:
     runtime, controller, local = cluster
     runtime.bind_timeout_s = 0.5
     spec = agent()
     creating = asyncio.create_task(runtime.create(spec))
-    await controller.bind(spec.name or "", "someone-elses", uid="another-claims-uid")
+    await controller.bind(spec.name or "", "someone-elses", **foreign)
     with pytest.raises(RuntimeUnavailableError, match="got no pod waiting for its session"):
         await creating
     assert local.execs == [] and live(kmock, "sandboxclaims") == set()
+
+
+async def test_the_pod_named_by_the_sandboxs_pod_name_annotation_is_the_claimed_one(
+    kmock: kmock.KubernetesEmulator, cluster: tuple[WarmPoolRuntime, Controller, LocalPod]
+) -> None:
+    runtime, controller, _local = cluster
+    spec = agent()
+    creating = asyncio.create_task(runtime.create(spec))
+    await controller.bind(spec.name or "", "hydra-pool-x7k2p", pod="hydra-pool-x7k2p-pod")
+    assert await creating == "hydra-pool-x7k2p-pod"
 
 
 @pytest.mark.parametrize(
@@ -280,7 +296,9 @@ async def test_a_whole_run_on_a_claimed_pod_puts_the_workspace_follows_the_log_a
     [claim] = created(kmock, "sandboxclaims")
     jsonschema.validate(claim, crd_schema("sandboxclaims"))
     assert KEY not in json.dumps(claim)
-    assert live_objects(kmock) == {("networkpolicies", "hydra-default-deny")}, "the session left objects behind"
+    # the Sandbox goes with its claim by the cluster's garbage collector (its owner reference), not by Hydra
+    left = {(plural, name) for plural, name in live_objects(kmock) if plural != "sandboxes"}
+    assert left == {("networkpolicies", "hydra-default-deny")}, "the session left objects behind"
 
 
 async def test_a_claim_cancelled_while_waiting_for_its_pod_is_deleted(

@@ -44,6 +44,7 @@ NEEDED: tuple[Permission, ...] = (
 WARM_POOL_NEEDED: tuple[Permission, ...] = (
     *_rights("pods", "patch"),
     *_rights("sandboxclaims", "create get list delete", group="extensions.agents.x-k8s.io"),
+    *_rights("sandboxes", "get", group="agents.x-k8s.io"),
 )
 """What claiming from a warm pool adds (the chart's Role with ``kubernetes.warmPool`` set)."""
 

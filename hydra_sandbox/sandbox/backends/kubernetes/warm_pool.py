@@ -58,8 +58,10 @@ CRD_RESOURCES = ("sandboxtemplates", "sandboxwarmpools", "sandboxclaims")
 
 LABEL_CLAIM = "hydra.claim"
 """Label Hydra puts on a claimed pod: the name of its SandboxClaim (deleting the claim frees the pod)."""
-CLAIM_UID_LABEL = "agents.x-k8s.io/claim-uid"
-"""Label the agent-sandbox controllers put on the pod of a claim: the claim's uid."""
+SANDBOX_GROUP = "agents.x-k8s.io"
+"""The API group of the Sandbox (version :data:`API_VERSION` too) a claim is bound to."""
+POD_NAME_ANNOTATION = "agents.x-k8s.io/pod-name"
+"""The Sandbox's annotation naming its pod when it differs from the Sandbox's name (``resolvePodName``)."""
 SHUTDOWN_MARGIN_S = 120
 """Seconds past the run's timeout at which the claim expires and the controller deletes its pod: the
 backstop of a Hydra that went away (a pooled pod has no ``activeDeadlineSeconds``)."""

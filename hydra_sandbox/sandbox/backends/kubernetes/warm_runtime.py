@@ -4,8 +4,9 @@ on the claimed pod.
 
 ``create`` makes sure the namespace's policies exist (as for a pod of its own), creates the SandboxClaim
 (named and labelled like the pod would be), and waits, bounded, until the controller bound it: the claim
-names its Sandbox, and one pod, carrying the claim's uid as ``agents.x-k8s.io/claim-uid``, waits in its
-init container. The pod must be Hydra's waiting agent pod (the role label that puts it
+names its Sandbox, the Sandbox is controlled by the claim (owner reference, by uid), its pod (named by the
+Sandbox's ``agents.x-k8s.io/pod-name`` annotation, else like the Sandbox) is controlled by the Sandbox, and
+the pod waits in its init container. The pod must be Hydra's waiting agent pod (the role label that puts it
 under the default-deny policy, the launcher as its command, no token) with the isolation, image and limits
 the run's own pod would have (:func:`check_pooled_pod`), or it is refused. Hydra then labels
 the pod with the session's labels (the gateway policy selects it from then on; the claim cannot carry them,
@@ -49,9 +50,10 @@ from hydra_sandbox.sandbox.backends.kubernetes.runtime import (
 from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import (
     API_GROUP,
     API_VERSION,
-    CLAIM_UID_LABEL,
     LABEL_CLAIM,
     LAUNCHER,
+    POD_NAME_ANNOTATION,
+    SANDBOX_GROUP,
     launch_script,
     sandbox_claim,
     write_launch_command,
@@ -60,6 +62,7 @@ from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, ContainerInfo,
 from hydra_sandbox.sandbox.workspace import WORKSPACE_IN_CONTAINER
 
 CLAIMS = "sandboxclaims"
+SANDBOXES = "sandboxes"
 CLAIM_ID_PREFIX = "claim/"
 """Prefix of a container id that is a claim without a labelled pod (never a pod name: no '/' in those)."""
 BIND_TIMEOUT_S = 120.0
@@ -76,6 +79,18 @@ def _condition(claim: dict[str, Any] | None) -> str:
         return "no condition yet (is the agent-sandbox controller running?)"
     last = conditions[-1]
     return f"{last.get('type')}={last.get('status')} {last.get('reason', '')}: {last.get('message', '')}".rstrip(": ")
+
+
+def _controlled_by(obj: dict[str, Any], kind: str, owner: dict[str, Any]) -> bool:
+    """Whether ``owner`` (of ``kind``, in the agent-sandbox groups) is ``obj``'s controller, by uid."""
+    uid = owner.get("metadata", {}).get("uid")
+    return bool(uid) and any(
+        ref.get("controller") is True
+        and ref.get("kind") == kind
+        and ref.get("uid") == uid
+        and str(ref.get("apiVersion", "")).startswith((f"{SANDBOX_GROUP}/", f"{API_GROUP}/"))
+        for ref in obj.get("metadata", {}).get("ownerReferences") or []
+    )
 
 
 def _waiting(pod: dict[str, Any]) -> bool:
@@ -181,19 +196,29 @@ class WarmPoolRuntime(KubernetesRuntime):
         create = self.custom.create_namespaced_custom_object
         raw_call(create, API_GROUP, API_VERSION, self.ns, CLAIMS, claim).release_conn()
 
-    def _claimed_pod(self, uid: str) -> dict[str, Any] | None:
-        """The one live pod the controller marked as the claim's (``agents.x-k8s.io/claim-uid``), else None."""
-        listed = raw_call(self.core.list_namespaced_pod, self.ns, label_selector=f"{CLAIM_UID_LABEL}={uid}")
-        pods = [
-            p
-            for p in self._json(listed).get("items", [])
-            if (p["metadata"].get("labels") or {}).get(CLAIM_UID_LABEL) == uid  # the selector again, on our side
-            and not p["metadata"].get("deletionTimestamp")
-        ]
-        if len(pods) != 1:
-            return None  # not marked yet (or, for a moment, an old pod beside its replacement)
-        pod: dict[str, Any] = pods[0]
-        self._last_seen[pod["metadata"]["name"]] = pod
+    def _read_sandbox(self, name: str) -> dict[str, Any] | None:
+        try:
+            found = raw_call(
+                self.custom.get_namespaced_custom_object, SANDBOX_GROUP, API_VERSION, self.ns, SANDBOXES, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        sandbox: dict[str, Any] = self._json(found)
+        return sandbox
+
+    def _claimed_pod(self, claim: dict[str, Any]) -> dict[str, Any] | None:
+        """The pod of the Sandbox the claim is bound to, once the chain of controllers holds: the Sandbox is
+        controlled by this claim (its uid) and the pod by this Sandbox; else None (not bound yet)."""
+        sandbox_name = claim.get("status", {}).get("sandbox", {}).get("name")
+        sandbox = self._read_sandbox(str(sandbox_name)) if sandbox_name else None
+        if sandbox is None or not _controlled_by(sandbox, "SandboxClaim", claim):
+            return None
+        meta = sandbox.get("metadata", {})
+        pod = self._read_pod(str((meta.get("annotations") or {}).get(POD_NAME_ANNOTATION) or meta.get("name")))
+        if pod is None or not _controlled_by(pod, "Sandbox", sandbox):
+            return None
         return pod
 
     def _bound_pod(self, name: str, spec: ContainerSpec) -> tuple[str | None, dict[str, Any] | None]:
@@ -201,10 +226,7 @@ class WarmPoolRuntime(KubernetesRuntime):
         claim = self._read_claim(name)
         if claim is None:
             raise RuntimeUnavailableError(f"sandbox claim {name} in namespace {self.ns} was deleted while Hydra waited")
-        uid = claim.get("metadata", {}).get("uid")
-        if not uid or not claim.get("status", {}).get("sandbox", {}).get("name"):
-            return None, claim  # not bound to a Sandbox yet
-        pod = self._claimed_pod(str(uid))
+        pod = self._claimed_pod(claim)
         if pod is None:
             return None, claim
         check_pooled_pod(pod, self.pool, pod_manifest(spec, self.options))
