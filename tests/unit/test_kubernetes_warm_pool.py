@@ -46,7 +46,7 @@ from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import (
     warm_pool_manifests,
 )
 from hydra_sandbox.sandbox.backends.kubernetes.warm_runtime import WarmPoolRuntime
-from hydra_sandbox.sandbox.spec import LABEL_ROLE, LABEL_SESSION, ContainerSpec
+from hydra_sandbox.sandbox.spec import LABEL_ROLE, ContainerSpec
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.agent_sandbox_kit import crd_schema
 from tests.kube_kit import HOME, NS, write_kubeconfig
@@ -100,7 +100,8 @@ def test_pooled_pod_is_as_hardened_as_an_agent_pod_of_its_own() -> None:
 def test_pooled_pods_are_under_hydras_default_deny_and_the_controller_makes_no_policy_of_its_own() -> None:
     template = sandbox_template(POOL, OPTIONS)
     assert template["spec"]["podTemplate"]["metadata"]["labels"][LABEL_ROLE] == "agent"
-    assert LABEL_SESSION not in template["spec"]["podTemplate"]["metadata"]["labels"]
+    assert template["spec"]["podTemplate"]["metadata"]["labels"] == {LABEL_ROLE: "agent"}  # no session, no home:
+    # the Sandbox controller resets a running pod's template labels, so none is one a run patches on
     assert template["spec"]["networkPolicyManagement"] == "Unmanaged"  # "Managed" would allow the internet
     assert template["spec"]["envVarsInjectionPolicy"] == "Disallowed"
     assert template["spec"]["volumeClaimTemplatesPolicy"] == "Disallowed"

@@ -102,7 +102,7 @@ def _waiting_agent(pool: WarmPoolOptions) -> ContainerSpec:
         env={},
         workdir=WORKSPACE_IN_CONTAINER,
         user=f"{pool.uid}:{pool.gid}",
-        labels={LABEL_HOME: pool.home, LABEL_ROLE: "agent"},
+        labels={LABEL_ROLE: "agent"},  # the controller keeps a pod's template labels: nothing a run patches
         mounts=[
             Mount(type="volume", source="workspace", target=WORKSPACE_IN_CONTAINER),
             Mount(type="volume", source="codex-home", target=CODEX_HOME),
