@@ -153,6 +153,24 @@ async def test_a_pod_not_controlled_by_the_claims_sandbox_is_never_taken(
     assert local.execs == [] and live(kmock, "sandboxclaims") == set()
 
 
+async def test_a_pooled_pod_as_the_api_server_writes_it_back_is_hydras(
+    kmock: kmock.KubernetesEmulator, cluster: tuple[WarmPoolRuntime, Controller, LocalPod]
+) -> None:
+    runtime, controller, _local = cluster
+    template = sandbox_template(POOL, OPTIONS)
+    pod_spec = template["spec"]["podTemplate"]["spec"]
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        del pod_spec[flag]  # false: left out
+    pod_spec["containers"][0]["resources"] = {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"cpu": "1", "memory": "2Gi"},
+    }
+    spec = agent()
+    creating = asyncio.create_task(runtime.create(spec))
+    await controller.bind(spec.name or "", "hydra-pool-x7k2p", template=template)
+    assert await creating == "hydra-pool-x7k2p"
+
+
 async def test_the_pod_named_by_the_sandboxs_pod_name_annotation_is_the_claimed_one(
     kmock: kmock.KubernetesEmulator, cluster: tuple[WarmPoolRuntime, Controller, LocalPod]
 ) -> None:
@@ -171,6 +189,10 @@ async def test_the_pod_named_by_the_sandboxs_pod_name_annotation_is_the_claimed_
         (lambda t: t["spec"]["podTemplate"]["spec"]["containers"][0].update(command=["sh"]), "launcher"),
         (lambda t: t["spec"]["podTemplate"]["spec"]["containers"][0].update(image="other:1"), "agent image .other:1."),
         (lambda t: t["spec"]["podTemplate"]["spec"].update(hostNetwork=True), "hostNetwork True"),
+        (
+            lambda t: t["spec"]["podTemplate"]["spec"]["containers"][0]["resources"]["limits"].update(memory="3Gi"),
+            "agent resources",
+        ),
         (
             lambda t: t["spec"]["podTemplate"]["spec"]["containers"][0]["securityContext"].update(privileged=True),
             "agent securityContext",

@@ -28,10 +28,12 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils.quantity import parse_quantity
 from websocket import WebSocketException
 
 from hydra_sandbox.errors import RuntimeUnavailableError, UnsafeSpecError
@@ -103,8 +105,23 @@ def _agent(pod_spec: dict[str, Any]) -> dict[str, Any]:
     return next((c for c in pod_spec.get("containers") or [] if c.get("name") == AGENT_CONTAINER), {})
 
 
-_POD_FIELDS = ("securityContext", "hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace", "runtimeClassName")
-_AGENT_FIELDS = ("image", "securityContext", "resources")
+_POD_FIELDS = ("securityContext", "runtimeClassName")
+_HOST_FLAGS = ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace")
+"""Booleans the API server leaves out when false: compared as booleans."""
+_AGENT_FIELDS = ("image", "securityContext")
+
+
+def _quantities(resources: Any) -> dict[str, dict[str, Decimal]]:
+    """Requests and limits as numbers: the API server writes ``1000m`` back as ``1`` and ``2048Mi`` as ``2Gi``."""
+    if not isinstance(resources, dict):
+        return {}
+    try:
+        return {
+            kind: {name: parse_quantity(value) for name, value in (resources.get(kind) or {}).items()}
+            for kind in ("requests", "limits")
+        }
+    except ValueError:
+        return {"unreadable": {}}
 
 
 def check_pooled_pod(pod: dict[str, Any], pool: str, expected: dict[str, Any]) -> None:
@@ -122,9 +139,13 @@ def check_pooled_pod(pod: dict[str, Any], pool: str, expected: dict[str, Any]) -
     }
     for field in _POD_FIELDS:
         checks[f"{field} {pod_spec.get(field)!r}, not {wanted.get(field)!r}"] = pod_spec.get(field) != wanted.get(field)
+    for field in _HOST_FLAGS:
+        checks[f"{field} {pod_spec.get(field)!r}"] = bool(pod_spec.get(field)) != bool(wanted.get(field))
     for field in _AGENT_FIELDS:
         have, want = agent.get(field), wanted_agent.get(field)
         checks[f"agent {field} {have!r}, not the run's {want!r}"] = have != want
+    have, want = agent.get("resources"), wanted_agent.get("resources")
+    checks[f"agent resources {have!r}, not the run's {want!r}"] = _quantities(have) != _quantities(want)
     problems = [what for what, bad in checks.items() if bad]
     if problems:
         raise UnsafeSpecError(
