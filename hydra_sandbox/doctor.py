@@ -315,7 +315,7 @@ def _backend_checks(settings: HydraSettings) -> list[Check]:
     checks = [_check("kubernetes", lambda: _kubernetes(settings, apis), fix=fix)]
     if settings.kubernetes_warm_pool is not None:
         pool_fix = (
-            "install agent-sandbox v0.5 or later with its extensions (docs/kubernetes.md, 'Warm pools'), then "
+            "install agent-sandbox (v0.5.6 or later) with its extensions (docs/kubernetes.md, 'Warm pools'), then "
             "`hydra kubernetes warm-pool-manifest | kubectl apply -f -`; or unset HYDRA_KUBERNETES_WARM_POOL"
         )
         checks.append(_check("kubernetes warm pool", lambda: _warm_pool(settings, apis), fix=pool_fix))
