@@ -274,14 +274,16 @@ def _private_data(settings: HydraSettings) -> Check:
     )
 
 
-def _kubernetes(settings: HydraSettings) -> tuple[bool, str]:
+def _kubernetes(settings: HydraSettings, apis: list[list[str]]) -> tuple[bool, str]:
     """The Kubernetes backend's cluster: reachable, the namespace's pods listable by Hydra's account, and
-    every right the backend uses granted there (the cluster is asked; each missing one is named)."""
-    from hydra_sandbox.sandbox.backends import missing_rights, open_runtime
+    every right the backend uses granted there (the cluster is asked; each missing one is named). In the
+    same event loop, the APIs its settings rely on that the cluster does not serve go into ``apis``."""
+    from hydra_sandbox.sandbox.backends import missing_apis, missing_rights, open_runtime
 
     async def ask() -> tuple[int, list[str]]:
         runtime = open_runtime(settings)
         pods = await runtime.list_containers({})
+        apis.append(await missing_apis(settings, runtime))
         return len(pods), await missing_rights(settings, runtime)
 
     pods, missing = asyncio.run(ask())
@@ -291,11 +293,33 @@ def _kubernetes(settings: HydraSettings) -> tuple[bool, str]:
     return True, f"{where}: reachable, {pods} pod(s) of Hydra's, every right of the Role granted"
 
 
+def _warm_pool(settings: HydraSettings, apis: list[list[str]]) -> tuple[bool, str]:
+    """With HYDRA_KUBERNETES_WARM_POOL set: whether the cluster serves the agent-sandbox CRDs, as the
+    cluster check found them (API discovery)."""
+    pool = f"pool {settings.kubernetes_warm_pool}"
+    if not apis:
+        return False, f"{pool}: not checked, the cluster did not answer (see the kubernetes check)"
+    if apis[0]:
+        return False, f"{pool}: the cluster does not serve " + ", ".join(apis[0])
+    return (
+        True,
+        f"{pool}: the cluster serves the agent-sandbox CRDs (sandboxtemplates, sandboxwarmpools, sandboxclaims)",
+    )
+
+
 def _backend_checks(settings: HydraSettings) -> list[Check]:
     if settings.backend != "kubernetes":
         return []
     fix = "check the kubeconfig (HYDRA_KUBERNETES_KUBECONFIG, KUBECONFIG) and the Role of docs/kubernetes.md"
-    return [_check("kubernetes", lambda: _kubernetes(settings), fix=fix)]
+    apis: list[list[str]] = []
+    checks = [_check("kubernetes", lambda: _kubernetes(settings, apis), fix=fix)]
+    if settings.kubernetes_warm_pool is not None:
+        pool_fix = (
+            "install agent-sandbox (v0.5.6 or later) with its extensions (docs/kubernetes.md, 'Warm pools'), then "
+            "`hydra kubernetes warm-pool-manifest | kubectl apply -f -`; or unset HYDRA_KUBERNETES_WARM_POOL"
+        )
+        checks.append(_check("kubernetes warm pool", lambda: _warm_pool(settings, apis), fix=pool_fix))
+    return checks
 
 
 def run_checks(settings: HydraSettings) -> list[Check]:

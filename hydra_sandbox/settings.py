@@ -170,6 +170,13 @@ class HydraSettings(BaseSettings):
     kubernetes_context: str | None = Field(
         default=None, description="Kubeconfig context of the Kubernetes backend; unset: the file's current one."
     )
+    kubernetes_warm_pool: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=50,
+        description="Name of Hydra's agent-sandbox SandboxWarmPool (and SandboxTemplate) in the namespace, from "
+        "`hydra kubernetes warm-pool-manifest`; unset: a pod of its own per agent. docs/kubernetes.md, 'Warm pools'.",
+    )
     docker_host: str | None = Field(
         default=None,
         description="Docker engine(s) for agents, comma-separated: unix:///path, tcp://HOST:PORT (mutual TLS), "

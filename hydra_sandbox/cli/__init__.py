@@ -12,6 +12,7 @@ from hydra_sandbox.cli import (
     demo_cmd,
     embeddings_cmd,
     images_cmd,
+    kubernetes_cmd,
     masking_cmd,
     ops_cmd,
     policies_cmd,
@@ -36,6 +37,7 @@ app.add_typer(images_cmd.app, name="images")
 app.add_typer(embeddings_cmd.app, name="embeddings")
 app.add_typer(sessions_cmd.app, name="sessions")
 app.add_typer(masking_cmd.app, name="masking")
+app.add_typer(kubernetes_cmd.app, name="kubernetes")
 app.command("serve")(serve_cmd.serve)
 app.command("doctor")(ops_cmd.doctor)
 app.command("search")(ops_cmd.search)

@@ -387,6 +387,23 @@ def test_hydra_doctor_asks_the_cluster_for_exactly_the_rights_the_chart_grants()
     assert granted == {(p.group, p.resource, p.subresource, p.verb) for p in NEEDED}
 
 
+def test_a_warm_pool_adds_exactly_the_rights_claiming_needs_and_its_setting() -> None:
+    from hydra_sandbox.sandbox.backends.kubernetes.permissions import NEEDED, WARM_POOL_NEEDED
+
+    values = {**KUBERNETES, "kubernetes": {**KUBERNETES["kubernetes"], "warmPool": "hydra-pool"}}
+    made = objects(values)
+    granted = {
+        (group, *resource.partition("/")[::2], verb)
+        for rule in made["Role", "hydra-agents"]["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted == {(p.group, p.resource, p.subresource, p.verb) for p in NEEDED + WARM_POOL_NEEDED}
+    env = env_of(made["Deployment", "hydra"]["spec"]["template"]["spec"]["containers"][0])
+    assert env["HYDRA_KUBERNETES_WARM_POOL"]["value"] == "hydra-pool"
+
+
 def test_kubernetes_backend_gets_a_role_in_the_agent_namespace_and_nothing_cluster_wide() -> None:
     made = objects(KUBERNETES)
     assert not [kind for kind, _ in made if kind.startswith("Cluster")]

@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING
 from hydra_sandbox.errors import ConfigError
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from hydra_sandbox.agent_endpoint import AgentEndpoint
     from hydra_sandbox.masking import SecretMasker
+    from hydra_sandbox.policy import ResourceLimits
     from hydra_sandbox.sandbox.protocol import Sandbox
     from hydra_sandbox.sandbox.runtime import ContainerRuntime
     from hydra_sandbox.settings import HydraSettings
@@ -79,3 +82,37 @@ async def missing_rights(settings: HydraSettings, runtime: ContainerRuntime) -> 
         assert isinstance(runtime, KubernetesRuntime), "open_runtime gives the chosen backend's runtime"
         return [str(p) for p in await missing_permissions(runtime)]
     return []
+
+
+async def missing_apis(settings: HydraSettings, runtime: ContainerRuntime) -> list[str]:
+    """The APIs the chosen backend's settings rely on and its cluster does not serve: with
+    ``HYDRA_KUBERNETES_WARM_POOL``, the agent-sandbox CRDs (API discovery); nothing otherwise."""
+    if settings.backend == "kubernetes" and settings.kubernetes_warm_pool is not None:
+        from hydra_sandbox.sandbox.backends.kubernetes.crd_discovery import missing_crd_resources
+        from hydra_sandbox.sandbox.backends.kubernetes.runtime import KubernetesRuntime
+
+        assert isinstance(runtime, KubernetesRuntime), "open_runtime gives the chosen backend's runtime"
+        return await missing_crd_resources(runtime)
+    return []
+
+
+def warm_pool_manifests(
+    settings: HydraSettings, name: str, *, replicas: int, limits: ResourceLimits, uid: int, gid: int
+) -> list[dict[str, Any]]:
+    """The agent-sandbox SandboxTemplate and SandboxWarmPool of a Kubernetes warm pool named ``name`` in
+    ``HYDRA_KUBERNETES_NAMESPACE``, with the agent image, RuntimeClass and seccomp profile of ``settings``."""
+    from hydra_sandbox.sandbox.backends.kubernetes.manifests import PodOptions
+    from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import WarmPoolOptions
+    from hydra_sandbox.sandbox.backends.kubernetes.warm_pool import warm_pool_manifests as manifests
+    from hydra_sandbox.sandbox.spec import home_label
+
+    pool = WarmPoolOptions(
+        name=name, image=settings.agent_image, replicas=replicas, uid=uid, gid=gid, limits=limits,
+        home=home_label(settings.data_home),
+    )  # fmt: skip
+    options = PodOptions(
+        namespace=settings.kubernetes_namespace,
+        runtime_class=settings.kubernetes_runtime_class,
+        seccomp_localhost=settings.kubernetes_seccomp_profile,
+    )
+    return manifests(pool, options)

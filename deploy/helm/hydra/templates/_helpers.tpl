@@ -165,6 +165,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - name: HYDRA_KUBERNETES_SECCOMP_PROFILE
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.kubernetes.warmPool }}
+- name: HYDRA_KUBERNETES_WARM_POOL
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 - name: HYDRA_MAX_CONCURRENT_AGENTS
   value: {{ .Values.config.maxConcurrentAgents | quote }}

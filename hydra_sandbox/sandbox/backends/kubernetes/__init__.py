@@ -27,7 +27,8 @@ NAME = "kubernetes"
 
 
 def kubernetes_runtime(settings: HydraSettings) -> KubernetesRuntime:
-    """The Kubernetes runtime alone (``hydra gc``, ``hydra doctor``); the client connects on first use."""
+    """The Kubernetes runtime alone (``hydra gc``, ``hydra doctor``); the client connects on first use. With
+    ``HYDRA_KUBERNETES_WARM_POOL``, the runtime that claims agent pods from that pool (:mod:`.warm_runtime`)."""
     try:
         from hydra_sandbox.sandbox.backends.kubernetes.manifests import PodOptions
         from hydra_sandbox.sandbox.backends.kubernetes.runtime import KubernetesRuntime, load_api_client
@@ -42,6 +43,10 @@ def kubernetes_runtime(settings: HydraSettings) -> KubernetesRuntime:
         seccomp_localhost=settings.kubernetes_seccomp_profile,
     )
     kubeconfig, context = settings.kubernetes_kubeconfig, settings.kubernetes_context
+    if settings.kubernetes_warm_pool is not None:
+        from hydra_sandbox.sandbox.backends.kubernetes.warm_runtime import WarmPoolRuntime
+
+        return WarmPoolRuntime(options, settings.kubernetes_warm_pool, lambda: load_api_client(kubeconfig, context))
     return KubernetesRuntime(options, lambda: load_api_client(kubeconfig, context))
 
 
@@ -63,7 +68,12 @@ def kubernetes_sandbox(
     from hydra_sandbox.sandbox.spec import home_label
 
     kube = runtime
-    transport = PodExecTransport(open_exec or kubernetes_exec(lambda: kube.api_client, kube.ns))
+    opener = open_exec or kubernetes_exec(lambda: kube.api_client, kube.ns)
+    transport = PodExecTransport(opener)
+    from hydra_sandbox.sandbox.backends.kubernetes.warm_runtime import WarmPoolRuntime
+
+    if isinstance(runtime, WarmPoolRuntime):
+        runtime.use_exec(opener)  # the launch script goes in the way the workspace does
     egress = KubernetesEgress(runtime, settings.gateway_image, home=home_label(settings.data_home))
     host = f"kubernetes:{runtime.ns}"
     return SandboxOrchestrator(settings, masker, Backend(NAME, runtime, transport, egress, host), agent_endpoint)

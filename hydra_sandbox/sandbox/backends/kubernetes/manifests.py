@@ -233,7 +233,8 @@ def _security_context(spec: ContainerSpec, options: PodOptions) -> dict[str, Any
     }
 
 
-def _resources(spec: ContainerSpec) -> dict[str, Any]:
+def pod_resources(spec: ContainerSpec) -> dict[str, Any]:
+    """The agent container's requests and limits: the policy's CPU and memory."""
     quantities = {"cpu": f"{int(spec.limits.cpus * 1000)}m", "memory": f"{spec.limits.memory_mb}Mi"}
     return {"requests": dict(quantities), "limits": dict(quantities)}
 
@@ -247,7 +248,7 @@ def _container(spec: ContainerSpec, options: PodOptions, volume_mounts: list[dic
         "env": [{"name": k, "value": v} for k, v in spec.env.items()],
         "workingDir": spec.workdir,
         "securityContext": _security_context(spec, options),
-        "resources": _resources(spec),
+        "resources": pod_resources(spec),
         "volumeMounts": volume_mounts,
         "stdin": False,
         "tty": False,

@@ -41,8 +41,23 @@ NEEDED: tuple[Permission, ...] = (
 )
 
 
+WARM_POOL_NEEDED: tuple[Permission, ...] = (
+    *_rights("pods", "patch"),
+    *_rights("sandboxclaims", "create get list delete", group="extensions.agents.x-k8s.io"),
+    *_rights("sandboxes", "get", group="agents.x-k8s.io"),
+)
+"""What claiming from a warm pool adds (the chart's Role with ``kubernetes.warmPool`` set)."""
+
+
+def needed(runtime: KubernetesRuntime) -> tuple[Permission, ...]:
+    """The rights ``runtime`` uses: :data:`NEEDED`, and :data:`WARM_POOL_NEEDED` when it claims from a pool."""
+    from hydra_sandbox.sandbox.backends.kubernetes.warm_runtime import WarmPoolRuntime
+
+    return NEEDED + WARM_POOL_NEEDED if isinstance(runtime, WarmPoolRuntime) else NEEDED
+
+
 async def missing_permissions(runtime: KubernetesRuntime) -> list[Permission]:
-    """The rights of :data:`NEEDED` the cluster says this account does not have in ``runtime``'s
+    """The rights of :func:`needed` the cluster says this account does not have in ``runtime``'s
     namespace (asked all at once)."""
     api = k8s.AuthorizationV1Api(runtime.api_client)
 
@@ -58,5 +73,6 @@ async def missing_permissions(runtime: KubernetesRuntime) -> list[Permission]:
         answer = await runtime.call(f"ask whether it may {permission}", api.create_self_subject_access_review, review)
         return bool(answer.status is not None and answer.status.allowed)
 
-    answers = await asyncio.gather(*(allowed(p) for p in NEEDED))
-    return [p for p, ok in zip(NEEDED, answers, strict=True) if not ok]
+    wanted = needed(runtime)
+    answers = await asyncio.gather(*(allowed(p) for p in wanted))
+    return [p for p, ok in zip(wanted, answers, strict=True) if not ok]
