@@ -66,8 +66,7 @@ def serve(conn: Connection) -> None:
 
     lower_priority(INDEX_NICE)  # embedding is the heaviest work: tool calls and agents come first
     try:
-        settings: HydraSettings = conn.recv()
-        store = ChromaStore.from_settings(settings)
+        store = ChromaStore.from_settings(HydraSettings.model_validate(conn.recv()))
     except Exception as exc:  # every start-up failure goes to the parent
         conn.send(("error", _portable(exc)))
         return
@@ -117,7 +116,7 @@ class IndexProcess:
             )
             parent = Connection(mine.detach())
         try:
-            parent.send(self._settings)
+            parent.send(self._settings.model_dump())  # fields, not the object: secrets stay SecretStr
             if not parent.poll(START_TIMEOUT_S):
                 raise StoreError(
                     f"the index process did not open the index within {START_TIMEOUT_S:.0f} s",
