@@ -11,6 +11,10 @@ agent takes 10 turns (9 commands and a summary). While they run, a real MCP clie
 * each agent container's memory (the cgroup's current usage, read from ``docker stats``) at the peak;
 * events lost: every agent's 9 command outputs and its summary must be in its timeline exactly once.
 
+The ``list_sessions`` latencies are measured by a client in a process of its own (``probe``), which
+does nothing else: the benchmark's own process also serves the scripted model to every agent, and a
+call timed there waits for that work too, so it measured the benchmark as much as the server.
+
 Usage: python benchmarks/bench_agents_per_host.py [--counts 8,32,64] [--turn-seconds 2]
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import shutil
 import subprocess
 import sys
@@ -108,6 +113,45 @@ def lost_events(n: int, events: list[dict[str, Any]]) -> int:
     return missing + abs(1 - len(summaries))
 
 
+async def _probe_loop(url: str, stop: Any, interval_s: float) -> list[float]:
+    async with Client(StreamableHttpTransport(url, auth=TOKEN), timeout=600) as client:
+        samples: list[float] = []
+        while not stop.is_set():
+            start = time.perf_counter()
+            await call(client, "list_sessions", limit=200)
+            samples.append(time.perf_counter() - start)
+            await asyncio.sleep(interval_s)
+        return samples
+
+
+def probe(url: str, stop: Any, results: Any, interval_s: float = 0.05) -> None:
+    """Time ``list_sessions`` every ``interval_s`` until ``stop`` is set; the latencies go to ``results``."""
+    results.put(asyncio.run(_probe_loop(url, stop, interval_s)))
+
+
+class Prober:
+    """A :func:`probe` in a process of its own (spawned: no state of this process is inherited)."""
+
+    def __init__(self, url: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._results: Any = context.Queue()
+        self._process = context.Process(target=probe, args=(url, self._stop, self._results), daemon=True)
+        self._process.start()
+
+    async def stop(self) -> list[float]:
+        self._stop.set()
+        samples: list[float] = await asyncio.to_thread(self._results.get, True, 120)
+        await asyncio.to_thread(self._process.join, 30)
+        return samples
+
+
+async def idle_latencies(url: str, seconds: float = 6.0) -> list[float]:
+    prober = Prober(url)
+    await asyncio.sleep(seconds)
+    return await prober.stop()
+
+
 async def timeline(client: Client, session_id: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     since = 0
@@ -129,12 +173,9 @@ async def one_count(agents: int, turn_s: float) -> dict[str, Any]:
             Client(StreamableHttpTransport(url, auth=TOKEN), timeout=600) as client,
         ):
             await call(client, "log_context", note="bench warm-up: the store is open")
-            idle: list[float] = []
-            for _ in range(100):
-                start = time.perf_counter()
-                await call(client, "list_sessions")
-                idle.append(time.perf_counter() - start)
+            idle = await idle_latencies(url)
             idle_rss = rss_kib(server.pid)
+            prober = Prober(url)
             started = time.perf_counter()
             sessions = [
                 (await call(client, "spawn_agent", working_dir=str(work), custom_prompt=f"PER-HOST-{n}-"))[
@@ -142,24 +183,23 @@ async def one_count(agents: int, turn_s: float) -> dict[str, Any]:
                 ]
                 for n in range(agents)
             ]
-            loaded: list[float] = []
             peak_rss, most_running, sampled_at, agent_mib = idle_rss, 0, 0, [0.0]
             next_stats = 0.0
             while True:
-                start = time.perf_counter()
                 listed = (await call(client, "list_sessions", limit=agents + 10))["sessions"]
-                loaded.append(time.perf_counter() - start)
                 peak_rss = max(peak_rss, rss_kib(server.pid))
                 running = sum(1 for s in listed if s["status"] == "running")
                 most_running = max(most_running, running)
                 if running >= sampled_at and time.monotonic() >= next_stats:
-                    agent_mib = container_memory_mib() or agent_mib  # at the most agents running
+                    # off the event loop: it also serves the model, and docker stats takes a second or two
+                    agent_mib = await asyncio.to_thread(container_memory_mib) or agent_mib  # at the most running
                     sampled_at = running
                     next_stats = time.monotonic() + 5
                 if all(s["status"] in ENDED for s in listed if s["session_id"] in sessions):
                     break
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.25)
             elapsed = time.perf_counter() - started
+            loaded = await prober.stop()
             lost, statuses = 0, dict[str, int]()
             for n, sid in enumerate(sessions):
                 record = (await call(client, "summarize_session", session_id=sid))["session"]

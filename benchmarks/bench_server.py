@@ -49,11 +49,31 @@ def script(steps: int) -> Script:
     return Script.model_validate({"routes": routes})
 
 
-def rss_kib(pid: int) -> int:
+def _own_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of the server and the processes it started (its index process), in KiB."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += _own_rss_kib(current)
+            pending += _children(current)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+    return total
 
 
 def pct(values: list[float], q: float) -> float:

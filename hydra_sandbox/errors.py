@@ -28,6 +28,17 @@ class HydraError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def __reduce__(self) -> tuple[object, tuple[type[HydraError], dict[str, object]]]:
+        """Pickled with its fields, whatever its constructor takes (the index process sends errors back)."""
+        return _rebuild, (type(self), dict(self.__dict__))
+
+
+def _rebuild(cls: type[HydraError], fields: dict[str, object]) -> HydraError:
+    error = cls.__new__(cls)
+    error.__dict__.update(fields)
+    Exception.__init__(error, str(error))
+    return error
+
 
 class ConfigError(HydraError):
     """A configuration file, setting or argument is invalid."""

@@ -46,9 +46,15 @@ def known_secrets(settings: HydraSettings) -> list[str]:
 
 
 def _default_store(settings: HydraSettings) -> ContextStore:
-    from hydra_sandbox.chroma_store import ChromaStore
+    """Embedded Chroma in a process of its own (its binding holds the interpreter lock for each whole
+    call: in the server's process it stalled every tool); a Chroma server through its HTTP client."""
+    if settings.chroma_url:
+        from hydra_sandbox.chroma_store import ChromaStore
 
-    return ChromaStore.from_settings(settings)
+        return ChromaStore.from_settings(settings)
+    from hydra_sandbox.index_process import IndexProcess
+
+    return IndexProcess(settings)
 
 
 def _default_sandbox(settings: HydraSettings, masker: SecretMasker, endpoint: AgentEndpoint | None) -> Sandbox:

@@ -1,7 +1,8 @@
 """Fixtures for the ContextStore contract: one store per implementation, same tests over each.
 
-``context_store`` is parametrised over the in-memory fake, embedded Chroma, and a Chroma server in a
-container built from ``images/chroma`` (marked ``docker``; run with ``-m docker``).
+``context_store`` is parametrised over the in-memory fake, embedded Chroma, embedded Chroma in the
+index process the server runs it in, and a Chroma server in a container built from ``images/chroma``
+(marked ``docker``; run with ``-m docker``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from hydra_sandbox.chroma_store import ChromaStore
 from hydra_sandbox.embeddings import MiniLMEmbedding
+from hydra_sandbox.index_process import IndexProcess
 from hydra_sandbox.settings import HydraSettings, load_settings
 from hydra_sandbox.store import ContextStore, InMemoryStore
 
@@ -63,15 +65,16 @@ def chroma_server_url() -> Iterator[str]:
 
 
 @pytest.fixture(
-    params=["memory", "embedded", pytest.param("server", marks=pytest.mark.docker)],
+    params=["memory", "embedded", "index-process", pytest.param("server", marks=pytest.mark.docker)],
 )
 def context_store(request: pytest.FixtureRequest, tmp_path: Path, embedding: MiniLMEmbedding) -> Iterator[ContextStore]:
     if request.param == "memory":
         yield InMemoryStore()
         return
-    if request.param == "embedded":
+    store: ChromaStore | IndexProcess
+    if request.param in ("embedded", "index-process"):
         settings = HydraSettings(data_home=tmp_path, embedding_model_dir=embedding.model_dir)
-        store = ChromaStore.from_settings(settings)
+        store = ChromaStore.from_settings(settings) if request.param == "embedded" else IndexProcess(settings)
     else:
         store = ChromaStore.http(request.getfixturevalue("chroma_server_url"), embedding)
         store.reset()  # the server is shared by the session's tests
