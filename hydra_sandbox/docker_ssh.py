@@ -207,4 +207,3 @@ def diagnose(engine: EngineConfig, failure: object) -> RuntimeUnavailableError:
         what, hint = _cause(engine, said, probe.returncode)
     tail = said[-400:] or f"exit code {probe.returncode}"
     return RuntimeUnavailableError(f"{HOST_VARIABLE}: cannot reach {engine.url}: {what} (ssh said: {tail})", hint=hint)
-
