@@ -94,6 +94,8 @@ def _parse_one(entry: str) -> EngineConfig:
         if parts.password is not None:
             hidden = entry.replace(f":{parts.password}@", ":***@", 1)
             raise _bad(hidden, "holds a password, which Hydra never sends: authorise a key on the engine's machine")
+        if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+            raise _bad(entry, "has a host or user name starting with '-', which ssh would read as an option")
         return EngineConfig(url=entry.rstrip("/"), scheme="ssh", host=parts.hostname, port=port, user=parts.username)
     if parts.username is not None:
         raise _bad(entry, "has a user name, which only ssh:// takes")

@@ -34,6 +34,19 @@ def test_a_destination_that_looks_like_an_option_is_passed_after_the_end_of_opti
     assert argv.index("--") == argv.index("-oProxyCommand=touch planted") - 1
 
 
+@pytest.mark.parametrize("url", ["ssh://-oProxyCommand=touch@build2.lan", "ssh://-oProxyCommand=touch"])
+def test_a_host_or_user_that_looks_like_an_option_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="starting with '-'") as refused:
+        parse_docker_hosts(url)
+    assert refused.value.message.startswith("HYDRA_DOCKER_HOST:")
+
+
+def test_a_user_name_that_looks_like_an_option_would_still_only_be_the_value_of_l() -> None:
+    engine = EngineConfig(url="ssh://x", scheme="ssh", host="build2.lan", user="-oProxyCommand=touch")
+    argv = ssh_argv(engine, *DIAL)
+    assert argv[argv.index("-l") + 1] == "-oProxyCommand=touch" and argv[argv.index("--") + 1] == "build2.lan"
+
+
 def test_without_a_config_file_or_user_or_port_ssh_uses_its_own_defaults() -> None:
     (engine,) = parse_docker_hosts("ssh://build2.lan")
     argv = ssh_argv(engine, *DIAL)
