@@ -20,7 +20,6 @@ the docker CLI or its socket on the far side, the address).
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 from typing import Any
@@ -63,12 +62,6 @@ def ssh_argv(engine: EngineConfig, *remote: str) -> list[str]:
     return [*argv, "--", engine.host, *remote]
 
 
-def _ssh_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("LD_LIBRARY_PATH", None)  # a frozen or bundled Python's libraries are not ssh's
-    return env
-
-
 class _SshConnection(urllib3.connection.HTTPConnection):
     def __init__(self, argv: list[str], timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -80,7 +73,7 @@ class _SshConnection(urllib3.connection.HTTPConnection):
         ours, theirs = socket.socketpair()
         try:
             self._process = subprocess.Popen(
-                self._argv, stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.DEVNULL, env=_ssh_env(),
+                self._argv, stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C meant for Hydra does not cut a request mid-way
             )  # fmt: skip
         except OSError:
@@ -188,7 +181,7 @@ def diagnose(engine: EngineConfig, failure: object) -> RuntimeUnavailableError:
     try:
         probe = subprocess.run(
             ssh_argv(engine, "docker", "version", "--format", "{{.Server.Version}}"),
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=_ssh_env(),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
         )  # fmt: skip
     except FileNotFoundError:
         return RuntimeUnavailableError(
