@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ from benchmarks.bench_remote import SCRIPT, bridge_address, first_events
 from benchmarks.bench_server import repo
 from hydra_sandbox.docker_engines import engine_client
 from hydra_sandbox.docker_hosts import EngineConfig
+from hydra_sandbox.docker_ssh import ssh_argv
 from hydra_sandbox.gateway_image import build_gateway_image
 from hydra_sandbox.image_copy import copy_image
 from hydra_sandbox.images import build_agent_image
@@ -71,14 +73,15 @@ async def main(runs: int) -> None:
     try:
         work = repo(tmp)
         with second_engine() as remote, ssh_front(remote) as front:
-            engines = {"tls": remote.engine, "ssh": front.engine()}
-            copy_image(local, engine_client(remote.engine), [agent_image, gateway])
+            engines = {"tls": remote.engine, "ssh": front.engine(), "ssh+mux": front.engine(multiplex=True)}
+            for image in (agent_image, gateway):  # one image (under its tags) per copy
+                copy_image(local, engine_client(remote.engine), [image])
             async with ScriptedModel(SCRIPT, host=bridge_address(remote)) as model:
                 for name, engine in engines.items():
                     client = engine_client(engine)
                     hosts = {"docker_host": engine.url, "docker_tls_dir": remote.tls_dir}
-                    if name == "ssh":
-                        hosts = {"docker_host": engine.url, "docker_ssh_config": front.config()}
+                    if engine.ssh_config is not None:
+                        hosts = {"docker_host": engine.url, "docker_ssh_config": engine.ssh_config}
                     settings = load_settings(
                         data_home=tmp / name, model_base_url=model.base_url, model="test-model", **hosts
                     )
@@ -91,14 +94,20 @@ async def main(runs: int) -> None:
                         ),
                     }
                     client.close()
+            mux = front.engine(multiplex=True)
+            subprocess.run([*ssh_argv(mux)[:-2], "-O", "exit", "--", mux.host], capture_output=True, check=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"# bench_ssh_engine: medians; {runs} runs (x40 round trips, x4 new clients)")
     for what in results["tls"]:
-        tls, ssh = results["tls"][what], results["ssh"][what]
+        tls = results["tls"][what]
         scale, unit = (1000, "ms") if what in {"round trip", "new client"} else (1, "s")
-        print(f"{what}: tls {tls * scale:.2f} {unit}, ssh {ssh * scale:.2f} {unit}, ratio {ssh / tls:.2f}x")
+        line = [f"tls {tls * scale:.2f} {unit}"]
+        for name in ("ssh", "ssh+mux"):
+            value = results[name][what]
+            line.append(f"{name} {value * scale:.2f} {unit} ({value / tls:.2f}x)")
+        print(f"{what}: " + ", ".join(line))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ FIXED_OPTIONS = (
     f"ConnectTimeout={CONNECT_TIMEOUT_S}",
 )
 DIAL = ("docker", "system", "dial-stdio")
+POOL_SIZE = 16
+"""Connections kept open to one engine: as many as the Docker runtime's threads (``max_threads``)."""
 
 
 def ssh_argv(engine: EngineConfig, *remote: str) -> list[str]:
@@ -107,22 +109,20 @@ class _SshConnectionPool(urllib3.connectionpool.HTTPConnectionPool):
 
 
 class SshHttpAdapter(BaseHTTPAdapter):  # type: ignore[misc]
-    """requests' adapter for one ssh engine: a pool of ``docker system dial-stdio`` connections."""
+    """requests' adapter for one ssh engine: one pool of ``docker system dial-stdio`` connections for every
+    request. (docker-py's adapters keep a pool per request URL, path included: cheap on a Unix socket, an
+    ssh handshake for nearly every call here.)"""
 
-    def __init__(self, engine: EngineConfig, timeout: float, max_pool_size: int = 10) -> None:
-        self._argv = ssh_argv(engine, *DIAL)
-        self._timeout = timeout
-        self._max_pool_size = max_pool_size
-        self.pools: Any = urllib3._collections.RecentlyUsedContainer(10, dispose_func=lambda p: p.close())
+    def __init__(self, engine: EngineConfig, timeout: float, max_pool_size: int = POOL_SIZE) -> None:
+        self.pool = _SshConnectionPool(ssh_argv(engine, *DIAL), timeout, max_pool_size)
         super().__init__()
 
     def get_connection(self, url: str, proxies: Any = None) -> _SshConnectionPool:
-        with self.pools.lock:
-            pool = self.pools.get(url)
-            if pool is None:
-                pool = _SshConnectionPool(self._argv, self._timeout, self._max_pool_size)
-                self.pools[url] = pool
-            return pool  # type: ignore[no-any-return]
+        return self.pool
+
+    def close(self) -> None:
+        super().close()
+        self.pool.close()
 
     def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
         return request.path_url

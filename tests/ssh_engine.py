@@ -38,21 +38,23 @@ class SshEngine(BaseModel):
     url: str
     root: Path
 
-    def config(self, key: str = "hydra", *, known: bool = True) -> Path:
-        """A client configuration offering ``key`` only, trusting the server's host key when ``known``."""
-        path = self.root / f"config-{key}-{'known' if known else 'unknown'}"
+    def config(self, key: str = "hydra", *, known: bool = True, multiplex: bool = False) -> Path:
+        """A client configuration offering ``key`` only, trusting the server's host key when ``known``;
+        ``multiplex``: connections share one ssh connection (OpenSSH's ControlMaster, kept 30 s)."""
+        path = self.root / f"config-{key}-{'known' if known else 'unknown'}{'-mux' if multiplex else ''}"
         hosts = self.root / ("known_hosts" if known else "empty_known_hosts")
+        shared = f"  ControlMaster auto\n  ControlPath {self.root}/cm-%C\n  ControlPersist 30\n" if multiplex else ""
         path.write_text(
             "Host *\n"
             f"  IdentityFile {self.root / key}\n"
             "  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {hosts}\n"
-            "  GlobalKnownHostsFile /dev/null\n"
+            "  GlobalKnownHostsFile /dev/null\n" + shared
         )
         return path
 
-    def engine(self, key: str = "hydra", *, known: bool = True) -> EngineConfig:
-        return resolve_engines(self.url, None, self.config(key, known=known))[0]
+    def engine(self, key: str = "hydra", *, known: bool = True, multiplex: bool = False) -> EngineConfig:
+        return resolve_engines(self.url, None, self.config(key, known=known, multiplex=multiplex))[0]
 
 
 def _free_port() -> int:
