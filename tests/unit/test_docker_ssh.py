@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hydra_sandbox.cli import app
 from hydra_sandbox.docker_hosts import EngineConfig, parse_docker_hosts, resolve_engines
-from hydra_sandbox.docker_ssh import DIAL, diagnose, ssh_argv
+from hydra_sandbox.docker_ssh import DIAL, SshHttpAdapter, diagnose, ssh_argv
 from hydra_sandbox.errors import ConfigError
 
 
@@ -45,6 +45,15 @@ def test_a_user_name_that_looks_like_an_option_would_still_only_be_the_value_of_
     engine = EngineConfig(url="ssh://x", scheme="ssh", host="build2.lan", user="-oProxyCommand=touch")
     argv = ssh_argv(engine, *DIAL)
     assert argv[argv.index("-l") + 1] == "-oProxyCommand=touch" and argv[argv.index("--") + 1] == "build2.lan"
+
+
+def test_every_request_to_an_engine_shares_one_connection_pool() -> None:
+    """docker-py's adapters keep a pool per request URL; over ssh that meant a new login for nearly every call."""
+    (engine,) = parse_docker_hosts("ssh://build2.lan")
+    adapter = SshHttpAdapter(engine, timeout=5)
+    first = adapter.get_connection("http+docker://localhost/v1.41/containers/a/json")
+    assert adapter.get_connection("http+docker://localhost/v1.41/images/json?all=1") is first
+    adapter.close()
 
 
 def test_without_a_config_file_or_user_or_port_ssh_uses_its_own_defaults() -> None:
