@@ -15,8 +15,10 @@ from typing import Any
 
 import docker
 import docker.tls
+from docker.constants import DEFAULT_DOCKER_API_VERSION
 
 from hydra_sandbox.docker_hosts import EngineConfig
+from hydra_sandbox.docker_ssh import diagnose, mount_ssh
 from hydra_sandbox.errors import RuntimeUnavailableError
 
 UNREACHABLE_HINT = (
@@ -38,8 +40,33 @@ class _EngineApiClient(docker.APIClient):
 class EngineClient(docker.DockerClient):
     """``docker.DockerClient(base_url=..., tls=...)`` without the environment's CA bundle or proxies."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        self.api = _EngineApiClient(**kwargs)
+    def __init__(self, api: docker.APIClient | None = None, **kwargs: Any) -> None:
+        self.api = api if api is not None else _EngineApiClient(**kwargs)
+
+
+def _ssh_client(engine: EngineConfig, timeout: int) -> docker.DockerClient:
+    """A client of an ``ssh://`` engine through Hydra's own ssh transport (:mod:`hydra_sandbox.docker_ssh`):
+    made like a ``unix://`` one (so streams work alike) with a fixed version, so it does not connect before
+    the transport is in place."""
+    api = _EngineApiClient(base_url="unix:///nonexistent", version=DEFAULT_DOCKER_API_VERSION, timeout=timeout)
+    mount_ssh(api, engine, timeout)
+    return EngineClient(api)
+
+
+def connect(engine: EngineConfig, *, timeout: int = 120) -> docker.DockerClient:
+    """A connected client of ``engine``, or a :class:`~hydra_sandbox.errors.RuntimeUnavailableError` naming
+    the engine and what failed (for ``ssh://``, why: the host key, the key, the far side's docker)."""
+    try:
+        if engine.scheme == "ssh":
+            client = _ssh_client(engine, timeout)
+        else:
+            client = EngineClient(base_url=engine.url, tls=tls_config(engine) or False, timeout=timeout)
+        client.ping()
+    except Exception as exc:  # docker-py, requests, ssl and ssh fail in their own ways
+        if engine.scheme == "ssh":
+            raise diagnose(engine, exc) from None
+        raise RuntimeUnavailableError(f"cannot reach {engine.url}: {exc}", hint=UNREACHABLE_HINT) from None
+    return client
 
 
 def tls_config(engine: EngineConfig) -> docker.tls.TLSConfig | None:
@@ -54,14 +81,11 @@ def tls_config(engine: EngineConfig) -> docker.tls.TLSConfig | None:
 def engine_client(engine: EngineConfig | None, *, timeout: int = 120) -> docker.DockerClient:
     """A connected client of ``engine`` (``None``: the local one, from ``DOCKER_HOST`` and friends), or a
     :class:`~hydra_sandbox.errors.RuntimeUnavailableError` naming the engine and what failed."""
-    where = engine.url if engine is not None else "the Docker daemon"
+    if engine is not None:
+        return connect(engine, timeout=timeout)
     try:
-        if engine is None:
-            client = docker.from_env(timeout=timeout)
-        else:
-            tls = tls_config(engine) or False
-            client = EngineClient(base_url=engine.url, tls=tls, use_ssh_client=engine.scheme == "ssh", timeout=timeout)
+        client = docker.from_env(timeout=timeout)
         client.ping()
-    except Exception as exc:  # docker-py, requests, ssl and ssh fail in their own ways
-        raise RuntimeUnavailableError(f"cannot reach {where}: {exc}", hint=UNREACHABLE_HINT) from None
+    except Exception as exc:  # docker-py and requests fail in their own ways
+        raise RuntimeUnavailableError(f"cannot reach the Docker daemon: {exc}", hint=UNREACHABLE_HINT) from None
     return client

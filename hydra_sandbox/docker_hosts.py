@@ -7,7 +7,8 @@
   loopback: any local process may connect to a loopback port, and a Docker API is root on its machine.
   The port defaults to 2376, Docker's TLS port;
 * ``ssh://[USER@]HOST[:PORT]``: an engine reached through the ``ssh`` client (keys and config are
-  OpenSSH's own; the remote user must be allowed to use its Docker socket).
+  OpenSSH's own, or the file ``HYDRA_DOCKER_SSH_CONFIG`` names; the host key must already be known; the
+  remote user must be allowed to use its Docker socket). :mod:`hydra_sandbox.docker_ssh` carries the API.
 
 TLS files (PEM) come from ``HYDRA_DOCKER_TLS_DIR``: ``ca.pem`` (the CA that signed the engine's server
 certificate), ``cert.pem`` and ``key.pem`` (the client certificate the engine's ``--tlscacert`` trusts).
@@ -30,6 +31,7 @@ from hydra_sandbox.errors import ConfigError
 
 HOST_VARIABLE = "HYDRA_DOCKER_HOST"
 TLS_VARIABLE = "HYDRA_DOCKER_TLS_DIR"
+SSH_CONFIG_VARIABLE = "HYDRA_DOCKER_SSH_CONFIG"
 TLS_PORT = 2376
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 Scheme = Literal["unix", "tcp", "ssh"]
@@ -55,7 +57,9 @@ class EngineConfig(BaseModel):
     scheme: Scheme
     host: str
     port: int | None = None
+    user: str | None = None
     tls: TlsFiles | None = None
+    ssh_config: Path | None = None
 
     @property
     def remote(self) -> bool:
@@ -87,7 +91,12 @@ def _parse_one(entry: str) -> EngineConfig:
     if not parts.hostname or parts.path not in {"", "/"} or parts.query or parts.fragment:
         raise _bad(entry, "must name a host and nothing else (no path, query or fragment)")
     if parts.scheme == "ssh":
-        return EngineConfig(url=entry.rstrip("/"), scheme="ssh", host=parts.hostname, port=port)
+        if parts.password is not None:
+            hidden = entry.replace(f":{parts.password}@", ":***@", 1)
+            raise _bad(hidden, "holds a password, which Hydra never sends: authorise a key on the engine's machine")
+        if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+            raise _bad(entry, "has a host or user name starting with '-', which ssh would read as an option")
+        return EngineConfig(url=entry.rstrip("/"), scheme="ssh", host=parts.hostname, port=port, user=parts.username)
     if parts.username is not None:
         raise _bad(entry, "has a user name, which only ssh:// takes")
     port = port or TLS_PORT
@@ -132,8 +141,26 @@ def _tls_files(engine: EngineConfig, tls_dir: Path | None) -> TlsFiles:
     return TlsFiles(ca=folder / "ca.pem", cert=folder / "cert.pem", key=folder / "key.pem")
 
 
-def resolve_engines(value: str | None, tls_dir: Path | None) -> list[EngineConfig]:
-    """The engines of the settings with their TLS files found; empty when ``value`` is unset (the engine
-    of ``DOCKER_HOST`` and friends, as the Docker CLI would use)."""
+def _ssh_config_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ConfigError(
+            f"{SSH_CONFIG_VARIABLE}: {value} is not a file",
+            hint="point it at an OpenSSH client configuration file (what `ssh -F` reads), or unset it to use "
+            "~/.ssh/config",
+        )
+    return value
+
+
+def resolve_engines(value: str | None, tls_dir: Path | None, ssh_config: Path | None = None) -> list[EngineConfig]:
+    """The engines of the settings with their TLS files found (``tcp://``) or their ssh configuration file
+    (``ssh://``, when ``HYDRA_DOCKER_SSH_CONFIG`` is set); empty when ``value`` is unset (the engine of
+    ``DOCKER_HOST`` and friends, as the Docker CLI would use)."""
     engines = parse_docker_hosts(value or "")
-    return [e.model_copy(update={"tls": _tls_files(e, tls_dir)}) if e.scheme == "tcp" else e for e in engines]
+    resolved = []
+    for engine in engines:
+        if engine.scheme == "tcp":
+            engine = engine.model_copy(update={"tls": _tls_files(engine, tls_dir)})
+        elif engine.scheme == "ssh":
+            engine = engine.model_copy(update={"ssh_config": _ssh_config_file(ssh_config)})
+        resolved.append(engine)
+    return resolved

@@ -143,7 +143,7 @@ def _engine_checks(settings: HydraSettings, local_client: Any) -> list[Check]:
     """For each engine of HYDRA_DOCKER_HOST: it answers (TLS accepted), and holds the agent image (and, when it
     may be remote, the gateway image)."""
     try:
-        engines = resolve_engines(settings.docker_host, settings.docker_tls_dir)
+        engines = resolve_engines(settings.docker_host, settings.docker_tls_dir, settings.docker_ssh_config)
     except HydraError as exc:
         return [Check(name="docker engines", ok=False, detail=exc.message, fix=exc.hint)]
     local_id = _local_id(local_client, settings.agent_image)

@@ -90,7 +90,8 @@ def copy_image(source: Any, destination: Any, tags: list[str], progress: Progres
 def target_engines(settings: HydraSettings, to: list[str]) -> list[EngineConfig]:
     """The engines ``--to`` names (TLS files from ``HYDRA_DOCKER_TLS_DIR``), else every engine of
     ``HYDRA_DOCKER_HOST``; refused when neither names one."""
-    engines = resolve_engines(",".join(to) if to else settings.docker_host, settings.docker_tls_dir)
+    hosts = ",".join(to) if to else settings.docker_host
+    engines = resolve_engines(hosts, settings.docker_tls_dir, settings.docker_ssh_config)
     if not engines:
         raise ConfigError(
             "no engine to copy to: --to is not given and HYDRA_DOCKER_HOST is not set",

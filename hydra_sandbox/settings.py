@@ -186,6 +186,11 @@ class HydraSettings(BaseSettings):
         default=None,
         description="ca.pem, cert.pem, key.pem for tcp:// engines; a HOST_PORT subdirectory overrides per engine.",
     )
+    docker_ssh_config: Path | None = Field(
+        default=None,
+        description="OpenSSH client configuration file for ssh:// engines (read with ssh -F instead of "
+        "~/.ssh/config): keys, known hosts, jump hosts. Host keys must be known; no prompt is ever answered.",
+    )
     workspace_transport: Literal["overlay", "archive"] = Field(
         default="overlay",
         description="How the docker backend brings the workspace in: 'overlay' (a volume over the layer on "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from hydra_sandbox.docker_hosts import parse_docker_hosts
 from hydra_sandbox.errors import ConfigError, UnsafeSpecError
 from hydra_sandbox.sandbox.archive_transport import ArchiveVolumeTransport
 from hydra_sandbox.sandbox.backends.docker import docker_backend
@@ -20,7 +21,7 @@ REMOTE = "tcp://127.0.0.1:2376"
 
 
 def remote_runtime() -> RemoteDockerRuntime:
-    return RemoteDockerRuntime(REMOTE)  # connects on first use only
+    return RemoteDockerRuntime(parse_docker_hosts(REMOTE)[0])  # connects on first use only
 
 
 def test_a_remote_engine_gets_the_archive_transport_and_a_gateway_beside_the_agent() -> None:

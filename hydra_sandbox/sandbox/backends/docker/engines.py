@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra_sandbox.docker_engines import tls_config
 from hydra_sandbox.docker_hosts import EngineConfig, resolve_engines
 from hydra_sandbox.errors import UnsafeSpecError
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
@@ -21,7 +20,7 @@ LOCAL = "local"
 
 def configured_engines(settings: HydraSettings) -> list[EngineConfig]:
     """The engines ``HYDRA_DOCKER_HOST`` lists, with their TLS files; empty when it is unset."""
-    return resolve_engines(settings.docker_host, settings.docker_tls_dir)
+    return resolve_engines(settings.docker_host, settings.docker_tls_dir, settings.docker_ssh_config)
 
 
 class RemoteDockerRuntime(DockerRuntime):
@@ -29,9 +28,9 @@ class RemoteDockerRuntime(DockerRuntime):
     volumes over a path (``driver_opts``: a bind, an overlay of host folders) are refused before the
     engine is asked. A hostile spec must not reach the remote machine's files."""
 
-    def __init__(self, url: str, **kwargs: Any) -> None:
-        super().__init__(base_url=url, **kwargs)
-        self.url = url
+    def __init__(self, engine: EngineConfig, **kwargs: Any) -> None:
+        super().__init__(engine=engine, **kwargs)
+        self.url = engine.url
 
     def _refuse_binds(self, spec: ContainerSpec) -> None:
         binds = [m.source for m in spec.mounts if m.type == "bind"]
@@ -61,10 +60,9 @@ class RemoteDockerRuntime(DockerRuntime):
 def engine_runtime(engine: EngineConfig, *, max_threads: int = 16) -> DockerRuntime:
     """The container runtime of ``engine`` (connected on first use); for an engine that may be remote, one
     that refuses host paths."""
-    ssh = engine.scheme == "ssh"
     if engine.remote:
-        return RemoteDockerRuntime(engine.url, tls=tls_config(engine), ssh=ssh, max_threads=max_threads)
-    return DockerRuntime(base_url=engine.url, ssh=ssh, max_threads=max_threads)
+        return RemoteDockerRuntime(engine, max_threads=max_threads)
+    return DockerRuntime(engine=engine, max_threads=max_threads)
 
 
 def default_runtime(settings: HydraSettings) -> DockerRuntime:

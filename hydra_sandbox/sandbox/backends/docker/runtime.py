@@ -19,7 +19,8 @@ import docker
 import docker.errors
 import docker.tls
 
-from hydra_sandbox.docker_engines import UNREACHABLE_HINT, EngineClient
+from hydra_sandbox.docker_engines import UNREACHABLE_HINT, EngineClient, connect
+from hydra_sandbox.docker_hosts import EngineConfig
 from hydra_sandbox.errors import RuntimeUnavailableError, UnsafeSpecError, WorkspaceError
 from hydra_sandbox.sandbox.backends.docker.create_args import container_create_kwargs
 from hydra_sandbox.sandbox.backends.docker.logs import follow_logs
@@ -60,8 +61,8 @@ def _info(container: Any) -> ContainerInfo:
 
 
 class DockerRuntime:
-    """``base_url`` (with ``tls``, or ``ssh`` for an ssh:// URL) names the engine; unset, the one of
-    ``DOCKER_HOST`` and friends. :mod:`.engines` builds these from ``HYDRA_DOCKER_HOST``."""
+    """``engine`` (one of ``HYDRA_DOCKER_HOST``), or ``base_url`` (with ``tls``), names the engine; unset,
+    the one of ``DOCKER_HOST`` and friends. :mod:`.engines` builds these from ``HYDRA_DOCKER_HOST``."""
 
     def __init__(
         self,
@@ -69,19 +70,20 @@ class DockerRuntime:
         *,
         base_url: str | None = None,
         tls: docker.tls.TLSConfig | None = None,
-        ssh: bool = False,
+        engine: EngineConfig | None = None,
         max_threads: int = 16,
     ) -> None:
         self._client = client
-        self._engine: dict[str, Any] | None = (
-            {"base_url": base_url, "tls": tls or False, "use_ssh_client": ssh} if base_url else None
-        )
+        self._engine_config = engine
+        self._engine: dict[str, Any] | None = {"base_url": base_url, "tls": tls or False} if base_url else None
         self._client_lock = threading.Lock()
         self._limit = asyncio.Semaphore(max_threads)
 
     @property
     def client(self) -> docker.DockerClient:
         with self._client_lock:
+            if self._client is None and self._engine_config is not None:
+                self._client = connect(self._engine_config)  # its errors name the engine and the cause
             if self._client is None:
                 where = self._engine["base_url"] if self._engine else "the Docker daemon"
                 try:
