@@ -79,8 +79,10 @@ class ArchiveVolumeTransport:
             await self.release(ws)
         await self._runtime.remove_volume(ws.volume_name)
         try:
-            await self._runtime.create_volume(ws.volume_name, ws.labels)
-            await self._runtime.create_volume(scratch_volume(ws), ws.labels)
+            await asyncio.gather(  # both are removed on failure, whichever was made
+                self._runtime.create_volume(ws.volume_name, ws.labels),
+                self._runtime.create_volume(scratch_volume(ws), ws.labels),
+            )
             mounts = [
                 Mount(type="volume", source=scratch_volume(ws), target=TRANSFER_ROOT),
                 Mount(type="volume", source=ws.volume_name, target=f"{TRANSFER_ROOT}/{ROOT_MEMBER}"),

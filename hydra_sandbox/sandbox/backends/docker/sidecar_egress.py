@@ -154,13 +154,16 @@ class SidecarEgress(GatewayBeside):
         volume made (the agent mounts it read-only; the gateway's sockets appear in it once it serves,
         which the agent's entry waits for, at most ``READY_DEADLINE_S``)."""
         session_id = plan.session_id
-        if not await self._runtime.image_exists(self._image):
+        labels = self._labels(session_id)
+        present, volumes = await asyncio.gather(
+            self._runtime.image_exists(self._image), self._runtime.list_volumes(labels)
+        )
+        if not present:
             raise RuntimeUnavailableError(
                 f"session {session_id}: the gateway image {self._image} is missing on the agent's engine",
                 hint="run `hydra images build --gateway`, then `hydra images copy` (HYDRA_GATEWAY_IMAGE names it)",
             )
-        labels = self._labels(session_id)
-        existing = {v.name for v in await self._runtime.list_volumes(labels)}
+        existing = {v.name for v in volumes}
         if socket_volume(session_id) not in existing:  # kept when an agent still running mounts it
             await self._runtime.create_volume(socket_volume(session_id), labels)
         wiring = agent_wiring(plan, SOCKET_DIR_IN_CONTAINER, delegate=False)
