@@ -73,7 +73,7 @@ class GatewayBeside(abc.ABC):
             if early is not None:  # the agent starts while its gateway does; the run awaits ``ready``
                 yield early.model_copy(update={"ready": functools.partial(self._served, starting)})
             else:
-                yield await self._agent_side(plan, *await starting)
+                yield await self._agent_side(plan, *await asyncio.shield(starting))
         except asyncio.CancelledError:
             detached = True  # server shutdown: the agent keeps its gateway; the next server follows it
             raise
@@ -98,10 +98,11 @@ class GatewayBeside(abc.ABC):
 
     @staticmethod
     async def _stop_following(starting: asyncio.Task[Started] | None) -> None:
-        """Stop the gateway's start if still under way, else its follower (the run is over or detached)."""
+        """Stop following the gateway (the run is over or detached). A start still under way is let finish,
+        not cancelled: an engine request cancelled here still completes in its thread, and a gateway it
+        created after the teardown looked would be left behind."""
         if starting is None:
             return
-        starting.cancel()  # a no-op once done
         await asyncio.wait([starting])
         if starting.cancelled() or starting.exception() is not None:
             return  # the run's error, if any, is raised where the start was awaited

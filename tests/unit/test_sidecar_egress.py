@@ -368,3 +368,30 @@ async def test_a_gateway_that_never_serves_stops_the_started_agent_and_fails_the
     assert runtime.calls.count("start") == 2, "the agent did not start beside its gateway"
     assert runtime.containers == {}, "the agent or the gateway was left behind"
     assert not [v for v in runtime.volumes if v.startswith(("hydra-egress-", "hydra-gwconf-"))]
+
+
+async def test_an_agent_that_cannot_be_created_while_its_gateway_starts_leaves_neither_behind(tmp_path: Path) -> None:
+    runtime = runtime_with(gateway_program(*READY))
+    real_create, real_create_networked = runtime.create, runtime.create_networked
+    agent_refused = asyncio.Event()
+
+    async def create(spec: ContainerSpec) -> str:
+        if spec.labels.get(LABEL_ROLE) == "agent":
+            agent_refused.set()
+            raise RuntimeUnavailableError("Docker refused: no space left on device")
+        return await real_create(spec)
+
+    async def create_networked(spec: ContainerSpec, network: str) -> str:
+        await asyncio.wait_for(agent_refused.wait(), 10)  # the gateway's start is under way as the run fails
+        return await real_create_networked(spec, network)
+
+    runtime.create = create  # type: ignore[method-assign]
+    runtime.create_networked = create_networked  # type: ignore[method-assign]
+    runtime.images.add(AGENT_IMAGE)
+    sandbox, request = remote_run(tmp_path, runtime)
+    with pytest.raises(RuntimeUnavailableError, match="no space left on device"):
+        await asyncio.wait_for(sandbox.run(request, _no_events, asyncio.Event()), 30)
+    assert "create_networked" in runtime.calls, "the gateway's start was not under way"
+    assert runtime.containers == {} and not [
+        v for v in runtime.volumes if v.startswith(("hydra-egress-", "hydra-gwconf-"))
+    ]
