@@ -6,6 +6,8 @@ and gateway images into a fresh engine takes (the CI cost of the remote tests).
 
 The second engine is the tests' (tests/remote_engine.py: a second dockerd on this machine, its own bridge);
 the scripted model listens on that bridge's address. Needs root and dockerd.
+The four measurements are alternated (one of each in turn), so load on a shared machine hits them alike;
+each session is also timed to its first model answer (``turn.completed``), which goes through the gateway.
 Usage: python benchmarks/bench_remote.py [--runs N]"""
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_server import repo
 from hydra_sandbox.authority import OPERATOR
 from hydra_sandbox.docker_engines import engine_client
+from hydra_sandbox.events import Event
 from hydra_sandbox.gateway_image import build_gateway_image
 from hydra_sandbox.gc import collect_garbage
 from hydra_sandbox.image_copy import copy_image
@@ -48,33 +51,46 @@ def bridge_address(engine: RemoteEngine) -> str:
     return str(ipam.get("Gateway") or ipam["Subnet"].rsplit(".", 1)[0] + ".1")
 
 
-def plain_runs(argv: list[str], runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
+def plain_run(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def codex_seen(events: list[Event], what: str) -> bool:
+    return any(e.data.get("codex") == what for e in events)
+
+
+class Sessions:
+    """One manager for one engine: :meth:`one` spawns a session and times it to its first Codex event
+    (``thread.started``) and to its first model answer (``turn.completed``, through the gateway), then
+    waits for its end."""
+
+    def __init__(self, settings: HydraSettings, repo: Path, runtime: ContainerRuntime) -> None:
+        self.settings, self.repo, self.runtime = settings, repo, runtime
+        self.manager = manager_for(settings, max_concurrent=1)
+        self.first_event: list[float] = []
+        self.first_answer: list[float] = []
+
+    async def __aenter__(self) -> Sessions:
+        await self.manager.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.manager.close()
+        await collect_garbage(self.runtime, set(), home=home_label(self.settings.data_home))
+
+    async def one(self) -> None:
         start = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-async def first_events(settings: HydraSettings, repo: Path, runs: int, runtime: ContainerRuntime) -> list[float]:
-    """Spawn → the first ``thread.started`` event, one session after another (each run to its end)."""
-    manager = manager_for(settings, max_concurrent=1)
-    await manager.start()
-    times = []
-    try:
-        for i in range(runs):
-            start = time.perf_counter()
-            spawned = await manager.spawn(SpawnRequest(working_dir=str(repo), custom_prompt=f"probe {i}"), OPERATOR)
-            sid = spawned.session["session_id"]
-            while not any(e.data.get("codex") == "thread.started" for e in await manager.events(sid)):
-                await asyncio.sleep(0.01)
-            times.append(time.perf_counter() - start)
-            await manager.wait(sid, 120, principal=OPERATOR)
-    finally:
-        await manager.close()
-        await collect_garbage(runtime, set(), home=home_label(settings.data_home))
-    return times
+        request = SpawnRequest(working_dir=str(self.repo), custom_prompt=f"probe {len(self.first_event)}")
+        sid = (await self.manager.spawn(request, OPERATOR)).session["session_id"]
+        while not codex_seen(await self.manager.events(sid), "thread.started"):
+            await asyncio.sleep(0.01)
+        self.first_event.append(time.perf_counter() - start)
+        while not codex_seen(await self.manager.events(sid), "turn.completed"):
+            await asyncio.sleep(0.01)
+        self.first_answer.append(time.perf_counter() - start)
+        await self.manager.wait(sid, 120, principal=OPERATOR)
 
 
 async def main(runs: int) -> None:
@@ -101,10 +117,17 @@ async def main(runs: int) -> None:
                 remote_settings = load_settings(
                     data_home=tmp / "remote", docker_host=engine.engine.url, docker_tls_dir=engine.tls_dir, **common
                 )
-                plain_local = plain_runs(["docker", "run", "--rm", agent_image, "true"], runs)
-                hydra_local = await first_events(local_settings, work, runs, DockerRuntime())
-                plain_remote = plain_runs([*remote_cli, "run", "--rm", agent_image, "true"], runs)
-                hydra_remote = await first_events(remote_settings, work, runs, engine_runtime(engine.engine))
+                plain_local: list[float] = []
+                plain_remote: list[float] = []
+                async with (
+                    Sessions(local_settings, work, DockerRuntime()) as hydra_local,
+                    Sessions(remote_settings, work, engine_runtime(engine.engine)) as hydra_remote,
+                ):
+                    for _ in range(runs):  # alternated: a burst of load on the machine hits all four alike
+                        plain_local.append(plain_run(["docker", "run", "--rm", agent_image, "true"]))
+                        await hydra_local.one()
+                        plain_remote.append(plain_run([*remote_cli, "run", "--rm", agent_image, "true"]))
+                        await hydra_remote.one()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -113,8 +136,13 @@ async def main(runs: int) -> None:
     print(f"copy into a fresh engine: agent image {agent_copy.seconds:.1f} s ({agent_copy.bytes_sent / 1e6:.0f} MB), "
           f"gateway image {gateway_copy.seconds:.1f} s ({gateway_copy.bytes_sent / 1e6:.0f} MB)")  # fmt: skip
     for where, plain, hydra in (("local", plain_local, hydra_local), ("remote", plain_remote, hydra_remote)):
-        p, h = statistics.median(plain), statistics.median(hydra)
-        print(f"{where}: docker run --rm true {p:.2f} s; spawn -> first Codex event {h:.2f} s; ratio {h / p:.2f}x")
+        p, h, answer = (
+            statistics.median(plain),
+            statistics.median(hydra.first_event),
+            statistics.median(hydra.first_answer),
+        )
+        print(f"{where}: docker run --rm true {p:.2f} s; spawn -> first Codex event {h:.2f} s; ratio {h / p:.2f}x; "
+              f"spawn -> first model answer {answer:.2f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

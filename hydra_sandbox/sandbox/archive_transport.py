@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import BinaryIO, Protocol
 
+from hydra_sandbox.errors import RuntimeUnavailableError
 from hydra_sandbox.sandbox.archive import (
     ROOT_MEMBER,
     Manifest,
@@ -36,6 +38,8 @@ from hydra_sandbox.sandbox.archive_changes import UnpackResult, bounds_for, stre
 from hydra_sandbox.sandbox.runtime import ContainerRuntime
 from hydra_sandbox.sandbox.spec import LABEL_ROLE, ContainerSpec, Mount
 from hydra_sandbox.sandbox.workspace import WORKSPACE_IN_CONTAINER, StagedWorkspace
+
+log = logging.getLogger(__name__)
 
 TRANSFER_ROOT = "/xfer"
 
@@ -63,6 +67,7 @@ class ArchiveVolumeTransport:
     def __init__(self, runtime: ArchiveRuntime, image: str) -> None:
         self._runtime = runtime
         self._image = image
+        self._tidying: dict[str, asyncio.Task[None]] = {}  # volume -> its transfer container's removal
 
     def _transfer_spec(self, ws: StagedWorkspace, mounts: list[Mount]) -> ContainerSpec:
         labels = {**ws.labels, LABEL_ROLE: "transfer"}
@@ -74,24 +79,49 @@ class ArchiveVolumeTransport:
         return ws.volume_name in {v.name for v in await self._runtime.list_volumes(ws.labels)}  # made with these
 
     async def attach(self, ws: StagedWorkspace) -> Mount:
-        """Pack the session's view into a fresh volume (a volume a crashed run left is read back first)."""
+        """Pack the session's view into a fresh volume (a volume a crashed run left is read back first).
+        Once the archive is in, the transfer container and the scratch volume are removed while the
+        agent's container is made (:meth:`release` and :meth:`discard` wait for that first)."""
         if await self._exists(ws) and manifest_path(ws).exists():
             await self.release(ws)
+        await self._tidied(ws)
         await self._runtime.remove_volume(ws.volume_name)
+        transfer: str | None = None
         try:
-            await self._runtime.create_volume(ws.volume_name, ws.labels)
-            await self._runtime.create_volume(scratch_volume(ws), ws.labels)
+            await asyncio.gather(  # both are removed on failure, whichever was made
+                self._runtime.create_volume(ws.volume_name, ws.labels),
+                self._runtime.create_volume(scratch_volume(ws), ws.labels),
+            )
             mounts = [
                 Mount(type="volume", source=scratch_volume(ws), target=TRANSFER_ROOT),
                 Mount(type="volume", source=ws.volume_name, target=f"{TRANSFER_ROOT}/{ROOT_MEMBER}"),
             ]
-            await self._through(ws, mounts, lambda cid: self._put_streamed(ws, cid))
+            transfer = await self._runtime.create(self._transfer_spec(ws, mounts))
+            await self._put_streamed(ws, transfer)
         except BaseException:
+            await asyncio.shield(self._tidy(ws, transfer))
             await asyncio.shield(self.discard(ws))
             raise
-        finally:
-            await asyncio.shield(self._runtime.remove_volume(scratch_volume(ws)))
+        self._tidying[ws.volume_name] = asyncio.create_task(self._tidy(ws, transfer))  # off the agent's path
         return Mount(type="volume", source=ws.volume_name, target=WORKSPACE_IN_CONTAINER)
+
+    async def _tidy(self, ws: StagedWorkspace, transfer: str | None) -> None:
+        """Remove the transfer container, then the scratch volume it mounted; what is left (the engine
+        refused) is labelled as the session's, for ``hydra gc``."""
+        try:
+            if transfer is not None:
+                await self._runtime.remove(transfer)
+            await self._runtime.remove_volume(scratch_volume(ws))
+        except RuntimeUnavailableError as exc:
+            log.warning(
+                "session %s: the workspace's transfer container or scratch volume stays: %s", ws.session_id, exc
+            )
+
+    async def _tidied(self, ws: StagedWorkspace) -> None:
+        """Wait for the removal :meth:`attach` left running, if any."""
+        tidying = self._tidying.pop(ws.volume_name, None)
+        if tidying is not None:
+            await asyncio.shield(tidying)
 
     async def _put_streamed(self, ws: StagedWorkspace, container_id: str) -> None:
         """Pack in a worker thread straight into the engine's extraction through a pipe (nothing on disk,
@@ -132,6 +162,7 @@ class ArchiveVolumeTransport:
     async def release(self, ws: StagedWorkspace) -> None:
         """Bring the agent's changes home into ``ws.upper``, then remove the volume (also when the
         archive was refused: the run then fails with the reason, and nothing of it was applied)."""
+        await self._tidied(ws)
         if not await self._exists(ws):
             return
         try:
@@ -151,6 +182,7 @@ class ArchiveVolumeTransport:
             await asyncio.shield(self._runtime.remove_volume(ws.volume_name))
 
     async def discard(self, ws: StagedWorkspace) -> None:
+        await self._tidied(ws)
         await self._runtime.remove_volume(ws.volume_name)
         await self._runtime.remove_volume(scratch_volume(ws))
         with contextlib.suppress(FileNotFoundError):

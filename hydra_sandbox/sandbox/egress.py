@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -54,6 +55,9 @@ class ActiveEgress(BaseModel):
     mounts: list[Mount] = Field(default_factory=list)
     model_base_url: str | None = None
     entrypoint: list[str] = Field(default_factory=list)
+    ready: Callable[[], Awaitable[None]] | None = Field(default=None, exclude=True, repr=False)
+    """Set when the gateways may still be starting as the agent starts (its entry waits for them): the
+    run awaits it beside the agent, and it raises why the gateways do not serve. ``None``: they serve."""
 
 
 class GatewaySecrets(BaseModel):

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,7 +239,7 @@ class SandboxOrchestrator:
             async with serving as active, self._container_removed_first(run):
                 if preparing is not None:
                     await self._launch(run, active, await preparing, delegate=mcp_target is not None)
-                outcome = await self._supervise(run, cancel)
+                outcome = await self._supervise_served(run, cancel, active.ready)
         except asyncio.CancelledError:
             detached = run.container_id is not None  # server shutdown: the agent keeps running for re-attach
             raise
@@ -403,6 +403,28 @@ class SandboxOrchestrator:
             model_key=found.key if found is not None else None,
             mcp_token=SecretStr(token) if token is not None else None,
         )
+
+    async def _supervise_served(
+        self, run: _Run, cancel: asyncio.Event, ready: Callable[[], Awaitable[None]] | None
+    ) -> RunOutcome:
+        """Supervise the agent; when its gateways were still starting as it started (``ready``), a
+        gateway that does not serve stops the agent and fails the run with the gateway's reason."""
+        if ready is None:
+            return await self._supervise(run, cancel)
+        supervising = asyncio.ensure_future(self._supervise(run, cancel))
+        served = asyncio.ensure_future(ready())
+        try:
+            await asyncio.wait([supervising, served], return_when=asyncio.FIRST_COMPLETED)
+            error = served.exception() if served.done() else None
+            if error is not None:
+                raise error
+            return await supervising  # the agent's end (also when it ended before its gateway served)
+        finally:
+            for task in (served, supervising):
+                task.cancel()
+            await asyncio.wait([served, supervising])
+            if not served.cancelled():
+                served.exception()  # retrieved: what the run raises or returns was decided above
 
     async def _supervise(self, run: _Run, cancel: asyncio.Event) -> RunOutcome:
         assert run.container_id is not None

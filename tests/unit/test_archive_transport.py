@@ -168,3 +168,41 @@ async def test_an_engine_refusing_the_archive_stops_the_pack_and_leaves_nothing(
         with pytest.raises(RuntimeUnavailableError, match="no space left"):
             await transport.attach(ws)
     assert runtime.volumes == {} and runtime.containers == {}
+
+
+async def test_the_transfer_container_goes_after_the_attach_returns_and_before_the_release_does(
+    tmp_path: Path, workdir: Path
+) -> None:
+    runtime = FakeRuntime(images=[IMAGE])
+    removal_may_go = asyncio.Event()
+    real_remove = runtime.remove
+
+    async def remove(container_id: str) -> None:
+        await removal_may_go.wait()  # held: the agent's container is made meanwhile
+        await real_remove(container_id)
+
+    runtime.remove = remove  # type: ignore[method-assign]
+    transport = ArchiveVolumeTransport(runtime, IMAGE)
+    ws = prepare_layer(SID, workdir, Policy(name="t"), tmp_path / "sessions", {"hydra.session": SID})
+    mount = await asyncio.wait_for(transport.attach(ws), 30)  # not held by the transfer container's removal
+    assert mount.source == ws.volume_name and (ws.volume_name, "app.py") in {
+        (v, f) for v, files in runtime.volume_files.items() for f in files
+    }
+    assert len(runtime.containers) == 1, "the transfer container was removed before the attach returned"
+    removal_may_go.set()
+    await transport.release(ws)
+    assert runtime.containers == {} and runtime.volumes == {}, "the release returned before the transfer's removal"
+
+
+async def test_a_transfer_container_the_engine_will_not_remove_is_left_labelled_for_gc_and_the_attach_succeeds(
+    tmp_path: Path, workdir: Path
+) -> None:
+    runtime = FakeRuntime(images=[IMAGE])
+    runtime.failures["remove"] = RuntimeUnavailableError("Docker refused: device or resource busy")
+    transport = ArchiveVolumeTransport(runtime, IMAGE)
+    ws = prepare_layer(SID, workdir, Policy(name="t"), tmp_path / "sessions", {"hydra.session": SID})
+    assert (await transport.attach(ws)).source == ws.volume_name
+    with pytest.raises(RuntimeUnavailableError, match="volume is in use"):  # the run's teardown says so, goes on
+        await transport.release(ws)
+    (left,) = runtime.containers.values()
+    assert left.spec.labels["hydra.session"] == SID and left.spec.labels["hydra.role"] == "transfer"

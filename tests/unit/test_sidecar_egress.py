@@ -37,7 +37,7 @@ from hydra_sandbox.sandbox.backends.docker.sidecar_egress import (
     socket_volume,
 )
 from hydra_sandbox.sandbox.budget import USAGE_EVENT, USAGE_STREAM, ModelBudget
-from hydra_sandbox.sandbox.egress import EgressPlan, GatewaySecrets, plan_egress
+from hydra_sandbox.sandbox.egress import ActiveEgress, EgressPlan, GatewaySecrets, plan_egress
 from hydra_sandbox.sandbox.fake import FakeProgram, FakeRuntime
 from hydra_sandbox.sandbox.gateway_process import GatewayProcessConfig
 from hydra_sandbox.sandbox.orchestrator import Backend, SandboxOrchestrator
@@ -70,6 +70,12 @@ def egress(runtime: FakeRuntime, network: str = "bridge") -> SidecarEgress:
     return SidecarEgress(runtime, IMAGE, home="home-1", network=network)
 
 
+async def gateway_up(active: ActiveEgress) -> None:
+    """What the run awaits beside the agent: the agent's side is given before the gateway starts."""
+    assert active.ready is not None, "the agent's side came after the gateway served"
+    await active.ready()
+
+
 def gateway_spec(runtime: FakeRuntime) -> ContainerSpec:
     (container,) = [c for c in runtime.containers.values() if c.spec.labels.get(LABEL_ROLE) == "gateway"]
     return container.spec
@@ -78,6 +84,7 @@ def gateway_spec(runtime: FakeRuntime) -> ContainerSpec:
 async def test_the_gateway_is_hardened_like_an_agent_and_is_the_only_one_with_a_network() -> None:
     runtime = runtime_with(gateway_program(*READY))
     async with egress(runtime, "hydra-egress-net").serve(plan(), secrets=GatewaySecrets()) as active:
+        await gateway_up(active)
         spec = gateway_spec(runtime)
         assert spec.user == f"{GATEWAY_UID}:{GATEWAY_UID}" and spec.read_only_root and spec.cap_drop == ["ALL"]
         assert spec.no_new_privileges and not spec.privileged and not spec.devices and spec.network_mode == "none"
@@ -95,6 +102,7 @@ async def test_the_model_key_is_only_in_a_0400_file_of_the_gateways_own_volume()
     runtime = runtime_with(gateway_program(*READY))
     secrets = GatewaySecrets(model_key=SecretStr(KEY))
     async with egress(runtime).serve(plan(), secrets=secrets) as active:
+        await gateway_up(active)
         spec = gateway_spec(runtime)
         shown = json.dumps([spec.env, spec.labels, spec.argv, active.model_dump()])
         assert KEY not in shown, "the key is in what docker inspect shows, or in what the agent gets"
@@ -109,6 +117,7 @@ async def test_the_model_key_is_only_in_a_0400_file_of_the_gateways_own_volume()
 async def test_the_agent_mounts_the_gateways_socket_volume_read_only() -> None:
     runtime = runtime_with(gateway_program(*READY))
     async with egress(runtime).serve(plan("allowlist"), secrets=GatewaySecrets()) as active:
+        await gateway_up(active)
         (mount,) = active.mounts
         assert mount.type == "volume" and mount.read_only and mount.target == "/run/hydra"
         gateway_mount = next(m for m in gateway_spec(runtime).mounts if m.target == "/run/hydra")
@@ -121,7 +130,8 @@ async def test_the_gateway_and_its_volumes_go_when_the_run_ends_or_fails() -> No
     for failing in (False, True):
         runtime = runtime_with(gateway_program(*READY))
         with pytest.raises(RuntimeError) if failing else contextlib.nullcontext():
-            async with egress(runtime).serve(plan(), secrets=GatewaySecrets()):
+            async with egress(runtime).serve(plan(), secrets=GatewaySecrets()) as active:
+                await gateway_up(active)
                 assert len(runtime.containers) == 1 and len(runtime.volumes) == 2
                 if failing:
                     raise RuntimeError("the run failed")
@@ -134,7 +144,8 @@ async def test_a_server_shutdown_leaves_the_gateway_for_the_next_server_which_fo
     entered = asyncio.Event()
 
     async def run_until_cancelled() -> None:
-        async with egress(runtime).serve(plan(), secrets=GatewaySecrets(), on_usage=first_usage.append):
+        async with egress(runtime).serve(plan(), secrets=GatewaySecrets(), on_usage=first_usage.append) as active:
+            await gateway_up(active)
             entered.set()
             await asyncio.Event().wait()
 
@@ -166,7 +177,8 @@ async def test_a_gateway_that_exits_before_it_is_ready_fails_the_run_naming_why_
     with pytest.raises(
         RuntimeUnavailableError, match="exited with 1: gateway: cannot read its configuration"
     ) as raised:
-        async with egress(runtime).serve(plan(), secrets=GatewaySecrets()):
+        async with egress(runtime).serve(plan(), secrets=GatewaySecrets()) as active:
+            await gateway_up(active)
             pytest.fail("served without a ready gateway")
     assert "hydra images copy" in (raised.value.hint or "")
     assert runtime.containers == {} and runtime.volumes == {}
@@ -288,3 +300,98 @@ async def test_a_re_attach_counts_the_gateways_usage_again_but_records_each_even
     assert await one_server(0, 1) == 24, "the new server counts the whole run"
     usage = [e for e in Journal(path).events(SESSION) if e.data.get("gateway") == USAGE_EVENT]
     assert [(e.data["stream"], e.data["seq"]) for e in usage] == [(USAGE_STREAM, 0), (USAGE_STREAM, 1)]
+
+
+def remote_run(tmp_path: Path, runtime: FakeRuntime) -> tuple[SandboxOrchestrator, RunRequest]:
+    """An orchestrator over ``runtime`` with the remote engine's workspace transport and gateway, and a
+    ``model-only`` run request for it."""
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    settings = load_settings(data_home=tmp_path / "data", agent_image=AGENT_IMAGE, model_base_url="http://m:1/v1")
+    backend = Backend("docker", runtime, docker_backend(settings, runtime).workspace, egress(runtime))
+    policy = Policy(name="t", network=NetworkPolicy(mode="model-only"))
+    request = RunRequest(session_id=SESSION, profile_id="p", policy=policy, prompt="go", working_dir=workdir, model="m")
+    return SandboxOrchestrator(settings, SecretMasker(), backend), request
+
+
+async def _no_events(draft: EventDraft) -> None:
+    return None
+
+
+def role_of(runtime: FakeRuntime, role: str) -> list[str]:
+    return [c.id for c in runtime.containers.values() if c.spec.labels.get(LABEL_ROLE) == role]
+
+
+async def test_the_agents_container_is_created_and_started_while_its_gateway_still_starts(tmp_path: Path) -> None:
+    agent = FakeProgram(output=[("stdout", b'{"type": "thread.started", "thread_id": "t"}\n')], keeps_running=True)
+    runtime = FakeRuntime(
+        lambda spec: gateway_program(*READY) if spec.labels.get(LABEL_ROLE) == "gateway" else agent,
+        images=[IMAGE, AGENT_IMAGE],
+    )
+    real_create_networked = runtime.create_networked
+    agent_seen: list[ContainerSpec] = []
+
+    async def create_networked(spec: ContainerSpec, network: str) -> str:
+        """The gateway is created only once the agent runs: a run that waited for it would never start."""
+        await _until(lambda: any(runtime.containers[i].status == "running" for i in role_of(runtime, "agent")), 10)
+        agent_seen.append(runtime.containers[role_of(runtime, "agent")[0]].spec)
+        return await real_create_networked(spec, network)
+
+    runtime.create_networked = create_networked  # type: ignore[method-assign]
+    sandbox, request = remote_run(tmp_path, runtime)
+    task = asyncio.create_task(sandbox.run(request, _no_events, asyncio.Event()))
+    await _until(lambda: bool(role_of(runtime, "gateway")), 10)
+    (spec,) = agent_seen
+    socket_mount = next(m for m in spec.mounts if m.target == "/run/hydra")
+    assert socket_mount.read_only and socket_mount.source in runtime.volumes, "the agent mounted no made volume"
+    assert spec.env["HYDRA_EGRESS_WAIT_S"] == "60" and spec.network_mode == "none"
+    runtime.exit(role_of(runtime, "agent")[0], 0)
+    assert (await task).status == "completed"
+    assert runtime.containers == {}
+
+
+async def test_a_gateway_that_never_serves_stops_the_started_agent_and_fails_the_run_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    stderr = b"gateway: cannot read its configuration x: plan: Field required\n"
+    runtime = FakeRuntime(
+        lambda spec: (
+            FakeProgram(output=[("stderr", stderr)], exit_code=1)
+            if spec.labels.get(LABEL_ROLE) == "gateway"
+            else FakeProgram(keeps_running=True)
+        ),  # an agent whose entry still waits for the sockets
+        images=[IMAGE, AGENT_IMAGE],
+    )
+    sandbox, request = remote_run(tmp_path, runtime)
+    with pytest.raises(RuntimeUnavailableError, match="exited with 1: gateway: cannot read its configuration"):
+        await asyncio.wait_for(sandbox.run(request, _no_events, asyncio.Event()), 30)
+    assert runtime.calls.count("start") == 2, "the agent did not start beside its gateway"
+    assert runtime.containers == {}, "the agent or the gateway was left behind"
+    assert not [v for v in runtime.volumes if v.startswith(("hydra-egress-", "hydra-gwconf-"))]
+
+
+async def test_an_agent_that_cannot_be_created_while_its_gateway_starts_leaves_neither_behind(tmp_path: Path) -> None:
+    runtime = runtime_with(gateway_program(*READY))
+    real_create, real_create_networked = runtime.create, runtime.create_networked
+    agent_refused = asyncio.Event()
+
+    async def create(spec: ContainerSpec) -> str:
+        if spec.labels.get(LABEL_ROLE) == "agent":
+            agent_refused.set()
+            raise RuntimeUnavailableError("Docker refused: no space left on device")
+        return await real_create(spec)
+
+    async def create_networked(spec: ContainerSpec, network: str) -> str:
+        await asyncio.wait_for(agent_refused.wait(), 10)  # the gateway's start is under way as the run fails
+        return await real_create_networked(spec, network)
+
+    runtime.create = create  # type: ignore[method-assign]
+    runtime.create_networked = create_networked  # type: ignore[method-assign]
+    runtime.images.add(AGENT_IMAGE)
+    sandbox, request = remote_run(tmp_path, runtime)
+    with pytest.raises(RuntimeUnavailableError, match="no space left on device"):
+        await asyncio.wait_for(sandbox.run(request, _no_events, asyncio.Event()), 30)
+    assert "create_networked" in runtime.calls, "the gateway's start was not under way"
+    assert runtime.containers == {} and not [
+        v for v in runtime.volumes if v.startswith(("hydra-egress-", "hydra-gwconf-"))
+    ]

@@ -131,7 +131,7 @@ class DockerRuntime:
         return str(container.id)
 
     async def start(self, container_id: str) -> None:
-        await self._call(lambda: self.client.containers.get(container_id).start())
+        await self._call(self.client.api.start, container_id)  # one request: no inspect first
 
     def stream_logs(self, container_id: str) -> AsyncIterator[tuple[LogStream, bytes]]:
         """Demultiplexed output from the start, following until the container exits (see :mod:`.logs`)."""
@@ -165,7 +165,7 @@ class DockerRuntime:
     async def remove(self, container_id: str) -> None:
         def _remove() -> None:
             with contextlib.suppress(docker.errors.NotFound):
-                self.client.containers.get(container_id).remove(force=True, v=False)
+                self.client.api.remove_container(container_id, force=True, v=False)
 
         await self._call(_remove)
 
@@ -178,7 +178,7 @@ class DockerRuntime:
     async def remove_volume(self, name: str) -> None:
         def _remove() -> None:
             with contextlib.suppress(docker.errors.NotFound):
-                self.client.volumes.get(name).remove(force=True)
+                self.client.api.remove_volume(name, force=True)
 
         await self._call(_remove)
 

@@ -5,6 +5,10 @@ behind Unix sockets in a **socket volume** that the agent's container mounts rea
 
 * The agent keeps ``network_mode="none"``: no route anywhere. Its ``hydra-agent-entry`` relays its
   loopback port to the socket, as on this machine.
+* The agent's container is created and started while the gateway starts (only the socket volume must
+  exist first): its entry's relay retries connecting to the socket until the gateway serves, and stops
+  the agent with a message when it has not within ``READY_DEADLINE_S``; Hydra awaits the gateway's
+  ready line beside the agent and fails the run with the gateway's reason when it does not come.
 * The gateway is the only container with a network (``HYDRA_GATEWAY_NETWORK``, the engine's default
   bridge unless set; never ``host``), and is hardened like the agent: non-root, read-only root, every
   capability dropped, no new privileges, Hydra's seccomp profile, pids/memory/CPU limits, no Docker socket.
@@ -56,6 +60,8 @@ GATEWAY_UID = 10002
 CONFIG_DIR = "/etc/hydra-gateway"
 CONFIG_FILE = "config.json"
 READY_DEADLINE_S = 60.0
+WAIT_ENV = "HYDRA_EGRESS_WAIT_S"
+"""How long the agent's entry waits for the gateway's sockets (``hydra-agent-entry``): the same deadline."""
 STDERR_KEPT = 4096
 GATEWAY_LIMITS = ResourceLimits(memory_mb=256, cpus=0.5, pids=64)
 GATEWAY_TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=16m"}
@@ -143,15 +149,31 @@ class SidecarEgress(GatewayBeside):
         container_id = await self._running_gateway(plan.session_id)
         return container_id if container_id is not None else await self._start_gateway(plan, secrets)
 
-    async def _agent_side(
-        self, plan: EgressPlan, gateway: str, ready: asyncio.Future[None], follower: asyncio.Task[None]
-    ) -> ActiveEgress:
-        await self._wait_ready(gateway, ready, follower)
-        wiring = agent_wiring(plan, SOCKET_DIR_IN_CONTAINER, delegate=False)
-        mount = Mount(
-            type="volume", source=socket_volume(plan.session_id), target=SOCKET_DIR_IN_CONTAINER, read_only=True
+    async def _early_agent_side(self, plan: EgressPlan) -> ActiveEgress:
+        """The agent's side, before its gateway starts: the gateway image is checked and the socket
+        volume made (the agent mounts it read-only; the gateway's sockets appear in it once it serves,
+        which the agent's entry waits for, at most ``READY_DEADLINE_S``)."""
+        session_id = plan.session_id
+        labels = self._labels(session_id)
+        present, volumes = await asyncio.gather(
+            self._runtime.image_exists(self._image), self._runtime.list_volumes(labels)
         )
-        return ActiveEgress(env=wiring.env, mounts=[mount], model_base_url=wiring.model_base_url, entrypoint=ENTRYPOINT)
+        if not present:
+            raise RuntimeUnavailableError(
+                f"session {session_id}: the gateway image {self._image} is missing on the agent's engine",
+                hint="run `hydra images build --gateway`, then `hydra images copy` (HYDRA_GATEWAY_IMAGE names it)",
+            )
+        existing = {v.name for v in volumes}
+        if socket_volume(session_id) not in existing:  # kept when an agent still running mounts it
+            await self._runtime.create_volume(socket_volume(session_id), labels)
+        wiring = agent_wiring(plan, SOCKET_DIR_IN_CONTAINER, delegate=False)
+        mount = Mount(type="volume", source=socket_volume(session_id), target=SOCKET_DIR_IN_CONTAINER, read_only=True)
+        return ActiveEgress(
+            env=wiring.env | {WAIT_ENV: str(int(READY_DEADLINE_S))},
+            mounts=[mount],
+            model_base_url=wiring.model_base_url,
+            entrypoint=ENTRYPOINT,
+        )
 
     async def _running_gateway(self, session_id: str) -> str | None:
         """The session's gateway left running by a previous server (re-attach); stale ones are removed."""
@@ -163,16 +185,10 @@ class SidecarEgress(GatewayBeside):
         return running[0] if running else None
 
     async def _start_gateway(self, plan: EgressPlan, secrets: GatewaySecrets) -> str:
+        """A new gateway (its socket volume exists: :meth:`_early_agent_side`), its configuration put in
+        before it starts."""
         session_id = plan.session_id
-        if not await self._runtime.image_exists(self._image):
-            raise RuntimeUnavailableError(
-                f"session {session_id}: the gateway image {self._image} is missing on the agent's engine",
-                hint="run `hydra images build --gateway`, then `hydra images copy` (HYDRA_GATEWAY_IMAGE names it)",
-            )
         labels = self._labels(session_id)
-        existing = {v.name for v in await self._runtime.list_volumes(labels)}
-        if socket_volume(session_id) not in existing:  # kept when an agent still running mounts it
-            await self._runtime.create_volume(socket_volume(session_id), labels)
         await self._runtime.remove_volume(config_volume(session_id))
         await self._runtime.create_volume(config_volume(session_id), labels)
         container_id = await self._runtime.create_networked(self.gateway_spec(session_id), self._network)
@@ -181,7 +197,7 @@ class SidecarEgress(GatewayBeside):
         await self._runtime.start(container_id)
         return container_id
 
-    async def _wait_ready(self, container_id: str, ready: asyncio.Future[None], follower: asyncio.Task[None]) -> None:
+    async def _until_ready(self, container_id: str, ready: asyncio.Future[None], follower: asyncio.Task[None]) -> None:
         done, _ = await asyncio.wait({ready, follower}, timeout=READY_DEADLINE_S, return_when=asyncio.FIRST_COMPLETED)
         if ready in done and ready.exception() is None:
             return
