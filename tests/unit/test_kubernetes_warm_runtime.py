@@ -289,7 +289,7 @@ async def test_a_whole_run_on_a_claimed_pod_puts_the_workspace_follows_the_log_a
 ) -> None:
     from hydra_sandbox.masking import SecretMasker
     from hydra_sandbox.sandbox.backends.kubernetes import kubernetes_sandbox
-    from tests.unit.test_kubernetes_flow import KEY, SID, Node, Sink, live_objects, request, settings
+    from tests.kube_flow_kit import KEY, SID, Node, Sink, live_objects, request, settings
 
     workdir = tmp_path / "project"
     workdir.mkdir()
