@@ -87,11 +87,11 @@ async def test_a_spent_budget_deletes_the_gateway_pod(kmock: kmock.KubernetesEmu
 
     async def node() -> None:
         await until(lambda: gateway_live(kmock))
-        serve_lines(kmock, {"ready": True}, {"usage": usage})
-        await set_status(
+        await set_status(  # the pod has its address before it logs the usage that deletes it
             kmock,
             {"phase": "Running", "podIP": "10.1.2.3", "containerStatuses": [{"name": "gateway", "state": RUNNING}]},
         )
+        serve_lines(kmock, {"ready": True}, {"usage": usage})
 
     kubelet = asyncio.create_task(node())
     async with egress(kmock).serve(plan(), secrets=GatewaySecrets(), on_usage=budget) as active:
