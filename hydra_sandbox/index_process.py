@@ -184,8 +184,8 @@ class IndexProcess:
                 try:
                     self._conn.send(("close", (), {}))
                     self._process.wait(STOP_TIMEOUT_S)
-                except (OSError, subprocess.TimeoutExpired):
-                    log.warning("the index process did not stop within %.0f s: killed", STOP_TIMEOUT_S)
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    log.warning("the index process did not stop cleanly (%s): killed", exc)
             self._discard()
 
     # -- ContextStore -----------------------------------------------------------------------------
