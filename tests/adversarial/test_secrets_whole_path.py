@@ -21,7 +21,6 @@ import re
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -241,13 +240,20 @@ async def serve(settings: HydraSettings, sandbox: FakeSandbox) -> AsyncIterator[
         yield hydra.client, hydra.services
 
 
-def chroma_everything(store: Any) -> str:
-    """Every document and metadata the index holds, read straight from its collections."""
-    out = []
-    for collection in store._collections():
-        got = collection.get(include=["documents", "metadatas"])
-        out.append(json.dumps({"ids": got["ids"], "documents": got["documents"], "metadatas": got["metadatas"]}))
-    return "\n".join(out)
+def chroma_everything(settings: HydraSettings) -> tuple[str, int]:
+    """Every document and metadata the index holds, read straight from its collections, and how many
+    there are. The server's index process holds the directory while it runs: read after it stops."""
+    from hydra_sandbox.chroma_store import ChromaStore
+
+    store = ChromaStore.from_settings(settings)
+    try:
+        out = []
+        for collection in store._collections():
+            got = collection.get(include=["documents", "metadatas"])
+            out.append(json.dumps({"ids": got["ids"], "documents": got["documents"], "metadatas": got["metadatas"]}))
+        return "\n".join(out), store.count()
+    finally:
+        store.close()
 
 
 def files_under(root: Path) -> Iterator[tuple[Path, bytes]]:
@@ -308,13 +314,14 @@ async def test_no_secret_survives_anywhere_an_agent_can_put_it(
                     ("search_context", json.dumps(await call(client, "search_context", query=query, limit=50)))
                 )
             outputs.append(("hydra://status", (await client.read_resource("hydra://status"))[0].text))
-            index_blob = await asyncio.to_thread(chroma_everything, services.store)
             counts["index_documents"] = await asyncio.to_thread(services.store.count)
             assert counts["index_documents"] == services.journal.count()
-            found += leaks(index_blob, "chroma documents", forbidden)
             for path, raw in files_under(settings.data_home):  # while the server runs: journal WAL included
                 found += leaks(raw, f"live file {path.relative_to(settings.data_home)}", forbidden)
             counts["live_data_files_scanned"] = sum(1 for _ in files_under(settings.data_home))
+        index_blob, held = chroma_everything(settings)
+        assert held == counts["index_documents"]
+        found += leaks(index_blob, "chroma documents", forbidden)
         counts["sessions"] = len(ids)
         counts["tool_and_resource_results"] = len(outputs)
         for where, blob in outputs:
