@@ -20,6 +20,7 @@ import contextlib
 import datetime
 import ipaddress
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -37,7 +38,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict
+from typer.testing import CliRunner
 
+from hydra_sandbox.cli import app
 from hydra_sandbox.docker_engines import engine_client
 from hydra_sandbox.docker_hosts import EngineConfig, resolve_engines
 from hydra_sandbox.gateway_image import build_gateway_image
@@ -271,3 +274,17 @@ def nothing_left_on_the_remote_engine(request: pytest.FixtureRequest) -> Iterato
     yield
     leftover = _hydra_objects(client) - before
     assert not leftover, f"left behind on the second engine: {sorted(leftover)}"
+
+
+def cli_copies_and_doctor_passes(url: str, over: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hydra images copy --to URL` finds both images there already, and `hydra doctor` with
+    ``HYDRA_DOCKER_HOST=URL`` reaches the engine ``over`` its transport and finds both images."""
+    copied = CliRunner().invoke(app, ["images", "copy", "--to", url, "--json"])
+    assert copied.exit_code == 0, copied.output
+    assert [(c["engine"], c["skipped"]) for c in json.loads(copied.output)] == [(url, True), (url, True)]
+    monkeypatch.setenv("HYDRA_DOCKER_HOST", url)
+    doctor = CliRunner().invoke(app, ["doctor", "--json"])
+    checks = {c["name"]: c for c in json.loads(doctor.output)}
+    assert checks[f"docker {url}"]["ok"] and over in checks[f"docker {url}"]["detail"]
+    assert checks[f"agent image {url}"]["ok"], checks[f"agent image {url}"]
+    assert checks[f"gateway image {url}"]["ok"], checks[f"gateway image {url}"]

@@ -27,7 +27,7 @@ from hydra_sandbox.image_copy import copy_image
 from hydra_sandbox.sandbox.backends.docker.engines import engine_runtime
 from hydra_sandbox.sandbox.backends.docker.runtime import DockerRuntime
 from hydra_sandbox.sandbox.spec import LABEL_HOME, LABEL_ROLE, LABEL_SESSION, ContainerSpec, Mount, home_label
-from tests.remote_engine import RemoteEngine, make_tls
+from tests.remote_engine import RemoteEngine, cli_copies_and_doctor_passes, make_tls
 
 pytestmark = pytest.mark.docker
 LINES = [f"line{i}" for i in range(1, 6)]
@@ -158,15 +158,7 @@ def test_the_cli_copies_to_and_doctor_checks_an_engine_named_by_url(
     monkeypatch.setenv("HYDRA_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("HYDRA_AGENT_IMAGE", remote_agent_image)
     url = remote_engine.engine.url
-    copied = CliRunner().invoke(app, ["images", "copy", "--to", url, "--json"])
-    assert copied.exit_code == 0, copied.output
-    assert [(c["engine"], c["skipped"]) for c in json.loads(copied.output)] == [(url, True), (url, True)]
-    monkeypatch.setenv("HYDRA_DOCKER_HOST", url)
-    doctor = CliRunner().invoke(app, ["doctor", "--json"])
-    checks = {c["name"]: c for c in json.loads(doctor.output)}
-    assert checks[f"docker {url}"]["ok"] and "over mutual TLS" in checks[f"docker {url}"]["detail"]
-    assert checks[f"agent image {url}"]["ok"], checks[f"agent image {url}"]
-    assert checks[f"gateway image {url}"]["ok"], checks[f"gateway image {url}"]
+    cli_copies_and_doctor_passes(url, "over mutual TLS", monkeypatch)
     engine_client(remote_engine.engine).images.remove(remote_gateway_image)
     try:
         doctor = CliRunner().invoke(app, ["doctor", "--json"])

@@ -7,16 +7,13 @@ apply) with the real agent image, Codex and a gateway container beside it."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
 import docker
 import pytest
-from typer.testing import CliRunner
 
 from hydra_sandbox.authority import OPERATOR
-from hydra_sandbox.cli import app
 from hydra_sandbox.docker_engines import engine_client
 from hydra_sandbox.errors import RuntimeUnavailableError
 from hydra_sandbox.gc import collect_garbage
@@ -29,7 +26,7 @@ from hydra_sandbox.scripted_model import Script, ScriptedModel
 from hydra_sandbox.settings import HydraSettings, load_settings
 from tests.integration.test_remote_flow import RUN_DEADLINE_S, bridge_address, until_said
 from tests.managers import manager_for
-from tests.remote_engine import RemoteEngine
+from tests.remote_engine import RemoteEngine, cli_copies_and_doctor_passes
 from tests.ssh_engine import SshEngine
 
 pytestmark = pytest.mark.docker
@@ -97,15 +94,7 @@ def test_the_cli_copies_to_and_doctor_checks_an_engine_over_ssh(
     monkeypatch.setenv("HYDRA_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("HYDRA_AGENT_IMAGE", remote_agent_image)
     url = ssh_engine.url
-    copied = CliRunner().invoke(app, ["images", "copy", "--to", url, "--json"])
-    assert copied.exit_code == 0, copied.output
-    assert [(c["engine"], c["skipped"]) for c in json.loads(copied.output)] == [(url, True), (url, True)]
-    monkeypatch.setenv("HYDRA_DOCKER_HOST", url)
-    doctor = CliRunner().invoke(app, ["doctor", "--json"])
-    checks = {c["name"]: c for c in json.loads(doctor.output)}
-    assert checks[f"docker {url}"]["ok"] and "over ssh" in checks[f"docker {url}"]["detail"]
-    assert checks[f"agent image {url}"]["ok"], checks[f"agent image {url}"]
-    assert checks[f"gateway image {url}"]["ok"], checks[f"gateway image {url}"]
+    cli_copies_and_doctor_passes(url, "over ssh", monkeypatch)
 
 
 def ssh_settings(base: HydraSettings, ssh_engine: SshEngine, model: ScriptedModel) -> HydraSettings:
