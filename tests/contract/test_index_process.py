@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,18 +34,22 @@ def settings(tmp_path: Path, embedding: MiniLMEmbedding) -> HydraSettings:
     return HydraSettings(data_home=tmp_path, embedding_model_dir=embedding.model_dir)
 
 
-def gone(pid: int, within_s: float = 20.0) -> bool:
-    """Whether process ``pid`` has ended (or is a zombie nobody reaped) within the deadline."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.05)
-    return False
+def within(predicate: Callable[[], bool], seconds: float = 20.0) -> bool:
+    """Whether ``predicate`` holds within the deadline (polled)."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie nobody reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def test_hydra_errors_cross_a_pickle_with_their_fields() -> None:
@@ -97,9 +102,7 @@ def test_an_index_process_killed_between_calls_is_started_again_by_the_next_call
         first = store.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while store._process.poll() is None and time.monotonic() < deadline:  # dead, as the store sees it
-            time.sleep(0.01)
+        assert within(lambda: store._process.poll() is not None)  # dead, as the store sees it
         assert store.count() == 1  # a new child, the same directory
         assert store.pid not in (None, first)
         assert store.semantic_search("package download failure", limit=1)[0].text == "apt could not fetch packages"
@@ -123,9 +126,7 @@ def test_an_index_process_that_dies_during_a_call_fails_that_call_with_a_store_e
 
         caller = threading.Thread(target=count)
         caller.start()
-        deadline = time.monotonic() + 20
-        while not store._lock.locked() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert within(store._lock.locked)  # the call is under way
         os.kill(pid, signal.SIGKILL)
         caller.join(30)
         assert not caller.is_alive()
@@ -154,7 +155,7 @@ def test_the_index_process_ends_when_the_server_dies_and_releases_the_directory(
     child = int(server.stdout.readline())
     server.kill()
     server.wait(30)
-    assert gone(child), "the index process outlived its server"
+    assert within(lambda: ended(child)), "the index process outlived its server"
     IndexProcess(settings).close()  # its lock went with it
 
 
