@@ -58,28 +58,24 @@ def _candidates(text: str) -> list[int]:
     return sorted(at)
 
 
-def _add_break(breaks: list[tuple[int, int]], kept: int, removed: int) -> None:
-    if breaks and breaks[-1][0] == kept:
-        breaks[-1] = (kept, removed)
-    else:
-        breaks.append((kept, removed))
+Breaks = tuple[list[int], list[int]]
+"""Breakpoints as two columns, ``(kept, removed)``: from normalised index ``kept[k]`` on (until the next
+breakpoint), ``removed[k]`` characters have been removed before it. ``kept`` ascends; where it repeats
+(sequences that follow each other), the last breakpoint counts."""
+NO_BREAKS: Breaks = ([], [])
 
 
-def _strip_escapes(text: str) -> tuple[str, list[tuple[int, int]]]:
-    """:func:`normalise` for text whose only removable characters start with ESC. ``_ESCAPES.split``
-    alternates kept text and removed sequences; the breakpoints are their running lengths (C-level
-    ``accumulate`` over ``len``), with sequences that follow each other merged into one breakpoint."""
+def _strip_escapes(text: str) -> tuple[str, Breaks]:
+    """:func:`normalise_columns` for text whose only removable characters start with ESC.
+    ``_ESCAPES.split`` alternates kept text and removed sequences; the breakpoints are their running
+    lengths (C-level ``accumulate`` over ``len``)."""
     parts = _ESCAPES.split(text)
     if len(parts) == 1:
-        return text, []
+        return text, NO_BREAKS
     kept_parts = parts[0::2]
-    kept = accumulate(map(len, kept_parts[:-1]))
-    removed = accumulate(map(len, parts[1::2]))
-    if "" in kept_parts[1:-1]:  # adjacent sequences share a breakpoint: the last one counts
-        breaks = list(dict(zip(kept, removed, strict=True)).items())
-    else:
-        breaks = list(zip(kept, removed, strict=True))
-    return "".join(kept_parts), breaks
+    kept = list(accumulate(map(len, kept_parts[:-1])))
+    removed = list(accumulate(map(len, parts[1::2])))
+    return "".join(kept_parts), (kept, removed)
 
 
 _INVISIBLE_BY_BYTE = (
@@ -104,14 +100,15 @@ def has_invisible(text: str) -> bool:
     return any(byte in data and any(char in text for char in chars) for byte, chars in _INVISIBLE_BY_BYTE)
 
 
-def normalise(text: str, *, invisible: bool | None = None) -> tuple[str, list[tuple[int, int]]]:
-    """The text the rules see, and breakpoints ``(i, d)``: from normalised index ``i`` on (until the next
-    breakpoint), the original index is ``i + d``. ``invisible=False`` says the caller knows ``text`` has no
-    invisible character (see :data:`INVISIBLE_BYTES`); ``None`` looks."""
+def normalise_columns(text: str, *, invisible: bool | None = None) -> tuple[str, Breaks]:
+    """The text the rules see, and its breakpoints as columns (see :data:`Breaks`). ``invisible=False``
+    says the caller knows ``text`` has no invisible character (see :data:`INVISIBLE_BYTES`); ``None``
+    looks."""
     if not (has_invisible(text) if invisible is None else invisible):
-        return _strip_escapes(text) if "\x1b" in text else (text, [])
+        return _strip_escapes(text) if "\x1b" in text else (text, NO_BREAKS)
     pieces: list[str] = []
-    breaks: list[tuple[int, int]] = []
+    kept_at: list[int] = []
+    removed_at: list[int] = []
     cursor = removed = kept = 0
     for at in _candidates(text):
         if at < cursor:
@@ -123,49 +120,53 @@ def normalise(text: str, *, invisible: bool | None = None) -> tuple[str, list[tu
         kept += at - cursor
         removed += match.end() - at
         cursor = match.end()
-        _add_break(breaks, kept, removed)
-    if not breaks:
-        return text, []
+        kept_at.append(kept)
+        removed_at.append(removed)
+    if not kept_at:
+        return text, NO_BREAKS
     pieces.append(text[cursor:])
-    return "".join(pieces), breaks
+    return "".join(pieces), (kept_at, removed_at)
+
+
+def normalise(text: str, *, invisible: bool | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """The text the rules see, and breakpoints ``(i, d)``: from normalised index ``i`` on (until the next
+    breakpoint), the original index is ``i + d``; one breakpoint per run of removed sequences."""
+    norm, (kept, removed) = normalise_columns(text, invisible=invisible)
+    return norm, list(dict(zip(kept, removed, strict=True)).items())
 
 
 class OffsetMap:
-    """Absolute normalised offsets to absolute original offsets, for a text that grows and is trimmed."""
+    """Absolute normalised offsets to absolute original offsets, for a text that grows and is trimmed.
+
+    One segment per appended piece: where it starts (normalised), its shift, and its own breakpoints,
+    kept as they came (appending is O(1); a lookup is two bisections)."""
 
     def __init__(self) -> None:
         self._starts: list[int] = [0]
-        self._deltas: list[int] = [0]
+        self._segments: list[tuple[int, list[int], list[int]]] = [(0, [], [])]
 
-    def extend(self, norm_at: int, orig_at: int, breaks: list[tuple[int, int]]) -> None:
+    def extend(self, norm_at: int, orig_at: int, breaks: Breaks) -> None:
         """A piece was appended at ``norm_at`` (normalised) / ``orig_at`` (original)."""
-        base = orig_at - norm_at
-        if base != self._deltas[-1]:
-            self._add(norm_at, base)
-        if not breaks:
-            return
-        first = 0
-        if breaks[0][0] == 0:
-            self._add(norm_at, base + breaks[0][1])
-            first = 1
-        self._starts.extend([norm_at + i for i, _d in breaks[first:]])
-        self._deltas.extend([base + d for _i, d in breaks[first:]])
-
-    def _add(self, start: int, delta: int) -> None:
-        if self._starts[-1] == start:
-            self._deltas[-1] = delta
-        else:
-            self._starts.append(start)
-            self._deltas.append(delta)
+        kept, removed = breaks
+        segment = (orig_at - norm_at, kept, removed)
+        if self._starts[-1] == norm_at:  # the piece before normalised to nothing: this one takes over
+            self._segments[-1] = segment
+        elif kept or segment[0] != self._segments[-1][0] or self._segments[-1][1]:
+            self._starts.append(norm_at)
+            self._segments.append(segment)
 
     def original(self, norm: int) -> int:
-        if len(self._starts) == 1:
-            return norm + self._deltas[0]
-        return norm + self._deltas[bisect.bisect_right(self._starts, norm) - 1]
+        i = bisect.bisect_right(self._starts, norm) - 1 if len(self._starts) > 1 else 0
+        shift, kept, removed = self._segments[i]
+        if kept:
+            k = bisect.bisect_right(kept, norm - self._starts[i]) - 1
+            if k >= 0:
+                return norm + shift + removed[k]
+        return norm + shift
 
     def trim(self, before: int) -> None:
-        """Forget breakpoints no offset at or after ``before`` needs."""
+        """Forget segments no offset at or after ``before`` needs."""
         keep = bisect.bisect_right(self._starts, before) - 1
         if keep > 0:
             del self._starts[:keep]
-            del self._deltas[:keep]
+            del self._segments[:keep]

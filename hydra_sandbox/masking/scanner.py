@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from hydra_sandbox.masking.checks import is_placeholder, reads_as_code, shannon_entropy
 from hydra_sandbox.masking.engine import KNOWN_BASE, Hit, Prefilter, PrefilterStream
-from hydra_sandbox.masking.normalise import OffsetMap, has_invisible, normalise, split_incomplete
+from hydra_sandbox.masking.normalise import Breaks, OffsetMap, has_invisible, normalise_columns, split_incomplete
 from hydra_sandbox.masking.rules import MaskingRule
 
 CONTEXT = 64
@@ -83,7 +83,7 @@ class Scanner:
     # -- input ---------------------------------------------------------------------------------
 
     def _append(self, text: str, invisible: bool | None = None) -> str:
-        norm, breaks = normalise(text, invisible=invisible)
+        norm, breaks = normalise_columns(text, invisible=invisible)
         self._map.extend(self._end, self._orig_end, breaks)
         self._orig += text
         self._norm += norm
@@ -91,7 +91,7 @@ class Scanner:
         self._orig_end += len(text)
         return norm
 
-    def whole(self, text: str, norm: str, breaks: list[tuple[int, int]], hits: list[Hit]) -> str:
+    def whole(self, text: str, norm: str, breaks: Breaks, hits: list[Hit]) -> str:
         """Mask a complete text (block mode), normalised and prefiltered by :func:`mask_text`."""
         self._map.extend(0, 0, breaks)
         self._orig, self._norm = text, norm
@@ -212,7 +212,7 @@ class Scanner:
 
 def mask_text(compiled: Compiled, text: str) -> tuple[str, Counter[str] | None]:
     """``text`` masked whole, and the masks made by rule (``None`` when the prefilter found nothing)."""
-    norm, breaks = normalise(text)
+    norm, breaks = normalise_columns(text)
     hits = compiled.prefilter.scan(norm + "\n")  # the same sentinel a stream ends with
     if not hits:
         return text, None
@@ -222,7 +222,7 @@ def mask_text(compiled: Compiled, text: str) -> tuple[str, Counter[str] | None]:
 
 def find_spans(compiled: Compiled, text: str) -> list[tuple[int, int, str]]:
     """The spans of ``text`` masking replaces, as (start, end, rule) in ``text``'s own offsets."""
-    norm, breaks = normalise(text)
+    norm, breaks = normalise_columns(text)
     hits = compiled.prefilter.scan(norm + "\n")
     if not hits:
         return []

@@ -553,14 +553,14 @@ def test_removable_sequences_are_looked_for_at_every_esc_and_invisible_character
 
 def test_the_offset_map_sends_normalised_offsets_back_to_the_original_text() -> None:
     offsets = OffsetMap()
-    offsets.extend(0, 0, [(3, 2), (5, 6)])
+    offsets.extend(0, 0, ([3, 5], [2, 6]))
     assert [offsets.original(i) for i in range(8)] == [0, 1, 2, 5, 6, 11, 12, 13]
-    offsets.extend(10, 20, [])  # a piece appended further on, with its own shift
+    offsets.extend(10, 20, ([], []))  # a piece appended further on, with its own shift
     assert offsets.original(10) == 20 and offsets.original(12) == 22
     offsets.trim(11)
     assert offsets.original(12) == 22 and offsets.original(11) == 21
     leading = OffsetMap()
-    leading.extend(0, 0, [(0, 4), (2, 5)])  # removed characters at the very start
+    leading.extend(0, 0, ([0, 2], [4, 5]))  # removed characters at the very start
     assert [leading.original(i) for i in range(4)] == [4, 5, 7, 8]
 
 
