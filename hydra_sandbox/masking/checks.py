@@ -10,19 +10,27 @@ from collections import Counter
 
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z_$]*")
 _DOTTED = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+")
-_PLACEHOLDER = re.compile(
-    r"(?i)example|changeme|change_me|placeholder|your[_-]|redacted|dummy|sample|xxxx|\*\*\*|\.\.\.|<[^>]*>|"
+_PLACEHOLDER = re.compile(  # searched in the lower-cased value: sre is ~10x slower with (?i)
+    r"example|changeme|change_me|placeholder|your[_-]|redacted|dummy|sample|xxxx|\*\*\*|\.\.\.|<[^>]*>|"
     r"\$\{|\$\(|\{\{|%\(|%s|process\.env|os\.environ|getenv|secrets\.|\[masked|masked\]|none$|null$|undefined$"
 )
 _CALL_OR_INDEX = frozenset("([{")
 
 
+_COUNT_LOG = [0.0] + [c * math.log2(c) for c in range(1, 1025)]
+"""``c * log2(c)`` for the counts a value of up to 1,024 characters can have."""
+
+
 def shannon_entropy(value: str) -> float:
-    """Bits per character of ``value``'s own character distribution."""
-    if not value:
-        return 0.0
+    """Bits per character of ``value``'s own character distribution: ``log2(n) - sum(c log2 c) / n``
+    over the counts ``c`` of its ``n`` characters (table lookups in C, not a Python loop)."""
     n = len(value)
-    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+    if not n:
+        return 0.0
+    counts = Counter(value).values()
+    if n < len(_COUNT_LOG):
+        return max(0.0, math.log2(n) - sum(map(_COUNT_LOG.__getitem__, counts)) / n)
+    return -sum(c / n * math.log2(c / n) for c in counts)
 
 
 def _case_changes(value: str) -> int:
@@ -44,4 +52,4 @@ def reads_as_code(value: str, following: str) -> bool:
 
 def is_placeholder(value: str) -> bool:
     """Template and documentation values: ``${TOKEN}``, ``<your-key>``, ``changeme``, ``xxxx``..."""
-    return _PLACEHOLDER.search(value) is not None or len(set(value)) <= 3
+    return _PLACEHOLDER.search(value.lower()) is not None or len(set(value)) <= 3

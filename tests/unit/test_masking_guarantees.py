@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import quopri
 import random
 import re
@@ -192,6 +193,24 @@ def test_entropy_is_the_bits_per_character_of_the_value() -> None:
     assert shannon_entropy("aabb") == 1.0
     assert shannon_entropy("abcd") == 2.0
     assert shannon_entropy("aaab") == pytest.approx(0.8112781244591328)
+
+
+def test_entropy_from_the_count_table_equals_the_definition_for_values_short_and_long() -> None:
+    rng = random.Random(7)
+    for n in [1, 2, 7, 40, 200, 1023, 1024, 1500]:
+        for alphabet in ["ab", "abcdef0123", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"]:
+            value = "".join(rng.choice(alphabet) for _ in range(n))
+            n_ = len(value)
+            definition = -sum(value.count(c) / n_ * math.log2(value.count(c) / n_) for c in set(value))
+            assert shannon_entropy(value) == pytest.approx(definition, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["YOUR_API_KEY_HERE", "<Your-Token>", "CHANGEME", "Example123", "PROCESS.ENV.TOKEN", "[Masked:x]", "NONE", "Null"],
+)
+def test_placeholders_are_recognised_in_any_case(value: str) -> None:
+    assert is_placeholder(value)
 
 
 @pytest.mark.parametrize(
