@@ -65,19 +65,34 @@ _CONTINUATION = bytes(range(0x80, 0xC0))
 
 def _char_offsets(text: str, data: bytes, hits: list[Hit], base: int) -> list[Hit]:
     """Byte offsets (relative to ``data``, the UTF-8 of ``text``) turned into absolute character offsets:
-    a character is one byte that is not a UTF-8 continuation byte."""
+    a character is one byte that is not a UTF-8 continuation byte. Each offset is counted from the
+    nearer end of ``data`` (hits in the second half backwards from its end), so the bytes counted over
+    are at most half of ``data`` once per side. Hits come back in ascending order of their ends."""
     if len(data) == len(text):
         return [(i, base + end) for i, end in hits]
     out: list[Hit] = []
+    ordered = sorted(hits, key=lambda h: h[1])
+    half = len(data) // 2
     byte_cursor = char_cursor = 0
-    for i, end in sorted(hits, key=lambda h: h[1]):
+    later: list[Hit] = []
+    for i, end in ordered:
         while 0 < end < len(data) and data[end] & 0xC0 == 0x80:
             end -= 1  # inside a multi-byte character: count it from its first byte
+        if end > half:
+            later.append((i, end))
+            continue
         if end > byte_cursor:
             char_cursor += len(data[byte_cursor:end].translate(None, _CONTINUATION))
             byte_cursor = end
         out.append((i, base + char_cursor))
-    return out
+    backwards: list[Hit] = []
+    byte_cursor, char_cursor = len(data), len(text)
+    for i, end in reversed(later):
+        if end < byte_cursor:
+            char_cursor -= len(data[end:byte_cursor].translate(None, _CONTINUATION))
+            byte_cursor = end
+        backwards.append((i, base + char_cursor))
+    return out + backwards[::-1]
 
 
 def _reach(rules: Sequence[MaskingRule]) -> tuple[int, ...]:

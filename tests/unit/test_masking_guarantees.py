@@ -593,6 +593,23 @@ def test_byte_offsets_of_hits_become_character_offsets_counted_from_the_start_of
     assert _char_offsets("abc", b"abc", [(1, 3), (0, 1)], 5) == [(1, 8), (0, 6)]
 
 
+def test_byte_offsets_counted_from_either_end_give_the_characters_before_them() -> None:
+    rng = random.Random(11)
+    for _ in range(300):
+        text = "".join(rng.choice("ab \u2713\u00e9\U0001f600") for _ in range(rng.randint(1, 60)))
+        data = text.encode()
+        hits = [(j, rng.randint(0, len(data))) for j in range(rng.randint(1, 8))]
+        expected = []
+        for j, end in sorted(hits, key=lambda h: h[1]):
+            while 0 < end < len(data) and data[end] & 0xC0 == 0x80:
+                end -= 1
+            expected.append((j, 100 + len(data[:end].decode())))
+        got = _char_offsets(text, data, hits, 100)
+        assert sorted(got) == sorted(expected)
+        if not text.isascii():  # (ASCII text keeps the engine's own order, ascending per database)
+            assert got == expected
+
+
 def test_a_rules_search_window_is_its_hit_bounds_capped_at_its_widest_match() -> None:
     rules = [
         MaskingRule(id="a", pattern=r"x[0-9]{10}"),
