@@ -64,6 +64,19 @@ def test_secret_example_is_masked_by_its_rule(masker: SecretMasker, rule: str, t
     assert f"[MASKED:{rule}]" in masker.mask(text)
 
 
+@pytest.mark.parametrize(("rule", "text"), SECRETS)
+def test_every_match_of_a_secret_example_starts_within_before_hit_of_a_prefilter_hit(rule: str, text: str) -> None:
+    """A stream emits text up to ``before_hit`` before a pending hit: a match starting earlier would leak.
+    Some prefilter match (its greedy end from each start inside the match) must end inside the match and
+    no further than ``before_hit`` from its start."""
+    found = next(r for r in RULES if r.id == rule)
+    prefilter = re.compile(found.prefilter or found.pattern, re.DOTALL)
+    reach = min(found.before_hit or found.max_length, found.max_length)
+    for match in found.regex.finditer(text):
+        ends = [m.end() for t in range(match.start(), match.end()) if (m := prefilter.match(text, t))]
+        assert any(match.start() < end <= match.start() + reach for end in ends), (rule, match.group())
+
+
 @pytest.mark.parametrize(("rule", "text"), ORDINARY)
 def test_ordinary_example_is_left_alone(masker: SecretMasker, rule: str, text: str) -> None:
     assert masker.mask(text) == text
