@@ -39,8 +39,9 @@ def hyperscan_available() -> bool:
 
 
 class PrefilterStream(Protocol):
-    def scan(self, text: str, base: int) -> list[Hit]:
-        """Hits whose end lies in ``text``, which starts at absolute offset ``base``."""
+    def scan(self, text: str, base: int, utf8: bytes | None = None) -> list[Hit]:
+        """Hits whose end lies in ``text``, which starts at absolute offset ``base`` (``utf8``: its UTF-8,
+        when the caller has it)."""
         ...
 
     def close(self, end: int) -> list[Hit]:
@@ -55,7 +56,7 @@ class Prefilter(Protocol):
     ahead: tuple[int, ...]
     """Per rule: how far after a hit a match of the rule may end."""
 
-    def scan(self, text: str) -> list[Hit]: ...
+    def scan(self, text: str, utf8: bytes | None = None) -> list[Hit]: ...
 
     def stream(self) -> PrefilterStream: ...
 
@@ -141,8 +142,8 @@ class _HyperscanStream:
             manager = db.stream(match_event_handler=collector)
             self._parts.append((manager, manager.__enter__(), collector))
 
-    def scan(self, text: str, base: int) -> list[Hit]:
-        data = _encode(text)
+    def scan(self, text: str, base: int, utf8: bytes | None = None) -> list[Hit]:
+        data = _encode(text) if utf8 is None else utf8
         hits: list[Hit] = []
         for _manager, stream, collector in self._parts:
             collector.hits = []
@@ -204,8 +205,8 @@ class HyperscanPrefilter:
             self._local.plan = plan
         return plan
 
-    def scan(self, text: str) -> list[Hit]:
-        data = _encode(text)
+    def scan(self, text: str, utf8: bytes | None = None) -> list[Hit]:
+        data = _encode(text) if utf8 is None else utf8
         hits: list[Hit] = []
         for db, scratch, collector in self._block_plan():
             collector.hits = []
@@ -226,7 +227,7 @@ class _KeywordStream:
         self._owner = owner
         self._tail = ""
 
-    def scan(self, text: str, base: int) -> list[Hit]:
+    def scan(self, text: str, base: int, utf8: bytes | None = None) -> list[Hit]:
         joined = self._tail + text
         start = base - len(self._tail)
         hits = [h for h in self._owner.literal_hits(joined, start) if h[1] > base]
@@ -267,7 +268,7 @@ class KeywordPrefilter:
             out += [(i, at) for at in range((start // step + 1) * step, stop + 1, step)]
         return out
 
-    def scan(self, text: str) -> list[Hit]:
+    def scan(self, text: str, utf8: bytes | None = None) -> list[Hit]:
         return self.literal_hits(text, 0) + self.grid_hits(0, len(text)) + [(i, len(text)) for i in self.everywhere]
 
     def stream(self) -> PrefilterStream:

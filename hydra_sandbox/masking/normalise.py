@@ -7,6 +7,8 @@ from __future__ import annotations
 import bisect
 import re
 from itertools import accumulate
+from operator import methodcaller
+from typing import NamedTuple
 
 _REMOVABLE = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement
@@ -65,17 +67,32 @@ breakpoint), ``removed[k]`` characters have been removed before it. ``kept`` asc
 NO_BREAKS: Breaks = ([], [])
 
 
-def _strip_escapes(text: str) -> tuple[str, Breaks]:
+class Normalised(NamedTuple):
+    """A text as the rules see it (see :func:`normalise_columns`), with its UTF-8 when normalising made it
+    cheaply: ``utf8`` is ``text.encode("utf-8", "surrogatepass")``, or ``None`` for the engine to encode."""
+
+    text: str
+    breaks: Breaks
+    utf8: bytes | None = None
+
+
+_ENCODE = methodcaller("encode", "utf-8", "surrogatepass")
+
+
+def _strip_escapes(text: str) -> Normalised:
     """:func:`normalise_columns` for text whose only removable characters start with ESC.
     ``_ESCAPES.split`` alternates kept text and removed sequences; the breakpoints are their running
-    lengths (C-level ``accumulate`` over ``len``)."""
+    lengths (C-level ``accumulate`` over ``len``). The kept pieces are also encoded one by one: ``split``
+    makes each piece as narrow as its characters allow, so the ASCII ones (nearly all of a log) encode
+    as a copy, where the joined text, made wide by one non-ASCII character, would be encoded character
+    by character."""
     parts = _ESCAPES.split(text)
     if len(parts) == 1:
-        return text, NO_BREAKS
+        return Normalised(text, NO_BREAKS)
     kept_parts = parts[0::2]
     kept = list(accumulate(map(len, kept_parts[:-1])))
     removed = list(accumulate(map(len, parts[1::2])))
-    return "".join(kept_parts), (kept, removed)
+    return Normalised("".join(kept_parts), (kept, removed), b"".join(map(_ENCODE, kept_parts)))
 
 
 _INVISIBLE_BY_BYTE = (
@@ -100,12 +117,12 @@ def has_invisible(text: str) -> bool:
     return any(byte in data and any(char in text for char in chars) for byte, chars in _INVISIBLE_BY_BYTE)
 
 
-def normalise_columns(text: str, *, invisible: bool | None = None) -> tuple[str, Breaks]:
+def normalise_columns(text: str, *, invisible: bool | None = None) -> Normalised:
     """The text the rules see, and its breakpoints as columns (see :data:`Breaks`). ``invisible=False``
     says the caller knows ``text`` has no invisible character (see :data:`INVISIBLE_BYTES`); ``None``
     looks."""
     if not (has_invisible(text) if invisible is None else invisible):
-        return _strip_escapes(text) if "\x1b" in text else (text, NO_BREAKS)
+        return _strip_escapes(text) if "\x1b" in text else Normalised(text, NO_BREAKS)
     pieces: list[str] = []
     kept_at: list[int] = []
     removed_at: list[int] = []
@@ -123,15 +140,15 @@ def normalise_columns(text: str, *, invisible: bool | None = None) -> tuple[str,
         kept_at.append(kept)
         removed_at.append(removed)
     if not kept_at:
-        return text, NO_BREAKS
+        return Normalised(text, NO_BREAKS)
     pieces.append(text[cursor:])
-    return "".join(pieces), (kept_at, removed_at)
+    return Normalised("".join(pieces), (kept_at, removed_at))
 
 
 def normalise(text: str, *, invisible: bool | None = None) -> tuple[str, list[tuple[int, int]]]:
     """The text the rules see, and breakpoints ``(i, d)``: from normalised index ``i`` on (until the next
     breakpoint), the original index is ``i + d``; one breakpoint per run of removed sequences."""
-    norm, (kept, removed) = normalise_columns(text, invisible=invisible)
+    norm, (kept, removed), _utf8 = normalise_columns(text, invisible=invisible)
     return norm, list(dict(zip(kept, removed, strict=True)).items())
 
 

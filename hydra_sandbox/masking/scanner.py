@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 
 from hydra_sandbox.masking.checks import is_placeholder, reads_as_code, shannon_entropy
 from hydra_sandbox.masking.engine import KNOWN_BASE, Hit, Prefilter, PrefilterStream
-from hydra_sandbox.masking.normalise import Breaks, OffsetMap, has_invisible, normalise_columns, split_incomplete
+from hydra_sandbox.masking.normalise import (
+    Breaks,
+    Normalised,
+    OffsetMap,
+    has_invisible,
+    normalise_columns,
+    split_incomplete,
+)
 from hydra_sandbox.masking.rules import MaskingRule
 
 CONTEXT = 64
@@ -82,14 +89,14 @@ class Scanner:
 
     # -- input ---------------------------------------------------------------------------------
 
-    def _append(self, text: str, invisible: bool | None = None) -> str:
-        norm, breaks = normalise_columns(text, invisible=invisible)
+    def _append(self, text: str, invisible: bool | None = None) -> Normalised:
+        normalised = norm, breaks, _utf8 = normalise_columns(text, invisible=invisible)
         self._map.extend(self._end, self._orig_end, breaks)
         self._orig += text
         self._norm += norm
         self._end += len(norm)
         self._orig_end += len(text)
-        return norm
+        return normalised
 
     def whole(self, text: str, norm: str, breaks: Breaks, hits: list[Hit]) -> str:
         """Mask a complete text (block mode), normalised and prefiltered by :func:`mask_text`."""
@@ -106,16 +113,16 @@ class Scanner:
             invisible = has_invisible(self._raw_tail)
         text, self._raw_tail = split_incomplete(self._raw_tail + chunk)
         start = self._end
-        norm = self._append(text, invisible)
-        self._add_hits(self._stream.scan(norm, start))
+        norm, _breaks, utf8 = self._append(text, invisible)
+        self._add_hits(self._stream.scan(norm, start, utf8))
         return self._advance(final=False)
 
     def flush(self) -> str:
         assert self._stream is not None
         start = self._end
-        norm = self._append(self._raw_tail)
+        norm, _breaks, utf8 = self._append(self._raw_tail)
         self._raw_tail = ""
-        hits = self._stream.scan(norm, start) if norm else []
+        hits = self._stream.scan(norm, start, utf8) if norm else []
         self._add_hits(hits + self._stream.close(self._end))
         return self._advance(final=True)
 
@@ -210,22 +217,28 @@ class Scanner:
         return "".join(pieces)
 
 
+def _block_hits(compiled: Compiled, normalised: Normalised) -> list[Hit]:
+    """Prefilter hits of a whole normalised text, read with the sentinel newline a stream ends with."""
+    utf8 = None if normalised.utf8 is None else normalised.utf8 + b"\n"
+    return compiled.prefilter.scan(normalised.text + "\n", utf8)
+
+
 def mask_text(compiled: Compiled, text: str) -> tuple[str, Counter[str] | None]:
     """``text`` masked whole, and the masks made by rule (``None`` when the prefilter found nothing)."""
-    norm, breaks = normalise_columns(text)
-    hits = compiled.prefilter.scan(norm + "\n")  # the same sentinel a stream ends with
+    normalised = normalise_columns(text)
+    hits = _block_hits(compiled, normalised)
     if not hits:
         return text, None
     scanner = Scanner(compiled)
-    return scanner.whole(text, norm, breaks, hits), scanner.counted
+    return scanner.whole(text, normalised.text, normalised.breaks, hits), scanner.counted
 
 
 def find_spans(compiled: Compiled, text: str) -> list[tuple[int, int, str]]:
     """The spans of ``text`` masking replaces, as (start, end, rule) in ``text``'s own offsets."""
-    norm, breaks = normalise_columns(text)
-    hits = compiled.prefilter.scan(norm + "\n")
+    normalised = normalise_columns(text)
+    hits = _block_hits(compiled, normalised)
     if not hits:
         return []
     scanner = Scanner(compiled)
-    scanner.whole(text, norm, breaks, hits)
+    scanner.whole(text, normalised.text, normalised.breaks, hits)
     return scanner.found

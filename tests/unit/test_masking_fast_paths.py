@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from benchmarks.masking_corpus import generate
 from hydra_sandbox.masking import LineMasker, SecretMasker
-from hydra_sandbox.masking.normalise import _REMOVABLE, _STARTS, INVISIBLE_BYTES, has_invisible, normalise
+from hydra_sandbox.masking.normalise import (
+    _REMOVABLE,
+    _STARTS,
+    INVISIBLE_BYTES,
+    has_invisible,
+    normalise,
+    normalise_columns,
+)
 
 KNOWN = "hydra-known-value-7f3a9c21"
 TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
@@ -58,6 +65,14 @@ ESCAPE_ALPHABET = ["a", "7", " ", "\n", "\x1b", "[", "3", "m", "]", "\x07", "\\"
 @given(st.text(alphabet=ESCAPE_ALPHABET + list(INVISIBLE[:3])))
 def test_escape_stripping_gives_the_breakpoints_of_the_reference_definition(text: str) -> None:
     assert normalise(text) == reference(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=[*ESCAPE_ALPHABET, "\ud800", "\udfff", "\U0001f600"]))
+def test_the_utf8_normalising_makes_is_the_normalised_text_encoded(text: str) -> None:
+    normalised = normalise_columns(text, invisible=False)
+    if normalised.utf8 is not None:
+        assert normalised.utf8 == normalised.text.encode("utf-8", "surrogatepass")
 
 
 @settings(max_examples=300, deadline=None)
