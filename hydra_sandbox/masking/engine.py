@@ -13,6 +13,7 @@ Pattern ids: rule ``i`` is ``i``; known literal ``j`` is ``KNOWN_BASE + j``.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 import ahocorasick
 
+from hydra_sandbox.masking.normalise import Utf8
 from hydra_sandbox.masking.rules import MaskingRule
 
 KNOWN_BASE = 1 << 20
@@ -39,7 +41,7 @@ def hyperscan_available() -> bool:
 
 
 class PrefilterStream(Protocol):
-    def scan(self, text: str, base: int, utf8: bytes | None = None) -> list[Hit]:
+    def scan(self, text: str, base: int, utf8: Utf8 | None = None) -> list[Hit]:
         """Hits whose end lies in ``text``, which starts at absolute offset ``base`` (``utf8``: its UTF-8,
         when the caller has it)."""
         ...
@@ -56,7 +58,7 @@ class Prefilter(Protocol):
     ahead: tuple[int, ...]
     """Per rule: how far after a hit a match of the rule may end."""
 
-    def scan(self, text: str, utf8: bytes | None = None) -> list[Hit]: ...
+    def scan(self, text: str, utf8: Utf8 | None = None) -> list[Hit]: ...
 
     def stream(self) -> PrefilterStream: ...
 
@@ -64,11 +66,12 @@ class Prefilter(Protocol):
 _CONTINUATION = bytes(range(0x80, 0xC0))
 
 
-def _char_offsets(text: str, data: bytes, hits: list[Hit], base: int) -> list[Hit]:
+def _char_offsets(text: str, data: bytes, hits: list[Hit], base: int, landmarks: Utf8 | None = None) -> list[Hit]:
     """Byte offsets (relative to ``data``, the UTF-8 of ``text``) turned into absolute character offsets:
-    a character is one byte that is not a UTF-8 continuation byte. Each offset is counted from the
-    nearer end of ``data`` (hits in the second half backwards from its end), so the bytes counted over
-    are at most half of ``data`` once per side. Hits come back in ascending order of their ends."""
+    a character is one byte that is not a UTF-8 continuation byte. With ``landmarks`` (from normalising),
+    each offset is counted from the start of its piece; without, from the nearer end of ``data`` (hits in
+    the second half backwards from its end), so the bytes counted over are at most half of ``data`` once
+    per side. Hits come back in ascending order of their ends."""
     if len(data) == len(text):
         return [(i, base + end) for i, end in hits]
     out: list[Hit] = []
@@ -79,6 +82,11 @@ def _char_offsets(text: str, data: bytes, hits: list[Hit], base: int) -> list[Hi
     for i, end in ordered:
         while 0 < end < len(data) and data[end] & 0xC0 == 0x80:
             end -= 1  # inside a multi-byte character: count it from its first byte
+        if landmarks is not None:
+            k = bisect.bisect_right(landmarks.byte_at, end) - 1
+            piece = landmarks.byte_at[k]
+            out.append((i, base + landmarks.char_at[k] + len(data[piece:end].translate(None, _CONTINUATION))))
+            continue
         if end > half:
             later.append((i, end))
             continue
@@ -142,15 +150,15 @@ class _HyperscanStream:
             manager = db.stream(match_event_handler=collector)
             self._parts.append((manager, manager.__enter__(), collector))
 
-    def scan(self, text: str, base: int, utf8: bytes | None = None) -> list[Hit]:
-        data = _encode(text) if utf8 is None else utf8
+    def scan(self, text: str, base: int, utf8: Utf8 | None = None) -> list[Hit]:
+        data = _encode(text) if utf8 is None else utf8.data
         hits: list[Hit] = []
         for _manager, stream, collector in self._parts:
             collector.hits = []
             stream.scan(data, scratch=self._owner.scratch(stream.database))
             hits += [(i, max(0, end - self._bytes)) for i, end in collector.hits]
         self._bytes += len(data)
-        return _char_offsets(text, data, hits, base)
+        return _char_offsets(text, data, hits, base, utf8)
 
     def close(self, end: int) -> list[Hit]:
         # a sentinel newline makes end-of-line assertions report now; their ends are clamped to the text
@@ -205,15 +213,15 @@ class HyperscanPrefilter:
             self._local.plan = plan
         return plan
 
-    def scan(self, text: str, utf8: bytes | None = None) -> list[Hit]:
-        data = _encode(text) if utf8 is None else utf8
+    def scan(self, text: str, utf8: Utf8 | None = None) -> list[Hit]:
+        data = _encode(text) if utf8 is None else utf8.data
         hits: list[Hit] = []
         for db, scratch, collector in self._block_plan():
             collector.hits = []
             db.scan(data, match_event_handler=collector, scratch=scratch)
             if collector.hits:
                 hits += collector.hits
-        return _char_offsets(text, data, hits, 0) if hits else hits
+        return _char_offsets(text, data, hits, 0, utf8) if hits else hits
 
     def stream(self) -> PrefilterStream:
         return _HyperscanStream(self)
@@ -227,7 +235,7 @@ class _KeywordStream:
         self._owner = owner
         self._tail = ""
 
-    def scan(self, text: str, base: int, utf8: bytes | None = None) -> list[Hit]:
+    def scan(self, text: str, base: int, utf8: Utf8 | None = None) -> list[Hit]:
         joined = self._tail + text
         start = base - len(self._tail)
         hits = [h for h in self._owner.literal_hits(joined, start) if h[1] > base]
@@ -268,7 +276,7 @@ class KeywordPrefilter:
             out += [(i, at) for at in range((start // step + 1) * step, stop + 1, step)]
         return out
 
-    def scan(self, text: str, utf8: bytes | None = None) -> list[Hit]:
+    def scan(self, text: str, utf8: Utf8 | None = None) -> list[Hit]:
         return self.literal_hits(text, 0) + self.grid_hits(0, len(text)) + [(i, len(text)) for i in self.everywhere]
 
     def stream(self) -> PrefilterStream:

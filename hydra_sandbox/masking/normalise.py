@@ -67,13 +67,23 @@ breakpoint), ``removed[k]`` characters have been removed before it. ``kept`` asc
 NO_BREAKS: Breaks = ([], [])
 
 
+class Utf8(NamedTuple):
+    """A text's UTF-8 (``text.encode("utf-8", "surrogatepass")``) and landmarks in it: piece ``k`` starts
+    at byte ``byte_at[k]`` and character ``char_at[k]``, so a byte offset becomes a character offset by
+    counting within one piece."""
+
+    data: bytes
+    byte_at: list[int]
+    char_at: list[int]
+
+
 class Normalised(NamedTuple):
     """A text as the rules see it (see :func:`normalise_columns`), with its UTF-8 when normalising made it
-    cheaply: ``utf8`` is ``text.encode("utf-8", "surrogatepass")``, or ``None`` for the engine to encode."""
+    cheaply (``None``: the engine encodes the text itself)."""
 
     text: str
     breaks: Breaks
-    utf8: bytes | None = None
+    utf8: Utf8 | None = None
 
 
 _ENCODE = methodcaller("encode", "utf-8", "surrogatepass")
@@ -92,7 +102,9 @@ def _strip_escapes(text: str) -> Normalised:
     kept_parts = parts[0::2]
     kept = list(accumulate(map(len, kept_parts[:-1])))
     removed = list(accumulate(map(len, parts[1::2])))
-    return Normalised("".join(kept_parts), (kept, removed), b"".join(map(_ENCODE, kept_parts)))
+    encoded = list(map(_ENCODE, kept_parts))
+    landmarks = Utf8(b"".join(encoded), list(accumulate(map(len, encoded[:-1]), initial=0)), [0, *kept])
+    return Normalised("".join(kept_parts), (kept, removed), landmarks)
 
 
 _INVISIBLE_BY_BYTE = (

@@ -219,7 +219,9 @@ class Scanner:
 
 def _block_hits(compiled: Compiled, normalised: Normalised) -> list[Hit]:
     """Prefilter hits of a whole normalised text, read with the sentinel newline a stream ends with."""
-    utf8 = None if normalised.utf8 is None else normalised.utf8 + b"\n"
+    utf8 = normalised.utf8
+    if utf8 is not None:  # the newline joins the last piece
+        utf8 = utf8._replace(data=utf8.data + b"\n")
     return compiled.prefilter.scan(normalised.text + "\n", utf8)
 
 

@@ -69,10 +69,14 @@ def test_escape_stripping_gives_the_breakpoints_of_the_reference_definition(text
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=[*ESCAPE_ALPHABET, "\ud800", "\udfff", "\U0001f600"]))
-def test_the_utf8_normalising_makes_is_the_normalised_text_encoded(text: str) -> None:
+def test_the_utf8_normalising_makes_is_the_normalised_text_encoded_with_true_landmarks(text: str) -> None:
     normalised = normalise_columns(text, invisible=False)
     if normalised.utf8 is not None:
-        assert normalised.utf8 == normalised.text.encode("utf-8", "surrogatepass")
+        utf8 = normalised.utf8
+        assert utf8.data == normalised.text.encode("utf-8", "surrogatepass")
+        assert len(utf8.byte_at) == len(utf8.char_at) and utf8.byte_at[0] == utf8.char_at[0] == 0
+        for byte, char in zip(utf8.byte_at, utf8.char_at, strict=True):
+            assert len(normalised.text[:char].encode("utf-8", "surrogatepass")) == byte
 
 
 @settings(max_examples=300, deadline=None)

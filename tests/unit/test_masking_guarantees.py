@@ -41,7 +41,14 @@ from hydra_sandbox.masking.engine import (
     _reach,
     make_prefilter,
 )
-from hydra_sandbox.masking.normalise import OffsetMap, _candidates, has_invisible, normalise, split_incomplete
+from hydra_sandbox.masking.normalise import (
+    OffsetMap,
+    Utf8,
+    _candidates,
+    has_invisible,
+    normalise,
+    split_incomplete,
+)
 from hydra_sandbox.masking.rules import MAX_RULE_WIDTH
 from hydra_sandbox.masking.scanner import CONTEXT, SLACK, accept
 
@@ -608,6 +615,10 @@ def test_byte_offsets_counted_from_either_end_give_the_characters_before_them() 
         assert sorted(got) == sorted(expected)
         if not text.isascii():  # (ASCII text keeps the engine's own order, ascending per database)
             assert got == expected
+        cuts = sorted({0, *rng.sample(range(len(text) + 1), min(3, len(text) + 1))})  # pieces, as normalising cuts
+        landmarks = Utf8(data, [len(text[:c].encode()) for c in cuts], cuts)
+        with_landmarks = _char_offsets(text, data, hits, 100, landmarks)
+        assert with_landmarks == expected if not text.isascii() else sorted(with_landmarks) == sorted(expected)
 
 
 def test_a_rules_search_window_is_its_hit_bounds_capped_at_its_widest_match() -> None:
