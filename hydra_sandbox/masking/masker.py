@@ -159,8 +159,10 @@ class MaskingStream:
         return self._collect(out + self._scanner.flush())
 
     def _collect(self, out: str) -> str:
-        self._masker._count(self._scanner.counted)
-        self._scanner.counted = Counter()
+        counted = self._scanner.counted
+        if counted:  # most chunks mask nothing: no new Counter for them
+            self._masker._count(counted)
+            self._scanner.counted = Counter()
         return out
 
 

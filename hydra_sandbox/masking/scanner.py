@@ -170,10 +170,15 @@ class Scanner:
 
     def _advance(self, final: bool) -> str:
         ahead = self._c.prefilter.ahead
+        resolved = []
         for rule_id, ends in self._pending.items():
             width = ahead[rule_id]
             while ends and (final or ends[0] + width + CONTEXT <= self._end):
                 self._extract(rule_id, ends.popleft())
+            if not ends:
+                resolved.append(rule_id)
+        for rule_id in resolved:  # so each chunk looks only at rules with hits still waiting
+            del self._pending[rule_id]
         safe = self._safe(final)
         self._cands.sort(key=lambda c: (c[0], c[2]))
         ready = [c for c in self._cands if c[0] < safe]
