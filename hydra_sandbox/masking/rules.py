@@ -64,12 +64,13 @@ class MaskingRule(BaseModel):
         "every match of ``pattern``. Default: ``pattern`` itself."
     )
     before_hit: int | None = Field(
-        default=None, ge=1, description="A match starts at most this far before the end of its prefilter hit "
-        "and of each keyword in it (default: max_length). Narrows the search window."
+        default=None, ge=1, description="A match starts at most this far before the end of the first prefilter "
+        "hit, and of the first keyword, inside it (default: max_length). Narrows the search window and what a "
+        "stream holds back; too small, and the start of a secret is emitted unmasked."
     )
     after_hit: int | None = Field(
-        default=None, ge=0, description="A match ends at most this far after the end of its prefilter hit and of "
-        "each keyword in it (default: max_length)."
+        default=None, ge=0, description="A match ends at most this far after the end of the first prefilter hit, "
+        "and of the first keyword, inside it (default: max_length)."
     )
     entropy: float = Field(default=0.0, ge=0.0, le=8.0, description="Minimum Shannon entropy (bits/char) of the value.")
     require: tuple[Regex, ...] = Field(default=(), description="Patterns the value must contain, each of them.")
