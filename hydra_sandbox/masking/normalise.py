@@ -78,7 +78,7 @@ class Utf8(NamedTuple):
 
 
 class Normalised(NamedTuple):
-    """A text as the rules see it (see :func:`normalise_columns`), with its UTF-8 when normalising made it
+    """A text as the rules see it (see :func:`normalise`), with its UTF-8 when normalising made it
     cheaply (``None``: the engine encodes the text itself)."""
 
     text: str
@@ -90,7 +90,7 @@ _ENCODE = methodcaller("encode", "utf-8", "surrogatepass")
 
 
 def _strip_escapes(text: str) -> Normalised:
-    """:func:`normalise_columns` for text whose only removable characters start with ESC.
+    """:func:`normalise` for text whose only removable characters start with ESC.
     ``_ESCAPES.split`` alternates kept text and removed sequences; the breakpoints are their running
     lengths (C-level ``accumulate`` over ``len``). The kept pieces are also encoded one by one: ``split``
     makes each piece as narrow as its characters allow, so the ASCII ones (nearly all of a log) encode
@@ -129,7 +129,7 @@ def has_invisible(text: str) -> bool:
     return any(byte in data and any(char in text for char in chars) for byte, chars in _INVISIBLE_BY_BYTE)
 
 
-def normalise_columns(text: str, *, invisible: bool | None = None) -> Normalised:
+def normalise(text: str, *, invisible: bool | None = None) -> Normalised:
     """The text the rules see, and its breakpoints as columns (see :data:`Breaks`). ``invisible=False``
     says the caller knows ``text`` has no invisible character (see :data:`INVISIBLE_BYTES`); ``None``
     looks."""
@@ -155,13 +155,6 @@ def normalise_columns(text: str, *, invisible: bool | None = None) -> Normalised
         return Normalised(text, NO_BREAKS)
     pieces.append(text[cursor:])
     return Normalised("".join(pieces), (kept_at, removed_at))
-
-
-def normalise(text: str, *, invisible: bool | None = None) -> tuple[str, list[tuple[int, int]]]:
-    """The text the rules see, and breakpoints ``(i, d)``: from normalised index ``i`` on (until the next
-    breakpoint), the original index is ``i + d``; one breakpoint per run of removed sequences."""
-    norm, (kept, removed), _utf8 = normalise_columns(text, invisible=invisible)
-    return norm, list(dict(zip(kept, removed, strict=True)).items())
 
 
 class OffsetMap:

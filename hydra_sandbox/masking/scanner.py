@@ -22,7 +22,7 @@ from hydra_sandbox.masking.normalise import (
     Normalised,
     OffsetMap,
     has_invisible,
-    normalise_columns,
+    normalise,
     split_incomplete,
 )
 from hydra_sandbox.masking.rules import MaskingRule
@@ -90,7 +90,7 @@ class Scanner:
     # -- input ---------------------------------------------------------------------------------
 
     def _append(self, text: str, invisible: bool | None = None) -> Normalised:
-        normalised = norm, breaks, _utf8 = normalise_columns(text, invisible=invisible)
+        normalised = norm, breaks, _utf8 = normalise(text, invisible=invisible)
         self._map.extend(self._end, self._orig_end, breaks)
         self._orig += text
         self._norm += norm
@@ -232,7 +232,7 @@ def _block_hits(compiled: Compiled, normalised: Normalised) -> list[Hit]:
 
 def mask_text(compiled: Compiled, text: str) -> tuple[str, Counter[str] | None]:
     """``text`` masked whole, and the masks made by rule (``None`` when the prefilter found nothing)."""
-    normalised = normalise_columns(text)
+    normalised = normalise(text)
     hits = _block_hits(compiled, normalised)
     if not hits:
         return text, None
@@ -242,7 +242,7 @@ def mask_text(compiled: Compiled, text: str) -> tuple[str, Counter[str] | None]:
 
 def find_spans(compiled: Compiled, text: str) -> list[tuple[int, int, str]]:
     """The spans of ``text`` masking replaces, as (start, end, rule) in ``text``'s own offsets."""
-    normalised = normalise_columns(text)
+    normalised = normalise(text)
     hits = _block_hits(compiled, normalised)
     if not hits:
         return []

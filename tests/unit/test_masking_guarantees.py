@@ -46,11 +46,11 @@ from hydra_sandbox.masking.normalise import (
     Utf8,
     _candidates,
     has_invisible,
-    normalise,
     split_incomplete,
 )
 from hydra_sandbox.masking.rules import MAX_RULE_WIDTH
 from hydra_sandbox.masking.scanner import CONTEXT, SLACK, accept
+from tests.masking_kit import normalised_pairs
 
 # a value whose base64 has '+' and '/' at every alignment, so its URL-safe base64 ('-', '_') differs
 URL_SAFE_VALUE = "k>>?~>?>~?hydra~?>>"
@@ -526,11 +526,11 @@ def test_the_fallback_finds_keywords_in_any_case_and_known_values_in_their_exact
 
 def test_normalising_removes_escapes_and_invisible_characters_with_one_breakpoint_per_removal() -> None:
     text = "a\x1b[31mb\u200bc\x1b]0;t\x07d\x1b[0m\x1b[1m"
-    assert normalise(text) == ("abcd", [(1, 5), (2, 6), (3, 12), (4, 20)])
-    assert normalise("a\x1b[31mb\x1b[0m\x1b[1mc", invisible=False) == ("abc", [(1, 5), (2, 13)])
-    assert normalise("\u200b\u200bab\u00ad") == ("ab", [(0, 2), (2, 3)])
-    assert normalise("a\u200bb", invisible=False) == ("a\u200bb", [])  # the caller said there is none
-    assert normalise("plain text") == ("plain text", [])
+    assert normalised_pairs(text) == ("abcd", [(1, 5), (2, 6), (3, 12), (4, 20)])
+    assert normalised_pairs("a\x1b[31mb\x1b[0m\x1b[1mc", invisible=False) == ("abc", [(1, 5), (2, 13)])
+    assert normalised_pairs("\u200b\u200bab\u00ad") == ("ab", [(0, 2), (2, 3)])
+    assert normalised_pairs("a\u200bb", invisible=False) == ("a\u200bb", [])  # the caller said there is none
+    assert normalised_pairs("plain text") == ("plain text", [])
 
 
 @pytest.mark.parametrize(
